@@ -1,0 +1,81 @@
+"""The backbone registry: one name -> one way to build a pretrained network.
+
+A weight source registers a builder with :func:`register_backbone`; :func:`create_backbone`
+looks the name up (or, for an unregistered name, treats it as a timm architecture that needs a
+local weights file or, online, timm's hub). Every builder returns a :class:`Backbone`, so the
+rest of graft never branches on where weights came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import ModelError
+from .backbone import Backbone
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    builder: Callable[..., Backbone]
+    description: str
+    source: str
+
+
+_REGISTRY: dict[str, BackboneEntry] = {}
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+
+def register_backbone(name: str, *, description: str, source: str):
+    """Decorator: register ``builder(pretrained: bool) -> Backbone`` under ``name``."""
+
+    def wrap(builder: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _REGISTRY[name] = BackboneEntry(name, builder, description, source)
+        return builder
+
+    return wrap
+
+
+def list_backbones() -> list[BackboneEntry]:
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def create_backbone(
+    name: str = DEFAULT_BACKBONE, *, weights: str | None = None, pretrained: bool = True
+) -> Backbone:
+    """Build backbone ``name`` with pretrained weights.
+
+    ``weights`` is a local ``.safetensors`` or ``.pth`` file; it overrides a registered
+    source and is required (offline) for an unregistered timm architecture. With
+    ``pretrained=False`` the network is built with random weights (used when the weights
+    come from a saved graft model instead).
+    """
+    from . import timm_weights  # local import: avoids a cycle, timm_weights registers nothing
+
+    if weights is not None:
+        return timm_weights.from_local_file(name, weights)
+    entry = _REGISTRY.get(name)
+    if entry is not None:
+        return entry.builder(pretrained=pretrained)
+    if not pretrained:
+        return timm_weights.untrained(name)
+    return timm_weights.from_timm_hub(name)
+
+
+def get_entry(name: str) -> BackboneEntry | None:
+    return _REGISTRY.get(name)
+
+
+def require_known(name: str) -> None:
+    """Raise a clear error for a name that is neither registered nor a timm architecture."""
+    import timm
+
+    if name not in _REGISTRY and not timm.is_model(name):
+        known = ", ".join(sorted(_REGISTRY))
+        raise ModelError(
+            f"unknown backbone {name!r}: registered backbones are {known}; any timm "
+            "architecture name also works with --weights FILE"
+        )

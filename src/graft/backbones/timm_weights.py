@@ -1,0 +1,88 @@
+"""Any timm architecture, with weights from a local file or (online only) timm's hub."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from ..preprocess import Preprocessing
+from .backbone import Backbone
+
+
+def preprocessing_of(model: torch.nn.Module) -> Preprocessing:
+    """The eval preprocessing timm records for this architecture's pretrained weights."""
+    import timm.data
+
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return Preprocessing(
+        size=int(cfg["input_size"][-1]),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        mean=tuple(float(x) for x in cfg["mean"]),
+        std=tuple(float(x) for x in cfg["std"]),
+    )
+
+
+def _create(architecture: str, **kwargs) -> torch.nn.Module:
+    import timm
+
+    if not timm.is_model(architecture):
+        raise ModelError(f"{architecture!r} is neither a graft backbone nor a timm architecture")
+    return timm.create_model(architecture, **kwargs)
+
+
+def read_state_dict(path: Path) -> dict:
+    """Tensors from a .safetensors file or a plain .pth/.pt/.bin state dict (never unpickled)."""
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a loadable weights file ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: expected a state dict of tensors, found {type(state).__name__}")
+    return state
+
+
+def from_local_file(architecture: str, weights: str | Path) -> Backbone:
+    path = Path(weights).expanduser().resolve()
+    state = read_state_dict(path)
+    model = _create(architecture, pretrained=False)
+    head = model.pretrained_cfg.get("classifier")
+    # A checkpoint with a classifier of another size (or none) still gives a usable trunk.
+    head_keys = {k for k in state if head and k.startswith(head + ".")}
+    own = model.state_dict()
+    if any(state[k].shape != own[k].shape for k in head_keys if k in own) or not head_keys:
+        state = {k: v for k, v in state.items() if k not in head_keys}
+        model.reset_classifier(0)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path} does not fit timm's {architecture}: {exc}") from exc
+    return Backbone(architecture, architecture, model, f"file:{path}", preprocessing_of(model))
+
+
+def from_timm_hub(architecture: str) -> Backbone:
+    try:
+        model = _create(architecture, pretrained=True)
+    except ModelError:
+        raise
+    except Exception as exc:  # network and hub errors come in many types
+        raise ModelError(
+            f"could not download pretrained weights for {architecture!r} from timm's hub "
+            f"({type(exc).__name__}: {exc}). Offline, pass a local file with --weights, or use "
+            "a registered backbone (graft backbones)"
+        ) from exc
+    return Backbone(architecture, architecture, model, "timm-hub", preprocessing_of(model))
+
+
+def untrained(architecture: str) -> Backbone:
+    model = _create(architecture, pretrained=False)
+    return Backbone(architecture, architecture, model, "none", preprocessing_of(model))

@@ -1,0 +1,245 @@
+"""The ``graft`` command line: parse arguments, call the library, print. No logic of its own."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from .backbones import DEFAULT_BACKBONE
+from .errors import GraftError
+from .heads import CLASSICAL_HEADS
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+class GraftGroup(click.Group):
+    """Turns GraftError (bad input, bad options) into one clear line and exit code 2."""
+
+    def invoke(self, ctx):
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        try:
+            return super().invoke(ctx)
+        except GraftError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=GraftGroup)
+@click.version_option(package_name="graft")
+def main():
+    """graft: transfer learning for image classifiers, fast and offline on a CPU."""
+
+
+def _common_data_options(fn):
+    fn = click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
+    fn = click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+                      help="Frozen inference engine (auto: ONNX Runtime when installed).")(fn)
+    fn = click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)(fn)
+    fn = click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
+    return fn
+
+
+def _backbone_options(fn):
+    fn = click.option("--image-size", type=click.IntRange(32), default=None,
+                      help="Input resolution (default: the weights' own).")(fn)
+    fn = click.option("--layer", default=None, help="Cut layer: name or index from `graft layers` (default: final pooled).")(fn)
+    fn = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                      help="Local .safetensors/.pth weights for a timm architecture.")(fn)
+    fn = click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)(fn)
+    return fn
+
+
+@main.command()
+def backbones():
+    """List the registered backbones and where their weights come from."""
+    from .backbones import list_backbones
+
+    for entry in list_backbones():
+        click.echo(f"{entry.name:28s} {entry.source:44s} {entry.description}")
+    click.echo("\nAny timm architecture also works with --weights FILE (or online, from timm's hub).")
+
+
+@main.command()
+@click.argument("backbone", default=DEFAULT_BACKBONE)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--image-size", type=click.IntRange(32), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def layers(backbone, weights, image_size, as_json):
+    """List a backbone's layers: index, name, type, output shape, parameters, trainable."""
+    from .backbones import create_backbone
+
+    infos = create_backbone(backbone, weights=weights).layers(image_size)
+    if as_json:
+        for info in infos:
+            click.echo(json.dumps(info.__dict__))
+        return
+    click.echo(f"{'idx':>3}  {'name':22s} {'type':24s} {'output':18s} {'params':>10}  trainable")
+    for i in infos:
+        shape = "x".join(str(d) for d in i.output_shape) or "-"
+        click.echo(f"{i.index:>3}  {i.name:22s} {i.type:24s} {shape:18s} {i.params:>10,}  {'yes' if i.trainable else 'no'}")
+    click.echo(f"total parameters: {sum(i.params for i in infos):,}")
+
+
+@main.command()
+@click.argument("data", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .npz (features, labels, paths, classes).")
+@_backbone_options
+@_common_data_options
+def extract(data, out, backbone, weights, layer, image_size, strict, engine, batch_size, no_cache, quiet):
+    """Write frozen backbone features of a class-folder tree to an .npz file."""
+    from .data import scan_folder
+    from .features import FeatureExtractor
+
+    folder = scan_folder(data)
+    extractor = FeatureExtractor(backbone, layer=layer, weights=weights, image_size=image_size,
+                                 batch_size=batch_size, engine=engine, cache=not no_cache,
+                                 progress=not quiet).fit()
+    features = extractor.extract_folder(folder, strict=strict)
+    path = features.save(out)
+    click.echo(f"wrote {path}: {features.vectors.shape[0]} images x {features.vectors.shape[1]} features "
+               f"({features.cached} from cache, {len(features.skipped)} skipped)")
+
+
+@main.command()
+@click.argument("data", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")
+@click.option("--head", type=click.Choice(sorted(CLASSICAL_HEADS)), default="logreg", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_backbone_options
+@_common_data_options
+def fit(data, out, val_dir, val_split, head, seed, backbone, weights, layer, image_size, strict,
+        engine, batch_size, no_cache, quiet):
+    """Frozen features + a classical head (C chosen by cross-validation) -> a run folder."""
+    from .fit import fit_frozen
+
+    result = fit_frozen(data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone,
+                        weights=weights, layer=layer, head=head, image_size=image_size, seed=seed,
+                        strict=strict, engine=engine, batch_size=batch_size, cache=not no_cache,
+                        progress=not quiet)
+    _print_summary(result.run_dir, result.metrics)
+
+
+def _print_summary(directory: Path, metrics: dict) -> None:
+    click.echo((directory / "report.txt").read_text())
+    click.echo(f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+               f"n_train {metrics.get('n_train', '-')}  n_val {metrics['n_val']}  "
+               f"{metrics['seconds']:.1f} s  skipped {len(metrics['skipped'])}")
+    click.echo(f"wrote {directory}/: metrics.json report.txt confusion_matrix.png"
+               + (" config.yaml model/" if (directory / "model").exists() else ""))
+
+
+def _expand_inputs(inputs) -> list[Path]:
+    from .data import _is_hidden
+
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if p.is_file()
+                                and not any(_is_hidden(part) for part in p.relative_to(path).parts)))
+        else:
+            paths.append(path)  # a missing file is reported by the extractor, not dropped here
+    if not paths:
+        raise GraftError("no image files found in " + ", ".join(map(str, inputs)))
+    return paths
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "-k", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,rank,class,probability.")
+@_common_data_options
+def predict(run_dir, inputs, top_k, as_json, as_csv, strict, engine, batch_size, no_cache, quiet):
+    """Top-k classes with probabilities for images (files or folders)."""
+    import numpy as np
+
+    from .model import GraftModel
+
+    model = GraftModel.load(run_dir)
+    features, probabilities = model.predict_paths(_expand_inputs(inputs), strict=strict, engine=engine,
+                                                  batch_size=batch_size, cache=not no_cache,
+                                                  progress=not quiet)
+    k = min(top_k, len(model.classes))
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    writer = csv.writer(sys.stdout) if as_csv else None
+    if writer:
+        writer.writerow(["path", "rank", "class", "probability"])
+    for path, row, probs in zip(features.paths, order, probabilities):
+        top = [(model.classes[i], float(probs[i])) for i in row]
+        if as_json:
+            click.echo(json.dumps({"path": path, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}))
+        elif writer:
+            for rank, (c, p) in enumerate(top, 1):
+                writer.writerow([path, rank, c, f"{p:.6f}"])
+        else:
+            click.echo(f"{path}\t" + "  ".join(f"{c} {p:.3f}" for c, p in top))
+    for item in features.skipped:
+        if as_json:
+            click.echo(json.dumps({"path": item["path"], "error": item["reason"]}))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=click.Path())
+@_common_data_options
+def evaluate(run_dir, data, strict, engine, batch_size, no_cache, quiet):
+    """Score a saved model on a labelled class-folder tree; reports land in RUN_DIR/eval/<DATA>/."""
+    from .fit import evaluate as run_evaluation
+
+    directory, metrics = run_evaluation(run_dir, data, strict=strict, engine=engine, batch_size=batch_size,
+                                        cache=not no_cache, progress=not quiet)
+    _print_summary(directory, metrics)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default RUN_DIR/model.onnx).")
+def export(run_dir, fmt, out):
+    """Export a model to ONNX (outputs: logits, probabilities) and check it against torch."""
+    from .export import export_and_verify
+
+    path, max_diff = export_and_verify(run_dir, out)
+    click.echo(f"wrote {path} (ONNX Runtime vs torch: max |diff| {max_diff:.2e})")
+
+
+@main.command()
+@click.option("--data", type=click.Path(), default=None,
+              help="Run on this class-folder tree instead of the embedded digits.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
+@click.option("--image-size", type=click.IntRange(32), default=None)
+@click.option("--quiet", "-q", is_flag=True)
+def demo(data, out, backbone, image_size, quiet):
+    """The whole path on real data: features, logistic regression, report, pictures."""
+    from .cache import cache_root
+    from .demo import write_digits_dataset
+    from .fit import fit_frozen
+
+    if data is None:
+        data = write_digits_dataset(cache_root() / "demo" / "sklearn-digits")
+        image_size = image_size or 128
+        click.echo(f"demo data: scikit-learn's 1797 handwritten digits, written to {data}")
+    result = fit_frozen(data, out, val_fraction=0.25, backbone=backbone, image_size=image_size,
+                        progress=not quiet)
+    _print_summary(result.run_dir, result.metrics)
+    click.echo(f"confusion matrix picture: {result.run_dir / 'confusion_matrix.png'}")
+    click.echo(f"try: graft predict {result.run_dir} {Path(data) / sorted(p.name for p in Path(data).iterdir())[0]}")

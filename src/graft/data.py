@@ -1,0 +1,351 @@
+"""Finding labelled images on disk and decoding them to RGB.
+
+A dataset is a class-per-folder tree, ``root/<class>/<image>``. Scanning lists every file
+without opening it; decoding happens later, one image at a time, in :func:`load_image`, which
+either returns a correct RGB image or raises :class:`ImageDecodeError` saying why. Files that
+are not images are therefore listed here and reported (not silently dropped) when they fail
+to decode.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from graft.errors import DataError, ImageDecodeError
+
+# For information (e.g. a hint in a report): scanning does not filter on suffix.
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+        ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".jpx",
+        ".avif", ".heic", ".heif",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image file and its class index."""
+
+    path: Path
+    label: int
+
+
+@dataclass
+class ImageFolder:
+    """The records of one dataset folder; ``classes[i]`` is the name of label ``i``."""
+
+    root: Path
+    classes: list[str]
+    records: list[Record]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [record.path for record in self.records]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([record.label for record in self.records], dtype=np.int64)
+
+    def subset(self, indices) -> "ImageFolder":
+        """The records at ``indices`` (integer positions, or a boolean mask), in that order."""
+        chosen = np.asarray(indices)
+        if chosen.dtype == bool:
+            if chosen.shape != (len(self.records),):
+                raise DataError(
+                    f"boolean mask of shape {chosen.shape} does not match {len(self.records)} records"
+                )
+            chosen = np.flatnonzero(chosen)
+        chosen = chosen.reshape(-1)
+        if chosen.size and not np.issubdtype(chosen.dtype, np.integer):
+            raise DataError(f"subset indices must be integers, got dtype {chosen.dtype}")
+        return ImageFolder(self.root, list(self.classes), [self.records[int(i)] for i in chosen])
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class, in label order; a class without images counts 0."""
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(counts[label]) for label, name in enumerate(self.classes)}
+
+
+def _is_hidden(name: str) -> bool:
+    # Dot-files are OS and tool metadata (.DS_Store, ._foo, .ipynb_checkpoints), not data.
+    return name.startswith(".")
+
+
+def _files_under(class_dir: Path) -> list[Path]:
+    """Every non-hidden, non-directory entry below ``class_dir``, recursively, sorted.
+
+    Broken symlinks and other non-regular entries are kept on purpose: they fail in
+    load_image with a reason instead of vanishing from the dataset unnoticed.
+    """
+    found: list[Path] = []
+    visited: set[str] = set()
+    # followlinks so that symlinked sub-folders count; the realpath set stops symlink cycles.
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        found.extend(Path(dirpath, f) for f in filenames if not _is_hidden(f))
+    return sorted(found)
+
+
+def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
+    """List the images of a ``root/<class>/<image>`` tree (images may be nested deeper).
+
+    Without ``classes`` the class names are the sorted sub-folder names, and at least two
+    are required. With ``classes`` (scanning a validation folder against the training
+    classes) labels are positions in that list, every sub-folder must be one of them, and a
+    listed class may be absent.
+    """
+    root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if not root_path.exists():
+        raise DataError(f"dataset folder does not exist: {root_path}")
+    if not root_path.is_dir():
+        raise DataError(f"dataset path is not a folder: {root_path}")
+
+    try:
+        entries = sorted(root_path.iterdir())
+    except OSError as exc:
+        raise DataError(f"cannot list dataset folder {root_path}: {exc.strerror or exc}") from None
+    class_dirs = [e for e in entries if not _is_hidden(e.name) and e.is_dir()]
+    if not class_dirs:
+        loose = [e for e in entries if not _is_hidden(e.name) and not e.is_dir()]
+        hint = f" (found {len(loose)} file(s) directly in it)" if loose else ""
+        raise DataError(
+            f"no class folders in {root_path}{hint}: graft expects {root_path}/<class>/<image>, "
+            f"one sub-folder per class"
+        )
+
+    if classes is None:
+        class_names = [d.name for d in class_dirs]
+        if len(class_names) == 1:
+            raise DataError(
+                f"found only one class '{class_names[0]}' in {root_path}: "
+                f"a classifier needs at least two"
+            )
+    else:
+        class_names = [str(c) for c in classes]
+        duplicates = sorted({c for c in class_names if class_names.count(c) > 1})
+        if duplicates:
+            raise DataError(f"class list has duplicates: {', '.join(duplicates)}")
+        unknown = [d.name for d in class_dirs if d.name not in class_names]
+        if unknown:
+            raise DataError(
+                f"folder(s) {', '.join(repr(u) for u in unknown)} in {root_path} are not known "
+                f"classes; known classes: {', '.join(repr(c) for c in class_names)}"
+            )
+    label_of = {name: label for label, name in enumerate(class_names)}
+
+    records: list[Record] = []
+    for class_dir in class_dirs:
+        files = _files_under(class_dir)
+        if not files:
+            raise DataError(
+                f"class folder '{class_dir.name}' has no files ({class_dir}): "
+                f"an empty class cannot be learned"
+            )
+        label = label_of[class_dir.name]
+        records.extend(Record(path, label) for path in files)
+    records.sort(key=lambda r: (r.label, r.path))
+    return ImageFolder(root_path, class_names, records)
+
+
+def stratified_split(
+    folder: ImageFolder, val_fraction: float, seed: int = 0
+) -> tuple[ImageFolder, ImageFolder]:
+    """Split each class into train and validation parts, ``val_fraction`` of it to validation.
+
+    Every class with at least two images lands on both sides; a single-image class stays in
+    training (with a warning), since it cannot be both learned and validated.
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.number)):
+        raise DataError(f"val_fraction must be a number between 0 and 1, got {val_fraction!r}")
+    if not 0.0 < float(val_fraction) < 1.0:  # also rejects NaN
+        raise DataError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
+
+    rng = np.random.default_rng(seed)
+    by_label: dict[int, list[Record]] = {}
+    for record in sorted(folder.records, key=lambda r: (r.label, r.path)):
+        by_label.setdefault(record.label, []).append(record)
+
+    train: list[Record] = []
+    val: list[Record] = []
+    single: list[str] = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        n = len(members)
+        if n == 1:
+            train.extend(members)
+            single.append(folder.classes[label])
+            continue
+        n_val = min(max(round(n * float(val_fraction)), 1), n - 1)
+        order = rng.permutation(n)
+        val.extend(members[i] for i in order[:n_val])
+        train.extend(members[i] for i in order[n_val:])
+    if single:
+        names = ", ".join(f"'{name}'" for name in single)
+        warnings.warn(
+            f"class(es) {names} have only one image: kept in training, not validated",
+            stacklevel=2,
+        )
+
+    def sort_key(r: Record):
+        return (r.label, r.path)
+
+    return (
+        ImageFolder(folder.root, list(folder.classes), sorted(train, key=sort_key)),
+        ImageFolder(folder.root, list(folder.classes), sorted(val, key=sort_key)),
+    )
+
+
+def load_train_val(
+    train_dir, val_dir=None, val_fraction=None, seed: int = 0
+) -> tuple[ImageFolder, ImageFolder | None]:
+    """The training folder and its validation set: a separate folder, a split, or none."""
+    if val_dir is not None and val_fraction is not None:
+        raise DataError(
+            "give either a validation folder or a validation fraction, not both"
+        )
+    train = scan_folder(train_dir)
+    if val_dir is not None:
+        val_root = Path(os.path.abspath(os.path.expanduser(os.fspath(val_dir))))
+        # Validating on the training images would report memorisation as accuracy.
+        if val_root.exists() and os.path.samefile(val_root, train.root):
+            raise DataError(f"validation folder is the training folder: {val_root}")
+        return train, scan_folder(val_root, classes=train.classes)
+    if val_fraction is not None:
+        return stratified_split(train, val_fraction, seed)
+    return train, None
+
+
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def _over_white(image: Image.Image) -> Image.Image:
+    """Composite an image with alpha over white: transparent areas read as white paper,
+    not as whatever colour the invisible pixels happen to store (often black)."""
+    if image.mode == "La":  # PIL converts premultiplied La only to LA
+        image = image.convert("LA")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _gray_array_to_rgb(gray: np.ndarray) -> Image.Image:
+    return Image.fromarray(gray.astype(np.uint8), mode="L").convert("RGB")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """A new RGB image with the content of ``image`` whatever its mode."""
+    mode = image.mode
+    if mode in _ALPHA_MODES:
+        return _over_white(image)
+    if "transparency" in image.info and mode in ("P", "L", "RGB", "1"):
+        # Palette or colour-key transparency: same treatment as an alpha channel.
+        return _over_white(image.convert("RGBA"))
+    if mode in _SIXTEEN_BIT_MODES:
+        # PIL's convert clips 16-bit values at 255 (near-white images); rescale instead.
+        values = np.asarray(image).astype(np.float64)
+        return _gray_array_to_rgb(np.round(values / 257.0))
+    if mode == "I":
+        values = np.asarray(image).astype(np.float64)
+        if values.size and values.max() > 255:
+            # 32-bit container holding 16-bit data (the usual case, e.g. 16-bit PNG/TIFF).
+            return _gray_array_to_rgb(np.round(np.clip(values, 0, 65535) / 257.0))
+        return _gray_array_to_rgb(np.clip(values, 0, 255))
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image).astype(np.float64), nan=0.0)
+        if values.size and values.max() <= 1.0:
+            values = values * 255.0
+        return _gray_array_to_rgb(np.round(np.clip(values, 0, 255)))
+    # RGB (copied), L, 1, CMYK, YCbCr, LAB, HSV, RGBX, ...: PIL's conversions are right.
+    return image.convert("RGB")
+
+
+def _too_large(width: int, height: int, limit: int) -> str:
+    return (
+        f"image too large: {width} x {height} pixels exceeds the limit of {limit} "
+        f"(possible decompression bomb)"
+    )
+
+
+def load_image(
+    path, *, min_side: int | None = None, max_pixels: int | None = None
+) -> Image.Image:
+    """Decode one image file to a fully loaded RGB image, or raise ImageDecodeError.
+
+    EXIF orientation is applied, transparency is composited over white, 16-bit and float
+    images are scaled to 8 bits, and multi-frame files give their first frame.
+    ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``) rejects images whose header
+    claims more pixels, before any pixel data is decoded. ``min_side`` lets JPEG decoding
+    shrink by a power of two while keeping the shorter side at least that long.
+    """
+    path_str = os.fspath(path)
+    try:
+        info = os.stat(path_str)
+    except FileNotFoundError:
+        raise ImageDecodeError(path_str, "file not found") from None
+    except OSError as exc:
+        raise ImageDecodeError(path_str, f"cannot read file: {exc.strerror or exc}") from None
+    # Checked before opening: opening a FIFO would block, and a directory is not an image.
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageDecodeError(path_str, "not a regular file")
+    if info.st_size == 0:
+        raise ImageDecodeError(path_str, "empty file (0 bytes)")
+
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    try:
+        # PIL's own size warning is silenced because the header check below applies the
+        # caller's limit (which may be higher than PIL's); PIL's hard error (twice its
+        # limit) still fires and is turned into the same kind of report.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path_str) as image:
+                width, height = image.size
+                if limit is not None and width * height > limit:
+                    raise ImageDecodeError(path_str, _too_large(width, height, limit))
+                if min_side is not None and image.format == "JPEG":
+                    side = int(min_side)
+                    if 0 < side < min(width, height):
+                        # draft picks the largest 1/2, 1/4, 1/8 scale keeping both sides at
+                        # least the requested ones; the shorter side binds, so (side, side)
+                        # keeps the shorter side >= min_side. Rotation does not change
+                        # which side is shorter, so the EXIF transpose below stays right.
+                        image.draft("RGB", (side, side))
+                image.load()
+                try:
+                    oriented = ImageOps.exif_transpose(image)
+                except (OSError, SyntaxError, ValueError, KeyError, TypeError) as exc:
+                    raise ImageDecodeError(
+                        path_str, f"corrupt EXIF metadata: {exc}"
+                    ) from None
+                rgb = _to_rgb(oriented)
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError:
+        raise ImageDecodeError(path_str, "file not found") from None
+    except PermissionError as exc:
+        raise ImageDecodeError(path_str, f"cannot read file: {exc.strerror or exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(
+            path_str, f"image too large: {exc} (possible decompression bomb)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(path_str, "not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(path_str, f"truncated or corrupt image data: {exc}") from None
+    rgb.load()
+    return rgb

@@ -1,0 +1,160 @@
+"""The model artifact: backbone (cut at a layer) + head, saved as safetensors + JSON.
+
+Every training path (frozen features + classical head, fine-tuning) ends in a
+:class:`GraftModel`; ``predict``, ``evaluate`` and ``export`` only ever see this class.
+
+On disk, one folder::
+
+    weights.safetensors   backbone.* (the feature network's tensors) and head.* tensors
+    graft.json            format version, backbone, cut layer, preprocessing, classes, head, training
+
+Loading rebuilds the architecture from timm and fills it from safetensors: nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import Backbone, PooledFeatures, create_backbone
+from .errors import ModelError
+from .heads import build_head
+from .preprocess import Preprocessing
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "graft.json"
+
+
+class GraftModel(nn.Module):
+    """images -> logits: ``features`` (pooled backbone at a cut) then ``head``."""
+
+    def __init__(self, features: PooledFeatures, head: nn.Module, classes: list[str],
+                 preprocessing: Preprocessing, backbone_info: dict, training: dict | None = None):
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.backbone_info = dict(backbone_info)
+        self.training_info = dict(training or {})
+
+    @classmethod
+    def from_backbone(cls, backbone: Backbone, head: nn.Module, classes, layer=None,
+                      preprocessing: Preprocessing | None = None, training: dict | None = None,
+                      features: PooledFeatures | None = None) -> "GraftModel":
+        features = features if features is not None else backbone.feature_net(layer)
+        info = {"name": backbone.name, "architecture": backbone.architecture,
+                "weights_source": backbone.weights_source}
+        return cls(features, head, classes, preprocessing or backbone.preprocessing, info, training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    @property
+    def layer(self) -> str | None:
+        return self.features.cut_layer
+
+    def config(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "backbone": self.backbone_info,
+            "layer": self.layer,
+            "preprocessing": self.preprocessing.to_dict(),
+            "classes": self.classes,
+            "head": self.head.config(),
+            "training": self.training_info,
+        }
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"backbone.{k}": v for k, v in self.features.trunk.state_dict().items()}
+        tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        # safetensors refuses views that share storage; a contiguous clone of each is cheap.
+        save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()},
+                  str(directory / WEIGHTS_FILE))
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "GraftModel":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if (directory / "model" / CONFIG_FILE).exists():  # a run folder: its model/ inside
+            directory = directory / "model"
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        if not config_path.exists() or not weights_path.exists():
+            raise ModelError(f"{directory} is not a graft model: expected {CONFIG_FILE} and {WEIGHTS_FILE} "
+                             "(or a run folder holding model/)")
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{config_path}: not valid JSON ({exc})") from exc
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ModelError(f"{config_path}: format version {config.get('format_version')!r}, "
+                             f"this graft reads {FORMAT_VERSION}")
+        info = config["backbone"]
+        backbone = create_backbone(info["name"], pretrained=False) if _registered(info["name"]) \
+            else create_backbone(info["architecture"], pretrained=False)
+        features = backbone.feature_net(config["layer"])
+        head = build_head(config["head"])
+        tensors = load_file(str(weights_path))
+        try:
+            features.trunk.load_state_dict(_strip(tensors, "backbone."), strict=True)
+            head.load_state_dict(_strip(tensors, "head."), strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"{weights_path} does not match {config_path}: {exc}") from exc
+        preprocessing = Preprocessing.from_dict(config["preprocessing"])
+        return cls(features, head, config["classes"], preprocessing, info, config.get("training")).eval()
+
+    # -- inference --------------------------------------------------------------------------
+    def extractor(self, **params):
+        """A :class:`~graft.features.FeatureExtractor` over this model's (frozen) features."""
+        from .features import FeatureExtractor
+
+        return FeatureExtractor.from_network(self.features, self.preprocessing,
+                                             self.backbone_info["architecture"], **params)
+
+    def head_probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.head.eval()(torch.from_numpy(np.asarray(vectors, np.float32)))
+            return torch.softmax(logits, dim=1).numpy()
+
+    def predict_paths(self, paths, strict: bool = False, **extractor_params):
+        """(Features, probabilities) for image files; unreadable files are in ``.skipped``."""
+        features = self.extractor(**extractor_params).extract(paths, strict=strict, desc="predicting")
+        return features, self.head_probabilities(features.vectors)
+
+    def export_onnx(self, path: str | Path) -> Path:
+        from .onnx_io import export_onnx
+
+        return export_onnx(_WithProbabilities(self.eval()), Path(path), self.preprocessing.size,
+                           ["logits", "probabilities"])
+
+
+class _WithProbabilities(nn.Module):
+    def __init__(self, model: GraftModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        logits = self.model(images)
+        return logits, torch.softmax(logits, dim=1)
+
+
+def _strip(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _registered(name: str) -> bool:
+    from .backbones.registry import get_entry
+
+    return get_entry(name) is not None

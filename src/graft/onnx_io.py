@@ -1,0 +1,77 @@
+"""ONNX export of graft's networks and ONNX Runtime sessions to run them on the CPU.
+
+On this project's 2-core CPUs ONNX Runtime runs the depthwise EfficientNet-Lite about 2-3x
+faster than eager torch (see BENCHMARKS.md), so frozen inference goes through it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def export_onnx(module: torch.nn.Module, path: Path, image_size: int, output_names: list[str]) -> Path:
+    """Write ``module`` (images -> tensors) as ONNX with a dynamic batch axis, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    dummy = torch.zeros(1, 3, image_size, image_size)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter traces timm's "same" padding into static pads at this
+            # image size; the newer dynamo exporter is slower and no better for these nets.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (dummy,), tmp,
+                input_names=["images"], output_names=output_names,
+                dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
+                opset_version=17, dynamo=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def ort_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRunner:
+    """Call an exported network on numpy batches: ``runner(images) -> first output``."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.session = ort_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: images})[0]
+
+
+class TorchRunner:
+    """The same call in eager torch, for when ONNX Runtime is absent or not wanted."""
+
+    name = "torch"
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module.eval()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(images)).numpy()

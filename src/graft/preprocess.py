@@ -1,0 +1,70 @@
+"""Turning a decoded RGB image into the array a backbone expects.
+
+The recipe is timm's eval transform (resize the shorter side to size / crop_pct, centre crop,
+scale to [0, 1], normalise), written over PIL + numpy so it needs no torch at decode time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a backbone wants its input: square ``size``, resize ``interpolation``,
+    centre ``crop_pct``, per-channel ``mean`` and ``std`` on [0, 1] pixel values."""
+
+    size: int = 224
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @property
+    def resize_size(self) -> int:
+        """Length of the shorter side after resizing, before the centre crop."""
+        return int(math.floor(self.size / self.crop_pct))
+
+    def with_size(self, size: int) -> "Preprocessing":
+        """The same recipe at another resolution (crop fraction kept)."""
+        return Preprocessing(size, self.interpolation, self.crop_pct, self.mean, self.std)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(
+            size=int(d["size"]),
+            interpolation=str(d["interpolation"]),
+            crop_pct=float(d["crop_pct"]),
+            mean=tuple(float(x) for x in d["mean"]),
+            std=tuple(float(x) for x in d["std"]),
+        )
+
+    def resize_and_crop(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        short = self.resize_size
+        scale = short / min(w, h)
+        new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), _RESAMPLE[self.interpolation])
+        left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
+        return img.crop((left, top, left + self.size, top + self.size))
+
+    def to_array(self, img: Image.Image) -> np.ndarray:
+        """A (3, size, size) float32 array, normalised."""
+        a = np.asarray(self.resize_and_crop(img), dtype=np.float32)
+        mean = np.asarray(self.mean, dtype=np.float32) * 255.0
+        inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
+        return ((a - mean) * inv_std).transpose(2, 0, 1).copy()

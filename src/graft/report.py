@@ -1,0 +1,62 @@
+"""Classification reports: metrics.json content, a text table, a confusion-matrix picture."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
+    """accuracy, macro F1 and per-class precision/recall/F1/support, keyed by class name."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    present = support > 0  # a class absent from the evaluation set does not count in the mean
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(classes)
+        },
+    }
+
+
+def report_text(y_true, y_pred, classes: list[str]) -> str:
+    from sklearn.metrics import classification_report
+
+    return classification_report(y_true, y_pred, labels=list(range(len(classes))),
+                                 target_names=classes, digits=3, zero_division=0)
+
+
+def confusion_matrix_png(y_true, y_pred, classes: list[str], path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    n = len(classes)
+    size = max(4.0, 0.45 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > threshold else "black")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    ax.set_title(f"{title} accuracy {accuracy:.1%}".strip())
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
