@@ -207,9 +207,17 @@ def fit_head(name: str, X: np.ndarray, y: np.ndarray, num_classes: int, seed: in
 
 
 def _scaler(X):
+    """Per-feature mean and scale for standardisation.
+
+    The scale is floored at a tenth of the median feature's: near-constant features would
+    otherwise get weights of 1/std (hundreds) once folded into the linear layer, which
+    amplifies float32 rounding (ONNX vs torch drift) without adding information.
+    """
     mean = X.mean(0)
     scale = X.std(0)
-    scale[scale < 1e-8] = 1.0
+    floor = 0.1 * float(np.median(scale))
+    scale = np.maximum(scale, floor if floor > 0 else 1e-8)
+    scale[scale <= 1e-8] = 1.0
     return mean, scale
 
 

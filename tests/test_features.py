@@ -1,0 +1,116 @@
+"""Feature extraction: engines agree, the cache hits and misses when it should, bad files."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from graft import FeatureExtractor, scan_folder
+from graft.errors import DataError, ImageDecodeError
+
+SIZE = 96  # small images keep the suite fast; the maths does not depend on the size
+
+
+@pytest.fixture(scope="module")
+def extractor(lite0):
+    return FeatureExtractor(lite0, image_size=SIZE).fit()
+
+
+def test_onnx_and_torch_engines_agree(lite0, digits_dir):
+    paths = scan_folder(digits_dir).paths[:20]
+    onnx = FeatureExtractor(lite0, image_size=SIZE, engine="onnx", cache=False).fit()
+    torch_ = FeatureExtractor(lite0, image_size=SIZE, engine="torch", cache=False).fit()
+    a, b = onnx.extract(paths), torch_.extract(paths)
+    assert onnx.engine_ == "onnx" and torch_.engine_ == "torch"
+    assert a.vectors.shape == (20, 1280)
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-4)
+
+
+def test_cache_hits_on_second_run_and_misses_on_changed_file(lite0, digits_dir, tmp_path):
+    data = shutil.copytree(digits_dir, tmp_path / "d")
+    paths = scan_folder(data).paths[:24]
+    first = FeatureExtractor(lite0, image_size=SIZE).fit().extract(paths)
+    assert first.cached == 0
+    again = FeatureExtractor(lite0, image_size=SIZE).fit().extract(paths)
+    assert again.cached == 24
+    np.testing.assert_array_equal(first.vectors, again.vectors)
+
+    os.utime(paths[0], ns=(1, 1))  # a changed file identity must be recomputed
+    third = FeatureExtractor(lite0, image_size=SIZE).fit().extract(paths)
+    assert third.cached == 23
+
+
+def test_cache_key_depends_on_layer_and_preprocessing(lite0):
+    keys = {
+        FeatureExtractor(lite0, image_size=SIZE).fit().extractor_key_,
+        FeatureExtractor(lite0, image_size=SIZE + 32).fit().extractor_key_,
+        FeatureExtractor(lite0, image_size=SIZE, layer="blocks.4").fit().extractor_key_,
+    }
+    assert len(keys) == 3
+
+
+def test_intermediate_layer_features_through_onnx(lite0, digits_dir):
+    paths = scan_folder(digits_dir).paths[:8]
+    inner = FeatureExtractor(lite0, layer="blocks.4", image_size=SIZE, cache=False).fit()
+    out = inner.extract(paths)
+    assert out.vectors.shape == (8, 112)
+    reference = FeatureExtractor(lite0, layer="blocks.4", image_size=SIZE, cache=False, engine="torch").fit()
+    np.testing.assert_allclose(out.vectors, reference.extract(paths).vectors, atol=1e-4)
+
+
+def _with_bad_files(source, target):
+    data = shutil.copytree(source, target)
+    (data / "0" / "empty.png").write_bytes(b"")
+    (data / "1" / "notes.jpg").write_text("not an image")
+    good = next((data / "2").iterdir()).read_bytes()
+    (data / "2" / "cut.png").write_bytes(good[: len(good) // 2])
+    return data
+
+
+def test_unreadable_images_are_skipped_and_named(extractor, digits_dir, tmp_path):
+    data = _with_bad_files(digits_dir, tmp_path / "bad")
+    folder = scan_folder(data)
+    with pytest.warns(UserWarning, match="empty.png"):
+        result = extractor.extract_folder(folder)
+    reasons = {os.path.basename(s["path"]): s["reason"] for s in result.skipped}
+    assert set(reasons) == {"empty.png", "notes.jpg", "cut.png"}
+    assert "empty" in reasons["empty.png"] and "not an image" in reasons["notes.jpg"]
+    assert len(result) == len(folder) - 3
+    assert len(result.labels) == len(result) and set(result.labels) == set(range(10))
+
+
+def test_strict_mode_raises_on_first_bad_image(extractor, digits_dir, tmp_path):
+    data = _with_bad_files(digits_dir, tmp_path / "bad")
+    with pytest.raises(ImageDecodeError):
+        extractor.extract_folder(scan_folder(data), strict=True)
+
+
+def test_no_readable_image_is_an_error(extractor, tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"")
+    with pytest.raises(DataError, match="none of the 1 images"):
+        extractor.extract([bad])
+
+
+def test_features_file_round_trip_without_pickle(extractor, digits_dir, tmp_path):
+    result = extractor.extract_folder(scan_folder(digits_dir))
+    path = result.save(tmp_path / "feats.npz")
+    back = type(result).load(path)
+    np.testing.assert_array_equal(back.vectors, result.vectors)
+    np.testing.assert_array_equal(back.labels, result.labels)
+    assert back.paths == result.paths and back.classes == result.classes
+
+
+def test_feature_extractor_in_a_sklearn_pipeline(lite0, digits_dir):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folder = scan_folder(digits_dir)
+    paths = [str(p) for p in folder.paths]
+    pipe = make_pipeline(FeatureExtractor(lite0, image_size=SIZE), StandardScaler(), LogisticRegression(max_iter=500))
+    pipe.fit(paths[::2], folder.labels[::2])
+    accuracy = (pipe.predict(paths[1::2]) == folder.labels[1::2]).mean()
+    assert accuracy > 0.6  # 10 classes, chance is 0.1: the features carry the digit
