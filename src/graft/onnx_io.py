@@ -47,6 +47,9 @@ def ort_session(path: Path, threads: int | None = None):
     options.intra_op_num_threads = threads or (os.cpu_count() or 1)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT threads otherwise spin and steal the core that is decoding the next batch
+    # (about 5 % of extraction wall on 2 cores, bench/bench_engines.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

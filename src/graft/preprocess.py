@@ -55,8 +55,12 @@ class Preprocessing:
     def resize_and_crop(self, img: Image.Image) -> Image.Image:
         w, h = img.size
         short = self.resize_size
-        scale = short / min(w, h)
-        new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
+        # As torchvision's Resize(int), which timm's eval transform uses: the shorter side
+        # becomes exactly ``short``, the longer one is truncated, not rounded.
+        if w <= h:
+            new_w, new_h = short, int(short * h / w)
+        else:
+            new_w, new_h = int(short * w / h), short
         if (new_w, new_h) != (w, h):
             img = img.resize((new_w, new_h), _RESAMPLE[self.interpolation])
         left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
