@@ -81,6 +81,16 @@ def test_unreadable_images_are_skipped_and_named(extractor, digits_dir, tmp_path
     assert len(result.labels) == len(result) and set(result.labels) == set(range(10))
 
 
+def test_known_bad_files_are_remembered_not_dropped(extractor, digits_dir, tmp_path):
+    data = _with_bad_files(digits_dir, tmp_path / "bad")
+    folder = scan_folder(data)
+    first = extractor.extract_folder(folder)
+    with pytest.warns(UserWarning, match="notes.jpg"):
+        again = extractor.extract_folder(folder)  # every answer from the cache, failures too
+    assert again.cached == len(folder) - 3
+    assert again.skipped == first.skipped
+
+
 def test_strict_mode_raises_on_first_bad_image(extractor, digits_dir, tmp_path):
     data = _with_bad_files(digits_dir, tmp_path / "bad")
     with pytest.raises(ImageDecodeError):

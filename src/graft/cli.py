@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from .backbones import DEFAULT_BACKBONE
+from .defaults import DEFAULT_BACKBONE, HEAD_NAMES
 from .errors import GraftError
-from .heads import CLASSICAL_HEADS
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -118,7 +117,7 @@ def extract(data, out, backbone, weights, layer, image_size, strict, engine, bat
 @click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")
 @click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")
-@click.option("--head", type=click.Choice(sorted(CLASSICAL_HEADS)), default="logreg", show_default=True)
+@click.option("--head", type=click.Choice(list(HEAD_NAMES)), default="logreg", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_backbone_options
 @_common_data_options

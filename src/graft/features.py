@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .backbones import DEFAULT_BACKBONE, Backbone, PooledFeatures, create_backbone, state_sha256
-from .cache import FeatureCache, cache_root, file_identity, stable_hash
+from .cache import FEATURE_FORMAT, FeatureCache, cache_root, file_identity, stable_hash
 from .data import ImageFolder, load_image
+from .defaults import DEFAULT_BACKBONE
 from .errors import DataError, GraftError, ImageDecodeError
 from .preprocess import Preprocessing
 from .progress import progress_bar
 
-FEATURE_FORMAT = 1  # bump when the meaning of a cached vector changes
+# torch and timm are imported only when a network is built or run (fit, extraction misses):
+# answering from the cache must not pay their start-up.
 
 
 @dataclass
@@ -102,6 +103,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     # -- fitting: nothing is learned, the backbone is built and described -------------------
     def fit(self, X=None, y=None):
+        from .backbones import Backbone, create_backbone
+
         if isinstance(self.backbone, Backbone):
             backbone = self.backbone
         else:
@@ -111,14 +114,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return self
 
     @classmethod
-    def from_network(cls, net: PooledFeatures, preprocessing: Preprocessing, architecture: str,
+    def from_network(cls, net, preprocessing: Preprocessing, architecture: str,
                      **params) -> "FeatureExtractor":
         """An extractor over an already built feature network (e.g. a saved model's)."""
         extractor = cls(backbone=architecture, layer=net.cut_layer, image_size=preprocessing.size, **params)
         extractor._set_network(net, preprocessing, architecture)
         return extractor
 
-    def _set_network(self, net: PooledFeatures, preprocessing: Preprocessing, architecture: str):
+    def _set_network(self, net, preprocessing: Preprocessing, architecture: str):
+        from .backbones import state_sha256
+
         self.feature_net_ = net.eval()
         self.layer_ = net.cut_layer
         self.preprocessing_ = preprocessing
@@ -190,48 +195,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 desc: str = "extracting features") -> Features:
         """Features for ``paths``; undecodable images are skipped with a warning (or raise)."""
         self._ensure_fitted()
-        paths = [Path(p) for p in paths]
-        skipped: list[dict] = []
-        identities: list[str | None] = []
-        for path in paths:
-            try:
-                identities.append(file_identity(path))
-            except OSError as exc:
-                identities.append(None)
-                self._skip(skipped, ImageDecodeError(path, _os_reason(exc)), strict)
-
-        cache = FeatureCache(self.extractor_key_) if self.cache else None
-        known = cache.get_many([i for i in identities if i]) if cache is not None else {}
-        vectors: list[np.ndarray | None] = [known.get(i) if i else None for i in identities]
-        todo = [k for k, i in enumerate(identities) if i and vectors[k] is None]
-        if todo:
-            self._run(paths, identities, todo, vectors, skipped, strict, cache, desc)
-        if cache is not None:
-            cache.close()
-
-        keep = [k for k, v in enumerate(vectors) if v is not None]
-        if not keep and paths:
-            raise DataError(f"none of the {len(paths)} images could be read; first problem: "
-                            f"{skipped[0]['path']}: {skipped[0]['reason']}")
-        stacked = np.stack([vectors[k] for k in keep]).astype(np.float32) if keep else np.zeros((0, 0), np.float32)
-        return Features(
-            vectors=stacked,
-            paths=[str(paths[k]) for k in keep],
-            labels=None if labels is None else np.asarray(labels)[keep],
-            classes=classes,
-            skipped=skipped,
-            cached=len(known),
-        )
+        compute = lambda *args: self._run(*args, desc=desc)  # noqa: E731
+        return gather_features(self.extractor_key_ if self.cache else None, paths, labels, classes,
+                               strict, compute)
 
     def extract_folder(self, folder: ImageFolder, strict: bool = False, desc: str | None = None) -> Features:
         return self.extract(folder.paths, labels=folder.labels, classes=folder.classes,
                             strict=strict, desc=desc or f"features {folder.root.name}")
-
-    def _skip(self, skipped: list, error: ImageDecodeError, strict: bool) -> None:
-        if strict:
-            raise error
-        warnings.warn(f"skipping {error.path}: {error.reason}", stacklevel=3)
-        skipped.append({"path": error.path, "reason": error.reason})
 
     def _run(self, paths, identities, todo, vectors, skipped, strict, cache, desc):
         runner = self._get_runner()
@@ -267,15 +237,80 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                     batch_index.append(k)
                 except ImageDecodeError as exc:
                     bar.update(1)
-                    for _, other in pending:
-                        if strict:
+                    if cache is not None:
+                        cache.put_failure(identities[k], exc.reason)
+                    if strict:
+                        for _, other in pending:
                             other.cancel()
-                    self._skip(skipped, exc, strict)
+                    _skip(skipped, exc, strict)
                 if len(batch_arrays) == self.batch_size:
                     flush()
             if batch_arrays:
                 flush()
         bar.close()
+
+
+def _skip(skipped: list, error: ImageDecodeError, strict: bool) -> None:
+    if strict:
+        raise error
+    warnings.warn(f"skipping {error.path}: {error.reason}", stacklevel=3)
+    skipped.append({"path": error.path, "reason": error.reason})
+
+
+def gather_features(extractor_key: str | None, paths, labels=None, classes=None, strict: bool = False,
+                    compute=None) -> Features | None:
+    """Vectors for ``paths`` from the cache, computing the misses with ``compute``.
+
+    ``compute(paths, identities, todo, vectors, skipped, strict, cache)`` fills ``vectors`` at
+    the indices in ``todo``. With ``compute=None`` this answers from the cache alone and returns
+    None if anything is missing. Known-bad files are reported from the cache too.
+    """
+    paths = [Path(p) for p in paths]
+    skipped: list[dict] = []
+    identities: list[str | None] = []
+    for path in paths:
+        try:
+            identities.append(file_identity(path))
+        except OSError as exc:
+            identities.append(None)
+            _skip(skipped, ImageDecodeError(path, _os_reason(exc)), strict)
+
+    cache = FeatureCache(extractor_key) if extractor_key else None
+    try:
+        present = [i for i in identities if i]
+        known = cache.get_many(present) if cache is not None else {}
+        failed = cache.get_failures(present) if cache is not None else {}
+        vectors: list[np.ndarray | None] = [known.get(i) if i else None for i in identities]
+        todo = []
+        for k, identity in enumerate(identities):
+            if identity is None or vectors[k] is not None:
+                continue
+            if identity in failed:
+                _skip(skipped, ImageDecodeError(paths[k], failed[identity]), strict)
+            else:
+                todo.append(k)
+        if todo:
+            if compute is None:
+                return None
+            compute(paths, identities, todo, vectors, skipped, strict, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+
+    keep = [k for k, v in enumerate(vectors) if v is not None]
+    if not keep and paths:
+        raise DataError(f"none of the {len(paths)} images could be read; first problem: "
+                        f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    stacked = np.stack([vectors[k] for k in keep]).astype(np.float32) if keep else np.zeros((0, 0), np.float32)
+    skipped.sort(key=lambda item: item["path"])
+    return Features(
+        vectors=stacked,
+        paths=[str(paths[k]) for k in keep],
+        labels=None if labels is None else np.asarray(labels)[keep],
+        classes=classes,
+        skipped=skipped,
+        cached=len(known),
+    )
 
 
 def _os_reason(exc: OSError) -> str:

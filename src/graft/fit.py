@@ -1,6 +1,11 @@
-"""Training path 1: frozen backbone features + a classical head -> a GraftModel run folder.
+"""Training path 1: frozen backbone features + a classical head -> a model in a run folder.
 
 :func:`fit_frozen` is what ``graft fit`` calls; :func:`evaluate` what ``graft evaluate`` calls.
+
+When every image's features are already cached for the requested backbone, layer and size,
+the fit runs without building (or even importing) the network: the head is fitted on cached
+vectors and the artifact is written from the cached feature-network tensors. That is what makes
+"try another head" take seconds.
 """
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import DEFAULT_BACKBONE, create_backbone
+from . import cache as feature_cache
+from .artifact import artifact_config, write_artifact
+from .classical import fit_head
 from .data import ImageFolder, load_train_val, scan_folder
+from .defaults import DEFAULT_BACKBONE
 from .errors import DataError
-from .features import FeatureExtractor, Features
-from .heads import fit_head
-from .model import GraftModel
+from .features import Features, gather_features
 from .runs import RunDir
 
 DEFAULT_VAL_FRACTION = 0.2
@@ -24,8 +30,25 @@ DEFAULT_VAL_FRACTION = 0.2
 @dataclass
 class FitResult:
     run_dir: Path
-    model: GraftModel
     metrics: dict
+
+    @property
+    def model(self):
+        """The saved model, loaded (imports torch)."""
+        from .model import GraftModel
+
+        return GraftModel.load(self.run_dir)
+
+
+@dataclass
+class _Extracted:
+    """Features of both splits, plus what the artifact needs to know about the network."""
+
+    train: Features
+    val: Features
+    template: dict  # backbone info, layer, preprocessing (a source record)
+    trunk: dict[str, np.ndarray]
+    engine: str
 
 
 def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE,
@@ -41,41 +64,97 @@ def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFA
         val_fraction = DEFAULT_VAL_FRACTION
     train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
 
+    key = feature_cache.source_key(backbone, weights, layer, image_size)
+    extracted = _from_cache(key, train, val, strict) if cache else None
+    if extracted is None:
+        extracted = _extract(key, train, val, backbone, weights, layer, image_size, strict, engine,
+                             batch_size, cache, progress)
+    _require_two_classes(extracted.train, train)
+
+    fitted = fit_head(head, extracted.train.vectors, extracted.train.labels, len(train.classes), seed)
+    training = {"method": "frozen-features", "head": head, "head_params": fitted.params,
+                "cv_accuracy": fitted.cv_accuracy, "seed": seed,
+                "train_dir": str(Path(train_dir).resolve())}
+    template = extracted.template
+    run = RunDir(out)
+    tensors = {f"backbone.{k}": v for k, v in extracted.trunk.items()}
+    tensors.update({f"head.{k}": v for k, v in fitted.state.items()})
+    write_artifact(run.model_dir, artifact_config(template["backbone"], template["layer"],
+                                                  template["preprocessing"], train.classes,
+                                                  fitted.config, training), tensors)
+
+    val_features = extracted.val
+    y_pred = fitted.probabilities(val_features.vectors).argmax(1)
+    metrics = run.write_evaluation(val_features.labels, y_pred, train.classes, {
+        "n_train": len(extracted.train), "n_val": len(val_features),
+        "seconds": round(time.perf_counter() - start, 3),
+        "head": head, "head_params": fitted.params, "cv_accuracy": fitted.cv_accuracy,
+        "features_cached": extracted.train.cached + val_features.cached,
+        "engine": extracted.engine,
+        "skipped": extracted.train.skipped + val_features.skipped,
+    }, title=f"{Path(train_dir).name} ({head})")
+    run.write_config({
+        "command": "fit", "train_dir": Path(train_dir).resolve(),
+        "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
+        "backbone": template["backbone"]["name"], "weights": template["backbone"]["weights_source"],
+        "layer": template["layer"], "head": head, "image_size": template["preprocessing"]["size"],
+        "seed": seed, "strict": strict, "engine": engine, "batch_size": batch_size,
+        "classes": train.classes,
+    })
+    return FitResult(run.path, metrics)
+
+
+def _from_cache(key, train: ImageFolder, val: ImageFolder, strict) -> _Extracted | None:
+    """Both splits from the cache alone, or None if anything is missing."""
+    record = feature_cache.lookup_source(key)
+    if record is None:
+        return None
+    extractor_key = record["extractor_key"]
+    train_features = gather_features(extractor_key, train.paths, train.labels, train.classes, strict)
+    val_features = gather_features(extractor_key, val.paths, val.labels, val.classes, strict)
+    if train_features is None or val_features is None:
+        return None
+    from safetensors.numpy import load_file
+
+    trunk = load_file(str(feature_cache.trunk_path(extractor_key)))
+    return _Extracted(train_features, val_features, record, trunk, "cache")
+
+
+def _extract(key, train, val, backbone, weights, layer, image_size, strict, engine, batch_size,
+             cache, progress) -> _Extracted:
+    from .backbones import create_backbone
+    from .features import FeatureExtractor
+
     source = create_backbone(backbone, weights=weights)
     extractor = FeatureExtractor(source, layer=layer, image_size=image_size, batch_size=batch_size,
                                  engine=engine, cache=cache, progress=progress).fit()
     train_features = extractor.extract_folder(train, strict=strict, desc="features train")
     val_features = extractor.extract_folder(val, strict=strict, desc="features val")
-    _require_two_classes(train_features, train)
+    trunk = {k: v.detach().cpu().numpy() for k, v in extractor.feature_net_.trunk.state_dict().items()}
+    template = {
+        "extractor_key": extractor.extractor_key_,
+        "backbone": {"name": source.name, "architecture": source.architecture,
+                     "weights_source": source.weights_source},
+        "layer": extractor.layer_,
+        "preprocessing": extractor.preprocessing_.to_dict(),
+    }
+    if cache:
+        _remember_source(key, template, trunk)
+    computed = (train_features.cached + val_features.cached) < len(train_features) + len(val_features)
+    return _Extracted(train_features, val_features, template, trunk,
+                      extractor.engine_ if computed else "cache")
 
-    fitted = fit_head(head, train_features.vectors, train_features.labels, len(train.classes), seed)
-    training = {"method": "frozen-features", "head": head, "head_params": fitted.params,
-                "cv_accuracy": fitted.cv_accuracy, "seed": seed,
-                "train_dir": str(Path(train_dir).resolve())}
-    model = GraftModel.from_backbone(source, fitted.module, train.classes,
-                                     preprocessing=extractor.preprocessing_, training=training,
-                                     features=extractor.feature_net_)
-    run = RunDir(out)
-    model.save(run.model_dir)
 
-    y_pred = model.head_probabilities(val_features.vectors).argmax(1)
-    skipped = train_features.skipped + val_features.skipped
-    metrics = run.write_evaluation(val_features.labels, y_pred, train.classes, {
-        "n_train": len(train_features), "n_val": len(val_features),
-        "seconds": round(time.perf_counter() - start, 3),
-        "head": head, "head_params": fitted.params, "cv_accuracy": fitted.cv_accuracy,
-        "features_cached": train_features.cached + val_features.cached,
-        "engine": extractor.engine_ if (train_features.cached + val_features.cached) < len(train_features) + len(val_features) else "cache",
-        "skipped": skipped,
-    }, title=f"{Path(train_dir).name} ({head})")
-    run.write_config({
-        "command": "fit", "train_dir": Path(train_dir).resolve(),
-        "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
-        "backbone": source.name, "weights": source.weights_source, "layer": extractor.layer_,
-        "head": head, "image_size": extractor.preprocessing_.size, "seed": seed, "strict": strict,
-        "engine": engine, "batch_size": batch_size, "classes": train.classes,
-    })
-    return FitResult(run.path, model, metrics)
+def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    path = feature_cache.trunk_path(template["extractor_key"])
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: np.ascontiguousarray(v) for k, v in trunk.items()}, str(tmp))
+        tmp.replace(path)
+    feature_cache.record_source(key, template)
 
 
 def _require_two_classes(features: Features, folder: ImageFolder) -> None:
@@ -88,13 +167,15 @@ def _require_two_classes(features: Features, folder: ImageFolder) -> None:
 def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, cache=True,
              progress=True) -> tuple[Path, dict]:
     """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``."""
+    from .model import GraftModel
+
     start = time.perf_counter()
     model = GraftModel.load(run_dir)
     folder = scan_folder(data_dir, classes=model.classes)
     features, probabilities = model.predict_paths(
         folder.paths, strict=strict, engine=engine, batch_size=batch_size, cache=cache, progress=progress)
-    labels = folder.labels[[folder.paths.index(Path(p)) for p in features.paths]] \
-        if len(features) != len(folder) else folder.labels
+    label_of = dict(zip(map(str, folder.paths), folder.labels))
+    labels = np.array([label_of[p] for p in features.paths], dtype=np.int64)
     run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
     target = Path("eval") / Path(data_dir).resolve().name
     metrics = run.write_evaluation(labels, probabilities.argmax(1), model.classes, {

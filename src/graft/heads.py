@@ -1,23 +1,11 @@
-"""Classifier heads: torch modules that sit on pooled features, and classical fits that make them.
+"""Classifier head modules: the torch layers that sit on pooled backbone features.
 
-Two registries:
-
-* ``HEAD_MODULES``: kind -> ``nn.Module`` class with ``config()`` / ``from_config(cfg)``, so a
-  saved model rebuilds its head from JSON plus safetensors (nothing pickled). Fine-tuning
-  uses ``linear`` and ``mlp``; classical fits produce any of them.
-* ``CLASSICAL_HEADS``: name -> fit function ``(X, y, seed) -> FittedHead`` that trains a
-  scikit-learn model on frozen features (hyper-parameters chosen by cross-validation on the
-  training set) and converts it to a head module that reproduces its decisions exactly.
-
-A linear head (logreg, linear-svm) is folded into one ``nn.Linear``: feature standardisation
-is absorbed into its weights, so it *is* the network's new final FC layer.
+``HEAD_MODULES`` maps a kind to an ``nn.Module`` class with ``config()`` /
+``from_config(cfg)``, so a saved model rebuilds its head from JSON plus safetensors (nothing
+pickled). Fine-tuning trains ``linear`` and ``mlp``; the classical fits in
+:mod:`graft.classical` produce the state of any of them.
 """
 from __future__ import annotations
-
-import time
-import warnings
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +15,6 @@ from torch.nn import functional as F
 from .errors import GraftError
 
 HEAD_MODULES: dict[str, type[nn.Module]] = {}
-CLASSICAL_HEADS: dict[str, Callable] = {}
 
 
 def register_head_module(kind: str):
@@ -176,222 +163,8 @@ class RBFSVMHead(_StandardizedInput):
         return cls(cfg["in_features"], cfg["num_classes"], cfg["n_support"], cfg["gamma"])
 
 
-# ----------------------------------------------------------------------------- classical fits
-@dataclass
-class FittedHead:
-    """A head module fitted on features, and what was chosen for it."""
-
-    module: nn.Module
-    name: str
-    params: dict = field(default_factory=dict)
-    cv_accuracy: float | None = None
-    seconds: float = 0.0
-
-
-def register_classical_head(name: str):
-    def wrap(fn):
-        CLASSICAL_HEADS[name] = fn
-        return fn
-    return wrap
-
-
-def fit_head(name: str, X: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0) -> FittedHead:
-    if name not in CLASSICAL_HEADS:
-        raise GraftError(f"unknown head {name!r}; choose one of {', '.join(CLASSICAL_HEADS)}")
-    if len(np.unique(y)) < 2:
-        raise GraftError("the training features hold fewer than two classes")
-    start = time.perf_counter()
-    fitted = CLASSICAL_HEADS[name](np.asarray(X, np.float32), np.asarray(y), num_classes, seed)
-    fitted.seconds = time.perf_counter() - start
-    return fitted
-
-
-def _scaler(X):
-    """Per-feature mean and scale for standardisation.
-
-    The scale is floored at a tenth of the median feature's: near-constant features would
-    otherwise get weights of 1/std (hundreds) once folded into the linear layer, which
-    amplifies float32 rounding (ONNX vs torch drift) without adding information.
-    """
-    mean = X.mean(0)
-    scale = X.std(0)
-    floor = 0.1 * float(np.median(scale))
-    scale = np.maximum(scale, floor if floor > 0 else 1e-8)
-    scale[scale <= 1e-8] = 1.0
-    return mean, scale
-
-
-def _cv_choose(make, grid: dict, X, y, seed):
-    """Best value of one hyper-parameter by stratified k-fold CV accuracy on the training set.
-
-    Values are tried in the order given; an estimator with ``warm_start`` (logistic
-    regression) continues from the previous value's solution within a fold, which makes the
-    whole sweep cost little more than one fit per fold.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    (param, values), = grid.items()
-    folds = min(3, int(np.bincount(y).min()) if len(y) else 0)
-    if folds < 2 or len(values) == 1:  # a class with one image: nothing to cross-validate
-        return values[len(values) // 2], None
-    correct = np.zeros(len(values))
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for train_idx, test_idx in splitter.split(X, y):
-        estimator = make()
-        if "warm_start" in estimator.get_params():
-            estimator.set_params(warm_start=True)
-        for i, value in enumerate(values):
-            estimator = estimator if "warm_start" in estimator.get_params() else make()
-            estimator.set_params(**{param: value})
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence chatter on the weaker grid points
-                estimator.fit(X[train_idx], y[train_idx])
-            correct[i] += (estimator.predict(X[test_idx]) == y[test_idx]).sum()
-    best = int(np.argmax(correct))  # ties go to the first (most regularised) value
-    return values[best], float(correct[best] / len(y))
-
-
-def _full_class_rows(rows: np.ndarray, present: np.ndarray, num_classes: int, fill: float) -> np.ndarray:
-    """Scatter per-present-class rows into a (num_classes, ...) array; absent classes get ``fill``."""
-    out = np.full((num_classes,) + rows.shape[1:], fill, dtype=np.float32)
-    out[present] = rows
-    return out
-
-
-def _fold_linear(coef, intercept, mean, scale, present, num_classes) -> LinearHead:
-    """W (x - m)/s + b == (W/s) x + (b - W m/s): standardisation folded into one FC layer."""
-    weight = coef / scale
-    bias = intercept - weight @ mean
-    head = LinearHead(len(mean), num_classes)
-    with torch.no_grad():
-        head.fc.weight.copy_(torch.from_numpy(_full_class_rows(weight, present, num_classes, 0.0)))
-        head.fc.bias.copy_(torch.from_numpy(_full_class_rows(bias, present, num_classes, -1e4)))
-    return head
-
-
-@register_classical_head("logreg")
-def fit_logreg(X, y, num_classes, seed):
-    from sklearn.linear_model import LogisticRegression
-
-    mean, scale = _scaler(X)
-    Z = (X - mean) / scale
-    make = lambda: LogisticRegression(max_iter=300)  # noqa: E731
-    C, cv = _cv_choose(make, {"C": [0.1, 0.3, 1.0]}, Z, y, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = LogisticRegression(C=C, max_iter=1000).fit(Z, y)
-    present = model.classes_
-    coef, intercept = model.coef_, model.intercept_
-    if len(present) == 2:  # sklearn keeps one row for two classes: logits (0, w.x+b) are equivalent
-        coef = np.vstack([-coef / 2, coef / 2])
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    return FittedHead(_fold_linear(coef, intercept, mean, scale, present, num_classes), "logreg", {"C": C}, cv)
-
-
-def _svc(kernel: str, **params):
-    """libsvm's native one-vs-one SVC: several times faster to cross-validate than one-vs-rest,
-    so C is chosen with it; the head itself is one-vs-rest (one score per class)."""
-    from sklearn.svm import SVC
-
-    return SVC(kernel=kernel, **params)
-
-
-def _ovr_svc(kernel: str, **params):
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.svm import SVC
-
-    return OneVsRestClassifier(SVC(kernel=kernel, **params))
-
-
-@register_classical_head("linear-svm")
-def fit_linear_svm(X, y, num_classes, seed):
-    # libsvm one-vs-rest: on 1280-d features liblinear's LinearSVC converges far slower.
-    mean, scale = _scaler(X)
-    Z = (X - mean) / scale
-    C, cv = _cv_choose(lambda: _svc("linear"), {"C": [0.001, 0.01, 0.1]}, Z, y, seed)
-    model = _ovr_svc("linear", C=C).fit(Z, y)
-    present = model.classes_
-    if len(present) == 2:
-        w = model.estimators_[0].coef_.ravel()
-        b = model.estimators_[0].intercept_[0]
-        coef, intercept = np.vstack([-w / 2, w / 2]), np.array([-b / 2, b / 2])
-    else:
-        coef = np.vstack([est.coef_.ravel() for est in model.estimators_])
-        intercept = np.array([est.intercept_[0] for est in model.estimators_])
-    return FittedHead(_fold_linear(coef, intercept, mean, scale, present, num_classes), "linear-svm", {"C": C}, cv)
-
-
-def _standardize_l2(X, mean, scale):
-    Z = (X - mean) / scale
-    return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
-
-
-def _set_standardization(head, mean, scale):
-    head.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-    head.scale.copy_(torch.from_numpy(scale.astype(np.float32)))
-
-
-@register_classical_head("rbf-svm")
-def fit_rbf_svm(X, y, num_classes, seed):
-    mean, scale = _scaler(X)
-    Z = _standardize_l2(X, mean, scale)
-    gamma = 1.0  # unit-norm inputs: squared distances lie in [0, 4]
-    C, cv = _cv_choose(lambda: _svc("rbf", gamma=gamma), {"C": [1.0, 10.0, 100.0]}, Z, y, seed)
-    model = _ovr_svc("rbf", gamma=gamma, C=C).fit(Z, y)
-    present = model.classes_
-    estimators = model.estimators_
-    if len(present) == 2:  # one binary SVM: score(class1) = f, score(class0) = -f
-        est = estimators[0]
-        support_idx = est.support_
-        dual = np.zeros((len(support_idx), num_classes), np.float32)
-        dual[:, present[1]] = est.dual_coef_[0]
-        dual[:, present[0]] = -est.dual_coef_[0]
-        intercept = np.full(num_classes, -1e4, np.float32)
-        intercept[present[1]], intercept[present[0]] = est.intercept_[0], -est.intercept_[0]
-    else:
-        support_idx = np.unique(np.concatenate([est.support_ for est in estimators]))
-        position = {int(s): i for i, s in enumerate(support_idx)}
-        dual = np.zeros((len(support_idx), num_classes), np.float32)
-        intercept = np.full(num_classes, -1e4, np.float32)
-        for cls, est in zip(present, estimators):
-            for s, a in zip(est.support_, est.dual_coef_[0]):
-                dual[position[int(s)], cls] = a
-            intercept[cls] = est.intercept_[0]
-    head = RBFSVMHead(X.shape[1], num_classes, len(support_idx), gamma)
-    with torch.no_grad():
-        _set_standardization(head, mean, scale)
-        head.support.copy_(torch.from_numpy(Z[support_idx].astype(np.float32)))
-        head.dual_coef.copy_(torch.from_numpy(dual))
-        head.intercept.copy_(torch.from_numpy(intercept))
-    return FittedHead(head, "rbf-svm", {"C": C, "gamma": gamma, "n_support": int(len(support_idx))}, cv)
-
-
-@register_classical_head("knn")
-def fit_knn(X, y, num_classes, seed):
-    from sklearn.neighbors import KNeighborsClassifier
-
-    mean, scale = _scaler(X)
-    Z = _standardize_l2(X, mean, scale)
-    ks = [k for k in (1, 3, 5, 9) if k <= max(1, len(y) // 3)] or [1]
-    make = lambda: KNeighborsClassifier(metric="cosine", algorithm="brute")  # noqa: E731
-    k, cv = _cv_choose(make, {"n_neighbors": ks}, Z, y, seed)
-    head = KNNHead(X.shape[1], num_classes, len(y), int(k))
-    with torch.no_grad():
-        _set_standardization(head, mean, scale)
-        head.memory.copy_(torch.from_numpy(Z.astype(np.float32)))
-        head.memory_labels.copy_(torch.from_numpy(np.asarray(y, np.int64)))
-    return FittedHead(head, "knn", {"k": int(k)}, cv)
-
-
-@register_classical_head("prototype")
-def fit_prototype(X, y, num_classes, seed):
-    mean, scale = _scaler(X)
-    Z = _standardize_l2(X, mean, scale)
-    head = PrototypeHead(X.shape[1], num_classes)
-    prototypes = np.zeros((num_classes, X.shape[1]), np.float32)
-    for c in np.unique(y):
-        prototypes[c] = Z[y == c].mean(0)
-    with torch.no_grad():
-        _set_standardization(head, mean, scale)
-        head.prototypes.copy_(torch.from_numpy(prototypes))
-    return FittedHead(head, "prototype", {"temperature": head.temperature}, None)
+def head_from_state(config: dict, state: dict[str, np.ndarray]) -> nn.Module:
+    """A head module of ``config``'s kind holding the given (numpy) tensors."""
+    head = build_head(config)
+    head.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
+    return head.eval()

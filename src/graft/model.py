@@ -1,14 +1,9 @@
-"""The model artifact: backbone (cut at a layer) + head, saved as safetensors + JSON.
+"""The model: backbone (cut at a layer) + head, as one torch network.
 
 Every training path (frozen features + classical head, fine-tuning) ends in a
-:class:`GraftModel`; ``predict``, ``evaluate`` and ``export`` only ever see this class.
-
-On disk, one folder::
-
-    weights.safetensors   backbone.* (the feature network's tensors) and head.* tensors
-    graft.json            format version, backbone, cut layer, preprocessing, classes, head, training
-
-Loading rebuilds the architecture from timm and fills it from safetensors: nothing is unpickled.
+:class:`GraftModel`; ``predict``, ``evaluate`` and ``export`` only ever see this class. The
+folder format is in :mod:`graft.artifact`. Loading rebuilds the architecture from timm and
+fills it from safetensors: nothing is unpickled.
 """
 from __future__ import annotations
 
@@ -19,14 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .artifact import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, artifact_config, write_artifact
 from .backbones import Backbone, PooledFeatures, create_backbone
 from .errors import ModelError
 from .heads import build_head
 from .preprocess import Preprocessing
-
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "weights.safetensors"
-CONFIG_FILE = "graft.json"
 
 
 class GraftModel(nn.Module):
@@ -59,29 +51,14 @@ class GraftModel(nn.Module):
         return self.features.cut_layer
 
     def config(self) -> dict:
-        return {
-            "format_version": FORMAT_VERSION,
-            "backbone": self.backbone_info,
-            "layer": self.layer,
-            "preprocessing": self.preprocessing.to_dict(),
-            "classes": self.classes,
-            "head": self.head.config(),
-            "training": self.training_info,
-        }
+        return artifact_config(self.backbone_info, self.layer, self.preprocessing.to_dict(),
+                               self.classes, self.head.config(), self.training_info)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"backbone.{k}": v for k, v in self.features.trunk.state_dict().items()}
         tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
-        # safetensors refuses views that share storage; a contiguous clone of each is cheap.
-        save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()},
-                  str(directory / WEIGHTS_FILE))
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
-        return directory
+        return write_artifact(directory, self.config(), {k: v.detach().cpu().numpy() for k, v in tensors.items()})
 
     @classmethod
     def load(cls, directory: str | Path) -> "GraftModel":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..defaults import DEFAULT_BACKBONE  # noqa: F401  (re-exported)
 from ..errors import ModelError
 from .backbone import Backbone
 
@@ -23,8 +24,6 @@ class BackboneEntry:
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
-
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 
 def register_backbone(name: str, *, description: str, source: str):

@@ -1,0 +1,5 @@
+"""Names the command line needs before anything heavy is imported (no torch here)."""
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+# The classical heads of graft.classical, in registration order (checked there).
+HEAD_NAMES = ("logreg", "linear-svm", "rbf-svm", "knn", "prototype")
