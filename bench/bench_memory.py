@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 DEFAULT_DATA = "/work/shared/datasets/digits/mnist-test"
 IMAGE_SIZE = 96
