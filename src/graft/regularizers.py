@@ -1,0 +1,60 @@
+"""Conservation training: drop-in losses that keep a fine-tuned network near its source model.
+
+Each is a small ``nn.Module``; add its value to the task loss.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class L2SP(nn.Module):
+    """L2-SP (Li, Grandvalet & Davoine, "Explicit Inductive Bias for Transfer Learning with
+    Convolutional Networks", ICML 2018):
+
+        Omega(w) = alpha/2 * ||w_S - w_S^0||^2 + beta/2 * ||w_new||^2
+
+    ``w_S`` are the parameters shared with the source model, pulled toward their pretrained
+    values ``w_S^0`` (not toward zero, as plain weight decay would); ``w_new`` are the new
+    parameters (the head), with ordinary L2.
+    """
+
+    def __init__(self, shared: dict[str, nn.Parameter], new: list[nn.Parameter] | None = None,
+                 alpha: float = 0.01, beta: float = 0.01):
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+        self.shared = dict(shared)
+        self.new = list(new or [])
+        self.source = {k: p.detach().clone() for k, p in self.shared.items()}
+
+    def forward(self) -> torch.Tensor:
+        first = next(iter(self.shared.values()), None)
+        total = torch.zeros((), device=first.device if first is not None else "cpu")
+        for name, p in self.shared.items():
+            if p.requires_grad:  # frozen layers cannot move: no need to pay for them
+                total = total + 0.5 * self.alpha * (p - self.source[name]).pow(2).sum()
+        for p in self.new:
+            total = total + 0.5 * self.beta * p.pow(2).sum()
+        return total
+
+
+class LwFDistillation(nn.Module):
+    """Learning without Forgetting (Li & Hoiem, ECCV 2016 / TPAMI 2018): keep the source
+    model's outputs on the *target* images. With ``z`` the current network's outputs through
+    the original (source) head and ``z0`` the frozen source model's outputs on the same images,
+
+        L_old = T^2 * KL( softmax(z0 / T) || softmax(z / T) )
+
+    (the distillation form of Hinton et al., 2015; zero when the network is unchanged).
+    """
+
+    def __init__(self, temperature: float = 2.0):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, logits: torch.Tensor, source_logits: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        target = F.log_softmax(source_logits.detach() / t, dim=1)
+        current = F.log_softmax(logits / t, dim=1)
+        return (t * t) * F.kl_div(current, target, reduction="batchmean", log_target=True)

@@ -1,0 +1,117 @@
+"""Stage plans for fine-tuning: which parameters train in each stage.
+
+A plan is written ``head:5,top2:5,all:3`` (stage:epochs, in order):
+
+* ``head``  - only the new head trains; the whole backbone is frozen;
+* ``topN``  - the head, the last N blocks of the backbone and everything after them (for
+  EfficientNet, ``conv_head`` and ``bn2``) train;
+* ``all``   - every layer trains.
+
+``freeze_first`` (``--freeze-first K``) instead freezes the first K layer units as
+``graft layers`` numbers them (or up to and including a named unit) and trains the rest.
+
+A *block* is a layer unit nested in a stage container (``blocks.3.1``, ``layer2.0``); stem
+and neck units (``conv_stem``, ``conv_head``) are not blocks.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..backbones import layer_units
+from ..errors import GraftError
+
+_STAGE = re.compile(r"^(head|all|top(\d+))$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str    # "head", "all" or "topN"
+    epochs: int
+
+    @property
+    def top_blocks(self) -> int | None:
+        """N for ``topN``; 0 for ``head``; None for ``all``."""
+        if self.name == "head":
+            return 0
+        if self.name == "all":
+            return None
+        return int(self.name[3:])
+
+
+def parse_stages(plan: str) -> list[Stage]:
+    stages = []
+    for part in filter(None, (p.strip() for p in plan.split(","))):
+        name, _, epochs = part.partition(":")
+        if not _STAGE.match(name) or not epochs.isdigit() or int(epochs) < 1:
+            raise GraftError(f"bad stage {part!r} in {plan!r}: write NAME:EPOCHS with NAME one of "
+                             "head, topN (e.g. top2), all, and EPOCHS >= 1, e.g. head:5,top2:5,all:3")
+        stages.append(Stage(name, int(epochs)))
+    if not stages:
+        raise GraftError("empty stage plan; e.g. head:5,top2:5,all:3")
+    return stages
+
+
+def block_units(trunk: nn.Module) -> list[str]:
+    """Names of the block units of a backbone trunk, in forward order."""
+    return [name for name, module in layer_units(trunk)
+            if "." in name and any(True for _ in module.parameters())]
+
+
+def _trainable_units(trunk: nn.Module, top_blocks: int | None) -> set[str]:
+    units = [name for name, module in layer_units(trunk) if any(True for _ in module.parameters())]
+    if top_blocks is None:
+        return set(units)
+    if top_blocks == 0:
+        return set()
+    blocks = block_units(trunk)
+    if top_blocks > len(blocks):
+        raise GraftError(f"top{top_blocks}: the backbone has only {len(blocks)} blocks")
+    first = units.index(blocks[-top_blocks])
+    return set(units[first:])
+
+
+def apply_stage(trunk: nn.Module, head: nn.Module, stage: Stage | None = None,
+                freeze_first: int | str | None = None) -> list[str]:
+    """Set ``requires_grad`` for a stage (or a freeze-first-K rule); return trainable names.
+
+    The head always trains. Names returned are parameter names of ``trunk``.
+    """
+    for p in head.parameters():
+        p.requires_grad_(True)
+    units = [name for name, _ in layer_units(trunk)]
+    if freeze_first is not None:
+        if isinstance(freeze_first, str) and not freeze_first.isdigit():
+            if freeze_first not in units:
+                raise GraftError(f"--freeze-first {freeze_first!r}: no such layer; see `graft layers`")
+            k = units.index(freeze_first) + 1
+        else:
+            k = int(freeze_first)
+        trainable = set(units[k:])
+    else:
+        if stage is None:
+            raise GraftError("apply_stage needs a stage or freeze_first")
+        trainable = _trainable_units(trunk, stage.top_blocks)
+    names = []
+    modules = dict(layer_units(trunk))
+    for unit in units:
+        for pname, p in modules[unit].named_parameters():
+            p.requires_grad_(unit in trainable)
+            if unit in trainable:
+                names.append(f"{unit}.{pname}")
+    return names
+
+
+def set_train_mode(model: nn.Module) -> nn.Module:
+    """``model.train()``, except normalisation layers whose parameters are all frozen stay in
+    eval mode: their running statistics are part of the pretrained weights and must not drift
+    toward a small target set's statistics while the layer is "frozen"."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+    return model
