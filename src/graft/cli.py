@@ -133,6 +133,49 @@ def fit(data, out, val_dir, val_split, head, seed, backbone, weights, layer, ima
     _print_summary(result.run_dir, result.metrics)
 
 
+@main.command()
+@click.argument("data", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")
+@click.option("--head", default="linear", show_default=True, help="linear, or mlp:HIDDEN (FC-ReLU-Dropout-FC).")
+@click.option("--stages", default="head:3,top2:3", show_default=True,
+              help="Stage plan NAME:EPOCHS,... with NAME head, topN or all.")
+@click.option("--freeze-first", default=None, help="Instead of the plan's freezing: freeze the first K layers "
+              "(index or name from `graft layers`), train the rest.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Head learning rate.")
+@click.option("--base-lr-factor", type=float, default=0.1, show_default=True,
+              help="Unfrozen backbone layers train at lr x this.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam", "sgd", "rmsprop"]), default="adamw", show_default=True)
+@click.option("--regularizer", type=click.Choice(["l2sp", "lwf"]), default=None,
+              help="Conservation training: stay close to the source model.")
+@click.option("--regularizer-weight", type=float, default=0.01, show_default=True)
+@click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping on validation accuracy.")
+@click.option("--no-augment", is_flag=True, help="No random crops / flips.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--image-size", type=click.IntRange(32), default=None, help="Train and evaluate at this resolution.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--strict", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def finetune(data, out, val_dir, val_split, head, stages, freeze_first, lr, base_lr_factor, optimizer,
+             regularizer, regularizer_weight, patience, no_augment, seed, image_size, batch_size,
+             backbone, weights, strict, quiet):
+    """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR."""
+    from .finetune import finetune as run_finetune
+
+    result = run_finetune(data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone,
+                          weights=weights, head=head, stages=stages, freeze_first=freeze_first, lr=lr,
+                          base_lr_factor=base_lr_factor, optimizer=optimizer, image_size=image_size,
+                          batch_size=batch_size, seed=seed, augment=not no_augment,
+                          regularizer=regularizer, regularizer_weight=regularizer_weight,
+                          patience=patience, strict=strict, progress=not quiet)
+    _print_summary(result.run_dir, result.metrics)
+    click.echo(f"history: {result.run_dir / 'history.jsonl'}  curves: {result.run_dir / 'curves.png'}")
+
+
 def _print_summary(directory: Path, metrics: dict) -> None:
     click.echo((directory / "report.txt").read_text())
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "

@@ -68,7 +68,11 @@ class Preprocessing:
 
     def to_array(self, img: Image.Image) -> np.ndarray:
         """A (3, size, size) float32 array, normalised."""
-        a = np.asarray(self.resize_and_crop(img), dtype=np.float32)
+        return self.normalize(self.resize_and_crop(img))
+
+    def normalize(self, img: Image.Image) -> np.ndarray:
+        """An already sized RGB image as a normalised (3, H, W) float32 array."""
+        a = np.asarray(img, dtype=np.float32)
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
         return ((a - mean) * inv_std).transpose(2, 0, 1).copy()

@@ -1,0 +1,199 @@
+"""Training path 2: fine-tuning (head transplant, staged unfreezing, conservation training).
+
+:func:`finetune` is what ``graft finetune`` calls. It ends in the same model artifact and run
+folder as :func:`graft.fit.fit_frozen`.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .backbones import create_backbone
+from .data import ImageFolder, load_image, load_train_val
+from .defaults import DEFAULT_BACKBONE
+from .errors import GraftError, ImageDecodeError
+from .fit import FitResult
+from .heads import LinearHead, MLPHead
+from .model import GraftModel
+from .preprocess import Preprocessing
+from .progress import progress_bar
+from .regularizers import L2SP, LwFDistillation
+from .runs import RunDir
+from .train.loop import LoopSettings, evaluate_loader, run_stages
+from .train.stages import parse_stages
+
+DEFAULT_STAGES = "head:3,top2:3"
+
+
+class ImageDataset(Dataset):
+    """Decoded, preprocessed images of an ImageFolder; random crop + flip when ``augment``."""
+
+    def __init__(self, folder: ImageFolder, preprocessing: Preprocessing, augment: bool):
+        self.records = folder.records
+        self.preprocessing = preprocessing
+        self.augment = augment
+        if augment:
+            from torchvision.transforms import v2
+
+            self.random = v2.Compose([
+                v2.RandomResizedCrop(preprocessing.size, scale=(0.35, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+            ])
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        image = load_image(record.path, min_side=self.preprocessing.resize_size)
+        if self.augment:
+            array = self.preprocessing.normalize(self.random(image))
+        else:
+            array = self.preprocessing.to_array(image)
+        return torch.from_numpy(array), record.label
+
+
+def _readable(folder: ImageFolder, strict: bool, progress: bool) -> tuple[ImageFolder, list[dict]]:
+    """Drop (and report) images that do not decode, before training starts."""
+    keep, skipped = [], []
+    bar = progress_bar(len(folder), f"checking {folder.root.name}", "img", progress)
+    for i, record in enumerate(folder.records):
+        try:
+            load_image(record.path)
+            keep.append(i)
+        except ImageDecodeError as exc:
+            if strict:
+                raise
+            import warnings
+
+            warnings.warn(f"skipping {exc.path}: {exc.reason}")
+            skipped.append({"path": exc.path, "reason": exc.reason})
+        bar.update(1)
+    bar.close()
+    return folder.subset(keep), skipped
+
+
+def _make_head(spec: str, in_features: int, num_classes: int):
+    if spec == "linear":
+        return LinearHead(in_features, num_classes)
+    if spec.startswith("mlp"):
+        _, _, hidden = spec.partition(":")
+        if hidden and not hidden.isdigit():
+            raise GraftError(f"bad head {spec!r}: use linear or mlp:HIDDEN, e.g. mlp:256")
+        return MLPHead(in_features, num_classes, hidden=int(hidden or 256), dropout=0.5)
+    raise GraftError(f"unknown head {spec!r}: use linear or mlp:HIDDEN")
+
+
+def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
+             head="linear", stages=DEFAULT_STAGES, freeze_first=None, lr=1e-3, base_lr_factor=0.1,
+             optimizer="adamw", weight_decay=1e-4, image_size=None, batch_size=32, seed=0,
+             augment=True, regularizer=None, regularizer_weight=0.01, patience=None, strict=False,
+             progress=True) -> FitResult:
+    """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if val_dir is None and val_fraction is None:
+        val_fraction = 0.2
+    plan = parse_stages(stages)
+    train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
+    train, skipped_train = _readable(train, strict, progress)
+    val, skipped_val = _readable(val, strict, progress)
+
+    source = create_backbone(backbone, weights=weights)
+    preprocessing = source.preprocessing.with_size(image_size) if image_size else source.preprocessing
+    features = source.feature_net(None)
+    with torch.inference_mode():
+        dim = features(torch.zeros(1, 3, preprocessing.size, preprocessing.size)).shape[1]
+    new_head = _make_head(head, int(dim), len(train.classes))
+    training = {"method": "finetune", "stages": stages, "head": head, "lr": lr,
+                "base_lr_factor": base_lr_factor, "optimizer": optimizer, "regularizer": regularizer,
+                "seed": seed, "train_dir": str(Path(train_dir).resolve())}
+    model = GraftModel.from_backbone(source, new_head, train.classes, preprocessing=preprocessing,
+                                     training=training, features=features)
+
+    extra = _conservation(regularizer, regularizer_weight, source, features, new_head)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(ImageDataset(train, preprocessing, augment), batch_size=batch_size,
+                              shuffle=True, generator=generator, drop_last=len(train) > batch_size)
+    val_loader = DataLoader(ImageDataset(val, preprocessing, False), batch_size=batch_size)
+    run = RunDir(out)
+    history_path = run.path / "history.jsonl"
+    history_path.unlink(missing_ok=True)
+    settings = LoopSettings(stages=plan, lr=lr, base_lr_factor=base_lr_factor, optimizer=optimizer,
+                            weight_decay=weight_decay, patience=patience, freeze_first=freeze_first,
+                            progress=progress)
+    result = run_stages(model, features.trunk, new_head, train_loader, val_loader, settings,
+                        run.path / "checkpoints", history_path, extra)
+    model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
+    model.eval()
+    model.save(run.model_dir)
+    _, _, y_true, y_pred = evaluate_loader(model, val_loader)
+    metrics = run.write_evaluation(y_true, y_pred, train.classes, {
+        "n_train": len(train), "n_val": len(val), "seconds": round(time.perf_counter() - start, 3),
+        "best_epoch": result.best_epoch, "skipped": skipped_train + skipped_val,
+    }, title=f"{Path(train_dir).name} (fine-tuned)")
+    _curves_png(result.history, run.path / "curves.png")
+    run.write_config({"command": "finetune", "train_dir": Path(train_dir).resolve(),
+                      "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
+                      "backbone": source.name, "weights": source.weights_source, "head": head,
+                      "stages": stages, "freeze_first": freeze_first, "lr": lr,
+                      "base_lr_factor": base_lr_factor, "optimizer": optimizer,
+                      "weight_decay": weight_decay, "image_size": preprocessing.size,
+                      "batch_size": batch_size, "seed": seed, "augment": augment,
+                      "regularizer": regularizer, "regularizer_weight": regularizer_weight,
+                      "patience": patience, "classes": train.classes})
+    return FitResult(run.path, metrics)
+
+
+def _conservation(kind, weight, source, features, head):
+    """The conservation loss as ``(images, logits) -> tensor``, or None."""
+    if kind is None:
+        return None
+    if kind == "l2sp":
+        penalty = L2SP(dict(features.trunk.named_parameters()), list(head.parameters()), alpha=weight, beta=weight)
+        return lambda images, logits: penalty()
+    if kind == "lwf":
+        source_model = copy.deepcopy(source.model).eval()
+        for p in source_model.parameters():
+            p.requires_grad_(False)
+        old_head = source_model.get_classifier()
+        distill = LwFDistillation()
+
+        def lwf(images, logits):
+            with torch.no_grad():
+                source_logits = source_model(images)
+            return weight * distill(old_head(features(images)), source_logits)
+        return lwf
+    raise GraftError(f"unknown regularizer {kind!r}: use l2sp or lwf")
+
+
+def _curves_png(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
+    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")
+    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val")
+    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        previous = None
+        for h in history:  # a dashed line where a new stage begins
+            if previous is not None and h["stage"] != previous:
+                ax.axvline(h["epoch"] - 0.5, color="grey", linestyle="--", linewidth=0.8)
+            previous = h["stage"]
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,161 @@
+"""The fine-tuning loop: a stage plan over a backbone + head, best epoch kept.
+
+Kept deliberately plain: one optimizer per stage (head LR, and a smaller LR for unfrozen
+backbone layers), warm-up + cosine within each stage, optional conservation loss, early
+stopping on validation accuracy, atomic "last" and "best" checkpoints, history.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import GraftError
+from ..progress import progress_bar
+from .stages import Stage, apply_stage, set_train_mode
+
+OPTIMIZERS = {
+    "adamw": lambda groups, wd: torch.optim.AdamW(groups, weight_decay=wd),
+    "adam": lambda groups, wd: torch.optim.Adam(groups, weight_decay=wd),
+    "sgd": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd),
+    "rmsprop": lambda groups, wd: torch.optim.RMSprop(groups, momentum=0.9, weight_decay=wd),
+}
+
+
+@dataclass
+class LoopSettings:
+    stages: list[Stage]
+    lr: float = 1e-3
+    base_lr_factor: float = 0.1
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1
+    patience: int | None = None
+    freeze_first: int | str | None = None
+    progress: bool = True
+
+
+@dataclass
+class LoopResult:
+    best_accuracy: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _cosine_with_warmup(total_steps: int, warmup_fraction: float):
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate_loader(model: nn.Module, loader) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """(mean loss, accuracy, labels, predictions) of ``model`` in eval mode."""
+    model.eval()
+    losses, labels, preds = [], [], []
+    with torch.inference_mode():
+        for images, targets in loader:
+            logits = model(images)
+            losses.append(F.cross_entropy(logits, targets, reduction="sum").item())
+            labels.append(targets.numpy())
+            preds.append(logits.argmax(1).numpy())
+    y, p = np.concatenate(labels), np.concatenate(preds)
+    return sum(losses) / max(1, len(y)), float((y == p).mean()) if len(y) else 0.0, y, p
+
+
+def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loader,
+               settings: LoopSettings, checkpoint_dir: Path, history_path: Path,
+               regularizer=None) -> LoopResult:
+    """Train ``model`` (= head(trunk(x))) through ``settings.stages``.
+
+    ``regularizer(images, logits) -> extra loss`` adds conservation training. Returns the best
+    epoch; the model ends holding the best epoch's weights.
+    """
+    if settings.optimizer not in OPTIMIZERS:
+        raise GraftError(f"unknown optimizer {settings.optimizer!r}: {', '.join(OPTIMIZERS)}")
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    result = LoopResult(best_accuracy=-1.0, best_epoch=-1)
+    best_state = None
+    epoch = 0
+    stale = 0
+    for stage_index, stage in enumerate(settings.stages):
+        if settings.freeze_first is not None:  # "freeze the first K layers" replaces the plan's freezing
+            apply_stage(trunk, head, freeze_first=settings.freeze_first)
+        else:
+            apply_stage(trunk, head, stage)
+        base = [p for p in trunk.parameters() if p.requires_grad]
+        groups = [{"params": list(head.parameters()), "lr": settings.lr}]
+        if base:
+            groups.append({"params": base, "lr": settings.lr * settings.base_lr_factor})
+        optimizer = OPTIMIZERS[settings.optimizer](groups, settings.weight_decay)
+        steps = stage.epochs * max(1, len(train_loader))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(steps, settings.warmup_fraction))
+        for _ in range(stage.epochs):
+            start = time.perf_counter()
+            set_train_mode(model)
+            total, correct, seen = 0.0, 0, 0
+            bar = progress_bar(len(train_loader), f"{stage.name} epoch {epoch + 1}", "batch", settings.progress)
+            for images, targets in train_loader:
+                logits = model(images)
+                loss = F.cross_entropy(logits, targets)
+                if regularizer is not None:
+                    loss = loss + regularizer(images, logits)
+                if not torch.isfinite(loss):
+                    raise GraftError(f"loss became {loss.item()} in stage {stage.name}, epoch {epoch + 1}: "
+                                     "lower the learning rate (--lr); the best checkpoint so far is kept in "
+                                     f"{checkpoint_dir / 'best.pt'}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.item() * len(targets)
+                correct += int((logits.argmax(1) == targets).sum())
+                seen += len(targets)
+                bar.update(1)
+            bar.close()
+            val_loss, val_acc, _, _ = evaluate_loader(model, val_loader)
+            epoch += 1
+            row = {"epoch": epoch, "stage": stage.name, "lrs": [g["initial_lr"] for g in optimizer.param_groups],
+                   "lrs_end": [g["lr"] for g in optimizer.param_groups],
+                   "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
+                   "val_loss": val_loss, "val_accuracy": val_acc,
+                   "trainable_backbone_params": sum(p.numel() for p in base),
+                   "seconds": round(time.perf_counter() - start, 3)}
+            result.history.append(row)
+            with open(history_path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            state = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                     "epoch": epoch, "stage_index": stage_index, "val_accuracy": val_acc}
+            _save_atomic(state, checkpoint_dir / "last.pt")
+            if val_acc > result.best_accuracy:
+                result.best_accuracy, result.best_epoch, best_state = val_acc, epoch, state
+                _save_atomic(state, checkpoint_dir / "best.pt")
+                stale = 0
+            else:
+                stale += 1
+            if settings.patience is not None and stale >= settings.patience:
+                break
+        if settings.patience is not None and stale >= settings.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state["model"])
+    return result
