@@ -50,6 +50,15 @@ def _common_data_options(fn):
     return fn
 
 
+def _training_data_options(fn):
+    """DATA, --out RUN_DIR and the validation choice, shared by every training command."""
+    fn = click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+                      help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")(fn)
+    fn = click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")(fn)
+    fn = click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")(fn)
+    return click.argument("data", type=click.Path())(fn)
+
+
 def _backbone_options(fn):
     fn = click.option("--image-size", type=click.IntRange(32), default=None,
                       help="Input resolution (default: the weights' own).")(fn)
@@ -112,11 +121,7 @@ def extract(data, out, backbone, weights, layer, image_size, strict, engine, bat
 
 
 @main.command()
-@click.argument("data", type=click.Path())
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")
+@_training_data_options
 @click.option("--head", type=click.Choice(list(HEAD_NAMES)), default="logreg", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_backbone_options
@@ -134,11 +139,7 @@ def fit(data, out, val_dir, val_split, head, seed, backbone, weights, layer, ima
 
 
 @main.command()
-@click.argument("data", type=click.Path())
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")
+@_training_data_options
 @click.option("--head", default="linear", show_default=True, help="linear, or mlp:HIDDEN (FC-ReLU-Dropout-FC).")
 @click.option("--stages", default="head:3,top2:3", show_default=True,
               help="Stage plan NAME:EPOCHS,... with NAME head, topN or all.")
