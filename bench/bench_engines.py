@@ -109,14 +109,7 @@ def decoding(n_images: int, repeats: int) -> None:
     }
     seconds = {}
     for name, fn in variants.items():
-        fn(paths[0])
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for p in paths:
-                fn(p)
-            best = min(best, time.perf_counter() - t0)
-        seconds[name] = best
+        seconds[name] = best_pass(fn, paths, repeats)  # items are paths here, not batches
     a = variants["full decode"](paths[0])
     b = variants[f"draft {prep.resize_size}"](paths[0])
     print()

@@ -32,13 +32,20 @@ def artifact_config(backbone_info: dict, layer: str | None, preprocessing: dict,
     }
 
 
-def write_artifact(directory: str | Path, config: dict, tensors: dict[str, np.ndarray]) -> Path:
-    """Write both files; each goes to a temporary name first, then is renamed into place."""
+def write_artifact(directory: str | Path, config: dict, backbone: dict[str, np.ndarray],
+                   head: dict[str, np.ndarray]) -> Path:
+    """Write both files; each goes to a temporary name first, then is renamed into place.
+
+    ``backbone`` and ``head`` are the two state dicts; they are stored as ``backbone.*`` and
+    ``head.*`` in one safetensors file.
+    """
     from safetensors.numpy import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_tmp = directory / f".{WEIGHTS_FILE}.tmp"
+    tensors = {f"backbone.{k}": v for k, v in backbone.items()}
+    tensors.update({f"head.{k}": v for k, v in head.items()})
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(weights_tmp))
     os.replace(weights_tmp, directory / WEIGHTS_FILE)
     config_tmp = directory / f".{CONFIG_FILE}.tmp"

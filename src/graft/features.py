@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,16 +148,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         self._ensure_fitted()
-        dim = self.runner_output_dim()
+        dim = self.feature_net_.output_dim(self.preprocessing_.size)
         return np.asarray([f"feature{i}" for i in range(dim)], dtype=object)
-
-    def runner_output_dim(self) -> int:
-        import torch
-
-        net = self.feature_net_
-        size = self.preprocessing_.size
-        with torch.inference_mode():
-            return int(net(torch.zeros(1, 3, size, size)).shape[1])
 
     # -- extraction -------------------------------------------------------------------------
     @property
@@ -318,6 +309,3 @@ def _os_reason(exc: OSError) -> str:
         return "file not found"
     return exc.strerror or str(exc)
 
-
-def default_decode_workers() -> int:
-    return max(1, min(2, (os.cpu_count() or 1) // 2))

@@ -108,9 +108,7 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
     source = create_backbone(backbone, weights=weights)
     preprocessing = source.preprocessing.with_size(image_size) if image_size else source.preprocessing
     features = source.feature_net(None)
-    with torch.inference_mode():
-        dim = features(torch.zeros(1, 3, preprocessing.size, preprocessing.size)).shape[1]
-    new_head = _make_head(head, int(dim), len(train.classes))
+    new_head = _make_head(head, features.output_dim(preprocessing.size), len(train.classes))
     training = {"method": "finetune", "stages": stages, "head": head, "lr": lr,
                 "base_lr_factor": base_lr_factor, "optimizer": optimizer, "regularizer": regularizer,
                 "seed": seed, "train_dir": str(Path(train_dir).resolve())}

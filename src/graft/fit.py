@@ -77,11 +77,9 @@ def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFA
                 "train_dir": str(Path(train_dir).resolve())}
     template = extracted.template
     run = RunDir(out)
-    tensors = {f"backbone.{k}": v for k, v in extracted.trunk.items()}
-    tensors.update({f"head.{k}": v for k, v in fitted.state.items()})
-    write_artifact(run.model_dir, artifact_config(template["backbone"], template["layer"],
-                                                  template["preprocessing"], train.classes,
-                                                  fitted.config, training), tensors)
+    config = artifact_config(template["backbone"], template["layer"], template["preprocessing"],
+                             train.classes, fitted.config, training)
+    write_artifact(run.model_dir, config, extracted.trunk, fitted.state)
 
     val_features = extracted.val
     y_pred = fitted.probabilities(val_features.vectors).argmax(1)

@@ -56,9 +56,10 @@ class GraftModel(nn.Module):
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        tensors = {f"backbone.{k}": v for k, v in self.features.trunk.state_dict().items()}
-        tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
-        return write_artifact(directory, self.config(), {k: v.detach().cpu().numpy() for k, v in tensors.items()})
+        def as_numpy(module):
+            return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+        return write_artifact(directory, self.config(), as_numpy(self.features.trunk), as_numpy(self.head))
 
     @classmethod
     def load(cls, directory: str | Path) -> "GraftModel":

@@ -64,6 +64,11 @@ class PooledFeatures(nn.Module):
         self.trunk = trunk
         self.cut_layer = cut_layer
 
+    def output_dim(self, image_size: int) -> int:
+        """Length of the feature vector for square images of ``image_size``."""
+        with torch.inference_mode():
+            return int(self(torch.zeros(1, 3, image_size, image_size)).shape[1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.trunk(x)
         if isinstance(out, dict):
