@@ -50,12 +50,17 @@ def _common_data_options(fn):
     return fn
 
 
-def _training_data_options(fn):
+def _training_data_options(out_required: bool = True):
     """DATA, --out RUN_DIR and the validation choice, shared by every training command."""
+    return lambda fn: _add_training_data_options(fn, out_required)
+
+
+def _add_training_data_options(fn, out_required: bool):
     fn = click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
                       help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")(fn)
     fn = click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")(fn)
-    fn = click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")(fn)
+    fn = click.option("--out", "-o", required=out_required, type=click.Path(file_okay=False),
+                      help="Run folder to write.")(fn)
     return click.argument("data", type=click.Path())(fn)
 
 
@@ -121,7 +126,7 @@ def extract(data, out, backbone, weights, layer, image_size, strict, engine, bat
 
 
 @main.command()
-@_training_data_options
+@_training_data_options()
 @click.option("--head", type=click.Choice(list(HEAD_NAMES)), default="logreg", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_backbone_options
@@ -139,7 +144,7 @@ def fit(data, out, val_dir, val_split, head, seed, backbone, weights, layer, ima
 
 
 @main.command()
-@_training_data_options
+@_training_data_options(out_required=False)
 @click.option("--head", default="linear", show_default=True, help="linear, or mlp:HIDDEN (FC-ReLU-Dropout-FC).")
 @click.option("--stages", default="head:3,top2:3", show_default=True,
               help="Stage plan NAME:EPOCHS,... with NAME head, topN or all.")
@@ -160,19 +165,36 @@ def fit(data, out, val_dir, val_split, head, seed, backbone, weights, layer, ima
 @click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None)
 @click.option("--strict", is_flag=True)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="Continue this killed or interrupted run (its saved settings are used).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def finetune(data, out, val_dir, val_split, head, stages, freeze_first, lr, base_lr_factor, optimizer,
              regularizer, regularizer_weight, patience, no_augment, seed, image_size, batch_size,
-             backbone, weights, strict, quiet):
-    """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR."""
-    from .finetune import finetune as run_finetune
+             backbone, weights, strict, resume_dir, quiet):
+    """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR.
 
-    result = run_finetune(data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone,
-                          weights=weights, head=head, stages=stages, freeze_first=freeze_first, lr=lr,
-                          base_lr_factor=base_lr_factor, optimizer=optimizer, image_size=image_size,
-                          batch_size=batch_size, seed=seed, augment=not no_augment,
-                          regularizer=regularizer, regularizer_weight=regularizer_weight,
-                          patience=patience, strict=strict, progress=not quiet)
+    Checkpoints are written every epoch; after a kill or Ctrl-C, run the same command with
+    --resume RUN_DIR to continue where it stopped.
+    """
+    from .finetune import finetune as run_finetune
+    from .finetune import resume_finetune
+
+    if not out and not resume_dir:
+        raise click.UsageError("Missing option '--out' / '-o' (or --resume RUN_DIR).")
+    try:
+        if resume_dir:
+            result = resume_finetune(resume_dir, strict=strict, progress=not quiet)
+        else:
+            result = run_finetune(
+                data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone, weights=weights,
+                head=head, stages=stages, freeze_first=freeze_first, lr=lr, base_lr_factor=base_lr_factor,
+                optimizer=optimizer, image_size=image_size, batch_size=batch_size, seed=seed,
+                augment=not no_augment, regularizer=regularizer, regularizer_weight=regularizer_weight,
+                patience=patience, strict=strict, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: every finished epoch is saved; continue with --resume {resume_dir or out}",
+                   err=True)
+        raise SystemExit(130)
     _print_summary(result.run_dir, result.metrics)
     click.echo(f"history: {result.run_dir / 'history.jsonl'}  curves: {result.run_dir / 'curves.png'}")
 

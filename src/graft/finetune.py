@@ -24,7 +24,7 @@ from .preprocess import Preprocessing
 from .progress import progress_bar
 from .regularizers import L2SP, LwFDistillation
 from .runs import RunDir
-from .train.loop import LoopSettings, evaluate_loader, run_stages
+from .train.loop import LoopSettings, evaluate_loader, load_checkpoint, run_stages
 from .train.stages import parse_stages
 
 DEFAULT_STAGES = "head:3,top2:3"
@@ -89,63 +89,89 @@ def _make_head(spec: str, in_features: int, num_classes: int):
     raise GraftError(f"unknown head {spec!r}: use linear or mlp:HIDDEN")
 
 
+# Everything that determines a fine-tuning run; saved in config.yaml so --resume can rebuild it.
+_SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "head", "stages", "freeze_first",
+             "lr", "base_lr_factor", "optimizer", "weight_decay", "image_size", "batch_size", "seed",
+             "augment", "regularizer", "regularizer_weight", "patience")
+
+
 def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
              head="linear", stages=DEFAULT_STAGES, freeze_first=None, lr=1e-3, base_lr_factor=0.1,
              optimizer="adamw", weight_decay=1e-4, image_size=None, batch_size=32, seed=0,
              augment=True, regularizer=None, regularizer_weight=0.01, patience=None, strict=False,
              progress=True) -> FitResult:
     """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``."""
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    np.random.seed(seed)
     if val_dir is None and val_fraction is None:
         val_fraction = 0.2
-    plan = parse_stages(stages)
-    train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
+    parse_stages(stages)  # a bad plan fails before anything is written
+    arguments = locals()
+    settings = {name: arguments[name] for name in _SETTINGS}
+    settings["train_dir"] = str(Path(train_dir).resolve())
+    settings["val_dir"] = str(Path(val_dir).resolve()) if val_dir else None
+    settings["weights"] = str(Path(weights).resolve()) if weights else None
+    run = RunDir(out)
+    (run.path / "history.jsonl").unlink(missing_ok=True)
+    run.write_config({"command": "finetune", "settings": settings})
+    return _train(run, settings, strict=strict, progress=progress, resume=None)
+
+
+def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
+    """Continue a killed or interrupted ``finetune`` run from ``RUN_DIR/checkpoints/last.pt``."""
+    import yaml
+
+    run = RunDir(run_dir)
+    config_path = run.path / "config.yaml"
+    if not config_path.exists():
+        raise GraftError(f"cannot resume: {config_path} does not exist (not a finetune run folder)")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    if config.get("command") != "finetune" or "settings" not in config:
+        raise GraftError(f"cannot resume: {run.path} was not written by graft finetune")
+    state = load_checkpoint(run.path / "checkpoints" / "last.pt")
+    return _train(run, config["settings"], strict=strict, progress=progress, resume=state)
+
+
+def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
+    start = time.perf_counter()
+    s = settings
+    torch.manual_seed(s["seed"])
+    np.random.seed(s["seed"])
+    plan = parse_stages(s["stages"])
+    train, val = load_train_val(s["train_dir"], val_dir=s["val_dir"], val_fraction=s["val_fraction"], seed=s["seed"])
     train, skipped_train = _readable(train, strict, progress)
     val, skipped_val = _readable(val, strict, progress)
 
-    source = create_backbone(backbone, weights=weights)
-    preprocessing = source.preprocessing.with_size(image_size) if image_size else source.preprocessing
+    source = create_backbone(s["backbone"], weights=s["weights"])
+    preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
     features = source.feature_net(None)
-    new_head = _make_head(head, features.output_dim(preprocessing.size), len(train.classes))
-    training = {"method": "finetune", "stages": stages, "head": head, "lr": lr,
-                "base_lr_factor": base_lr_factor, "optimizer": optimizer, "regularizer": regularizer,
-                "seed": seed, "train_dir": str(Path(train_dir).resolve())}
+    new_head = _make_head(s["head"], features.output_dim(preprocessing.size), len(train.classes))
+    training = {"method": "finetune", **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor",
+                                                           "optimizer", "regularizer", "seed", "train_dir")}}
     model = GraftModel.from_backbone(source, new_head, train.classes, preprocessing=preprocessing,
                                      training=training, features=features)
 
-    extra = _conservation(regularizer, regularizer_weight, source, features, new_head)
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(ImageDataset(train, preprocessing, augment), batch_size=batch_size,
-                              shuffle=True, generator=generator, drop_last=len(train) > batch_size)
-    val_loader = DataLoader(ImageDataset(val, preprocessing, False), batch_size=batch_size)
-    run = RunDir(out)
-    history_path = run.path / "history.jsonl"
-    history_path.unlink(missing_ok=True)
-    settings = LoopSettings(stages=plan, lr=lr, base_lr_factor=base_lr_factor, optimizer=optimizer,
-                            weight_decay=weight_decay, patience=patience, freeze_first=freeze_first,
-                            progress=progress)
-    result = run_stages(model, features.trunk, new_head, train_loader, val_loader, settings,
-                        run.path / "checkpoints", history_path, extra)
+    extra = _conservation(s["regularizer"], s["regularizer_weight"], source, features, new_head)
+    generator = torch.Generator().manual_seed(s["seed"])
+    train_loader = DataLoader(ImageDataset(train, preprocessing, s["augment"]), batch_size=s["batch_size"],
+                              shuffle=True, generator=generator, drop_last=len(train) > s["batch_size"])
+    val_loader = DataLoader(ImageDataset(val, preprocessing, False), batch_size=s["batch_size"])
+    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], optimizer=s["optimizer"],
+                        weight_decay=s["weight_decay"], patience=s["patience"], freeze_first=s["freeze_first"],
+                        progress=progress)
+    result = run_stages(model, features.trunk, new_head, train_loader, val_loader, loop,
+                        run.path / "checkpoints", run.path / "history.jsonl", extra,
+                        generator=generator, resume=resume)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval()
     model.save(run.model_dir)
     _, _, y_true, y_pred = evaluate_loader(model, val_loader)
     metrics = run.write_evaluation(y_true, y_pred, train.classes, {
         "n_train": len(train), "n_val": len(val), "seconds": round(time.perf_counter() - start, 3),
-        "best_epoch": result.best_epoch, "skipped": skipped_train + skipped_val,
-    }, title=f"{Path(train_dir).name} (fine-tuned)")
+        "best_epoch": result.best_epoch, "resumed_from_epoch": resume["epoch"] if resume else None,
+        "skipped": skipped_train + skipped_val,
+    }, title=f"{Path(s['train_dir']).name} (fine-tuned)")
     _curves_png(result.history, run.path / "curves.png")
-    run.write_config({"command": "finetune", "train_dir": Path(train_dir).resolve(),
-                      "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
-                      "backbone": source.name, "weights": source.weights_source, "head": head,
-                      "stages": stages, "freeze_first": freeze_first, "lr": lr,
-                      "base_lr_factor": base_lr_factor, "optimizer": optimizer,
-                      "weight_decay": weight_decay, "image_size": preprocessing.size,
-                      "batch_size": batch_size, "seed": seed, "augment": augment,
-                      "regularizer": regularizer, "regularizer_weight": regularizer_weight,
-                      "patience": patience, "classes": train.classes})
+    run.write_config({"command": "finetune", "settings": settings, "classes": train.classes,
+                      "backbone_weights": source.weights_source, "image_size": preprocessing.size})
     return FitResult(run.path, metrics)
 
 

@@ -82,34 +82,72 @@ def evaluate_loader(model: nn.Module, loader) -> tuple[float, float, np.ndarray,
     return sum(losses) / max(1, len(y)), float((y == p).mean()) if len(y) else 0.0, y, p
 
 
+def _stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int):
+    """Freeze for ``stage``; a fresh optimizer (head LR, smaller base LR) and its schedule."""
+    if settings.freeze_first is not None:  # "freeze the first K layers" replaces the plan's freezing
+        trainable = apply_stage(trunk, head, freeze_first=settings.freeze_first)
+    else:
+        trainable = apply_stage(trunk, head, stage)
+    base = [p for p in trunk.parameters() if p.requires_grad]
+    groups = [{"params": list(head.parameters()), "lr": settings.lr}]
+    if base:
+        groups.append({"params": base, "lr": settings.lr * settings.base_lr_factor})
+    optimizer = OPTIMIZERS[settings.optimizer](groups, settings.weight_decay)
+    steps = stage.epochs * max(1, steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(steps, settings.warmup_fraction))
+    return optimizer, scheduler, trainable, sum(p.numel() for p in base)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :func:`run_stages`; tensors and plain values only."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise GraftError(f"cannot resume: {path} does not exist") from exc
+
+
 def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loader,
                settings: LoopSettings, checkpoint_dir: Path, history_path: Path,
-               regularizer=None) -> LoopResult:
+               regularizer=None, generator: torch.Generator | None = None,
+               resume: dict | None = None) -> LoopResult:
     """Train ``model`` (= head(trunk(x))) through ``settings.stages``.
 
-    ``regularizer(images, logits) -> extra loss`` adds conservation training. Returns the best
-    epoch; the model ends holding the best epoch's weights.
+    ``regularizer(images, logits) -> extra loss`` adds conservation training. ``generator`` is
+    the training loader's shuffling generator (its state is checkpointed). ``resume`` is a
+    ``last.pt`` checkpoint: training continues at the epoch after it, with the same freeze
+    mask, optimizer, schedule, best-so-far and random states, as if never stopped. Returns the
+    best epoch; the model ends holding the best epoch's weights.
     """
     if settings.optimizer not in OPTIMIZERS:
         raise GraftError(f"unknown optimizer {settings.optimizer!r}: {', '.join(OPTIMIZERS)}")
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     result = LoopResult(best_accuracy=-1.0, best_epoch=-1)
-    best_state = None
-    epoch = 0
-    stale = 0
-    for stage_index, stage in enumerate(settings.stages):
-        if settings.freeze_first is not None:  # "freeze the first K layers" replaces the plan's freezing
-            apply_stage(trunk, head, freeze_first=settings.freeze_first)
-        else:
-            apply_stage(trunk, head, stage)
-        base = [p for p in trunk.parameters() if p.requires_grad]
-        groups = [{"params": list(head.parameters()), "lr": settings.lr}]
-        if base:
-            groups.append({"params": base, "lr": settings.lr * settings.base_lr_factor})
-        optimizer = OPTIMIZERS[settings.optimizer](groups, settings.weight_decay)
-        steps = stage.epochs * max(1, len(train_loader))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(steps, settings.warmup_fraction))
-        for _ in range(stage.epochs):
+    epoch, stale, first_stage, done_in_stage = 0, 0, 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        epoch, stale = resume["epoch"], resume["stale"]
+        first_stage, done_in_stage = resume["stage_index"], resume["epoch_in_stage"]
+        result.best_accuracy, result.best_epoch = resume["best_accuracy"], resume["best_epoch"]
+        result.history = [json.loads(line) for line in history_path.read_text().splitlines()][:epoch] \
+            if history_path.exists() else []
+        history_path.write_text("".join(json.dumps(row) + "\n" for row in result.history))
+    stop = settings.patience is not None and stale >= settings.patience
+    for stage_index in range(first_stage, len(settings.stages)):
+        if stop:
+            break
+        stage = settings.stages[stage_index]
+        optimizer, scheduler, trainable, n_base = _stage_optimizer(settings, stage, trunk, head, len(train_loader))
+        start_in_stage = 0
+        if resume is not None and stage_index == first_stage:
+            if resume["trainable"] != trainable:
+                raise GraftError("cannot resume: the checkpoint's freeze mask differs from its stage plan")
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            torch.set_rng_state(resume["torch_rng"])
+            if generator is not None:
+                generator.set_state(resume["loader_rng"])
+            start_in_stage = done_in_stage
+        for epoch_in_stage in range(start_in_stage, stage.epochs):
             start = time.perf_counter()
             set_train_mode(model)
             total, correct, seen = 0.0, 0, 0
@@ -138,24 +176,30 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                    "lrs_end": [g["lr"] for g in optimizer.param_groups],
                    "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
                    "val_loss": val_loss, "val_accuracy": val_acc,
-                   "trainable_backbone_params": sum(p.numel() for p in base),
+                   "trainable_backbone_params": n_base,
                    "seconds": round(time.perf_counter() - start, 3)}
             result.history.append(row)
-            with open(history_path, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            state = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                     "epoch": epoch, "stage_index": stage_index, "val_accuracy": val_acc}
-            _save_atomic(state, checkpoint_dir / "last.pt")
-            if val_acc > result.best_accuracy:
-                result.best_accuracy, result.best_epoch, best_state = val_acc, epoch, state
-                _save_atomic(state, checkpoint_dir / "best.pt")
-                stale = 0
+            improved = val_acc > result.best_accuracy
+            if improved:
+                result.best_accuracy, result.best_epoch, stale = val_acc, epoch, 0
             else:
                 stale += 1
+            weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if improved:
+                _save_atomic({"model": weights, "epoch": epoch, "val_accuracy": val_acc}, checkpoint_dir / "best.pt")
+            _save_atomic({
+                "model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "stage_index": stage_index, "epoch_in_stage": epoch_in_stage + 1,
+                "trainable": trainable, "best_accuracy": result.best_accuracy,
+                "best_epoch": result.best_epoch, "stale": stale, "torch_rng": torch.get_rng_state(),
+                "loader_rng": generator.get_state() if generator is not None else torch.empty(0, dtype=torch.uint8),
+            }, checkpoint_dir / "last.pt")
+            # history after the checkpoint: a kill between the two loses the line, not the epoch
+            with open(history_path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
             if settings.patience is not None and stale >= settings.patience:
+                stop = True
                 break
-        if settings.patience is not None and stale >= settings.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state["model"])
+    if result.best_epoch > 0:
+        model.load_state_dict(load_checkpoint(checkpoint_dir / "best.pt")["model"])
     return result
