@@ -101,3 +101,26 @@ def test_resume_after_sigkill_continues_where_it_stopped(digits_dir, tmp_path):
     reference = [json.loads(line) for line in (straight.run_dir / "history.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([r["train_loss"] for r in rows], [r["train_loss"] for r in reference], rtol=1e-4)
     np.testing.assert_allclose([r["val_loss"] for r in rows], [r["val_loss"] for r in reference], rtol=1e-4)
+
+
+def test_ddp_with_two_cpu_processes(digits_dir, tmp_path):
+    """torchrun, 2 processes over gloo: each trains on half of every epoch, rank 0 writes."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a free loopback port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
+               "-m", "graft", "finetune", str(digits_dir), "--val-split", "0.25", "--image-size", "64",
+               "--batch-size", "8", "--stages", "head:1,top1:1", "-o", str(run), "-q"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["stage"], r["world_size"]) for r in rows] == [(1, "head", 2), (2, "top1", 2)]
+    model = GraftModel.load(run)
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    assert json.loads((run / "metrics.json").read_text())["n_val"] == 30

@@ -195,6 +195,8 @@ def finetune(data, out, val_dir, val_split, head, stages, freeze_first, lr, base
         click.echo(f"interrupted: every finished epoch is saved; continue with --resume {resume_dir or out}",
                    err=True)
         raise SystemExit(130)
+    if not result.metrics:  # a non-zero rank under torchrun: rank 0 reports
+        return
     _print_summary(result.run_dir, result.metrics)
     click.echo(f"history: {result.run_dir / 'history.jsonl'}  curves: {result.run_dir / 'curves.png'}")
 

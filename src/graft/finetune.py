@@ -24,7 +24,7 @@ from .preprocess import Preprocessing
 from .progress import progress_bar
 from .regularizers import L2SP, LwFDistillation
 from .runs import RunDir
-from .train.loop import LoopSettings, evaluate_loader, load_checkpoint, run_stages
+from .train.loop import LoopSettings, evaluate_loader, is_main_process, load_checkpoint, run_stages
 from .train.stages import parse_stages
 
 DEFAULT_STAGES = "head:3,top2:3"
@@ -109,10 +109,13 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
     settings["train_dir"] = str(Path(train_dir).resolve())
     settings["val_dir"] = str(Path(val_dir).resolve()) if val_dir else None
     settings["weights"] = str(Path(weights).resolve()) if weights else None
+    distributed = _init_distributed()
     run = RunDir(out)
-    (run.path / "history.jsonl").unlink(missing_ok=True)
-    run.write_config({"command": "finetune", "settings": settings})
-    return _train(run, settings, strict=strict, progress=progress, resume=None)
+    if is_main_process():
+        (run.path / "history.jsonl").unlink(missing_ok=True)
+        run.write_config({"command": "finetune", "settings": settings})
+    return _train(run, settings, strict=strict, progress=progress and is_main_process(), resume=None,
+                  distributed=distributed)
 
 
 def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
@@ -127,10 +130,26 @@ def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
     if config.get("command") != "finetune" or "settings" not in config:
         raise GraftError(f"cannot resume: {run.path} was not written by graft finetune")
     state = load_checkpoint(run.path / "checkpoints" / "last.pt")
-    return _train(run, config["settings"], strict=strict, progress=progress, resume=state)
+    distributed = _init_distributed()
+    return _train(run, config["settings"], strict=strict, progress=progress and is_main_process(),
+                  resume=state, distributed=distributed)
 
 
-def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
+def _init_distributed() -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); gloo runs on CPUs."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return True
+
+
+def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume: dict | None,
+           distributed: bool = False) -> FitResult:
     start = time.perf_counter()
     s = settings
     torch.manual_seed(s["seed"])
@@ -151,17 +170,26 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
 
     extra = _conservation(s["regularizer"], s["regularizer_weight"], source, features, new_head)
     generator = torch.Generator().manual_seed(s["seed"])
-    train_loader = DataLoader(ImageDataset(train, preprocessing, s["augment"]), batch_size=s["batch_size"],
-                              shuffle=True, generator=generator, drop_last=len(train) > s["batch_size"])
+    train_data = ImageDataset(train, preprocessing, s["augment"])
+    if distributed:  # each process trains on its own 1/world_size of every epoch
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_data, shuffle=True, seed=s["seed"], drop_last=True)
+        train_loader = DataLoader(train_data, batch_size=s["batch_size"], sampler=sampler, drop_last=True)
+    else:
+        train_loader = DataLoader(train_data, batch_size=s["batch_size"], shuffle=True, generator=generator,
+                                  drop_last=len(train) > s["batch_size"])
     val_loader = DataLoader(ImageDataset(val, preprocessing, False), batch_size=s["batch_size"])
     loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], optimizer=s["optimizer"],
                         weight_decay=s["weight_decay"], patience=s["patience"], freeze_first=s["freeze_first"],
-                        progress=progress)
+                        progress=progress, distributed=distributed)
     result = run_stages(model, features.trunk, new_head, train_loader, val_loader, loop,
                         run.path / "checkpoints", run.path / "history.jsonl", extra,
                         generator=generator, resume=resume)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval()
+    if not is_main_process():  # rank 0 writes the model and reports
+        return FitResult(run.path, {})
     model.save(run.model_dir)
     _, _, y_true, y_pred = evaluate_loader(model, val_loader)
     metrics = run.write_evaluation(y_true, y_pred, train.classes, {

@@ -41,6 +41,7 @@ class LoopSettings:
     patience: int | None = None
     freeze_first: int | str | None = None
     progress: bool = True
+    distributed: bool = False  # DDP: gradients averaged across processes; only rank 0 writes
 
 
 @dataclass
@@ -60,6 +61,12 @@ def _cosine_with_warmup(total_steps: int, warmup_fraction: float):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -98,6 +105,12 @@ def _stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_pe
     return optimizer, scheduler, trainable, sum(p.numel() for p in base)
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by :func:`run_stages`; tensors and plain values only."""
     try:
@@ -120,7 +133,9 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
     """
     if settings.optimizer not in OPTIMIZERS:
         raise GraftError(f"unknown optimizer {settings.optimizer!r}: {', '.join(OPTIMIZERS)}")
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()
+    if main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
     result = LoopResult(best_accuracy=-1.0, best_epoch=-1)
     epoch, stale, first_stage, done_in_stage = 0, 0, 0, 0
     if resume is not None:
@@ -130,7 +145,8 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
         result.best_accuracy, result.best_epoch = resume["best_accuracy"], resume["best_epoch"]
         result.history = [json.loads(line) for line in history_path.read_text().splitlines()][:epoch] \
             if history_path.exists() else []
-        history_path.write_text("".join(json.dumps(row) + "\n" for row in result.history))
+        if main:
+            history_path.write_text("".join(json.dumps(row) + "\n" for row in result.history))
     stop = settings.patience is not None and stale >= settings.patience
     for stage_index in range(first_stage, len(settings.stages)):
         if stop:
@@ -147,13 +163,21 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             if generator is not None:
                 generator.set_state(resume["loader_rng"])
             start_in_stage = done_in_stage
+        forward = model
+        if settings.distributed:
+            # Re-wrapped per stage: DDP syncs only the parameters trainable when it is built.
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(model)
         for epoch_in_stage in range(start_in_stage, stage.epochs):
             start = time.perf_counter()
+            if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
+                train_loader.sampler.set_epoch(epoch)
             set_train_mode(model)
             total, correct, seen = 0.0, 0, 0
             bar = progress_bar(len(train_loader), f"{stage.name} epoch {epoch + 1}", "batch", settings.progress)
             for images, targets in train_loader:
-                logits = model(images)
+                logits = forward(images)
                 loss = F.cross_entropy(logits, targets)
                 if regularizer is not None:
                     loss = loss + regularizer(images, logits)
@@ -176,7 +200,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                    "lrs_end": [g["lr"] for g in optimizer.param_groups],
                    "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
                    "val_loss": val_loss, "val_accuracy": val_acc,
-                   "trainable_backbone_params": n_base,
+                   "trainable_backbone_params": n_base, "world_size": _world_size(),
                    "seconds": round(time.perf_counter() - start, 3)}
             result.history.append(row)
             improved = val_acc > result.best_accuracy
@@ -184,6 +208,11 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                 result.best_accuracy, result.best_epoch, stale = val_acc, epoch, 0
             else:
                 stale += 1
+            if not main:
+                if settings.patience is not None and stale >= settings.patience:
+                    stop = True
+                    break
+                continue
             weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if improved:
                 _save_atomic({"model": weights, "epoch": epoch, "val_accuracy": val_acc}, checkpoint_dir / "best.pt")
@@ -200,6 +229,10 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             if settings.patience is not None and stale >= settings.patience:
                 stop = True
                 break
+    if settings.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has written best.pt
     if result.best_epoch > 0:
         model.load_state_dict(load_checkpoint(checkpoint_dir / "best.pt")["model"])
     return result
