@@ -124,3 +124,26 @@ def test_ddp_with_two_cpu_processes(digits_dir, tmp_path):
     with torch.inference_mode():
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
     assert json.loads((run / "metrics.json").read_text())["n_val"] == 30
+
+
+def test_frozen_prefix_is_reused_and_gives_the_same_training(digits_dir, tmp_path):
+    """Without augmentation, frozen layers run once per stage; the losses are the same as
+    running the whole network every epoch."""
+    from graft.train import loop
+
+    common = dict(val_fraction=0.25, image_size=64, batch_size=8, stages="head:2,top1:1", augment=False,
+                  progress=False)
+    fast = finetune(digits_dir, tmp_path / "fast", **common)
+    rows = [json.loads(line) for line in (fast.run_dir / "history.jsonl").read_text().splitlines()]
+    assert [r["frozen_units_reused"] > 0 for r in rows] == [True, True, True]
+    assert rows[0]["frozen_units_reused"] > rows[2]["frozen_units_reused"]  # top1 reuses fewer units
+
+    original = loop._cached_prefix_loaders
+    loop._cached_prefix_loaders = lambda *args: None  # the plain path, for reference
+    try:
+        slow = finetune(digits_dir, tmp_path / "slow", **common)
+    finally:
+        loop._cached_prefix_loaders = original
+    reference = [json.loads(line) for line in (slow.run_dir / "history.jsonl").read_text().splitlines()]
+    assert [r["frozen_units_reused"] for r in reference] == [0, 0, 0]
+    np.testing.assert_allclose([r["val_loss"] for r in rows], [r["val_loss"] for r in reference], rtol=1e-3)

@@ -182,7 +182,10 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
     val_loader = DataLoader(ImageDataset(val, preprocessing, False), batch_size=s["batch_size"])
     loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], optimizer=s["optimizer"],
                         weight_decay=s["weight_decay"], patience=s["patience"], freeze_first=s["freeze_first"],
-                        progress=progress, distributed=distributed)
+                        progress=progress, distributed=distributed,
+                        # frozen layers see the same inputs every epoch only without augmentation;
+                        # LwF needs the images themselves
+                        reuse_frozen_prefix=not s["augment"] and s["regularizer"] != "lwf")
     result = run_stages(model, features.trunk, new_head, train_loader, val_loader, loop,
                         run.path / "checkpoints", run.path / "history.jsonl", extra,
                         generator=generator, resume=resume)

@@ -42,6 +42,7 @@ class LoopSettings:
     freeze_first: int | str | None = None
     progress: bool = True
     distributed: bool = False  # DDP: gradients averaged across processes; only rank 0 writes
+    reuse_frozen_prefix: bool = False  # only valid when inputs are not augmented
 
 
 @dataclass
@@ -105,6 +106,29 @@ def _stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_pe
     return optimizer, scheduler, trainable, sum(p.numel() for p in base)
 
 
+def _cached_prefix_loaders(trunk, head, train_loader, val_loader, generator):
+    """(suffix model, train loader, val loader, units reused) over cached frozen-prefix outputs."""
+    from torch.utils.data import DataLoader
+
+    from .prefix import encode, frozen_prefix_length, split_model
+
+    split = frozen_prefix_length(trunk)
+    if split == 0:
+        return None
+    sample = next(iter(val_loader))[0][:2]
+    parts = split_model(trunk, head, split, sample)
+    if parts is None:
+        return None
+    prefix, suffix_model = parts
+    ordered = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size)
+    train_outputs, val_outputs = encode(prefix, ordered), encode(prefix, val_loader)
+    if train_outputs is None or val_outputs is None:
+        return None
+    train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=True,
+                              generator=generator, drop_last=train_loader.drop_last)
+    return suffix_model, train_cached, DataLoader(val_outputs, batch_size=val_loader.batch_size), split
+
+
 def _world_size() -> int:
     import torch.distributed as dist
 
@@ -163,7 +187,12 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             if generator is not None:
                 generator.set_state(resume["loader_rng"])
             start_in_stage = done_in_stage
-        forward = model
+        forward, stage_train, stage_val, evaluated, reused = model, train_loader, val_loader, model, 0
+        if settings.reuse_frozen_prefix and not settings.distributed:
+            cached = _cached_prefix_loaders(trunk, head, train_loader, val_loader, generator)
+            if cached is not None:
+                forward, stage_train, stage_val, reused = cached
+                evaluated = forward
         if settings.distributed:
             # Re-wrapped per stage: DDP syncs only the parameters trainable when it is built.
             from torch.nn.parallel import DistributedDataParallel
@@ -176,7 +205,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             set_train_mode(model)
             total, correct, seen = 0.0, 0, 0
             bar = progress_bar(len(train_loader), f"{stage.name} epoch {epoch + 1}", "batch", settings.progress)
-            for images, targets in train_loader:
+            for images, targets in stage_train:
                 logits = forward(images)
                 loss = F.cross_entropy(logits, targets)
                 if regularizer is not None:
@@ -194,13 +223,14 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                 seen += len(targets)
                 bar.update(1)
             bar.close()
-            val_loss, val_acc, _, _ = evaluate_loader(model, val_loader)
+            val_loss, val_acc, _, _ = evaluate_loader(evaluated, stage_val)
             epoch += 1
             row = {"epoch": epoch, "stage": stage.name, "lrs": [g["initial_lr"] for g in optimizer.param_groups],
                    "lrs_end": [g["lr"] for g in optimizer.param_groups],
                    "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
                    "val_loss": val_loss, "val_accuracy": val_acc,
                    "trainable_backbone_params": n_base, "world_size": _world_size(),
+                   "frozen_units_reused": reused,
                    "seconds": round(time.perf_counter() - start, 3)}
             result.history.append(row)
             improved = val_acc > result.best_accuracy
