@@ -58,3 +58,38 @@ class LwFDistillation(nn.Module):
         target = F.log_softmax(source_logits.detach() / t, dim=1)
         current = F.log_softmax(logits / t, dim=1)
         return (t * t) * F.kl_div(current, target, reduction="batchmean", log_target=True)
+
+
+class BatchSpectralShrinkage(nn.Module):
+    """Batch Spectral Shrinkage, BSS (Chen, Wang, Fu, Long & Wang, "Catastrophic Forgetting
+    Meets Negative Transfer: Batch Spectral Shrinkage for Safe Transfer Learning", NeurIPS
+    2019). With ``F`` the ``batch x dim`` matrix of features of one mini-batch and
+    ``sigma_1 >= sigma_2 >= ... >= sigma_b`` its singular values (``b = min(batch, dim)``),
+
+        L_bss(F) = eta * sum_{i=1..k} sigma_{b+1-i}^2
+
+    i.e. ``eta`` times the sum of the squares of the ``k`` smallest singular values. The
+    paper finds that the spectral components with small singular values are the ones that
+    carry source knowledge that does not transfer (negative transfer); shrinking them lets
+    fine-tuning keep the dominant, transferable directions. ``k`` is clamped to ``b``.
+    """
+
+    def __init__(self, k: int = 1, eta: float = 1e-3):
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"BatchSpectralShrinkage: k must be >= 1, got {k}")
+        if eta < 0:
+            raise ValueError(f"BatchSpectralShrinkage: eta must be >= 0, got {eta}")
+        self.k, self.eta = int(k), float(eta)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.ndim != 2:
+            raise ValueError(
+                f"BatchSpectralShrinkage expects features of shape [batch, dim], got {tuple(features.shape)}")
+        # SVD is not implemented for half precision: compute in at least float32.
+        if features.dtype in (torch.float16, torch.bfloat16):
+            features = features.float()
+        # svdvals (unlike svd) has a gradient that stays finite when singular values repeat.
+        sigma = torch.linalg.svdvals(features)  # descending order
+        k = min(self.k, sigma.numel())
+        return self.eta * sigma[sigma.numel() - k:].pow(2).sum()
