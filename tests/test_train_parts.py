@@ -85,3 +85,54 @@ def test_lwf_zero_for_unchanged_model_positive_otherwise():
     lwf = LwFDistillation(temperature=2.0)
     assert lwf(source.clone(), source).abs().item() < 1e-6
     assert lwf(source + torch.randn(8, 1000), source).item() > 0
+
+
+def test_layer_decay_gives_each_trainable_unit_a_smaller_lr(trunk_and_head):
+    from graft.train.loop import LoopSettings, stage_optimizer
+
+    trunk, head = trunk_and_head
+    settings = LoopSettings(stages=parse_stages("top2:1"), lr=1e-2, base_lr_factor=0.1, layer_decay=0.5)
+    optimizer, _, trainable, _ = stage_optimizer(settings, settings.stages[0], trunk, head, steps_per_epoch=4)
+    groups = optimizer.param_groups
+    # head, then the trainable units from the top down: bn2, conv_head, blocks.6.0, blocks.5.3
+    assert [g["name"] for g in groups] == ["head", "bn2", "conv_head", "blocks.6.0", "blocks.5.3"]
+    assert [g["peak_lr"] for g in groups] == pytest.approx([1e-2, 1e-3, 5e-4, 2.5e-4, 1.25e-4])
+    grouped = {id(p) for g in groups[1:] for p in g["params"]}
+    assert grouped == {id(p) for p in trunk.parameters() if p.requires_grad} and len(trainable) > 0
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_stage_schedules_shape(trunk_and_head, schedule):
+    from graft.train.loop import LoopSettings, stage_optimizer
+
+    trunk, head = trunk_and_head
+    settings = LoopSettings(stages=parse_stages("head:2"), lr=1e-2, schedule=schedule)
+    optimizer, scheduler, _, _ = stage_optimizer(settings, settings.stages[0], trunk, head, steps_per_epoch=50)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    peak = max(range(100), key=lrs.__getitem__)
+    assert lrs[peak] == pytest.approx(1e-2, rel=1e-3)
+    assert lrs[-1] < 1e-2 * 0.01  # annealed to (nearly) nothing
+    if schedule == "onecycle":
+        assert lrs[0] == pytest.approx(1e-2 / 25) and 20 <= peak <= 26
+    else:
+        assert peak <= 10  # 10 % warm-up
+
+
+def test_lr_suggestion_is_the_steepest_descent_before_the_minimum():
+    import numpy as np
+
+    from graft.train.lr_find import suggest
+
+    lrs = np.logspace(-6, 0, 121)
+    log_lr = np.log10(lrs)
+    loss = 2.5 - 2.0 / (1 + np.exp(-(log_lr + 3) * 3))  # steepest at 1e-3
+    loss = loss + np.where(log_lr > -1, (log_lr + 1) ** 2 * 20, 0)  # blows up above 0.1
+    steepest, lowest = suggest(lrs, loss, skip=5)
+    assert steepest == pytest.approx(1e-3, rel=0.15)
+    assert 1e-2 < lowest <= 0.12
+    only_rising = suggest(lrs, np.linspace(1, 5, 121), skip=5)
+    assert only_rising[0] == pytest.approx(lrs[5] / 10)  # no descent at all: a tenth of the start

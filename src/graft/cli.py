@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .defaults import DEFAULT_BACKBONE, HEAD_NAMES
+from .defaults import DEFAULT_BACKBONE, DEFAULT_STAGES, HEAD_NAMES
 from .errors import GraftError
 
 
@@ -143,34 +143,78 @@ def fit(data, out, val_dir, val_split, head, seed, backbone, weights, layer, ima
     _print_summary(result.run_dir, result.metrics)
 
 
+class _LearningRate(click.ParamType):
+    """A positive float, or ``auto`` (an LR range test picks it)."""
+
+    name = "LR|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            lr = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if lr <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return lr
+
+
+def _finetune_model_options(fn):
+    """Options that decide the model and its training step, shared by finetune and lr-find."""
+    fn = click.option("--weights", type=click.Path(dir_okay=False), default=None)(fn)
+    fn = click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)(fn)
+    fn = click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)(fn)
+    fn = click.option("--image-size", type=click.IntRange(32), default=None,
+                      help="Train and evaluate at this resolution.")(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
+    fn = click.option("--optimizer", type=click.Choice(["adamw", "adam", "sgd", "rmsprop"]), default="adamw",
+                      show_default=True)(fn)
+    fn = click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=None,
+                      help="Layer-wise LR decay: each trainable backbone layer below the top one trains "
+                           "at this times the LR of the layer above it.")(fn)
+    fn = click.option("--base-lr-factor", type=float, default=0.1, show_default=True,
+                      help="Unfrozen backbone layers train at lr x this.")(fn)
+    fn = click.option("--head", default="linear", show_default=True,
+                      help="linear, or mlp:HIDDEN (FC-ReLU-Dropout-FC).")(fn)
+    return fn
+
+
 @main.command()
 @_training_data_options(out_required=False)
-@click.option("--head", default="linear", show_default=True, help="linear, or mlp:HIDDEN (FC-ReLU-Dropout-FC).")
-@click.option("--stages", default="head:3,top2:3", show_default=True,
+@click.option("--stages", default=DEFAULT_STAGES, show_default=True,
               help="Stage plan NAME:EPOCHS,... with NAME head, topN or all.")
 @click.option("--freeze-first", default=None, help="Instead of the plan's freezing: freeze the first K layers "
               "(index or name from `graft layers`), train the rest.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Head learning rate.")
-@click.option("--base-lr-factor", type=float, default=0.1, show_default=True,
-              help="Unfrozen backbone layers train at lr x this.")
-@click.option("--optimizer", type=click.Choice(["adamw", "adam", "sgd", "rmsprop"]), default="adamw", show_default=True)
-@click.option("--regularizer", type=click.Choice(["l2sp", "lwf"]), default=None,
-              help="Conservation training: stay close to the source model.")
+@click.option("--lr", type=_LearningRate(), default=1e-3, show_default=True,
+              help="Head learning rate, or 'auto': an LR range test on the first stage picks it "
+                   "(lr_find.png in the run folder).")
+@_finetune_model_options
+@click.option("--schedule", type=click.Choice(["cosine", "onecycle"]), default="cosine", show_default=True,
+              help="Per stage: warm-up then cosine decay, or one-cycle.")
+@click.option("--regularizer", type=click.Choice(["l2sp", "lwf", "bss"]), default=None,
+              help="Conservation training: stay close to the source model (l2sp, lwf), or shrink the "
+                   "smallest feature singular values (bss).")
 @click.option("--regularizer-weight", type=float, default=0.01, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping on validation accuracy.")
-@click.option("--no-augment", is_flag=True, help="No random crops / flips.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--image-size", type=click.IntRange(32), default=None, help="Train and evaluate at this resolution.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
-@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="crop-flip",
+              show_default=True, help="Augmentation for stages that train backbone layers.")
+@click.option("--no-augment", is_flag=True, help="Same as --augment none.")
+@click.option("--augment-head-stage", is_flag=True,
+              help="Augment head-only stages too (by default they train on plain images, so the frozen "
+                   "base runs once per stage instead of once per epoch).")
+@click.option("--mixup", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="MixUp Beta(a, a) on augmented stages' batches (0 = off).")
+@click.option("--cutmix", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="CutMix Beta(a, a) on augmented stages' batches (0 = off).")
 @click.option("--strict", is_flag=True)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
               help="Continue this killed or interrupted run (its saved settings are used).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def finetune(data, out, val_dir, val_split, head, stages, freeze_first, lr, base_lr_factor, optimizer,
-             regularizer, regularizer_weight, patience, no_augment, seed, image_size, batch_size,
-             backbone, weights, strict, resume_dir, quiet):
+def finetune(data, out, val_dir, val_split, stages, freeze_first, lr, head, base_lr_factor, layer_decay,
+             optimizer, seed, image_size, batch_size, backbone, weights, schedule, regularizer,
+             regularizer_weight, patience, augment, no_augment, augment_head_stage, mixup, cutmix, strict,
+             resume_dir, quiet):
     """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR.
 
     Checkpoints are written every epoch; after a kill or Ctrl-C, run the same command with
@@ -188,9 +232,10 @@ def finetune(data, out, val_dir, val_split, head, stages, freeze_first, lr, base
             result = run_finetune(
                 data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone, weights=weights,
                 head=head, stages=stages, freeze_first=freeze_first, lr=lr, base_lr_factor=base_lr_factor,
-                optimizer=optimizer, image_size=image_size, batch_size=batch_size, seed=seed,
-                augment=not no_augment, regularizer=regularizer, regularizer_weight=regularizer_weight,
-                patience=patience, strict=strict, progress=not quiet)
+                layer_decay=layer_decay, optimizer=optimizer, schedule=schedule, image_size=image_size,
+                batch_size=batch_size, seed=seed, augment="none" if no_augment else augment,
+                augment_head_stage=augment_head_stage, mixup=mixup, cutmix=cutmix, regularizer=regularizer,
+                regularizer_weight=regularizer_weight, patience=patience, strict=strict, progress=not quiet)
     except KeyboardInterrupt:
         click.echo(f"interrupted: every finished epoch is saved; continue with --resume {resume_dir or out}",
                    err=True)
@@ -199,6 +244,38 @@ def finetune(data, out, val_dir, val_split, head, stages, freeze_first, lr, base
         return
     _print_summary(result.run_dir, result.metrics)
     click.echo(f"history: {result.run_dir / 'history.jsonl'}  curves: {result.run_dir / 'curves.png'}")
+
+
+@main.command("lr-find")
+@_training_data_options(out_required=True)
+@click.option("--stage", default="head", show_default=True,
+              help="Which parameters train during the sweep: head, topN or all.")
+@_finetune_model_options
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="none",
+              show_default=True)
+@click.option("--start", type=click.FloatRange(0, min_open=True), default=1e-6, show_default=True)
+@click.option("--end", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True)
+@click.option("--steps", type=click.IntRange(5), default=100, show_default=True)
+@click.option("--strict", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def lr_find(data, out, val_dir, val_split, stage, head, base_lr_factor, layer_decay, optimizer, seed,
+            image_size, batch_size, backbone, weights, augment, start, end, steps, strict, quiet):
+    """LR range test: loss vs exponentially growing LR on DATA's training split; plots it.
+
+    Writes OUT/lr_find.png and OUT/lr_find.json and prints the suggested head LR (pass it to
+    `graft finetune --lr`, or use `--lr auto` there).
+    """
+    from .finetune import find_lr
+
+    sweep = find_lr(data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone, weights=weights,
+                    head=head, stage=stage, base_lr_factor=base_lr_factor, layer_decay=layer_decay,
+                    optimizer=optimizer, weight_decay=1e-4, image_size=image_size, batch_size=batch_size,
+                    seed=seed, augment=augment, start=start, end=end, steps=steps, strict=strict,
+                    progress=not quiet)
+    stopped = " (loss diverged there)" if sweep.stopped_early else ""
+    click.echo(f"swept {sweep.lrs[0]:.2g} .. {sweep.lrs[-1]:.2g} over {len(sweep.lrs)} steps{stopped}")
+    click.echo(f"suggested lr {sweep.suggestion:.3g}  (steepest descent; lowest loss at {sweep.min_loss_lr:.3g})")
+    click.echo(f"wrote {Path(out) / 'lr_find.png'} {Path(out) / 'lr_find.json'}")
 
 
 def _print_summary(directory: Path, metrics: dict) -> None:

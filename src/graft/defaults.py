@@ -3,3 +3,5 @@
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 # The classical heads of graft.classical, in registration order (checked there).
 HEAD_NAMES = ("logreg", "linear-svm", "rbf-svm", "knn", "prototype")
+# graft finetune's stage plan when none is given (see graft.train.stages for the syntax).
+DEFAULT_STAGES = "head:3,top2:3"

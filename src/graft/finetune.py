@@ -15,35 +15,53 @@ from torch.utils.data import DataLoader, Dataset
 
 from .backbones import create_backbone
 from .data import ImageFolder, load_image, load_train_val
-from .defaults import DEFAULT_BACKBONE
+from .defaults import DEFAULT_BACKBONE, DEFAULT_STAGES
 from .errors import GraftError, ImageDecodeError
 from .fit import FitResult
 from .heads import LinearHead, MLPHead
 from .model import GraftModel
 from .preprocess import Preprocessing
 from .progress import progress_bar
-from .regularizers import L2SP, LwFDistillation
+from .regularizers import L2SP, BatchSpectralShrinkage, LwFDistillation
 from .runs import RunDir
 from .train.loop import LoopSettings, evaluate_loader, is_main_process, load_checkpoint, run_stages
 from .train.stages import parse_stages
 
-DEFAULT_STAGES = "head:3,top2:3"
+AUGMENTATIONS = ("none", "crop-flip", "randaugment")
+
+
+def augmentation_name(augment) -> str:
+    """``True``/``False`` (older configs, the library's shorthand) or a name from AUGMENTATIONS."""
+    if augment is True:
+        return "crop-flip"
+    if augment is False or augment is None:
+        return "none"
+    if augment not in AUGMENTATIONS:
+        raise GraftError(f"unknown augmentation {augment!r}: {', '.join(AUGMENTATIONS)}")
+    return augment
 
 
 class ImageDataset(Dataset):
-    """Decoded, preprocessed images of an ImageFolder; random crop + flip when ``augment``."""
+    """Decoded, preprocessed images of an ImageFolder.
 
-    def __init__(self, folder: ImageFolder, preprocessing: Preprocessing, augment: bool):
+    ``augment``: ``none``; ``crop-flip`` = random-resized-crop (scale 0.35-1) + horizontal
+    flip; ``randaugment`` = crop-flip + RandAugment (Cubuk et al. 2020; 2 ops, magnitude 9).
+    Random draws use torch's global RNG, which checkpoints save, so a resumed run sees the
+    same augmentations.
+    """
+
+    def __init__(self, folder: ImageFolder, preprocessing: Preprocessing, augment="none"):
         self.records = folder.records
         self.preprocessing = preprocessing
-        self.augment = augment
-        if augment:
+        self.augment = augmentation_name(augment)
+        if self.augment != "none":
             from torchvision.transforms import v2
 
-            self.random = v2.Compose([
-                v2.RandomResizedCrop(preprocessing.size, scale=(0.35, 1.0), antialias=True),
-                v2.RandomHorizontalFlip(),
-            ])
+            steps = [v2.RandomResizedCrop(preprocessing.size, scale=(0.35, 1.0), antialias=True),
+                     v2.RandomHorizontalFlip()]
+            if self.augment == "randaugment":
+                steps.append(v2.RandAugment(num_ops=2, magnitude=9))
+            self.random = v2.Compose(steps)
 
     def __len__(self):
         return len(self.records)
@@ -51,7 +69,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index):
         record = self.records[index]
         image = load_image(record.path, min_side=self.preprocessing.resize_size)
-        if self.augment:
+        if self.augment != "none":
             array = self.preprocessing.normalize(self.random(image))
         else:
             array = self.preprocessing.to_array(image)
@@ -91,19 +109,32 @@ def _make_head(spec: str, in_features: int, num_classes: int):
 
 # Everything that determines a fine-tuning run; saved in config.yaml so --resume can rebuild it.
 _SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "head", "stages", "freeze_first",
-             "lr", "base_lr_factor", "optimizer", "weight_decay", "image_size", "batch_size", "seed",
-             "augment", "regularizer", "regularizer_weight", "patience")
+             "lr", "base_lr_factor", "layer_decay", "optimizer", "weight_decay", "schedule", "image_size",
+             "batch_size", "seed", "augment", "augment_head_stage", "mixup", "cutmix", "regularizer",
+             "regularizer_weight", "patience")
+_DEFAULTS = {"layer_decay": None, "schedule": "cosine", "augment_head_stage": False, "mixup": 0.0,
+             "cutmix": 0.0}  # for run folders written before these settings existed
 
 
 def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
              head="linear", stages=DEFAULT_STAGES, freeze_first=None, lr=1e-3, base_lr_factor=0.1,
-             optimizer="adamw", weight_decay=1e-4, image_size=None, batch_size=32, seed=0,
-             augment=True, regularizer=None, regularizer_weight=0.01, patience=None, strict=False,
+             layer_decay=None, optimizer="adamw", weight_decay=1e-4, schedule="cosine", image_size=None,
+             batch_size=32, seed=0, augment="crop-flip", augment_head_stage=False, mixup=0.0, cutmix=0.0,
+             regularizer=None, regularizer_weight=0.01, patience=None, strict=False,
              progress=True) -> FitResult:
-    """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``."""
+    """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``.
+
+    ``lr="auto"`` runs an LR range test on the first stage (see :func:`find_lr`) and uses its
+    suggestion. Head-only stages train on plain images unless ``augment_head_stage``: the frozen
+    base then runs once per stage instead of once per epoch, and the head converges the way a
+    linear probe does before the base starts to move (LP-FT, Kumar et al., ICLR 2022).
+    """
     if val_dir is None and val_fraction is None:
         val_fraction = 0.2
-    parse_stages(stages)  # a bad plan fails before anything is written
+    parse_stages(stages)  # bad settings fail before anything is written
+    augment = augmentation_name(augment)
+    if lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
+        raise GraftError(f"--lr must be a positive number or 'auto', got {lr!r}")
     arguments = locals()
     settings = {name: arguments[name] for name in _SETTINGS}
     settings["train_dir"] = str(Path(train_dir).resolve())
@@ -131,8 +162,117 @@ def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
         raise GraftError(f"cannot resume: {run.path} was not written by graft finetune")
     state = load_checkpoint(run.path / "checkpoints" / "last.pt")
     distributed = _init_distributed()
-    return _train(run, config["settings"], strict=strict, progress=progress and is_main_process(),
+    settings = {**_DEFAULTS, **config["settings"]}
+    return _train(run, settings, strict=strict, progress=progress and is_main_process(),
                   resume=state, distributed=distributed)
+
+
+def find_lr(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
+            head="linear", stage="head", base_lr_factor=0.1, layer_decay=None, optimizer="adamw",
+            weight_decay=1e-4, image_size=None, batch_size=32, seed=0, augment="none", start=1e-6,
+            end=1.0, steps=100, strict=False, progress=True):
+    """LR range test for one stage of fine-tuning (``graft lr-find``): the model ``finetune``
+    would build, trained for ``steps`` batches of the training split at exponentially growing
+    LR. Writes ``lr_find.png`` and ``lr_find.json`` to ``out``; returns the
+    :class:`~graft.train.lr_find.LRSweep`. With nothing but the head trainable and no
+    augmentation, the frozen base runs once over the images and the sweep runs on its outputs.
+    """
+    if val_dir is None and val_fraction is None:
+        val_fraction = 0.2
+    plan = parse_stages(f"{stage}:1")
+    settings = {"train_dir": str(train_dir), "val_dir": val_dir, "val_fraction": val_fraction,
+                "backbone": backbone, "weights": weights, "head": head, "stages": f"{stage}:1",
+                "freeze_first": None, "lr": 1e-3, "base_lr_factor": base_lr_factor, "layer_decay": layer_decay,
+                "optimizer": optimizer, "weight_decay": weight_decay, "schedule": "cosine",
+                "image_size": image_size, "batch_size": batch_size, "seed": seed,
+                "augment": augmentation_name(augment), "augment_head_stage": True, "mixup": 0.0, "cutmix": 0.0,
+                "regularizer": None, "regularizer_weight": 0.0, "patience": None}
+    parts = _prepare(settings, strict=strict, progress=progress, distributed=False)
+    sweep = _sweep_stage(parts, plan[0], start=start, end=end, steps=steps, progress=progress)
+    sweep.save(Path(out))
+    return sweep
+
+
+class _Parts:
+    """Everything ``_prepare`` builds from the settings: data, model, loaders, loop settings."""
+
+
+def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Parts:
+    torch.manual_seed(s["seed"])
+    np.random.seed(s["seed"])
+    parts = _Parts()
+    parts.plan = plan = parse_stages(s["stages"])
+    train, val = load_train_val(s["train_dir"], val_dir=s["val_dir"], val_fraction=s["val_fraction"], seed=s["seed"])
+    train, skipped_train = _readable(train, strict, progress)
+    val, skipped_val = _readable(val, strict, progress)
+    parts.train, parts.val, parts.skipped = train, val, skipped_train + skipped_val
+
+    parts.source = source = create_backbone(s["backbone"], weights=s["weights"])
+    preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
+    parts.preprocessing = preprocessing
+    parts.features = features = source.feature_net(None)
+    parts.head = new_head = _make_head(s["head"], features.output_dim(preprocessing.size), len(train.classes))
+    training = {"method": "finetune", **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor",
+                                                           "optimizer", "regularizer", "seed", "train_dir")}}
+    parts.model = GraftModel.from_backbone(source, new_head, train.classes, preprocessing=preprocessing,
+                                           training=training, features=features)
+    parts.extra = _conservation(s["regularizer"], s["regularizer_weight"], source, features, new_head)
+    parts.generator = generator = torch.Generator().manual_seed(s["seed"])
+
+    augment = augmentation_name(s["augment"])
+    # Which stages see augmented images: none without augmentation; head-only stages only when asked.
+    augmented = [augment != "none" and (stage.top_blocks != 0 or s["augment_head_stage"]
+                                        or s["freeze_first"] is not None) for stage in plan]
+
+    def loader(dataset):
+        if distributed:  # each process trains on its own 1/world_size of every epoch
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(dataset, shuffle=True, seed=s["seed"], drop_last=True)
+            return DataLoader(dataset, batch_size=s["batch_size"], sampler=sampler, drop_last=True)
+        return DataLoader(dataset, batch_size=s["batch_size"], shuffle=True, generator=generator,
+                          drop_last=len(train) > s["batch_size"])
+
+    parts.plain_loader = loader(ImageDataset(train, preprocessing, "none"))
+    parts.train_loader = loader(ImageDataset(train, preprocessing, augment)) if any(augmented) \
+        else parts.plain_loader
+    parts.val_loader = DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=s["batch_size"])
+    mixer = None
+    if s["mixup"] or s["cutmix"]:
+        from .train.mixing import BatchMixer
+
+        mixer = BatchMixer(len(train.classes), mixup_alpha=s["mixup"], cutmix_alpha=s["cutmix"])
+    parts.loop = LoopSettings(
+        stages=plan, lr=s["lr"] if s["lr"] != "auto" else 1e-3, base_lr_factor=s["base_lr_factor"],
+        layer_decay=s["layer_decay"], optimizer=s["optimizer"], weight_decay=s["weight_decay"],
+        schedule=s["schedule"], patience=s["patience"], freeze_first=s["freeze_first"], progress=progress,
+        distributed=distributed, augmented=augmented, mixer=mixer,
+        reuse_frozen_prefix=s["regularizer"] != "lwf")  # LwF needs the images themselves
+    return parts
+
+
+def _sweep_stage(parts: _Parts, stage, *, start=1e-6, end=1.0, steps=100, progress=True):
+    """LR range test with ``stage``'s trainable set, on its frozen prefix's outputs when it can."""
+    from .train.loop import OPTIMIZERS, cached_prefix_loaders, param_groups, stage_optimizer
+    from .train.lr_find import lr_sweep
+
+    loop = parts.loop
+    stage_optimizer(loop, stage, parts.features.trunk, parts.head, 1)  # applies the stage's freezing
+    forward, loader = parts.model, parts.train_loader if loop.stage_augmented(0) else parts.plain_loader
+    if not loop.stage_augmented(0) and loop.reuse_frozen_prefix:
+        cached = cached_prefix_loaders(parts.features.trunk, parts.head, loader, None, parts.generator, progress)
+        if cached is not None:
+            forward, loader = cached[0], cached[1]
+
+    def make_optimizer(lr):
+        groups = param_groups(loop, parts.features.trunk, parts.head, lr)
+        return OPTIMIZERS[loop.optimizer](groups, loop.weight_decay)
+
+    state = parts.generator.get_state()
+    try:
+        return lr_sweep(forward, loader, make_optimizer, start=start, end=end, steps=steps, progress=progress)
+    finally:
+        parts.generator.set_state(state)  # the sweep does not change the training run's shuffles
 
 
 def _init_distributed() -> bool:
@@ -152,58 +292,49 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
            distributed: bool = False) -> FitResult:
     start = time.perf_counter()
     s = settings
-    torch.manual_seed(s["seed"])
-    np.random.seed(s["seed"])
-    plan = parse_stages(s["stages"])
-    train, val = load_train_val(s["train_dir"], val_dir=s["val_dir"], val_fraction=s["val_fraction"], seed=s["seed"])
-    train, skipped_train = _readable(train, strict, progress)
-    val, skipped_val = _readable(val, strict, progress)
-
-    source = create_backbone(s["backbone"], weights=s["weights"])
-    preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
-    features = source.feature_net(None)
-    new_head = _make_head(s["head"], features.output_dim(preprocessing.size), len(train.classes))
-    training = {"method": "finetune", **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor",
-                                                           "optimizer", "regularizer", "seed", "train_dir")}}
-    model = GraftModel.from_backbone(source, new_head, train.classes, preprocessing=preprocessing,
-                                     training=training, features=features)
-
-    extra = _conservation(s["regularizer"], s["regularizer_weight"], source, features, new_head)
-    generator = torch.Generator().manual_seed(s["seed"])
-    train_data = ImageDataset(train, preprocessing, s["augment"])
-    if distributed:  # each process trains on its own 1/world_size of every epoch
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(train_data, shuffle=True, seed=s["seed"], drop_last=True)
-        train_loader = DataLoader(train_data, batch_size=s["batch_size"], sampler=sampler, drop_last=True)
-    else:
-        train_loader = DataLoader(train_data, batch_size=s["batch_size"], shuffle=True, generator=generator,
-                                  drop_last=len(train) > s["batch_size"])
-    val_loader = DataLoader(ImageDataset(val, preprocessing, False), batch_size=s["batch_size"])
-    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], optimizer=s["optimizer"],
-                        weight_decay=s["weight_decay"], patience=s["patience"], freeze_first=s["freeze_first"],
-                        progress=progress, distributed=distributed,
-                        # frozen layers see the same inputs every epoch only without augmentation;
-                        # LwF needs the images themselves
-                        reuse_frozen_prefix=not s["augment"] and s["regularizer"] != "lwf")
-    result = run_stages(model, features.trunk, new_head, train_loader, val_loader, loop,
-                        run.path / "checkpoints", run.path / "history.jsonl", extra,
-                        generator=generator, resume=resume)
+    parts = _prepare(s, strict=strict, progress=progress, distributed=distributed)
+    model, train, val = parts.model, parts.train, parts.val
+    if s["lr"] == "auto":
+        if "lr_found" not in s:  # a resumed run keeps the LR its sweep chose
+            s["lr_found"] = _auto_lr(parts, run, progress, distributed)
+            if is_main_process():
+                run.write_config({"command": "finetune", "settings": s})
+        parts.loop.lr = s["lr_found"]
+        model.training_info["lr"] = s["lr_found"]
+    result = run_stages(model, parts.features.trunk, parts.head, parts.train_loader, parts.val_loader, parts.loop,
+                        run.path / "checkpoints", run.path / "history.jsonl", parts.extra,
+                        generator=parts.generator, resume=resume, plain_train_loader=parts.plain_loader)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval()
     if not is_main_process():  # rank 0 writes the model and reports
         return FitResult(run.path, {})
     model.save(run.model_dir)
-    _, _, y_true, y_pred = evaluate_loader(model, val_loader)
+    _, _, y_true, y_pred = evaluate_loader(model, parts.val_loader)
     metrics = run.write_evaluation(y_true, y_pred, train.classes, {
         "n_train": len(train), "n_val": len(val), "seconds": round(time.perf_counter() - start, 3),
         "best_epoch": result.best_epoch, "resumed_from_epoch": resume["epoch"] if resume else None,
-        "skipped": skipped_train + skipped_val,
+        "lr": parts.loop.lr, "skipped": parts.skipped,
     }, title=f"{Path(s['train_dir']).name} (fine-tuned)")
     _curves_png(result.history, run.path / "curves.png")
     run.write_config({"command": "finetune", "settings": settings, "classes": train.classes,
-                      "backbone_weights": source.weights_source, "image_size": preprocessing.size})
+                      "backbone_weights": parts.source.weights_source, "image_size": parts.preprocessing.size})
     return FitResult(run.path, metrics)
+
+
+def _auto_lr(parts: _Parts, run: RunDir, progress: bool, distributed: bool) -> float:
+    """``--lr auto``: rank 0 range-tests the first stage and every process uses its suggestion."""
+    lr = None
+    if is_main_process():
+        sweep = _sweep_stage(parts, parts.plan[0], progress=progress)
+        sweep.save(run.path)
+        lr = sweep.suggestion
+    if distributed:
+        import torch.distributed as dist
+
+        box = [lr]
+        dist.broadcast_object_list(box, src=0)
+        lr = box[0]
+    return float(lr)
 
 
 def _conservation(kind, weight, source, features, head):
@@ -225,7 +356,13 @@ def _conservation(kind, weight, source, features, head):
                 source_logits = source_model(images)
             return weight * distill(old_head(features(images)), source_logits)
         return lwf
-    raise GraftError(f"unknown regularizer {kind!r}: use l2sp or lwf")
+    if kind == "bss":
+        # BSS acts on the features the head sees; a hook records them on every forward pass.
+        shrink = BatchSpectralShrinkage(k=1, eta=weight)
+        seen = {}
+        head.register_forward_pre_hook(lambda module, inputs: seen.__setitem__("features", inputs[0]))
+        return lambda images, logits: shrink(seen["features"])
+    raise GraftError(f"unknown regularizer {kind!r}: use l2sp, lwf or bss")
 
 
 def _curves_png(history: list[dict], path: Path) -> None:

@@ -1,8 +1,13 @@
 """The fine-tuning loop: a stage plan over a backbone + head, best epoch kept.
 
 Kept deliberately plain: one optimizer per stage (head LR, and a smaller LR for unfrozen
-backbone layers), warm-up + cosine within each stage, optional conservation loss, early
-stopping on validation accuracy, atomic "last" and "best" checkpoints, history.jsonl.
+backbone layers, optionally decaying layer by layer down the network), warm-up + cosine or
+one-cycle within each stage, optional conservation loss and MixUp/CutMix, early stopping on
+validation accuracy, atomic "last" and "best" checkpoints, history.jsonl.
+
+A stage trains on augmented or on plain images (``LoopSettings.augmented``). On plain images
+the frozen leading layers see the same inputs every epoch, so their outputs are computed once
+per stage and reused (:mod:`graft.train.prefix`).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from torch.nn import functional as F
 
 from ..errors import GraftError
 from ..progress import progress_bar
+from .mixing import soft_target_cross_entropy
 from .stages import Stage, apply_stage, set_train_mode
 
 OPTIMIZERS = {
@@ -40,9 +46,17 @@ class LoopSettings:
     warmup_fraction: float = 0.1
     patience: int | None = None
     freeze_first: int | str | None = None
+    schedule: str = "cosine"  # or "onecycle"
+    layer_decay: float | None = None  # base LR x decay**k for the k-th trainable unit from the top
     progress: bool = True
     distributed: bool = False  # DDP: gradients averaged across processes; only rank 0 writes
-    reuse_frozen_prefix: bool = False  # only valid when inputs are not augmented
+    # per stage: train on the augmented loader (True) or the plain one (False); None = all augmented
+    augmented: list[bool] | None = None
+    reuse_frozen_prefix: bool = True  # on plain stages; off when a loss needs the images (LwF)
+    mixer: object = None  # a graft.train.mixing.BatchMixer applied to augmented stages' batches
+
+    def stage_augmented(self, index: int) -> bool:
+        return True if self.augmented is None else self.augmented[index]
 
 
 @dataclass
@@ -60,6 +74,24 @@ def _cosine_with_warmup(total_steps: int, warmup_fraction: float):
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _one_cycle(total_steps: int, rise_fraction: float = 0.25, start_divisor: float = 25.0,
+               end_divisor: float = 1e4):
+    """One-cycle LR (Smith & Topin, "Super-Convergence", 2018), as fastai shapes it: from
+    peak/25 up to the peak over the first quarter (cosine), then cosine down to peak/1e4.
+    Momentum is not cycled: graft's optimizers keep their own."""
+    rise = max(1, int(total_steps * rise_fraction))
+
+    def factor(step: int) -> float:
+        if step < rise:
+            low, t = 1 / start_divisor, step / rise
+            return low + (1 - low) * 0.5 * (1 - math.cos(math.pi * t))
+        t = min(1.0, (step - rise) / max(1, total_steps - rise))
+        low = 1 / end_divisor
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor
 
@@ -90,24 +122,54 @@ def evaluate_loader(model: nn.Module, loader) -> tuple[float, float, np.ndarray,
     return sum(losses) / max(1, len(y)), float((y == p).mean()) if len(y) else 0.0, y, p
 
 
-def _stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int):
+SCHEDULES = ("cosine", "onecycle")
+
+
+def param_groups(settings: LoopSettings, trunk: nn.Module, head: nn.Module, lr: float) -> list[dict]:
+    """Optimizer groups for the current freeze state: the head at ``lr``, trainable backbone
+    layers at ``lr * base_lr_factor``, and with ``layer_decay`` each trainable unit below the
+    top one another factor ``layer_decay`` smaller (the lowest layers move least)."""
+    groups = [{"params": list(head.parameters()), "lr": lr, "name": "head"}]
+    base_lr = lr * settings.base_lr_factor
+    if settings.layer_decay is None:
+        base = [p for p in trunk.parameters() if p.requires_grad]
+        if base:
+            groups.append({"params": base, "lr": base_lr, "name": "backbone"})
+        return groups
+    from ..backbones import layer_units
+
+    trainable_units = [(name, [p for p in module.parameters() if p.requires_grad])
+                       for name, module in layer_units(trunk)]
+    trainable_units = [(name, params) for name, params in trainable_units if params]
+    for depth, (name, params) in enumerate(reversed(trainable_units)):
+        groups.append({"params": params, "lr": base_lr * settings.layer_decay ** depth, "name": name})
+    return groups
+
+
+def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int,
+                    lr: float | None = None):
     """Freeze for ``stage``; a fresh optimizer (head LR, smaller base LR) and its schedule."""
+    if settings.schedule not in SCHEDULES:
+        raise GraftError(f"unknown schedule {settings.schedule!r}: {', '.join(SCHEDULES)}")
     if settings.freeze_first is not None:  # "freeze the first K layers" replaces the plan's freezing
         trainable = apply_stage(trunk, head, freeze_first=settings.freeze_first)
     else:
         trainable = apply_stage(trunk, head, stage)
-    base = [p for p in trunk.parameters() if p.requires_grad]
-    groups = [{"params": list(head.parameters()), "lr": settings.lr}]
-    if base:
-        groups.append({"params": base, "lr": settings.lr * settings.base_lr_factor})
+    groups = param_groups(settings, trunk, head, settings.lr if lr is None else lr)
+    for group in groups:
+        group["peak_lr"] = group["lr"]
     optimizer = OPTIMIZERS[settings.optimizer](groups, settings.weight_decay)
     steps = stage.epochs * max(1, steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(steps, settings.warmup_fraction))
-    return optimizer, scheduler, trainable, sum(p.numel() for p in base)
+    schedule = _one_cycle(steps) if settings.schedule == "onecycle" else \
+        _cosine_with_warmup(steps, settings.warmup_fraction)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    n_base = sum(p.numel() for p in trunk.parameters() if p.requires_grad)
+    return optimizer, scheduler, trainable, n_base
 
 
-def _cached_prefix_loaders(trunk, head, train_loader, val_loader, generator):
-    """(suffix model, train loader, val loader, units reused) over cached frozen-prefix outputs."""
+def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, progress: bool = False):
+    """(suffix model, train loader, val loader or None, units reused) over cached frozen-prefix
+    outputs, or None when nothing is frozen, the net does not split, or the outputs are too big."""
     from torch.utils.data import DataLoader
 
     from .prefix import encode, frozen_prefix_length, split_model
@@ -115,18 +177,20 @@ def _cached_prefix_loaders(trunk, head, train_loader, val_loader, generator):
     split = frozen_prefix_length(trunk)
     if split == 0:
         return None
-    sample = next(iter(val_loader))[0][:2]
+    sample = next(iter(val_loader if val_loader is not None else train_loader))[0][:2]
     parts = split_model(trunk, head, split, sample)
     if parts is None:
         return None
     prefix, suffix_model = parts
     ordered = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size)
-    train_outputs, val_outputs = encode(prefix, ordered), encode(prefix, val_loader)
-    if train_outputs is None or val_outputs is None:
+    train_outputs = encode(prefix, ordered, progress, "frozen layers (train)")
+    val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)") if val_loader is not None else None
+    if train_outputs is None or (val_loader is not None and val_outputs is None):
         return None
     train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=True,
                               generator=generator, drop_last=train_loader.drop_last)
-    return suffix_model, train_cached, DataLoader(val_outputs, batch_size=val_loader.batch_size), split
+    val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size) if val_loader is not None else None
+    return suffix_model, train_cached, val_cached, split
 
 
 def _world_size() -> int:
@@ -146,8 +210,11 @@ def load_checkpoint(path: Path) -> dict:
 def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loader,
                settings: LoopSettings, checkpoint_dir: Path, history_path: Path,
                regularizer=None, generator: torch.Generator | None = None,
-               resume: dict | None = None) -> LoopResult:
+               resume: dict | None = None, plain_train_loader=None) -> LoopResult:
     """Train ``model`` (= head(trunk(x))) through ``settings.stages``.
+
+    Stages marked not augmented in ``settings.augmented`` train on ``plain_train_loader``
+    (the same images without random transforms; ``train_loader`` when not given).
 
     ``regularizer(images, logits) -> extra loss`` adds conservation training. ``generator`` is
     the training loader's shuffling generator (its state is checkpointed). ``resume`` is a
@@ -176,23 +243,33 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
         if stop:
             break
         stage = settings.stages[stage_index]
-        optimizer, scheduler, trainable, n_base = _stage_optimizer(settings, stage, trunk, head, len(train_loader))
+        augmented = settings.stage_augmented(stage_index)
+        images_loader = train_loader if augmented or plain_train_loader is None else plain_train_loader
+        optimizer, scheduler, trainable, n_base = stage_optimizer(settings, stage, trunk, head, len(images_loader))
         start_in_stage = 0
         if resume is not None and stage_index == first_stage:
             if resume["trainable"] != trainable:
                 raise GraftError("cannot resume: the checkpoint's freeze mask differs from its stage plan")
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
             torch.set_rng_state(resume["torch_rng"])
             if generator is not None:
                 generator.set_state(resume["loader_rng"])
             start_in_stage = done_in_stage
-        forward, stage_train, stage_val, evaluated, reused = model, train_loader, val_loader, model, 0
-        if settings.reuse_frozen_prefix and not settings.distributed:
-            cached = _cached_prefix_loaders(trunk, head, train_loader, val_loader, generator)
+            if start_in_stage >= stage.epochs:  # killed right after a stage's last epoch
+                continue
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        forward, stage_train, stage_val, evaluated, reused = model, images_loader, val_loader, model, 0
+        if not augmented and settings.reuse_frozen_prefix and not settings.distributed:
+            # Iterating a loader without its own generator draws a seed from torch's global RNG;
+            # forking keeps the training run's random stream the same whether or not (and when)
+            # the prefix is encoded, so resumed runs repeat uninterrupted ones exactly.
+            with torch.random.fork_rng(devices=[]):
+                cached = cached_prefix_loaders(trunk, head, images_loader, val_loader, generator,
+                                               settings.progress)
             if cached is not None:
                 forward, stage_train, stage_val, reused = cached
                 evaluated = forward
+        mixer = settings.mixer if augmented and settings.mixer is not None and settings.mixer.enabled else None
         if settings.distributed:
             # Re-wrapped per stage: DDP syncs only the parameters trainable when it is built.
             from torch.nn.parallel import DistributedDataParallel
@@ -200,14 +277,20 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             forward = DistributedDataParallel(model)
         for epoch_in_stage in range(start_in_stage, stage.epochs):
             start = time.perf_counter()
-            if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
-                train_loader.sampler.set_epoch(epoch)
+            if hasattr(images_loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
+                images_loader.sampler.set_epoch(epoch)
             set_train_mode(model)
             total, correct, seen = 0.0, 0, 0
-            bar = progress_bar(len(train_loader), f"{stage.name} epoch {epoch + 1}", "batch", settings.progress)
+            bar = progress_bar(len(stage_train), f"{stage.name} epoch {epoch + 1}", "batch", settings.progress)
             for images, targets in stage_train:
-                logits = forward(images)
-                loss = F.cross_entropy(logits, targets)
+                if mixer is not None:
+                    images, soft_targets = mixer(images, targets)
+                    logits = forward(images)
+                    loss = soft_target_cross_entropy(logits, soft_targets)
+                    targets = soft_targets.argmax(1)  # train accuracy against the dominant label
+                else:
+                    logits = forward(images)
+                    loss = F.cross_entropy(logits, targets)
                 if regularizer is not None:
                     loss = loss + regularizer(images, logits)
                 if not torch.isfinite(loss):
@@ -225,7 +308,8 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             bar.close()
             val_loss, val_acc, _, _ = evaluate_loader(evaluated, stage_val)
             epoch += 1
-            row = {"epoch": epoch, "stage": stage.name, "lrs": [g["initial_lr"] for g in optimizer.param_groups],
+            row = {"epoch": epoch, "stage": stage.name, "augmented": augmented,
+                   "lrs": [g["peak_lr"] for g in optimizer.param_groups],
                    "lrs_end": [g["lr"] for g in optimizer.param_groups],
                    "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
                    "val_loss": val_loss, "val_accuracy": val_acc,

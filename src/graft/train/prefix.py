@@ -62,16 +62,24 @@ def split_model(trunk: nn.Module, head: nn.Module, split: int, sample: torch.Ten
     return (prefix, suffix) if same else None
 
 
-def encode(prefix: nn.Module, loader: DataLoader) -> TensorDataset | None:
+def encode(prefix: nn.Module, loader: DataLoader, progress: bool = False,
+           description: str = "frozen layers") -> TensorDataset | None:
     """Prefix outputs of every batch of ``loader`` (in order), or None if they would not fit."""
+    from ..progress import progress_bar
+
     prefix.eval()
     outputs, labels, total = [], [], 0
-    with torch.inference_mode():
-        for images, targets in loader:
-            z = prefix(images)
-            total += z.numel() * z.element_size()
-            if total > MAX_PREFIX_BYTES:
-                return None
-            outputs.append(z.clone())
-            labels.append(torch.as_tensor(targets))
+    bar = progress_bar(len(loader), description, "batch", progress)
+    try:
+        with torch.inference_mode():
+            for images, targets in loader:
+                z = prefix(images)
+                total += z.numel() * z.element_size()
+                if total > MAX_PREFIX_BYTES:
+                    return None
+                outputs.append(z.clone())
+                labels.append(torch.as_tensor(targets))
+                bar.update(1)
+    finally:
+        bar.close()
     return TensorDataset(torch.cat(outputs), torch.cat(labels))
