@@ -195,3 +195,33 @@ def test_head_stage_on_plain_images_then_augmented_stages_with_mixing(digits_dir
                          stages="head:1", augment_head_stage=True, progress=False)
     row = json.loads((augmented.run_dir / "history.jsonl").read_text().splitlines()[0])
     assert row["augmented"] and row["frozen_units_reused"] == 0
+
+
+def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp_path, monkeypatch):
+    """Frozen prefixes are encoded by ONNX Runtime (checked against torch); a wholly frozen
+    base goes through graft's feature extractor, so a second run reads the feature cache."""
+    from torch.utils.data import DataLoader
+
+    from graft import create_backbone
+    from graft.data import scan_folder
+    from graft.finetune import ImageDataset
+    from graft.train.prefix import encode
+
+    backbone = create_backbone("tf_efficientnet_lite0")
+    trunk = backbone.feature_net(None).trunk.eval()
+    prefix = torch.nn.Sequential(trunk.conv_stem, trunk.bn1, trunk.blocks[0], trunk.blocks[1])
+    images = ImageDataset(scan_folder(digits_dir), backbone.preprocessing.with_size(64), "none")
+    loader = DataLoader(torch.utils.data.Subset(images, range(20)), batch_size=8)
+    fast, plain = encode(prefix, loader, engine="auto"), encode(prefix, loader, engine="torch")
+    assert (fast.engine, plain.engine) == ("onnx", "torch")
+    torch.testing.assert_close(fast.tensors[0], plain.tensors[0], atol=1e-4, rtol=1e-4)
+    assert torch.equal(fast.tensors[1], plain.tensors[1])
+
+    monkeypatch.setenv("GRAFT_CACHE_DIR", str(tmp_path / "cache"))  # empty: the first run computes
+    common = dict(val_fraction=0.25, image_size=64, stages="head:2,top1:1", augment="none", progress=False)
+    first = finetune(digits_dir, tmp_path / "first", **common)
+    second = finetune(digits_dir, tmp_path / "second", **common)
+    engines = [[json.loads(line)["frozen_engine"] for line in (run.run_dir / "history.jsonl").read_text().splitlines()]
+               for run in (first, second)]
+    assert engines == [["onnx", "onnx", "onnx"], ["cache", "cache", "onnx"]]
+    assert second.metrics["accuracy"] == first.metrics["accuracy"]

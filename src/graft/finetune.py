@@ -247,8 +247,37 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
         layer_decay=s["layer_decay"], optimizer=s["optimizer"], weight_decay=s["weight_decay"],
         schedule=s["schedule"], patience=s["patience"], freeze_first=s["freeze_first"], progress=progress,
         distributed=distributed, augmented=augmented, mixer=mixer,
-        reuse_frozen_prefix=s["regularizer"] != "lwf")  # LwF needs the images themselves
+        reuse_frozen_prefix=s["regularizer"] != "lwf",  # LwF needs the images themselves
+        encode_pooled=_pooled_encoder(parts, s["batch_size"], progress))
     return parts
+
+
+def _pooled_encoder(parts: _Parts, batch_size: int, progress: bool):
+    """dataset -> pooled features of the current trunk through graft's feature extractor.
+
+    Used while the whole base is frozen: it runs in ONNX Runtime with decoding in a second
+    thread, and shares the on-disk feature cache with ``graft fit``/``extract`` (keyed by the
+    weights' hash, so a trained trunk never gets stale vectors).
+    """
+    from torch.utils.data import TensorDataset
+
+    from .features import FeatureExtractor
+
+    def encode_pooled(dataset):
+        if not isinstance(dataset, ImageDataset) or dataset.augment != "none":
+            return None
+        extractor = FeatureExtractor.from_network(parts.features, parts.preprocessing, parts.source.architecture,
+                                                  batch_size=batch_size, progress=progress)
+        paths = [record.path for record in dataset.records]
+        found = extractor.extract(paths, labels=[record.label for record in dataset.records],
+                                  desc="frozen base (features)")
+        if len(found) != len(paths):  # an image stopped decoding since the check: use the plain path
+            return None
+        encoded = TensorDataset(torch.from_numpy(found.vectors), torch.as_tensor(found.labels, dtype=torch.long))
+        encoded.engine = "cache" if found.cached == len(paths) else extractor.engine_
+        return encoded
+
+    return encode_pooled
 
 
 def _sweep_stage(parts: _Parts, stage, *, start=1e-6, end=1.0, steps=100, progress=True):
@@ -260,7 +289,8 @@ def _sweep_stage(parts: _Parts, stage, *, start=1e-6, end=1.0, steps=100, progre
     stage_optimizer(loop, stage, parts.features.trunk, parts.head, 1)  # applies the stage's freezing
     forward, loader = parts.model, parts.train_loader if loop.stage_augmented(0) else parts.plain_loader
     if not loop.stage_augmented(0) and loop.reuse_frozen_prefix:
-        cached = cached_prefix_loaders(parts.features.trunk, parts.head, loader, None, parts.generator, progress)
+        cached = cached_prefix_loaders(parts.features.trunk, parts.head, loader, None, parts.generator, progress,
+                                       loop.encode_pooled)
         if cached is not None:
             forward, loader = cached[0], cached[1]
 

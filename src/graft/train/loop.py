@@ -54,6 +54,7 @@ class LoopSettings:
     augmented: list[bool] | None = None
     reuse_frozen_prefix: bool = True  # on plain stages; off when a loss needs the images (LwF)
     mixer: object = None  # a graft.train.mixing.BatchMixer applied to augmented stages' batches
+    encode_pooled: object = None  # dataset -> pooled trunk outputs, for wholly frozen trunks
 
     def stage_augmented(self, index: int) -> bool:
         return True if self.augmented is None else self.augmented[index]
@@ -167,30 +168,59 @@ def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per
     return optimizer, scheduler, trainable, n_base
 
 
-def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, progress: bool = False):
+def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, progress: bool = False,
+                          encode_pooled=None):
     """(suffix model, train loader, val loader or None, units reused) over cached frozen-prefix
-    outputs, or None when nothing is frozen, the net does not split, or the outputs are too big."""
+    outputs, or None when nothing is frozen, the net does not split, or the outputs are too big.
+
+    ``encode_pooled(dataset) -> TensorDataset | None``, when given, supplies the pooled outputs
+    of a wholly frozen trunk (graft's feature extractor: ONNX Runtime and the on-disk feature
+    cache); they are checked against the trunk itself before use.
+    """
     from torch.utils.data import DataLoader
 
-    from .prefix import encode, frozen_prefix_length, split_model
+    from ..backbones import layer_units
+    from .prefix import SuffixModel, encode, frozen_prefix_length, split_model
 
     split = frozen_prefix_length(trunk)
     if split == 0:
         return None
-    sample = next(iter(val_loader if val_loader is not None else train_loader))[0][:2]
-    parts = split_model(trunk, head, split, sample)
-    if parts is None:
-        return None
-    prefix, suffix_model = parts
-    ordered = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size)
-    train_outputs = encode(prefix, ordered, progress, "frozen layers (train)")
-    val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)") if val_loader is not None else None
+    train_outputs = val_outputs = None
+    if encode_pooled is not None and split == len(layer_units(trunk)):
+        train_outputs = encode_pooled(train_loader.dataset)
+        if train_outputs is not None and _matches_trunk(trunk, train_loader.dataset, train_outputs):
+            val_outputs = encode_pooled(val_loader.dataset) if val_loader is not None else None
+            suffix_model = SuffixModel(nn.Sequential(), head)
+        else:
+            train_outputs = None
+    if train_outputs is None:
+        sample = next(iter(val_loader if val_loader is not None else train_loader))[0][:2]
+        parts = split_model(trunk, head, split, sample)
+        if parts is None:
+            return None
+        prefix, suffix_model = parts
+        ordered = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size)
+        train_outputs = encode(prefix, ordered, progress, "frozen layers (train)")
+        val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)") if val_loader is not None else None
     if train_outputs is None or (val_loader is not None and val_outputs is None):
         return None
     train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=True,
                               generator=generator, drop_last=train_loader.drop_last)
     val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size) if val_loader is not None else None
     return suffix_model, train_cached, val_cached, split
+
+
+def _matches_trunk(trunk, dataset, outputs, count: int = 2) -> bool:
+    """Do the first ``count`` precomputed vectors equal the trunk's own pooled outputs?"""
+    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
+    was_training = trunk.training
+    trunk.eval()
+    with torch.inference_mode():
+        z = trunk(images)
+    trunk.train(was_training)
+    z = z.mean(dim=(2, 3)) if z.ndim == 4 else z
+    got = outputs.tensors[0][:len(images)]
+    return got.shape == z.shape and torch.allclose(got, z, atol=1e-3, rtol=1e-3)
 
 
 def _world_size() -> int:
@@ -265,7 +295,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             # the prefix is encoded, so resumed runs repeat uninterrupted ones exactly.
             with torch.random.fork_rng(devices=[]):
                 cached = cached_prefix_loaders(trunk, head, images_loader, val_loader, generator,
-                                               settings.progress)
+                                               settings.progress, settings.encode_pooled)
             if cached is not None:
                 forward, stage_train, stage_val, reused = cached
                 evaluated = forward
@@ -315,6 +345,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                    "val_loss": val_loss, "val_accuracy": val_acc,
                    "trainable_backbone_params": n_base, "world_size": _world_size(),
                    "frozen_units_reused": reused,
+                   "frozen_engine": getattr(stage_train.dataset, "engine", None) if reused else None,
                    "seconds": round(time.perf_counter() - start, 3)}
             result.history.append(row)
             improved = val_acc > result.best_accuracy

@@ -2,9 +2,13 @@
 WACV 2017; popularised by fastai's ``lr_find``).
 
 Train for a few hundred steps while the LR grows exponentially from ``start`` to ``end``,
-record the (exponentially smoothed) loss, stop once it diverges, then put the weights back.
-The suggestion is the LR where the smoothed loss falls fastest per decade of LR, taken before
-the loss minimum: large enough to learn quickly, still well below where training blows up.
+record the loss, stop once it diverges, then put the weights back. The suggestion is the LR
+where the smoothed loss falls fastest per decade of LR, taken before the loss minimum: large
+enough to learn quickly, still well below where training blows up.
+
+Two smoothings: a running (causal) mean decides when to stop, because it is all that is known
+during the sweep; the curve that is plotted and searched is a centred moving average of the
+raw losses, which, unlike the running mean, does not lag behind the LR by several steps.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from ..progress import progress_bar
 @dataclass
 class LRSweep:
     lrs: list[float]          # head LR at each step (backbone groups keep their ratio to it)
-    losses: list[float]       # smoothed training loss at each step
+    losses: list[float]       # centred moving average of the training loss at each step
     raw_losses: list[float]
     suggestion: float         # steepest descent of the smoothed loss, before its minimum
     min_loss_lr: float        # LR at the smoothed loss minimum (the classic rule: use a tenth of it)
@@ -84,7 +88,7 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
     optimizer = make_optimizer(start)
     ratios = [g["lr"] / start for g in optimizer.param_groups]
     factor = (end / start) ** (1 / (steps - 1))
-    lrs, raw, smoothed = [], [], []
+    lrs, raw = [], []
     average, best, stopped = 0.0, math.inf, False
     bar = progress_bar(steps, "lr sweep", "step", progress)
     batches = iter(loader)
@@ -111,7 +115,6 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
             current = average / (1 - smoothing ** (step + 1))  # bias-corrected running mean
             lrs.append(lr)
             raw.append(value)
-            smoothed.append(current)
             best = min(best, current)
             bar.update(1)
             if step > steps // 10 and current > diverge * best:
@@ -123,7 +126,16 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
         forward.train(was_training)
     if len(lrs) < 5:
         raise GraftError(f"the LR sweep diverged within {len(lrs)} steps: start lower than {start:g}")
-    lr_array, loss_array = np.array(lrs), np.array(smoothed)
-    suggestion, min_loss_lr = suggest(lr_array, loss_array, skip=max(1, len(lrs) // 10))
-    return LRSweep(lrs=lrs, losses=smoothed, raw_losses=raw, suggestion=suggestion,
+    centred = centred_mean(np.array(raw), window=max(5, steps // 20))
+    suggestion, min_loss_lr = suggest(np.array(lrs), centred, skip=max(1, len(lrs) // 10))
+    return LRSweep(lrs=lrs, losses=centred.tolist(), raw_losses=raw, suggestion=suggestion,
                    min_loss_lr=min_loss_lr, stopped_early=stopped)
+
+
+def centred_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Moving average over ``window`` points centred on each one (shorter at the ends)."""
+    half = window // 2
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    lo = np.clip(np.arange(len(values)) - half, 0, len(values))
+    hi = np.clip(np.arange(len(values)) + half + 1, 0, len(values))
+    return (sums[hi] - sums[lo]) / (hi - lo)
