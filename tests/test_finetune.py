@@ -188,6 +188,7 @@ def test_head_stage_on_plain_images_then_augmented_stages_with_mixing(digits_dir
                       schedule="onecycle", layer_decay=0.8, progress=False)
     rows = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
     assert [r["augmented"] for r in rows] == [False, True, True]
+    assert [r["mixed"] for r in rows] == [False, True, True]
     assert rows[0]["frozen_units_reused"] > 0 and rows[1]["frozen_units_reused"] == 0
     assert all(np.isfinite(r["train_loss"]) for r in rows)
     assert len(rows[1]["lrs"]) > 2 and rows[1]["lrs"][2] < rows[1]["lrs"][1]  # layer-wise decay

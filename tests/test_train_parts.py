@@ -136,3 +136,33 @@ def test_lr_suggestion_is_the_steepest_descent_before_the_minimum():
     assert 1e-2 < lowest <= 0.12
     only_rising = suggest(lrs, np.linspace(1, 5, 121), skip=5)
     assert only_rising[0] == pytest.approx(lrs[5] / 10)  # no descent at all: a tenth of the start
+
+
+def test_lr_sweep_puts_weights_buffers_and_modes_back(trunk_and_head):
+    from graft.backbones.backbone import PooledFeatures
+    from graft.train.lr_find import lr_sweep
+
+    trunk, head = trunk_and_head
+    apply_stage(trunk, head, parse_stages("top1:1")[0])
+    model = torch.nn.Sequential(PooledFeatures(trunk, None), head).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 64, 64, generator=generator), torch.tensor([0, 1, 2, 0])) for _ in range(3)]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    sweep = lr_sweep(model, batches, lambda lr: torch.optim.SGD([{"params": trainable, "lr": lr}]),
+                     start=1e-4, end=10.0, steps=30, progress=False)
+    assert 5 <= len(sweep.lrs) <= 30 and sweep.lrs[0] == pytest.approx(1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(module.training for module in model.modules())  # eval mode, as it was
+
+
+def test_bss_regularizer_sees_the_features_the_head_gets(trunk_and_head):
+    from graft.finetune import _conservation
+    from graft.regularizers import BatchSpectralShrinkage
+
+    trunk, head = trunk_and_head
+    penalty = _conservation("bss", 0.5, None, None, head)
+    features = torch.randn(6, 1280)
+    logits = head(features)
+    expected = BatchSpectralShrinkage(k=1, eta=0.5)(features)
+    assert penalty(None, logits).item() == pytest.approx(expected.item()) and expected.item() > 0

@@ -225,6 +225,8 @@ def finetune(data, out, val_dir, val_split, stages, freeze_first, lr, head, base
 
     if not out and not resume_dir:
         raise click.UsageError("Missing option '--out' / '-o' (or --resume RUN_DIR).")
+    if no_augment and augment not in ("none", "crop-flip"):
+        raise click.UsageError(f"--no-augment contradicts --augment {augment}")
     try:
         if resume_dir:
             result = resume_finetune(resume_dir, strict=strict, progress=not quiet)

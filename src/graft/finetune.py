@@ -131,10 +131,9 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
     """
     if val_dir is None and val_fraction is None:
         val_fraction = 0.2
-    parse_stages(stages)  # bad settings fail before anything is written
     augment = augmentation_name(augment)
-    if lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
-        raise GraftError(f"--lr must be a positive number or 'auto', got {lr!r}")
+    _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix, augment, augment_head_stage,
+                    freeze_first)  # bad settings fail before anything is written
     arguments = locals()
     settings = {name: arguments[name] for name in _SETTINGS}
     settings["train_dir"] = str(Path(train_dir).resolve())
@@ -147,6 +146,30 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
         run.write_config({"command": "finetune", "settings": settings})
     return _train(run, settings, strict=strict, progress=progress and is_main_process(), resume=None,
                   distributed=distributed)
+
+
+def _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix, augment, augment_head_stage,
+                    freeze_first) -> None:
+    import warnings
+
+    from .train.loop import OPTIMIZERS, SCHEDULES
+
+    plan = parse_stages(stages)
+    if lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
+        raise GraftError(f"--lr must be a positive number or 'auto', got {lr!r}")
+    if optimizer not in OPTIMIZERS:
+        raise GraftError(f"unknown optimizer {optimizer!r}: {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise GraftError(f"unknown schedule {schedule!r}: {', '.join(SCHEDULES)}")
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise GraftError(f"--layer-decay must be in (0, 1], got {layer_decay}")
+    if mixup < 0 or cutmix < 0:
+        raise GraftError(f"--mixup and --cutmix must be >= 0, got {mixup} and {cutmix}")
+    augmented = augment != "none" and (augment_head_stage or freeze_first is not None
+                                       or any(stage.top_blocks != 0 for stage in plan))
+    if (mixup or cutmix) and not augmented:
+        warnings.warn("--mixup/--cutmix apply to augmented stages only, and this plan has none "
+                      "(augmentation is off, or only head stages without --augment-head-stage)")
 
 
 def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
@@ -163,6 +186,8 @@ def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
     state = load_checkpoint(run.path / "checkpoints" / "last.pt")
     distributed = _init_distributed()
     settings = {**_DEFAULTS, **config["settings"]}
+    if "augment_head_stage" not in config["settings"]:  # older runs augmented every stage alike
+        settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
     return _train(run, settings, strict=strict, progress=progress and is_main_process(),
                   resume=state, distributed=distributed)
 
@@ -353,17 +378,24 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
 
 def _auto_lr(parts: _Parts, run: RunDir, progress: bool, distributed: bool) -> float:
     """``--lr auto``: rank 0 range-tests the first stage and every process uses its suggestion."""
-    lr = None
+    lr, failure = None, None
     if is_main_process():
-        sweep = _sweep_stage(parts, parts.plan[0], progress=progress)
-        sweep.save(run.path)
-        lr = sweep.suggestion
-    if distributed:
+        try:
+            sweep = _sweep_stage(parts, parts.plan[0], progress=progress)
+            sweep.save(run.path)
+            lr = sweep.suggestion
+        except GraftError as exc:
+            if not distributed:
+                raise
+            failure = str(exc)
+    if distributed:  # every rank learns the LR, or the error, so none waits forever
         import torch.distributed as dist
 
-        box = [lr]
+        box = [lr, failure]
         dist.broadcast_object_list(box, src=0)
-        lr = box[0]
+        lr, failure = box
+    if failure is not None:
+        raise GraftError(failure)
     return float(lr)
 
 

@@ -144,6 +144,12 @@ def param_groups(settings: LoopSettings, trunk: nn.Module, head: nn.Module, lr: 
     trainable_units = [(name, params) for name, params in trainable_units if params]
     for depth, (name, params) in enumerate(reversed(trainable_units)):
         groups.append({"params": params, "lr": base_lr * settings.layer_decay ** depth, "name": name})
+    # Parameters outside every layer unit (a ViT's cls_token / pos_embed) sit at the bottom.
+    grouped = {id(p) for group in groups for p in group["params"]}
+    rest = [p for p in trunk.parameters() if p.requires_grad and id(p) not in grouped]
+    if rest:
+        groups.append({"params": rest, "lr": base_lr * settings.layer_decay ** len(trainable_units),
+                       "name": "other"})
     return groups
 
 
@@ -286,19 +292,25 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             start_in_stage = done_in_stage
             if start_in_stage >= stage.epochs:  # killed right after a stage's last epoch
                 continue
-            optimizer.load_state_dict(resume["optimizer"])
+            labels = [(g["peak_lr"], g["name"]) for g in optimizer.param_groups]
+            optimizer.load_state_dict(resume["optimizer"])  # replaces the groups' settings...
+            for group, (peak, name) in zip(optimizer.param_groups, labels):
+                group["peak_lr"], group["name"] = peak, name  # ...older checkpoints lack these
             scheduler.load_state_dict(resume["scheduler"])
         forward, stage_train, stage_val, evaluated, reused = model, images_loader, val_loader, model, 0
+        encode_start = None
         if not augmented and settings.reuse_frozen_prefix and not settings.distributed:
             # Iterating a loader without its own generator draws a seed from torch's global RNG;
             # forking keeps the training run's random stream the same whether or not (and when)
             # the prefix is encoded, so resumed runs repeat uninterrupted ones exactly.
+            encode_start = time.perf_counter()
             with torch.random.fork_rng(devices=[]):
                 cached = cached_prefix_loaders(trunk, head, images_loader, val_loader, generator,
                                                settings.progress, settings.encode_pooled)
             if cached is not None:
                 forward, stage_train, stage_val, reused = cached
                 evaluated = forward
+        encode_seconds = round(time.perf_counter() - encode_start, 3) if encode_start is not None else 0.0
         mixer = settings.mixer if augmented and settings.mixer is not None and settings.mixer.enabled else None
         if settings.distributed:
             # Re-wrapped per stage: DDP syncs only the parameters trainable when it is built.
@@ -338,7 +350,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             bar.close()
             val_loss, val_acc, _, _ = evaluate_loader(evaluated, stage_val)
             epoch += 1
-            row = {"epoch": epoch, "stage": stage.name, "augmented": augmented,
+            row = {"epoch": epoch, "stage": stage.name, "augmented": augmented, "mixed": mixer is not None,
                    "lrs": [g["peak_lr"] for g in optimizer.param_groups],
                    "lrs_end": [g["lr"] for g in optimizer.param_groups],
                    "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
@@ -346,6 +358,8 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                    "trainable_backbone_params": n_base, "world_size": _world_size(),
                    "frozen_units_reused": reused,
                    "frozen_engine": getattr(stage_train.dataset, "engine", None) if reused else None,
+                   # the stage's one pass of its frozen layers, on the stage's first epoch
+                   "frozen_encode_seconds": encode_seconds if epoch_in_stage == start_in_stage else 0.0,
                    "seconds": round(time.perf_counter() - start, 3)}
             result.history.append(row)
             improved = val_acc > result.best_accuracy

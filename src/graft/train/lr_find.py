@@ -83,8 +83,10 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
         raise GraftError(f"lr range must satisfy 0 < start < end, got {start} .. {end}")
     if steps < 5:
         raise GraftError(f"an LR sweep needs at least 5 steps, got {steps}")
+    from .stages import set_train_mode
+
     saved = {k: v.detach().clone() for k, v in forward.state_dict().items()}
-    was_training = forward.training
+    modes = {module: module.training for module in forward.modules()}
     optimizer = make_optimizer(start)
     ratios = [g["lr"] / start for g in optimizer.param_groups]
     factor = (end / start) ** (1 / (steps - 1))
@@ -93,7 +95,7 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
     bar = progress_bar(steps, "lr sweep", "step", progress)
     batches = iter(loader)
     try:
-        forward.train()
+        set_train_mode(forward)  # as in training: frozen BatchNorm keeps its running statistics
         for step in range(steps):
             lr = start * factor ** step
             for group, ratio in zip(optimizer.param_groups, ratios):
@@ -123,7 +125,8 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
     finally:
         bar.close()
         forward.load_state_dict(saved)
-        forward.train(was_training)
+        for module, mode in modes.items():
+            module.training = mode
     if len(lrs) < 5:
         raise GraftError(f"the LR sweep diverged within {len(lrs)} steps: start lower than {start:g}")
     centred = centred_mean(np.array(raw), window=max(5, steps // 20))

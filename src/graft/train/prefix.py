@@ -64,28 +64,42 @@ def split_model(trunk: nn.Module, head: nn.Module, split: int, sample: torch.Ten
 
 
 def _prefetched(loader, depth: int = 2):
-    """Iterate ``loader`` in a background thread: JPEG decoding overlaps the network's work."""
+    """Iterate ``loader`` in a background thread: JPEG decoding overlaps the network's work.
+    The thread stops too when the consumer stops early (an exception, the memory cap)."""
     import queue
     import threading
 
     items: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+    done, stop = object(), threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce():
         try:
             for item in loader:
-                items.put(item)
+                if not put(item):
+                    return
         except BaseException as exc:  # re-raised in the consumer
-            items.put(exc)
-        items.put(done)
+            put(exc)
+        put(done)
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
-    while (item := items.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    thread.join()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _onnx_prefix(prefix: nn.Module, sample: torch.Tensor):
