@@ -190,6 +190,7 @@ def test_head_stage_on_plain_images_then_augmented_stages_with_mixing(digits_dir
     assert [r["augmented"] for r in rows] == [False, True, True]
     assert [r["mixed"] for r in rows] == [False, True, True]
     assert rows[0]["frozen_units_reused"] > 0 and rows[1]["frozen_units_reused"] == 0
+    assert rows[1]["frozen_engine"] == "onnx" and rows[1]["frozen_units_onnx"] > 0
     assert all(np.isfinite(r["train_loss"]) for r in rows)
     assert len(rows[1]["lrs"]) > 2 and rows[1]["lrs"][2] < rows[1]["lrs"][1]  # layer-wise decay
     augmented = finetune(digits_dir, tmp_path / "aug-head", val_fraction=0.25, image_size=64, batch_size=8,
@@ -226,3 +227,24 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
                for run in (first, second)]
     assert engines == [["onnx", "onnx", "onnx"], ["cache", "cache", "onnx"]]
     assert second.metrics["accuracy"] == first.metrics["accuracy"]
+
+
+def test_augmented_stage_runs_frozen_layers_in_onnx_with_the_same_training(digits_dir, tmp_path):
+    """Augmented stages run the frozen prefix in ONNX Runtime on every batch; the losses match
+    the all-torch path (same augmentations: the random stream is the same)."""
+    from graft.train import loop
+
+    common = dict(val_fraction=0.25, image_size=64, batch_size=8, stages="top1:2", progress=False)
+    fast = finetune(digits_dir, tmp_path / "onnx", **common)
+    rows = [json.loads(line) for line in (fast.run_dir / "history.jsonl").read_text().splitlines()]
+    assert [(r["augmented"], r["frozen_engine"]) for r in rows] == [(True, "onnx")] * 2
+    original = loop.onnx_prefix_stage
+    loop.onnx_prefix_stage = lambda *args: None  # the all-torch path, for reference
+    try:
+        slow = finetune(digits_dir, tmp_path / "torch", **common)
+    finally:
+        loop.onnx_prefix_stage = original
+    reference = [json.loads(line) for line in (slow.run_dir / "history.jsonl").read_text().splitlines()]
+    assert [r["frozen_engine"] for r in reference] == [None, None]
+    np.testing.assert_allclose([r["train_loss"] for r in rows], [r["train_loss"] for r in reference], rtol=1e-3)
+    np.testing.assert_allclose([r["val_loss"] for r in rows], [r["val_loss"] for r in reference], rtol=1e-3)

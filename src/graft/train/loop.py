@@ -55,6 +55,8 @@ class LoopSettings:
     reuse_frozen_prefix: bool = True  # on plain stages; off when a loss needs the images (LwF)
     mixer: object = None  # a graft.train.mixing.BatchMixer applied to augmented stages' batches
     encode_pooled: object = None  # dataset -> pooled trunk outputs, for wholly frozen trunks
+    # augmented stages: run the frozen prefix in ONNX Runtime on every batch (no autograd there)
+    frozen_in_onnx: bool = True
 
     def stage_augmented(self, index: int) -> bool:
         return True if self.augmented is None else self.augmented[index]
@@ -216,6 +218,34 @@ def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, prog
     return suffix_model, train_cached, val_cached, split
 
 
+def onnx_prefix_stage(trunk, head, train_loader, val_loader, progress: bool = False):
+    """For augmented stages: (model whose frozen prefix runs in ONNX Runtime per batch, suffix
+    model, validation loader over the prefix's cached outputs, units) or None when nothing is
+    frozen, the net does not split, or the prefix does not export and match torch."""
+    from torch.utils.data import DataLoader
+
+    from .prefix import OnnxPrefixThen, encode, frozen_prefix_length, onnx_prefix_runner, split_model
+
+    split = frozen_prefix_length(trunk)
+    if split == 0:
+        return None
+    sample = next(iter(val_loader if val_loader is not None else train_loader))[0][:2]
+    parts = split_model(trunk, head, split, sample)
+    if parts is None:
+        return None
+    prefix, suffix_model = parts
+    runner = onnx_prefix_runner(prefix, sample)
+    if runner is None:
+        return None
+    val_cached = None
+    if val_loader is not None:
+        val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner=runner)
+        if val_outputs is None:
+            return None
+        val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size)
+    return OnnxPrefixThen(runner, suffix_model), suffix_model, val_cached, split
+
+
 def _matches_trunk(trunk, dataset, outputs, count: int = 2) -> bool:
     """Do the first ``count`` precomputed vectors equal the trunk's own pooled outputs?"""
     images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
@@ -298,7 +328,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                 group["peak_lr"], group["name"] = peak, name  # ...older checkpoints lack these
             scheduler.load_state_dict(resume["scheduler"])
         forward, stage_train, stage_val, evaluated, reused = model, images_loader, val_loader, model, 0
-        encode_start = None
+        encode_start, in_onnx = None, 0
         if not augmented and settings.reuse_frozen_prefix and not settings.distributed:
             # Iterating a loader without its own generator draws a seed from torch's global RNG;
             # forking keeps the training run's random stream the same whether or not (and when)
@@ -310,6 +340,12 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             if cached is not None:
                 forward, stage_train, stage_val, reused = cached
                 evaluated = forward
+        elif augmented and settings.frozen_in_onnx and settings.reuse_frozen_prefix and not settings.distributed:
+            encode_start = time.perf_counter()
+            with torch.random.fork_rng(devices=[]):  # as above: the random stream stays the same
+                staged = onnx_prefix_stage(trunk, head, images_loader, val_loader, settings.progress)
+            if staged is not None:
+                forward, evaluated, stage_val, in_onnx = staged
         encode_seconds = round(time.perf_counter() - encode_start, 3) if encode_start is not None else 0.0
         mixer = settings.mixer if augmented and settings.mixer is not None and settings.mixer.enabled else None
         if settings.distributed:
@@ -357,7 +393,9 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                    "val_loss": val_loss, "val_accuracy": val_acc,
                    "trainable_backbone_params": n_base, "world_size": _world_size(),
                    "frozen_units_reused": reused,
-                   "frozen_engine": getattr(stage_train.dataset, "engine", None) if reused else None,
+                   "frozen_units_onnx": in_onnx,  # augmented stages: frozen layers in ONNX Runtime
+                   "frozen_engine": getattr(stage_train.dataset, "engine", None) if reused
+                   else ("onnx" if in_onnx else None),
                    # the stage's one pass of its frozen layers, on the stage's first epoch
                    "frozen_encode_seconds": encode_seconds if epoch_in_stage == start_in_stage else 0.0,
                    "seconds": round(time.perf_counter() - start, 3)}

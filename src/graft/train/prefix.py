@@ -137,19 +137,36 @@ def _onnx_prefix(prefix: nn.Module, sample: torch.Tensor):
     return lambda images: torch.from_numpy(session.run(None, {"x": images.numpy()})[0])
 
 
+class OnnxPrefixThen(nn.Module):
+    """Augmented stages: the frozen prefix runs in ONNX Runtime on every batch (no autograd,
+    2-3x faster than eager torch here), the trainable rest in torch."""
+
+    def __init__(self, run_prefix, suffix: SuffixModel):
+        super().__init__()
+        self.run_prefix, self.suffix = run_prefix, suffix
+
+    def forward(self, images):
+        return self.suffix(self.run_prefix(images))
+
+
+def onnx_prefix_runner(prefix: nn.Module, sample: torch.Tensor):
+    """The ONNX Runtime version of ``prefix`` as ``images -> tensor``, or None (see below)."""
+    return _onnx_prefix(prefix, sample)
+
+
 def encode(prefix: nn.Module, loader: DataLoader, progress: bool = False,
-           description: str = "frozen layers", engine: str = "auto") -> TensorDataset | None:
+           description: str = "frozen layers", engine: str = "auto", runner=None) -> TensorDataset | None:
     """Prefix outputs of every batch of ``loader`` (in order), or None if they would not fit.
 
     ``engine``: ``auto`` runs the prefix in ONNX Runtime when it exports and matches torch,
-    ``torch`` always in eager torch.
+    ``torch`` always in eager torch. ``runner``: an ONNX Runtime prefix already built.
     """
     from ..progress import progress_bar
 
     prefix.eval()
     outputs, labels, total = [], [], 0
     bar = progress_bar(len(loader), description, "batch", progress)
-    run, engine_used = None, "torch"
+    run, engine_used = runner, "onnx" if runner is not None else "torch"
     try:
         with torch.inference_mode():
             for images, targets in _prefetched(loader):
