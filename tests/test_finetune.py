@@ -207,14 +207,15 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
     from graft import create_backbone
     from graft.data import scan_folder
     from graft.finetune import ImageDataset
-    from graft.train.prefix import encode
+    from graft.train.prefix import encode, onnx_runner
 
     backbone = create_backbone("tf_efficientnet_lite0")
     trunk = backbone.feature_net(None).trunk.eval()
     prefix = torch.nn.Sequential(trunk.conv_stem, trunk.bn1, trunk.blocks[0], trunk.blocks[1])
     images = ImageDataset(scan_folder(digits_dir), backbone.preprocessing.with_size(64), "none")
     loader = DataLoader(torch.utils.data.Subset(images, range(20)), batch_size=8)
-    fast, plain = encode(prefix, loader, engine="auto"), encode(prefix, loader, engine="torch")
+    fast = encode(prefix, loader, runner=onnx_runner(prefix, next(iter(loader))[0]))
+    plain = encode(prefix, loader)
     assert (fast.engine, plain.engine) == ("onnx", "torch")
     torch.testing.assert_close(fast.tensors[0], plain.tensors[0], atol=1e-4, rtol=1e-4)
     assert torch.equal(fast.tensors[1], plain.tensors[1])

@@ -307,11 +307,11 @@ def _pooled_encoder(parts: _Parts, batch_size: int, progress: bool):
 
 def _sweep_stage(parts: _Parts, stage, *, start=1e-6, end=1.0, steps=100, progress=True):
     """LR range test with ``stage``'s trainable set, on its frozen prefix's outputs when it can."""
-    from .train.loop import OPTIMIZERS, cached_prefix_loaders, param_groups, stage_optimizer
+    from .train.loop import OPTIMIZERS, cached_prefix_loaders, freeze_for_stage, param_groups
     from .train.lr_find import lr_sweep
 
     loop = parts.loop
-    stage_optimizer(loop, stage, parts.features.trunk, parts.head, 1)  # applies the stage's freezing
+    freeze_for_stage(loop, stage, parts.features.trunk, parts.head)
     forward, loader = parts.model, parts.train_loader if loop.stage_augmented(0) else parts.plain_loader
     if not loop.stage_augmented(0) and loop.reuse_frozen_prefix:
         cached = cached_prefix_loaders(parts.features.trunk, parts.head, loader, None, parts.generator, progress,

@@ -155,16 +155,19 @@ def param_groups(settings: LoopSettings, trunk: nn.Module, head: nn.Module, lr: 
     return groups
 
 
-def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int,
-                    lr: float | None = None):
+def freeze_for_stage(settings: LoopSettings, stage: Stage, trunk, head) -> list[str]:
+    """Set what trains in ``stage``; return the trainable backbone parameter names."""
+    if settings.freeze_first is not None:  # "freeze the first K layers" replaces the plan's freezing
+        return apply_stage(trunk, head, freeze_first=settings.freeze_first)
+    return apply_stage(trunk, head, stage)
+
+
+def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int):
     """Freeze for ``stage``; a fresh optimizer (head LR, smaller base LR) and its schedule."""
     if settings.schedule not in SCHEDULES:
         raise GraftError(f"unknown schedule {settings.schedule!r}: {', '.join(SCHEDULES)}")
-    if settings.freeze_first is not None:  # "freeze the first K layers" replaces the plan's freezing
-        trainable = apply_stage(trunk, head, freeze_first=settings.freeze_first)
-    else:
-        trainable = apply_stage(trunk, head, stage)
-    groups = param_groups(settings, trunk, head, settings.lr if lr is None else lr)
+    trainable = freeze_for_stage(settings, stage, trunk, head)
+    groups = param_groups(settings, trunk, head, settings.lr)
     for group in groups:
         group["peak_lr"] = group["lr"]
     optimizer = OPTIMIZERS[settings.optimizer](groups, settings.weight_decay)
@@ -174,6 +177,19 @@ def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     n_base = sum(p.numel() for p in trunk.parameters() if p.requires_grad)
     return optimizer, scheduler, trainable, n_base
+
+
+def _split_frozen(trunk, head, loader):
+    """(prefix, suffix model, sample batch, units) at the end of the frozen prefix, or None
+    when nothing is frozen or the network does not run as a sequence of its units."""
+    from .prefix import frozen_prefix_length, split_model
+
+    split = frozen_prefix_length(trunk)
+    if split == 0:
+        return None
+    sample = next(iter(loader))[0][:2]
+    parts = split_model(trunk, head, split, sample)
+    return None if parts is None else (*parts, sample, split)
 
 
 def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, progress: bool = False,
@@ -188,7 +204,7 @@ def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, prog
     from torch.utils.data import DataLoader
 
     from ..backbones import layer_units
-    from .prefix import SuffixModel, encode, frozen_prefix_length, split_model
+    from .prefix import SuffixModel, encode, frozen_prefix_length, onnx_runner
 
     split = frozen_prefix_length(trunk)
     if split == 0:
@@ -202,14 +218,15 @@ def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, prog
         else:
             train_outputs = None
     if train_outputs is None:
-        sample = next(iter(val_loader if val_loader is not None else train_loader))[0][:2]
-        parts = split_model(trunk, head, split, sample)
+        parts = _split_frozen(trunk, head, val_loader if val_loader is not None else train_loader)
         if parts is None:
             return None
-        prefix, suffix_model = parts
+        prefix, suffix_model, sample, split = parts
+        runner = onnx_runner(prefix, sample)  # one export serves both passes
         ordered = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size)
-        train_outputs = encode(prefix, ordered, progress, "frozen layers (train)")
-        val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)") if val_loader is not None else None
+        train_outputs = encode(prefix, ordered, progress, "frozen layers (train)", runner)
+        if val_loader is not None:
+            val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner)
     if train_outputs is None or (val_loader is not None and val_outputs is None):
         return None
     train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=True,
@@ -224,22 +241,18 @@ def onnx_prefix_stage(trunk, head, train_loader, val_loader, progress: bool = Fa
     frozen, the net does not split, or the prefix does not export and match torch."""
     from torch.utils.data import DataLoader
 
-    from .prefix import OnnxPrefixThen, encode, frozen_prefix_length, onnx_prefix_runner, split_model
+    from .prefix import OnnxPrefixThen, encode, onnx_runner
 
-    split = frozen_prefix_length(trunk)
-    if split == 0:
-        return None
-    sample = next(iter(val_loader if val_loader is not None else train_loader))[0][:2]
-    parts = split_model(trunk, head, split, sample)
+    parts = _split_frozen(trunk, head, val_loader if val_loader is not None else train_loader)
     if parts is None:
         return None
-    prefix, suffix_model = parts
-    runner = onnx_prefix_runner(prefix, sample)
+    prefix, suffix_model, sample, split = parts
+    runner = onnx_runner(prefix, sample)
     if runner is None:
         return None
     val_cached = None
     if val_loader is not None:
-        val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner=runner)
+        val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner)
         if val_outputs is None:
             return None
         val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size)

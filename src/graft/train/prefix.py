@@ -102,39 +102,33 @@ def _prefetched(loader, depth: int = 2):
         thread.join()
 
 
-def _onnx_prefix(prefix: nn.Module, sample: torch.Tensor):
-    """``prefix`` exported to ONNX Runtime (checked against torch on ``sample``), or None.
+def onnx_runner(prefix: nn.Module, sample: torch.Tensor):
+    """``prefix`` in ONNX Runtime as ``images -> tensor`` (checked against torch on ``sample``),
+    or None when ONNX Runtime is missing or the prefix does not export or match.
 
     ONNX Runtime runs EfficientNet's depthwise convolutions 2-3x faster than eager torch on
-    these CPUs (BENCHMARKS.md); anything that fails to export or to match falls back to torch.
+    these CPUs (BENCHMARKS.md); whatever it cannot run stays in eager torch.
     """
     import tempfile
-    import warnings
     from pathlib import Path
 
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    from ..onnx_io import ort_session
+    from ..onnx_io import OnnxRunner, export_onnx
 
-    prefix.eval()
     try:
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.inference_mode(False), \
-                torch.no_grad():
-            warnings.simplefilter("ignore")
-            path = Path(tmp) / "prefix.onnx"
-            torch.onnx.export(prefix, (sample[:1],), str(path), input_names=["x"], output_names=["z"],
-                              dynamic_axes={"x": {0: "batch"}, "z": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
-            session = ort_session(path)
-            expected = prefix(sample).numpy()
-        got = session.run(None, {"x": sample.numpy()})[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            runner = OnnxRunner(export_onnx(prefix, Path(tmp) / "prefix.onnx", sample.shape[-1], ["z"]))
+        with torch.inference_mode():
+            expected = prefix.eval()(sample).numpy()
+        got = runner(sample.numpy())
         if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-3, rtol=1e-3):
             return None
     except Exception:  # an op the exporter or ORT lacks: eager torch always works
         return None
-    return lambda images: torch.from_numpy(session.run(None, {"x": images.numpy()})[0])
+    return lambda images: torch.from_numpy(runner(images.numpy()))
 
 
 class OnnxPrefixThen(nn.Module):
@@ -149,31 +143,21 @@ class OnnxPrefixThen(nn.Module):
         return self.suffix(self.run_prefix(images))
 
 
-def onnx_prefix_runner(prefix: nn.Module, sample: torch.Tensor):
-    """The ONNX Runtime version of ``prefix`` as ``images -> tensor``, or None (see below)."""
-    return _onnx_prefix(prefix, sample)
-
-
 def encode(prefix: nn.Module, loader: DataLoader, progress: bool = False,
-           description: str = "frozen layers", engine: str = "auto", runner=None) -> TensorDataset | None:
+           description: str = "frozen layers", runner=None) -> TensorDataset | None:
     """Prefix outputs of every batch of ``loader`` (in order), or None if they would not fit.
 
-    ``engine``: ``auto`` runs the prefix in ONNX Runtime when it exports and matches torch,
-    ``torch`` always in eager torch. ``runner``: an ONNX Runtime prefix already built.
+    ``runner``: the prefix in ONNX Runtime (:func:`onnx_runner`); eager torch when None.
     """
     from ..progress import progress_bar
 
     prefix.eval()
     outputs, labels, total = [], [], 0
     bar = progress_bar(len(loader), description, "batch", progress)
-    run, engine_used = runner, "onnx" if runner is not None else "torch"
+    run = runner or prefix
     try:
         with torch.inference_mode():
             for images, targets in _prefetched(loader):
-                if run is None:
-                    run = _onnx_prefix(prefix, images) if engine == "auto" else None
-                    engine_used = "onnx" if run is not None else "torch"
-                    run = run or prefix
                 z = run(images)
                 total += z.numel() * z.element_size()
                 if total > MAX_PREFIX_BYTES:
@@ -184,5 +168,5 @@ def encode(prefix: nn.Module, loader: DataLoader, progress: bool = False,
     finally:
         bar.close()
     dataset = TensorDataset(torch.cat(outputs), torch.cat(labels))
-    dataset.engine = engine_used  # reported in history.jsonl
+    dataset.engine = "onnx" if runner is not None else "torch"  # reported in history.jsonl
     return dataset
