@@ -9,10 +9,11 @@ importing torch; :class:`graft.model.GraftModel` reads and writes the same forma
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .files import atomic_path, write_atomic
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -43,12 +44,9 @@ def write_artifact(directory: str | Path, config: dict, backbone: dict[str, np.n
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights_tmp = directory / f".{WEIGHTS_FILE}.tmp"
     tensors = {f"backbone.{k}": v for k, v in backbone.items()}
     tensors.update({f"head.{k}": v for k, v in head.items()})
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(weights_tmp))
-    os.replace(weights_tmp, directory / WEIGHTS_FILE)
-    config_tmp = directory / f".{CONFIG_FILE}.tmp"
-    config_tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(config_tmp, directory / CONFIG_FILE)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+    write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_atomic
+
 FEATURE_FORMAT = 1  # bump when the meaning of a cached vector changes
 
 
@@ -110,10 +112,7 @@ def trunk_path(extractor_key: str) -> Path:
 def record_source(key: str, record: dict) -> None:
     """Remember ``record`` (extractor key, backbone info, layer, preprocessing) under ``key``."""
     path = cache_root() / "sources" / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**record, "fingerprint": source_fingerprint(record["backbone"]["weights_source"])}))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({**record, "fingerprint": source_fingerprint(record["backbone"]["weights_source"])}))
 
 
 def lookup_source(key: str) -> dict | None:

@@ -60,13 +60,32 @@ def register_classical_head(name: str):
     return wrap
 
 
-def fit_head(name: str, X: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0) -> FittedHead:
+# Heads that take scikit-learn's class_weight; a prototype head is balanced by construction
+# (one mean per class, whatever its size).
+CLASS_WEIGHTED_HEADS = ("logreg", "linear-svm", "rbf-svm", "prototype")
+
+
+def check_head_options(name: str, class_weight: str | None = None) -> None:
+    """Raise for an unknown head or a class weighting it cannot take (before any work is done)."""
     if name not in CLASSICAL_HEADS:
         raise GraftError(f"unknown head {name!r}; choose one of {', '.join(CLASSICAL_HEADS)}")
+    if class_weight not in (None, "balanced"):
+        raise GraftError(f"class_weight must be 'balanced' or None, got {class_weight!r}")
+    if class_weight and name not in CLASS_WEIGHTED_HEADS:
+        raise GraftError(f"--class-weight balanced does not apply to the {name} head; use one of "
+                         f"{', '.join(CLASS_WEIGHTED_HEADS)}")
+
+
+def fit_head(name: str, X: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0,
+             class_weight: str | None = None) -> FittedHead:
+    """Fit head ``name``; ``class_weight="balanced"`` weighs each class by n / (k * n_class)."""
+    check_head_options(name, class_weight)
     if len(np.unique(y)) < 2:
         raise GraftError("the training features hold fewer than two classes")
     start = time.perf_counter()
-    fitted = CLASSICAL_HEADS[name](np.asarray(X, np.float32), np.asarray(y), num_classes, seed)
+    fit = CLASSICAL_HEADS[name]
+    extra = {"class_weight": class_weight} if class_weight and name != "prototype" else {}
+    fitted = fit(np.asarray(X, np.float32), np.asarray(y), num_classes, seed, **extra)
     fitted.seconds = time.perf_counter() - start
     return fitted
 
@@ -151,15 +170,16 @@ def _standardized_state(mean, scale) -> dict:
 
 # ----------------------------------------------------------------------------- the heads
 @register_classical_head("logreg")
-def fit_logreg(X, y, num_classes, seed):
+def fit_logreg(X, y, num_classes, seed, class_weight=None):
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = _scaler(X)
     Z = (X - mean) / scale
-    C, cv = _cv_choose(lambda: LogisticRegression(max_iter=300), {"C": [0.1, 0.3, 1.0]}, Z, y, seed)
+    C, cv = _cv_choose(lambda: LogisticRegression(max_iter=300, class_weight=class_weight),
+                       {"C": [0.1, 0.3, 1.0]}, Z, y, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = LogisticRegression(C=C, max_iter=1000).fit(Z, y)
+        model = LogisticRegression(C=C, max_iter=1000, class_weight=class_weight).fit(Z, y)
     coef, intercept = model.coef_, model.intercept_
     if len(model.classes_) == 2:
         coef, intercept = _binary_as_two_rows(coef.ravel(), intercept[0])
@@ -182,12 +202,12 @@ def _ovr_svc(kernel: str, **params):
 
 
 @register_classical_head("linear-svm")
-def fit_linear_svm(X, y, num_classes, seed):
+def fit_linear_svm(X, y, num_classes, seed, class_weight=None):
     # libsvm, not liblinear: LinearSVC converges far slower on 1280-d features.
     mean, scale = _scaler(X)
     Z = (X - mean) / scale
-    C, cv = _cv_choose(lambda: _svc("linear"), {"C": [0.001, 0.01, 0.1]}, Z, y, seed)
-    model = _ovr_svc("linear", C=C).fit(Z, y)
+    C, cv = _cv_choose(lambda: _svc("linear", class_weight=class_weight), {"C": [0.001, 0.01, 0.1]}, Z, y, seed)
+    model = _ovr_svc("linear", C=C, class_weight=class_weight).fit(Z, y)
     if len(model.classes_) == 2:
         est = model.estimators_[0]
         coef, intercept = _binary_as_two_rows(est.coef_.ravel(), est.intercept_[0])
@@ -198,12 +218,13 @@ def fit_linear_svm(X, y, num_classes, seed):
 
 
 @register_classical_head("rbf-svm")
-def fit_rbf_svm(X, y, num_classes, seed):
+def fit_rbf_svm(X, y, num_classes, seed, class_weight=None):
     mean, scale = _scaler(X)
     Z = _standardize_l2(X, mean, scale)
     gamma = 1.0  # unit-norm inputs: squared distances lie in [0, 4]
-    C, cv = _cv_choose(lambda: _svc("rbf", gamma=gamma), {"C": [1.0, 10.0, 100.0]}, Z, y, seed)
-    model = _ovr_svc("rbf", gamma=gamma, C=C).fit(Z, y)
+    C, cv = _cv_choose(lambda: _svc("rbf", gamma=gamma, class_weight=class_weight), {"C": [1.0, 10.0, 100.0]},
+                       Z, y, seed)
+    model = _ovr_svc("rbf", gamma=gamma, C=C, class_weight=class_weight).fit(Z, y)
     present, estimators = model.classes_, model.estimators_
     intercept = np.full(num_classes, -1e4, np.float32)
     if len(present) == 2:  # one binary SVM: score(class1) = f, score(class0) = -f

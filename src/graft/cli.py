@@ -59,15 +59,32 @@ def _add_training_data_options(fn, out_required: bool):
     fn = click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
                       help="Hold out this stratified fraction of DATA (default 0.2 when --val is not given).")(fn)
     fn = click.option("--val", "val_dir", type=click.Path(), default=None, help="Validation class-folder tree.")(fn)
+    fn = click.option("--overwrite", is_flag=True,
+                      help="Write into a non-empty -o folder: graft's own outputs there are removed first, "
+                           "other files are kept.")(fn)
     fn = click.option("--out", "-o", required=out_required, type=click.Path(file_okay=False),
-                      help="Run folder to write.")(fn)
+                      help="Run folder to write (new, empty, or an earlier run of the same command).")(fn)
     return click.argument("data", type=click.Path())(fn)
+
+
+def _layer_name(ctx, param, value):
+    if value is not None and not value.strip():
+        raise click.BadParameter("must name a layer (or an index) from `graft layers`; leave it out for the "
+                                 "final pooled features")
+    return value
+
+
+def _class_weight_option(fn):
+    return click.option("--class-weight", type=click.Choice(["balanced"]), default=None,
+                        help="Weigh each class by n / (classes x its count), as scikit-learn's 'balanced', "
+                             "so a small class is not ignored.")(fn)
 
 
 def _backbone_options(fn):
     fn = click.option("--image-size", type=click.IntRange(32), default=None,
                       help="Input resolution (default: the weights' own).")(fn)
-    fn = click.option("--layer", default=None, help="Cut layer: name or index from `graft layers` (default: final pooled).")(fn)
+    fn = click.option("--layer", default=None, callback=_layer_name,
+                      help="Cut layer: name or index from `graft layers` (default: final pooled).")(fn)
     fn = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                       help="Local .safetensors/.pth weights for a timm architecture.")(fn)
     fn = click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)(fn)
@@ -128,18 +145,19 @@ def extract(data, out, backbone, weights, layer, image_size, strict, engine, bat
 @main.command()
 @_training_data_options()
 @click.option("--head", type=click.Choice(list(HEAD_NAMES)), default="logreg", show_default=True)
+@_class_weight_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @_backbone_options
 @_common_data_options
-def fit(data, out, val_dir, val_split, head, seed, backbone, weights, layer, image_size, strict,
-        engine, batch_size, no_cache, quiet):
+def fit(data, out, overwrite, val_dir, val_split, head, class_weight, seed, backbone, weights, layer, image_size,
+        strict, engine, batch_size, no_cache, quiet):
     """Frozen features + a classical head (C chosen by cross-validation) -> a run folder."""
     from .fit import fit_frozen
 
     result = fit_frozen(data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone,
                         weights=weights, layer=layer, head=head, image_size=image_size, seed=seed,
                         strict=strict, engine=engine, batch_size=batch_size, cache=not no_cache,
-                        progress=not quiet)
+                        progress=not quiet, overwrite=overwrite, class_weight=class_weight)
     _print_summary(result.run_dir, result.metrics)
 
 
@@ -173,7 +191,7 @@ def _finetune_model_options(fn):
     fn = click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=None,
                       help="Layer-wise LR decay: each trainable backbone layer below the top one trains "
                            "at this times the LR of the layer above it.")(fn)
-    fn = click.option("--base-lr-factor", type=float, default=0.1, show_default=True,
+    fn = click.option("--base-lr-factor", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
                       help="Unfrozen backbone layers train at lr x this.")(fn)
     fn = click.option("--head", default="linear", show_default=True,
                       help="linear, or mlp:HIDDEN (FC-ReLU-Dropout-FC).")(fn)
@@ -195,7 +213,7 @@ def _finetune_model_options(fn):
 @click.option("--regularizer", type=click.Choice(["l2sp", "lwf", "bss"]), default=None,
               help="Conservation training: stay close to the source model (l2sp, lwf), or shrink the "
                    "smallest feature singular values (bss).")
-@click.option("--regularizer-weight", type=float, default=0.01, show_default=True)
+@click.option("--regularizer-weight", type=click.FloatRange(0), default=0.01, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping on validation accuracy.")
 @click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="crop-flip",
               show_default=True, help="Augmentation for stages that train backbone layers.")
@@ -207,29 +225,41 @@ def _finetune_model_options(fn):
               help="MixUp Beta(a, a) on augmented stages' batches (0 = off).")
 @click.option("--cutmix", type=click.FloatRange(0), default=0.0, show_default=True,
               help="CutMix Beta(a, a) on augmented stages' batches (0 = off).")
+@_class_weight_option
+@click.option("--sampler", type=click.Choice(["shuffle", "balanced"]), default="shuffle", show_default=True,
+              help="balanced: draw every class equally often (with replacement) in each epoch.")
 @click.option("--strict", is_flag=True)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
-              help="Continue this killed or interrupted run (its saved settings are used).")
+              help="Continue this killed or interrupted run with its saved settings (repeating a setting "
+                   "with another value is an error; a finished run is not extended).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def finetune(data, out, val_dir, val_split, stages, freeze_first, lr, head, base_lr_factor, layer_decay,
-             optimizer, seed, image_size, batch_size, backbone, weights, schedule, regularizer,
-             regularizer_weight, patience, augment, no_augment, augment_head_stage, mixup, cutmix, strict,
-             resume_dir, quiet):
+@click.pass_context
+def finetune(ctx, data, out, overwrite, val_dir, val_split, stages, freeze_first, lr, head, base_lr_factor,
+             layer_decay, optimizer, seed, image_size, batch_size, backbone, weights, schedule, regularizer,
+             regularizer_weight, patience, augment, no_augment, augment_head_stage, mixup, cutmix, class_weight,
+             sampler, strict, resume_dir, quiet):
     """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR.
 
     Checkpoints are written every epoch; after a kill or Ctrl-C, run the same command with
     --resume RUN_DIR to continue where it stopped.
     """
     from .finetune import finetune as run_finetune
-    from .finetune import resume_finetune
+    from .finetune import is_resumable, resume_finetune
 
     if not out and not resume_dir:
         raise click.UsageError("Missing option '--out' / '-o' (or --resume RUN_DIR).")
     if no_augment and augment not in ("none", "crop-flip"):
         raise click.UsageError(f"--no-augment contradicts --augment {augment}")
+    if resume_dir and overwrite:
+        raise click.UsageError("--resume continues a run, --overwrite starts one over: choose one")
+    if resume_dir and out and Path(out).resolve() != Path(resume_dir).resolve():
+        raise click.UsageError(f"--resume {resume_dir} writes into that run folder; -o {out} names another")
     try:
         if resume_dir:
-            result = resume_finetune(resume_dir, strict=strict, progress=not quiet)
+            given = _given_settings(ctx, _FINETUNE_SETTING_OF)
+            if no_augment:
+                given["augment"] = "none"
+            result = resume_finetune(resume_dir, given=given, strict=strict, progress=not quiet)
         else:
             result = run_finetune(
                 data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone, weights=weights,
@@ -237,15 +267,41 @@ def finetune(data, out, val_dir, val_split, stages, freeze_first, lr, head, base
                 layer_decay=layer_decay, optimizer=optimizer, schedule=schedule, image_size=image_size,
                 batch_size=batch_size, seed=seed, augment="none" if no_augment else augment,
                 augment_head_stage=augment_head_stage, mixup=mixup, cutmix=cutmix, regularizer=regularizer,
-                regularizer_weight=regularizer_weight, patience=patience, strict=strict, progress=not quiet)
+                regularizer_weight=regularizer_weight, patience=patience, class_weight=class_weight,
+                sampler=sampler, strict=strict, progress=not quiet, overwrite=overwrite)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: every finished epoch is saved; continue with --resume {resume_dir or out}",
-                   err=True)
+        run_dir = resume_dir or out
+        if is_resumable(run_dir):
+            click.echo(f"interrupted: every finished epoch is saved; continue with --resume {run_dir}", err=True)
+        else:
+            click.echo("interrupted before the first epoch finished: nothing to resume; run the same command "
+                       "again to start over", err=True)
         raise SystemExit(130)
     if not result.metrics:  # a non-zero rank under torchrun: rank 0 reports
         return
     _print_summary(result.run_dir, result.metrics)
     click.echo(f"history: {result.run_dir / 'history.jsonl'}  curves: {result.run_dir / 'curves.png'}")
+
+
+# finetune's command-line parameters -> the settings saved in config.yaml (for --resume checks)
+_FINETUNE_SETTING_OF = {
+    "data": "train_dir", "val_dir": "val_dir", "val_split": "val_fraction", "stages": "stages",
+    "freeze_first": "freeze_first", "lr": "lr", "head": "head", "base_lr_factor": "base_lr_factor",
+    "layer_decay": "layer_decay", "optimizer": "optimizer", "seed": "seed", "image_size": "image_size",
+    "batch_size": "batch_size", "backbone": "backbone", "weights": "weights", "schedule": "schedule",
+    "regularizer": "regularizer", "regularizer_weight": "regularizer_weight", "patience": "patience",
+    "augment": "augment", "augment_head_stage": "augment_head_stage", "mixup": "mixup", "cutmix": "cutmix",
+    "class_weight": "class_weight", "sampler": "sampler",
+}
+
+
+def _given_settings(ctx, setting_of: dict) -> dict:
+    """The settings the user typed (not defaults), keyed by their saved names."""
+    from click.core import ParameterSource
+
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {setting: ctx.params[param] for param, setting in setting_of.items()
+            if ctx.get_parameter_source(param) in typed}
 
 
 @main.command("lr-find")
@@ -260,7 +316,7 @@ def finetune(data, out, val_dir, val_split, stages, freeze_first, lr, head, base
 @click.option("--steps", type=click.IntRange(5), default=100, show_default=True)
 @click.option("--strict", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def lr_find(data, out, val_dir, val_split, stage, head, base_lr_factor, layer_decay, optimizer, seed,
+def lr_find(data, out, overwrite, val_dir, val_split, stage, head, base_lr_factor, layer_decay, optimizer, seed,
             image_size, batch_size, backbone, weights, augment, start, end, steps, strict, quiet):
     """LR range test: loss vs exponentially growing LR on DATA's training split; plots it.
 
@@ -273,7 +329,7 @@ def lr_find(data, out, val_dir, val_split, stage, head, base_lr_factor, layer_de
                     head=head, stage=stage, base_lr_factor=base_lr_factor, layer_decay=layer_decay,
                     optimizer=optimizer, weight_decay=1e-4, image_size=image_size, batch_size=batch_size,
                     seed=seed, augment=augment, start=start, end=end, steps=steps, strict=strict,
-                    progress=not quiet)
+                    progress=not quiet, overwrite=overwrite)
     stopped = " (loss diverged there)" if sweep.stopped_early else ""
     click.echo(f"swept {sweep.lrs[0]:.2g} .. {sweep.lrs[-1]:.2g} over {len(sweep.lrs)} steps{stopped}")
     click.echo(f"suggested lr {sweep.suggestion:.3g}  (steepest descent; lowest loss at {sweep.min_loss_lr:.3g})")
@@ -290,14 +346,14 @@ def _print_summary(directory: Path, metrics: dict) -> None:
 
 
 def _expand_inputs(inputs) -> list[Path]:
-    from .data import _is_hidden
+    from .data import is_hidden
 
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             paths.extend(sorted(p for p in path.rglob("*") if p.is_file()
-                                and not any(_is_hidden(part) for part in p.relative_to(path).parts)))
+                                and not any(is_hidden(part) for part in p.relative_to(path).parts)))
         else:
             paths.append(path)  # a missing file is reported by the extractor, not dropped here
     if not paths:
@@ -315,6 +371,9 @@ def _expand_inputs(inputs) -> list[Path]:
 def predict(run_dir, inputs, top_k, as_json, as_csv, strict, engine, batch_size, no_cache, quiet):
     """Top-k classes with probabilities for images (files or folders)."""
     import numpy as np
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are two output formats: choose one")
 
     from .model import GraftModel
 

@@ -76,9 +76,18 @@ class ImageFolder:
         return {name: int(counts[label]) for label, name in enumerate(self.classes)}
 
 
-def _is_hidden(name: str) -> bool:
-    # Dot-files are OS and tool metadata (.DS_Store, ._foo, .ipynb_checkpoints), not data.
-    return name.startswith(".")
+# Folders and files that operating systems and tools leave beside data: macOS zip resource
+# forks, Windows recycle bins and thumbnail caches, NAS indexes. Never classes, never images.
+_SYSTEM_NAMES = frozenset({"__MACOSX", "$RECYCLE.BIN", "System Volume Information", "@eaDir", "lost+found",
+                           "Thumbs.db", "ehthumbs.db", "desktop.ini", "Icon\r", "__pycache__"})
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-files (.DS_Store, ._foo, .ipynb_checkpoints) and OS/tool metadata (__MACOSX, Thumbs.db)."""
+    return name.startswith(".") or name in _SYSTEM_NAMES
+
+
+_is_hidden = is_hidden  # the name other modules used before it was public
 
 
 def _files_under(class_dir: Path) -> list[Path]:
@@ -213,21 +222,139 @@ def stratified_split(
 def load_train_val(
     train_dir, val_dir=None, val_fraction=None, seed: int = 0
 ) -> tuple[ImageFolder, ImageFolder | None]:
-    """The training folder and its validation set: a separate folder, a split, or none."""
+    """The training folder and its validation set: a separate folder, a split, or none.
+
+    Warns about what would make the numbers misleading: the same file in two classes or in
+    both training and validation, a largest class more than 5x the smallest, and classes
+    without validation images.
+    """
     if val_dir is not None and val_fraction is not None:
         raise DataError(
             "give either a validation folder or a validation fraction, not both"
         )
-    train = scan_folder(train_dir)
+    whole = scan_folder(train_dir)
+    val_folder = None
     if val_dir is not None:
         val_root = Path(os.path.abspath(os.path.expanduser(os.fspath(val_dir))))
         # Validating on the training images would report memorisation as accuracy.
-        if val_root.exists() and os.path.samefile(val_root, train.root):
+        if val_root.exists() and os.path.samefile(val_root, whole.root):
             raise DataError(f"validation folder is the training folder: {val_root}")
-        return train, scan_folder(val_root, classes=train.classes)
-    if val_fraction is not None:
-        return stratified_split(train, val_fraction, seed)
-    return train, None
+        val_folder = scan_folder(val_root, classes=whole.classes)
+    _warn_duplicates(whole, val_folder, split=val_fraction is not None)
+    if val_folder is not None:
+        train, val = whole, val_folder
+    elif val_fraction is not None:
+        train, val = stratified_split(whole, val_fraction, seed)
+    else:
+        train, val = whole, None
+    _warn_imbalance(train)
+    if val is not None:
+        missing = [name for name, n in val.class_counts().items() if n == 0]
+        if missing:
+            warnings.warn(f"class(es) {', '.join(repr(m) for m in missing)} have no validation images: "
+                          "their recall is not measured and they do not count in the macro F1", stacklevel=2)
+    return train, val
+
+
+IMBALANCE_RATIO = 5.0  # a largest class more than this many times the smallest gets a warning
+
+
+def _warn_imbalance(train: ImageFolder) -> None:
+    counts = {name: n for name, n in train.class_counts().items() if n > 0}
+    if len(counts) < 2:
+        return
+    largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
+    if counts[largest] > IMBALANCE_RATIO * counts[smallest]:
+        warnings.warn(
+            f"class imbalance: '{largest}' has {counts[largest]} training images, '{smallest}' only "
+            f"{counts[smallest]} ({counts[largest] / counts[smallest]:.0f}x); accuracy will favour the large "
+            "class: consider --class-weight balanced (or --sampler balanced for finetune)", stacklevel=3)
+
+
+def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
+    """Groups (two or more) of files with the same content: the same file reached twice
+    (symlinks, hard links) or byte-identical copies. Only files whose sizes collide are read."""
+    import hashlib
+
+    by_size: dict[int, list[Path]] = {}
+    for path in paths:
+        try:
+            by_size.setdefault(os.stat(path).st_size, []).append(path)
+        except OSError:
+            continue  # reported when it fails to decode
+    groups: dict[str, list[Path]] = {}
+    for size, same_size in by_size.items():
+        if len(same_size) < 2 or size == 0:
+            continue
+        for path in same_size:
+            try:
+                digest = hashlib.blake2b()
+                with open(path, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError:
+                continue
+            groups.setdefault(f"{size}:{digest.hexdigest()}", []).append(path)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _warn_duplicates(train: ImageFolder, val: ImageFolder | None, split: bool) -> None:
+    source = {record.path: ("train", train.classes[record.label]) for record in train.records}
+    if val is not None:
+        source.update({record.path: ("val", val.classes[record.label]) for record in val.records})
+    cross_class, train_val, within = [], [], []
+    for group in duplicate_groups(list(source)):
+        where = [source[p] for p in group]
+        if len({label for _, label in where}) > 1:
+            cross_class.append(group)
+        elif len({part for part, _ in where}) > 1:
+            train_val.append(group)
+        elif split:
+            within.append(group)
+
+    def example(groups):
+        return " = ".join(str(p) for p in groups[0][:2])
+
+    if cross_class:
+        warnings.warn(f"{len(cross_class)} file(s) are in more than one class folder (same content), e.g. "
+                      f"{example(cross_class)}: they teach contradicting labels", stacklevel=3)
+    if train_val:
+        warnings.warn(f"{len(train_val)} validation image(s) are also in the training folder (same content), e.g. "
+                      f"{example(train_val)}: validation accuracy will be optimistic", stacklevel=3)
+    if within:
+        warnings.warn(f"{len(within)} image(s) have identical copies in the same class, e.g. {example(within)}: "
+                      "a validation split can put one copy on each side", stacklevel=3)
+
+
+def folder_manifest(folder: ImageFolder) -> dict:
+    """What a run was trained on: classes and every file with its size and modification time."""
+    files = {}
+    for record in folder.records:
+        try:
+            st = os.stat(record.path)
+            files[str(record.path.relative_to(folder.root))] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            files[str(record.path.relative_to(folder.root))] = None
+    return {"root": str(folder.root), "classes": list(folder.classes), "files": files}
+
+
+def manifest_changes(before: dict, after: dict, most: int = 3) -> list[str]:
+    """Readable differences between two :func:`folder_manifest` results (empty: unchanged)."""
+    changes = []
+    added_classes = [c for c in after["classes"] if c not in before["classes"]]
+    removed_classes = [c for c in before["classes"] if c not in after["classes"]]
+    if added_classes:
+        changes.append(f"class(es) added: {', '.join(added_classes)}")
+    if removed_classes:
+        changes.append(f"class(es) removed: {', '.join(removed_classes)}")
+    old, new = before["files"], after["files"]
+    for what, names in (("gone", [f for f in old if f not in new]),
+                        ("added", [f for f in new if f not in old]),
+                        ("changed", [f for f in old if f in new and old[f] != new[f]])):
+        if names:
+            shown = ", ".join(sorted(names)[:most]) + (" ..." if len(names) > most else "")
+            changes.append(f"{len(names)} file(s) {what} ({shown})")
+    return changes
 
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})

@@ -5,7 +5,9 @@ folder as :func:`graft.fit.fit_frozen`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -14,16 +16,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .backbones import create_backbone
-from .data import ImageFolder, load_image, load_train_val
+from .data import ImageFolder, folder_manifest, load_image, load_train_val, manifest_changes, scan_folder
 from .defaults import DEFAULT_BACKBONE, DEFAULT_STAGES
-from .errors import GraftError, ImageDecodeError
+from .errors import DataError, GraftError, ImageDecodeError
+from .files import write_atomic
 from .fit import FitResult
 from .heads import LinearHead, MLPHead
 from .model import GraftModel
 from .preprocess import Preprocessing
 from .progress import progress_bar
 from .regularizers import L2SP, BatchSpectralShrinkage, LwFDistillation
-from .runs import RunDir
+from .runs import RunDir, open_run
 from .train.loop import LoopSettings, evaluate_loader, is_main_process, load_checkpoint, run_stages
 from .train.stages import parse_stages
 
@@ -97,31 +100,29 @@ def _readable(folder: ImageFolder, strict: bool, progress: bool) -> tuple[ImageF
 
 
 def _make_head(spec: str, in_features: int, num_classes: int):
+    _check_head_spec(spec)
     if spec == "linear":
         return LinearHead(in_features, num_classes)
-    if spec.startswith("mlp"):
-        _, _, hidden = spec.partition(":")
-        if hidden and not hidden.isdigit():
-            raise GraftError(f"bad head {spec!r}: use linear or mlp:HIDDEN, e.g. mlp:256")
-        return MLPHead(in_features, num_classes, hidden=int(hidden or 256), dropout=0.5)
-    raise GraftError(f"unknown head {spec!r}: use linear or mlp:HIDDEN")
+    _, _, hidden = spec.partition(":")
+    return MLPHead(in_features, num_classes, hidden=int(hidden or 256), dropout=0.5)
 
 
 # Everything that determines a fine-tuning run; saved in config.yaml so --resume can rebuild it.
 _SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "head", "stages", "freeze_first",
              "lr", "base_lr_factor", "layer_decay", "optimizer", "weight_decay", "schedule", "image_size",
              "batch_size", "seed", "augment", "augment_head_stage", "mixup", "cutmix", "regularizer",
-             "regularizer_weight", "patience")
+             "regularizer_weight", "patience", "class_weight", "sampler")
 _DEFAULTS = {"layer_decay": None, "schedule": "cosine", "augment_head_stage": False, "mixup": 0.0,
-             "cutmix": 0.0}  # for run folders written before these settings existed
+             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle"}  # for run folders written before these existed
+_PATH_SETTINGS = ("train_dir", "val_dir", "weights")
 
 
 def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
              head="linear", stages=DEFAULT_STAGES, freeze_first=None, lr=1e-3, base_lr_factor=0.1,
              layer_decay=None, optimizer="adamw", weight_decay=1e-4, schedule="cosine", image_size=None,
              batch_size=32, seed=0, augment="crop-flip", augment_head_stage=False, mixup=0.0, cutmix=0.0,
-             regularizer=None, regularizer_weight=0.01, patience=None, strict=False,
-             progress=True) -> FitResult:
+             regularizer=None, regularizer_weight=0.01, patience=None, class_weight=None, sampler="shuffle",
+             strict=False, progress=True, overwrite=False) -> FitResult:
     """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``.
 
     ``lr="auto"`` runs an LR range test on the first stage (see :func:`find_lr`) and uses its
@@ -134,18 +135,49 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
     augment = augmentation_name(augment)
     _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix, augment, augment_head_stage,
                     freeze_first)  # bad settings fail before anything is written
+    _check_head_spec(head)
+    _check_balancing(class_weight, sampler)
     arguments = locals()
-    settings = {name: arguments[name] for name in _SETTINGS}
-    settings["train_dir"] = str(Path(train_dir).resolve())
-    settings["val_dir"] = str(Path(val_dir).resolve()) if val_dir else None
-    settings["weights"] = str(Path(weights).resolve()) if weights else None
+    settings = _resolved_paths({name: arguments[name] for name in _SETTINGS})
+    train, val = load_train_val(settings["train_dir"], val_dir=settings["val_dir"], val_fraction=val_fraction,
+                                seed=seed)  # data problems are reported before the run folder is touched
     distributed = _init_distributed()
-    run = RunDir(out)
-    if is_main_process():
-        (run.path / "history.jsonl").unlink(missing_ok=True)
-        run.write_config({"command": "finetune", "settings": settings})
-    return _train(run, settings, strict=strict, progress=progress and is_main_process(), resume=None,
-                  distributed=distributed)
+    main = is_main_process()
+    run = open_run(out, "finetune", overwrite=overwrite) if main else RunDir(out)
+    with run.lock("finetune") if main else contextlib.nullcontext():
+        if main:
+            run.write_config({"command": "finetune", "settings": settings})
+            manifests = {"train": folder_manifest(scan_folder(settings["train_dir"])),
+                         "val": folder_manifest(val) if val_dir else None}
+            write_atomic(run.path / "data.json", json.dumps(manifests) + "\n")
+        return _train(run, settings, strict=strict, progress=progress and main, resume=None,
+                      distributed=distributed)
+
+
+def _resolved_paths(settings: dict) -> dict:
+    """Paths in the settings made absolute, so a saved run does not depend on the working folder."""
+    return {k: (str(Path(v).expanduser().resolve()) if k in _PATH_SETTINGS and v else v)
+            for k, v in settings.items()}
+
+
+def _check_head_spec(spec: str) -> None:
+    if spec == "linear":
+        return
+    kind, _, hidden = spec.partition(":")
+    if kind != "mlp" or (hidden and not (hidden.isdigit() and int(hidden) > 0)):
+        raise GraftError(f"bad --head {spec!r}: use linear, or mlp:HIDDEN with HIDDEN a positive integer (mlp:256)")
+
+
+def _check_balancing(class_weight, sampler) -> None:
+    if class_weight not in (None, "balanced"):
+        raise GraftError(f"--class-weight must be 'balanced' (or not given), got {class_weight!r}")
+    if sampler not in ("shuffle", "balanced"):
+        raise GraftError(f"--sampler must be shuffle or balanced, got {sampler!r}")
+
+
+def is_resumable(run_dir) -> bool:
+    """Does ``run_dir`` hold a fine-tuning run with a finished epoch to continue from?"""
+    return (Path(run_dir) / "checkpoints" / "last.pt").is_file()
 
 
 def _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix, augment, augment_head_stage,
@@ -172,8 +204,14 @@ def _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix,
                       "(augmentation is off, or only head stages without --augment-head-stage)")
 
 
-def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
-    """Continue a killed or interrupted ``finetune`` run from ``RUN_DIR/checkpoints/last.pt``."""
+def resume_finetune(run_dir, *, given: dict | None = None, strict=False, progress=True) -> FitResult:
+    """Continue a killed or interrupted ``finetune`` run from ``RUN_DIR/checkpoints/last.pt``.
+
+    ``given`` holds the settings the user repeated on the command line: any that differ from
+    the saved ones is an error listing them all (a run cannot change course halfway; a finished
+    run is not extended: start a new one). Before training, the data folders are compared with
+    what the run started on; files gone, added or changed, or a class added, are an error.
+    """
     import yaml
 
     run = RunDir(run_dir)
@@ -183,19 +221,64 @@ def resume_finetune(run_dir, *, strict=False, progress=True) -> FitResult:
     config = yaml.safe_load(config_path.read_text()) or {}
     if config.get("command") != "finetune" or "settings" not in config:
         raise GraftError(f"cannot resume: {run.path} was not written by graft finetune")
-    state = load_checkpoint(run.path / "checkpoints" / "last.pt")
-    distributed = _init_distributed()
     settings = {**_DEFAULTS, **config["settings"]}
     if "augment_head_stage" not in config["settings"]:  # older runs augmented every stage alike
         settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
-    return _train(run, settings, strict=strict, progress=progress and is_main_process(),
-                  resume=state, distributed=distributed)
+    _check_resume_arguments(run.path, settings, given or {})
+    if (run.path / "metrics.json").exists():
+        raise GraftError(f"{run.path} is a finished run (metrics.json written): nothing to resume. To train "
+                         "longer or differently, start a new run with another -o (or --overwrite this one)")
+    if not is_resumable(run.path):
+        raise GraftError(f"cannot resume {run.path}: no epoch finished before it stopped (no checkpoints/last.pt); "
+                         "run the same command again without --resume to start over")
+    _check_data_unchanged(run.path, settings)
+    state = load_checkpoint(run.path / "checkpoints" / "last.pt")
+    distributed = _init_distributed()
+    main = is_main_process()
+    with run.lock("finetune") if main else contextlib.nullcontext():
+        return _train(run, settings, strict=strict, progress=progress and main, resume=state,
+                      distributed=distributed)
+
+
+def _check_resume_arguments(run_dir: Path, saved: dict, given: dict) -> None:
+    given = _resolved_paths(given)
+    conflicts = []
+    for key, value in given.items():
+        if key not in saved:
+            raise GraftError(f"unknown setting {key!r}")
+        if value != saved[key] and not (isinstance(value, float) and isinstance(saved[key], (int, float))
+                                        and abs(value - saved[key]) <= 1e-12 * max(1.0, abs(value))):
+            conflicts.append(f"{key} {value!r} (the run has {saved[key]!r})")
+    if conflicts:
+        raise GraftError(f"--resume {run_dir} continues the run with its saved settings; these differ: "
+                         + "; ".join(conflicts) + ". Leave them out, or start a new run with another -o")
+
+
+def _check_data_unchanged(run_dir: Path, settings: dict) -> None:
+    manifest_path = run_dir / "data.json"
+    if not manifest_path.exists():  # run folders written before manifests existed
+        return
+    manifest = json.loads(manifest_path.read_text())
+    problems = []
+    for part, root in (("train", settings["train_dir"]), ("val", settings["val_dir"])):
+        if manifest.get(part) is None or root is None:
+            continue
+        try:
+            now = scan_folder(root, classes=None if part == "train" else manifest["train"]["classes"])
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"{root}: {change}" for change in manifest_changes(manifest[part], folder_manifest(now))]
+    if problems:
+        raise GraftError("cannot resume: the data changed since the run started (the split, the classes or the "
+                         "images would differ): " + "; ".join(problems)
+                         + ". Restore the data, or start a new run with another -o or --overwrite")
 
 
 def find_lr(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
             head="linear", stage="head", base_lr_factor=0.1, layer_decay=None, optimizer="adamw",
             weight_decay=1e-4, image_size=None, batch_size=32, seed=0, augment="none", start=1e-6,
-            end=1.0, steps=100, strict=False, progress=True):
+            end=1.0, steps=100, strict=False, progress=True, overwrite=False):
     """LR range test for one stage of fine-tuning (``graft lr-find``): the model ``finetune``
     would build, trained for ``steps`` batches of the training split at exponentially growing
     LR. Writes ``lr_find.png`` and ``lr_find.json`` to ``out``; returns the
@@ -211,10 +294,17 @@ def find_lr(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT
                 "optimizer": optimizer, "weight_decay": weight_decay, "schedule": "cosine",
                 "image_size": image_size, "batch_size": batch_size, "seed": seed,
                 "augment": augmentation_name(augment), "augment_head_stage": True, "mixup": 0.0, "cutmix": 0.0,
-                "regularizer": None, "regularizer_weight": 0.0, "patience": None}
-    parts = _prepare(settings, strict=strict, progress=progress, distributed=False)
-    sweep = _sweep_stage(parts, plan[0], start=start, end=end, steps=steps, progress=progress)
-    sweep.save(Path(out))
+                "regularizer": None, "regularizer_weight": 0.0, "patience": None, "class_weight": None,
+                "sampler": "shuffle"}
+    _check_head_spec(head)
+    load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)  # data errors first
+    run = open_run(out, "lr-find", overwrite=overwrite)
+    with run.lock("lr-find"):
+        run.write_config({"command": "lr-find", "settings": _resolved_paths(settings),
+                          "start": start, "end": end, "steps": steps})
+        parts = _prepare(settings, strict=strict, progress=progress, distributed=False)
+        sweep = _sweep_stage(parts, plan[0], start=start, end=end, steps=steps, progress=progress)
+        sweep.save(run.path)
     return sweep
 
 
@@ -249,14 +339,26 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
     augmented = [augment != "none" and (stage.top_blocks != 0 or s["augment_head_stage"]
                                         or s["freeze_first"] is not None) for stage in plan]
 
+    counts = np.bincount(train.labels, minlength=len(train.classes))
+    if s["sampler"] == "balanced" and distributed:
+        raise GraftError("--sampler balanced is not supported under torchrun (DDP shards with its own sampler); "
+                         "use --class-weight balanced instead")
+
     def loader(dataset):
         if distributed:  # each process trains on its own 1/world_size of every epoch
             from torch.utils.data.distributed import DistributedSampler
 
             sampler = DistributedSampler(dataset, shuffle=True, seed=s["seed"], drop_last=True)
             return DataLoader(dataset, batch_size=s["batch_size"], sampler=sampler, drop_last=True)
+        drop_last = len(train) > s["batch_size"]
+        if s["sampler"] == "balanced":  # each class drawn equally often, with replacement
+            from torch.utils.data import WeightedRandomSampler
+
+            weights = torch.as_tensor(1.0 / np.maximum(counts[train.labels], 1), dtype=torch.double)
+            sampler = WeightedRandomSampler(weights, len(train), replacement=True, generator=generator)
+            return DataLoader(dataset, batch_size=s["batch_size"], sampler=sampler, drop_last=drop_last)
         return DataLoader(dataset, batch_size=s["batch_size"], shuffle=True, generator=generator,
-                          drop_last=len(train) > s["batch_size"])
+                          drop_last=drop_last)
 
     parts.plain_loader = loader(ImageDataset(train, preprocessing, "none"))
     parts.train_loader = loader(ImageDataset(train, preprocessing, augment)) if any(augmented) \
@@ -273,8 +375,17 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
         schedule=s["schedule"], patience=s["patience"], freeze_first=s["freeze_first"], progress=progress,
         distributed=distributed, augmented=augmented, mixer=mixer,
         reuse_frozen_prefix=s["regularizer"] != "lwf",  # LwF needs the images themselves
-        encode_pooled=_pooled_encoder(parts, s["batch_size"], progress))
+        encode_pooled=_pooled_encoder(parts, s["batch_size"], progress),
+        class_weights=_balanced_weights(counts) if s["class_weight"] == "balanced" else None)
     return parts
+
+
+def _balanced_weights(counts: np.ndarray) -> torch.Tensor:
+    """scikit-learn's ``class_weight="balanced"``: n_samples / (n_classes * count_c); absent classes 0."""
+    present = counts > 0
+    weights = np.zeros(len(counts))
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.as_tensor(weights, dtype=torch.float32)
 
 
 def _pooled_encoder(parts: _Parts, batch_size: int, progress: bool):

@@ -17,12 +17,13 @@ import numpy as np
 
 from . import cache as feature_cache
 from .artifact import artifact_config, write_artifact
-from .classical import fit_head
+from .classical import check_head_options, fit_head
 from .data import ImageFolder, load_train_val, scan_folder
 from .defaults import DEFAULT_BACKBONE
 from .errors import DataError
 from .features import Features, gather_features
-from .runs import RunDir
+from .files import atomic_path
+from .runs import RunDir, open_run
 
 DEFAULT_VAL_FRACTION = 0.2
 
@@ -53,16 +54,28 @@ class _Extracted:
 
 def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE,
                weights=None, layer=None, head="logreg", image_size=None, seed=0, strict=False,
-               engine="auto", batch_size=32, cache=True, progress=True) -> FitResult:
+               engine="auto", batch_size=32, cache=True, progress=True, overwrite=False,
+               class_weight=None) -> FitResult:
     """Extract frozen features, fit ``head`` on them, save model + reports into ``out``.
 
     With neither ``val_dir`` nor ``val_fraction``, a stratified 20 % of ``train_dir`` is held
-    out (as fastai's ``valid_pct``) so that every run reports held-out metrics.
+    out (as fastai's ``valid_pct``) so that every run reports held-out metrics. ``out`` may be
+    new, empty or an earlier ``fit`` run (replaced); anything else needs ``overwrite``
+    (see :func:`graft.runs.open_run`).
     """
     start = time.perf_counter()
+    check_head_options(head, class_weight)
     if val_dir is None and val_fraction is None:
         val_fraction = DEFAULT_VAL_FRACTION
     train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
+    run = open_run(out, "fit", overwrite=overwrite)
+    with run.lock("fit"):
+        return _fit(run, start, train, val, train_dir, val_dir, val_fraction, backbone, weights, layer, head,
+                    image_size, seed, strict, engine, batch_size, cache, progress, class_weight)
+
+
+def _fit(run, start, train, val, train_dir, val_dir, val_fraction, backbone, weights, layer, head, image_size,
+         seed, strict, engine, batch_size, cache, progress, class_weight) -> FitResult:
 
     key = feature_cache.source_key(backbone, weights, layer, image_size)
     extracted = _from_cache(key, train, val, strict) if cache else None
@@ -71,12 +84,13 @@ def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFA
                              batch_size, cache, progress)
     _require_two_classes(extracted.train, train)
 
-    fitted = fit_head(head, extracted.train.vectors, extracted.train.labels, len(train.classes), seed)
+    fitted = fit_head(head, extracted.train.vectors, extracted.train.labels, len(train.classes), seed,
+                      class_weight=class_weight)
     training = {"method": "frozen-features", "head": head, "head_params": fitted.params,
+                "class_weight": class_weight,
                 "cv_accuracy": fitted.cv_accuracy, "seed": seed,
                 "train_dir": str(Path(train_dir).resolve())}
     template = extracted.template
-    run = RunDir(out)
     config = artifact_config(template["backbone"], template["layer"], template["preprocessing"],
                              train.classes, fitted.config, training)
     write_artifact(run.model_dir, config, extracted.trunk, fitted.state)
@@ -96,7 +110,7 @@ def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFA
         "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
         "backbone": template["backbone"]["name"], "weights": template["backbone"]["weights_source"],
         "layer": template["layer"], "head": head, "image_size": template["preprocessing"]["size"],
-        "seed": seed, "strict": strict, "engine": engine, "batch_size": batch_size,
+        "seed": seed, "strict": strict, "engine": engine, "batch_size": batch_size, "class_weight": class_weight,
         "classes": train.classes,
     })
     return FitResult(run.path, metrics)
@@ -148,10 +162,8 @@ def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> 
 
     path = feature_cache.trunk_path(template["extractor_key"])
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({k: np.ascontiguousarray(v) for k, v in trunk.items()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in trunk.items()}, str(tmp))
     feature_cache.record_source(key, template)
 
 
@@ -175,9 +187,26 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
     label_of = dict(zip(map(str, folder.paths), folder.labels))
     labels = np.array([label_of[p] for p in features.paths], dtype=np.int64)
     run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
-    target = Path("eval") / Path(data_dir).resolve().name
+    target = Path("eval") / evaluation_folder_name(run.path / "eval", Path(data_dir).resolve())
     metrics = run.write_evaluation(labels, probabilities.argmax(1), model.classes, {
         "n_val": len(features), "data_dir": str(Path(data_dir).resolve()),
         "seconds": round(time.perf_counter() - start, 3), "skipped": features.skipped,
     }, subdir=str(target), title=Path(data_dir).name)
     return run.path / target, metrics
+
+
+def evaluation_folder_name(eval_root: Path, data_dir: Path) -> str:
+    """``eval/<name>`` for a data folder: its own name unless that already holds the evaluation
+    of another folder (two folders called ``val``), then the name plus a short hash of the path."""
+    import hashlib
+    import json
+
+    name = data_dir.name or "data"
+    existing = eval_root / name / "metrics.json"
+    try:
+        taken = json.loads(existing.read_text()).get("data_dir") not in (None, str(data_dir))
+    except (OSError, ValueError, AttributeError):
+        taken = False
+    if not taken:
+        return name
+    return f"{name}-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:8]}"

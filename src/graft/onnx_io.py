@@ -6,7 +6,6 @@ faster than eager torch (see BENCHMARKS.md), so frozen inference goes through it
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,28 +15,21 @@ import torch
 
 def export_onnx(module: torch.nn.Module, path: Path, image_size: int, output_names: list[str]) -> Path:
     """Write ``module`` (images -> tensors) as ONNX with a dynamic batch axis, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .files import atomic_path
+
     module = module.eval()
     dummy = torch.zeros(1, 3, image_size, image_size)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # The TorchScript exporter traces timm's "same" padding into static pads at this
-            # image size; the newer dynamo exporter is slower and no better for these nets.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, (dummy,), tmp,
-                input_names=["images"], output_names=output_names,
-                dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
-                opset_version=17, dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter traces timm's "same" padding into static pads at this
+        # image size; the newer dynamo exporter is slower and no better for these nets.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (dummy,), str(tmp),
+            input_names=["images"], output_names=output_names,
+            dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
+            opset_version=17, dynamo=False,
+        )
+    return Path(path)
 
 
 def ort_session(path: Path, threads: int | None = None):

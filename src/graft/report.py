@@ -7,7 +7,11 @@ import numpy as np
 
 
 def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
-    """accuracy, macro F1 and per-class precision/recall/F1/support, keyed by class name."""
+    """accuracy, macro F1 and per-class precision/recall/F1/support, keyed by class name.
+
+    The macro averages are over the classes present in ``y_true``: a class with no images in
+    the evaluation set has no recall to measure. ``report_text`` prints these same numbers.
+    """
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     labels = list(range(len(classes)))
@@ -15,7 +19,9 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
         y_true, y_pred, labels=labels, zero_division=0)
     present = support > 0  # a class absent from the evaluation set does not count in the mean
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]),
@@ -25,11 +31,27 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
     }
 
 
-def report_text(y_true, y_pred, classes: list[str]) -> str:
-    from sklearn.metrics import classification_report
-
-    return classification_report(y_true, y_pred, labels=list(range(len(classes))),
-                                 target_names=classes, digits=3, zero_division=0)
+def report_text(y_true, y_pred, classes: list[str], metrics: dict | None = None) -> str:
+    """The per-class precision / recall / F1 table, from the same numbers as metrics.json."""
+    metrics = metrics or classification_metrics(y_true, y_pred, classes)
+    width = max([len(c) for c in classes] + [len("macro avg")])
+    lines = [f"{'':{width}}  precision    recall  f1-score   support", ""]
+    absent = []
+    for name, row in metrics["per_class"].items():
+        if row["support"] == 0:
+            absent.append(name)
+            lines.append(f"{name:>{width}}  {'-':>9} {'-':>9} {'-':>9} {0:>9}   (no images here)")
+            continue
+        lines.append(f"{name:>{width}}  {row['precision']:9.3f} {row['recall']:9.3f} {row['f1']:9.3f} "
+                     f"{row['support']:>9}")
+    total = sum(row["support"] for row in metrics["per_class"].values())
+    lines += ["", f"{'accuracy':>{width}}  {'':9} {'':9} {metrics['accuracy']:9.3f} {total:>9}",
+              f"{'macro avg':>{width}}  {metrics['macro_precision']:9.3f} {metrics['macro_recall']:9.3f} "
+              f"{metrics['macro_f1']:9.3f} {total:>9}"]
+    if absent:
+        lines.append(f"(macro averages over the {len(classes) - len(absent)} classes with images; "
+                     f"without any: {', '.join(absent)})")
+    return "\n".join(lines) + "\n"
 
 
 def confusion_matrix_png(y_true, y_pred, classes: list[str], path: Path, title: str = "") -> Path:

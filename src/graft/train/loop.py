@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ class LoopSettings:
     encode_pooled: object = None  # dataset -> pooled trunk outputs, for wholly frozen trunks
     # augmented stages: run the frozen prefix in ONNX Runtime on every batch (no autograd there)
     frozen_in_onnx: bool = True
+    class_weights: torch.Tensor | None = None  # per-class loss weights (--class-weight balanced)
 
     def stage_augmented(self, index: int) -> bool:
         return True if self.augmented is None else self.augmented[index]
@@ -106,9 +106,10 @@ def is_main_process() -> bool:
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from ..files import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def evaluate_loader(model: nn.Module, loader) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -229,10 +230,21 @@ def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, prog
             val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner)
     if train_outputs is None or (val_loader is not None and val_outputs is None):
         return None
-    train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=True,
-                              generator=generator, drop_last=train_loader.drop_last)
+    sampler = _resampler_like(train_loader.sampler, generator)
+    train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=sampler is None,
+                              sampler=sampler, generator=generator if sampler is None else None,
+                              drop_last=train_loader.drop_last)
     val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size) if val_loader is not None else None
     return suffix_model, train_cached, val_cached, split
+
+
+def _resampler_like(sampler, generator):
+    """A weighted sampler like the images loader's (same weights, same generator), or None."""
+    from torch.utils.data import WeightedRandomSampler
+
+    if not isinstance(sampler, WeightedRandomSampler):
+        return None
+    return WeightedRandomSampler(sampler.weights, sampler.num_samples, sampler.replacement, generator=generator)
 
 
 def onnx_prefix_stage(trunk, head, train_loader, val_loader, progress: bool = False):
@@ -377,11 +389,11 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                 if mixer is not None:
                     images, soft_targets = mixer(images, targets)
                     logits = forward(images)
-                    loss = soft_target_cross_entropy(logits, soft_targets)
+                    loss = soft_target_cross_entropy(logits, soft_targets, settings.class_weights)
                     targets = soft_targets.argmax(1)  # train accuracy against the dominant label
                 else:
                     logits = forward(images)
-                    loss = F.cross_entropy(logits, targets)
+                    loss = F.cross_entropy(logits, targets, weight=settings.class_weights)
                 if regularizer is not None:
                     loss = loss + regularizer(images, logits)
                 if not torch.isfinite(loss):

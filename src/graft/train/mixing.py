@@ -27,14 +27,21 @@ class MixingError(GraftError, ValueError):
     so the CLI prints it as a one-line message."""
 
 
-def soft_target_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
+def soft_target_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor,
+                              class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy against a distribution over classes, averaged over the batch:
 
         L = mean_i ( - sum_c t_ic * log softmax(z_i)_c )
 
-    Equal to ``F.cross_entropy`` when each row of ``soft_targets`` is one-hot.
+    Equal to ``F.cross_entropy`` when each row of ``soft_targets`` is one-hot. With
+    ``class_weights`` each sample counts ``sum_c t_ic w_c`` and the mean is over those
+    weights, which is ``F.cross_entropy(weight=w)`` for one-hot rows.
     """
-    return -(soft_targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    per_sample = -(soft_targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+    if class_weights is None:
+        return per_sample.mean()
+    sample_weights = soft_targets @ class_weights
+    return (sample_weights * per_sample).sum() / sample_weights.sum()
 
 
 def _sample_beta(alpha: float) -> float:
