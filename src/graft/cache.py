@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -38,20 +39,68 @@ def stable_hash(obj) -> str:
 
 
 def file_identity(path: Path) -> str:
+    """Path, size, modification time, change time and inode, from one ``stat``.
+
+    Size and mtime alone miss a file rewritten with the same size whose mtime was put back
+    (``cp -p``, ``touch -r``, rsync -t, some editors); the change time cannot be set from user
+    space and moves on every write, and a file replaced by another gets a new inode. Hashing
+    the contents would catch the rest, at the price of reading every image on every run
+    (bench/bench_cache_identity.py measures both).
+    """
     st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
+def open_feature_cache(extractor_key: str) -> "FeatureCache | None":
+    """The feature cache of one extractor, or None (with a warning) where it cannot be written."""
+    try:
+        return FeatureCache(extractor_key)
+    except (OSError, sqlite3.Error) as exc:
+        warnings.warn(f"feature cache {cache_root()} is not usable ({_reason(exc)}): running without it")
+        return None
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 class FeatureCache:
-    """Per-image feature vectors of one extractor, in ``<root>/features/<key>.sqlite``."""
+    """Per-image feature vectors of one extractor, in ``<root>/features/<key>.sqlite``.
+
+    A database that is corrupt or truncated (a crash, a full disk, a bad copy) is set aside as
+    ``<key>.sqlite.corrupt`` with a warning and rebuilt; its vectors are recomputed.
+    """
 
     def __init__(self, extractor_key: str, root: Path | None = None):
         directory = (root or cache_root()) / "features"
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{extractor_key}.sqlite"
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not self.path.exists():
+                raise  # the folder cannot be written: not a damaged database
+            self._set_aside(exc)
+
+    def _open(self) -> None:
         self._db = sqlite3.connect(self.path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS features (file TEXT PRIMARY KEY, vector BLOB)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS failures (file TEXT PRIMARY KEY, reason TEXT)")
+        try:
+            self._db.execute("CREATE TABLE IF NOT EXISTS features (file TEXT PRIMARY KEY, vector BLOB)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS failures (file TEXT PRIMARY KEY, reason TEXT)")
+            # Reads every page of both tables' b-trees: a truncated file fails here, not mid-run.
+            self._db.execute("SELECT COUNT(*), SUM(LENGTH(vector)) FROM features").fetchone()
+            self._db.execute("SELECT COUNT(*) FROM failures").fetchone()
+        except sqlite3.DatabaseError:
+            self._db.close()
+            raise
+
+    def _set_aside(self, exc: Exception) -> None:
+        aside = self.path.with_name(self.path.name + ".corrupt")
+        warnings.warn(f"feature cache {self.path} is damaged ({exc}): moved to {aside.name} and rebuilt")
+        os.replace(self.path, aside)
+        for suffix in ("-journal", "-wal", "-shm"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        self._open()
 
     def _select(self, table: str, column: str, identities: list[str]) -> list[tuple]:
         rows: list[tuple] = []
@@ -112,7 +161,10 @@ def trunk_path(extractor_key: str) -> Path:
 def record_source(key: str, record: dict) -> None:
     """Remember ``record`` (extractor key, backbone info, layer, preprocessing) under ``key``."""
     path = cache_root() / "sources" / f"{key}.json"
-    write_atomic(path, json.dumps({**record, "fingerprint": source_fingerprint(record["backbone"]["weights_source"])}))
+    try:
+        write_atomic(path, json.dumps({**record, "fingerprint": source_fingerprint(record["backbone"]["weights_source"])}))
+    except OSError as exc:
+        warnings.warn(f"cannot write the feature cache's source record {path} ({_reason(exc)})")
 
 
 def lookup_source(key: str) -> dict | None:

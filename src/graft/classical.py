@@ -111,8 +111,10 @@ def _standardize_l2(X, mean, scale):
     return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
 
 
-def _cv_choose(make, grid: dict, X, y, seed):
-    """Best value of one hyper-parameter by stratified k-fold CV accuracy on the training set.
+def _cv_choose(make, grid: dict, X, y, seed, balanced: bool = False):
+    """Best value of one hyper-parameter by stratified k-fold CV accuracy on the training set
+    (``balanced``: the mean per-class recall, so that a small class counts as much as a large
+    one when the head is class-weighted).
 
     Values are tried in the order given; an estimator with ``warm_start`` (logistic
     regression) continues from the previous value's solution within a fold, which makes the
@@ -124,7 +126,7 @@ def _cv_choose(make, grid: dict, X, y, seed):
     folds = min(3, int(np.bincount(y).min()) if len(y) else 0)
     if folds < 2 or len(values) == 1:  # a class with one image: nothing to cross-validate
         return values[len(values) // 2], None
-    correct = np.zeros(len(values))
+    predicted = np.zeros((len(values), len(y)), dtype=y.dtype)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for train_idx, test_idx in splitter.split(X, y):
         estimator = make()
@@ -137,9 +139,14 @@ def _cv_choose(make, grid: dict, X, y, seed):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence chatter on the weaker grid points
                 estimator.fit(X[train_idx], y[train_idx])
-            correct[i] += (estimator.predict(X[test_idx]) == y[test_idx]).sum()
-    best = int(np.argmax(correct))  # ties go to the first (most regularised) value
-    return values[best], float(correct[best] / len(y))
+            predicted[i, test_idx] = estimator.predict(X[test_idx])
+    correct = predicted == y
+    if balanced:
+        scores = np.mean([correct[:, y == c].mean(1) for c in np.unique(y)], axis=0)
+    else:
+        scores = correct.mean(1)
+    best = int(np.argmax(scores))  # ties go to the first (most regularised) value
+    return values[best], float(scores[best])
 
 
 def _full_class_rows(rows: np.ndarray, present: np.ndarray, num_classes: int, fill: float) -> np.ndarray:
@@ -176,7 +183,7 @@ def fit_logreg(X, y, num_classes, seed, class_weight=None):
     mean, scale = _scaler(X)
     Z = (X - mean) / scale
     C, cv = _cv_choose(lambda: LogisticRegression(max_iter=300, class_weight=class_weight),
-                       {"C": [0.1, 0.3, 1.0]}, Z, y, seed)
+                       {"C": [0.1, 0.3, 1.0]}, Z, y, seed, balanced=class_weight is not None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = LogisticRegression(C=C, max_iter=1000, class_weight=class_weight).fit(Z, y)
@@ -206,7 +213,8 @@ def fit_linear_svm(X, y, num_classes, seed, class_weight=None):
     # libsvm, not liblinear: LinearSVC converges far slower on 1280-d features.
     mean, scale = _scaler(X)
     Z = (X - mean) / scale
-    C, cv = _cv_choose(lambda: _svc("linear", class_weight=class_weight), {"C": [0.001, 0.01, 0.1]}, Z, y, seed)
+    C, cv = _cv_choose(lambda: _svc("linear", class_weight=class_weight), {"C": [0.001, 0.01, 0.1]}, Z, y, seed,
+                       balanced=class_weight is not None)
     model = _ovr_svc("linear", C=C, class_weight=class_weight).fit(Z, y)
     if len(model.classes_) == 2:
         est = model.estimators_[0]
@@ -223,7 +231,7 @@ def fit_rbf_svm(X, y, num_classes, seed, class_weight=None):
     Z = _standardize_l2(X, mean, scale)
     gamma = 1.0  # unit-norm inputs: squared distances lie in [0, 4]
     C, cv = _cv_choose(lambda: _svc("rbf", gamma=gamma, class_weight=class_weight), {"C": [1.0, 10.0, 100.0]},
-                       Z, y, seed)
+                       Z, y, seed, balanced=class_weight is not None)
     model = _ovr_svc("rbf", gamma=gamma, C=C, class_weight=class_weight).fit(Z, y)
     present, estimators = model.classes_, model.estimators_
     intercept = np.full(num_classes, -1e4, np.float32)

@@ -417,12 +417,18 @@ def evaluate(run_dir, data, strict, engine, batch_size, no_cache, quiet):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Output file (default RUN_DIR/model.onnx).")
-def export(run_dir, fmt, out):
-    """Export a model to ONNX (outputs: logits, probabilities) and check it against torch."""
+              help="Output file (default RUN_DIR/model.onnx); never inside RUN_DIR/model/, and an existing "
+                   "file is replaced only if it is an earlier graft export.")
+@click.option("--input", "input_type", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
+              help="float: normalised float32 (N,3,S,S); uint8: cropped RGB pixels (N,S,S,3), normalised inside.")
+def export(run_dir, fmt, out, input_type):
+    """Export a model to ONNX (outputs: logits, probabilities) and check it against torch.
+
+    Class names, preprocessing and the full input recipe travel in the ONNX metadata.
+    """
     from .export import export_and_verify
 
-    path, max_diff = export_and_verify(run_dir, out)
+    path, max_diff = export_and_verify(run_dir, out, input_type=input_type)
     click.echo(f"wrote {path} (ONNX Runtime vs torch: max |diff| {max_diff:.2e})")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .cache import FEATURE_FORMAT, FeatureCache, cache_root, file_identity, stable_hash
+from .cache import FEATURE_FORMAT, cache_root, file_identity, open_feature_cache, stable_hash
 from .data import ImageFolder, load_image
 from .defaults import DEFAULT_BACKBONE
 from .errors import DataError, GraftError, ImageDecodeError
@@ -165,10 +165,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         runner = None
         if self.engine in ("auto", "onnx"):
             try:
-                onnx_path = cache_root() / "onnx" / f"{self.extractor_key_}.onnx"
-                if not onnx_path.exists():
-                    export_onnx(net, onnx_path, self.preprocessing_.size, ["features"])
-                runner = OnnxRunner(onnx_path)
+                runner = OnnxRunner(self._onnx_file(export_onnx))
             except Exception as exc:  # ORT missing or an op it lacks: torch always works
                 if self.engine == "onnx":
                     raise GraftError(f"ONNX Runtime engine unavailable: {exc}") from exc
@@ -177,6 +174,21 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             raise GraftError(f"unknown engine {self.engine!r}: use auto, onnx or torch")
         self._runner = runner or TorchRunner(net)
         return self._runner
+
+    def _onnx_file(self, export_onnx) -> Path:
+        """The exported feature network: kept in the cache, or in a temporary folder when the
+        cache cannot be written (a read-only cache must not cost ONNX Runtime's speed)."""
+        onnx_path = cache_root() / "onnx" / f"{self.extractor_key_}.onnx"
+        if onnx_path.exists():
+            return onnx_path
+        try:
+            return export_onnx(self.feature_net_, onnx_path, self.preprocessing_.size, ["features"])
+        except OSError:
+            import tempfile
+
+            self._scratch = tempfile.TemporaryDirectory(prefix="graft-onnx-")
+            return export_onnx(self.feature_net_, Path(self._scratch.name) / "features.onnx",
+                               self.preprocessing_.size, ["features"])
 
     def _decode(self, path: Path) -> np.ndarray:
         image = load_image(path, min_side=self.preprocessing_.resize_size)
@@ -266,7 +278,7 @@ def gather_features(extractor_key: str | None, paths, labels=None, classes=None,
             identities.append(None)
             _skip(skipped, ImageDecodeError(path, _os_reason(exc)), strict)
 
-    cache = FeatureCache(extractor_key) if extractor_key else None
+    cache = open_feature_cache(extractor_key) if extractor_key else None
     try:
         present = [i for i in identities if i]
         known = cache.get_many(present) if cache is not None else {}

@@ -318,14 +318,15 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
     parts = _Parts()
     parts.plan = plan = parse_stages(s["stages"])
     train, val = load_train_val(s["train_dir"], val_dir=s["val_dir"], val_fraction=s["val_fraction"], seed=s["seed"])
-    train, skipped_train = _readable(train, strict, progress)
-    val, skipped_val = _readable(val, strict, progress)
-    parts.train, parts.val, parts.skipped = train, val, skipped_train + skipped_val
-
     parts.source = source = create_backbone(s["backbone"], weights=s["weights"])
     preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
     parts.preprocessing = preprocessing
     parts.features = features = source.feature_net(None)
+    _check_memory(features, preprocessing.size, s["batch_size"], plan)
+
+    train, skipped_train = _readable(train, strict, progress)
+    val, skipped_val = _readable(val, strict, progress)
+    parts.train, parts.val, parts.skipped = train, val, skipped_train + skipped_val
     parts.head = new_head = _make_head(s["head"], features.output_dim(preprocessing.size), len(train.classes))
     training = {"method": "finetune", **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor",
                                                            "optimizer", "regularizer", "seed", "train_dir")}}
@@ -386,6 +387,21 @@ def _balanced_weights(counts: np.ndarray) -> torch.Tensor:
     weights = np.zeros(len(counts))
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def _check_memory(features, image_size: int, batch_size: int, plan) -> None:
+    """Refuse what cannot even run forward; warn where training the whole base may not fit
+    (stages that train only the top keep far fewer activations, so that is no refusal)."""
+    import warnings
+
+    from .memory import GIB, available_bytes, check_fits, estimate_bytes
+
+    check_fits(features, image_size, batch_size, training=False)
+    if any(stage.top_blocks is None or stage.top_blocks < 0 for stage in plan):
+        need, have = estimate_bytes(features, image_size, batch_size, training=True), available_bytes()
+        if have is not None and need > have:
+            warnings.warn(f"training the whole network at --image-size {image_size}, --batch-size {batch_size} "
+                          f"needs about {need / GIB:.1f} GiB, more than the {have / GIB:.1f} GiB available")
 
 
 def _pooled_encoder(parts: _Parts, batch_size: int, progress: bool):

@@ -23,6 +23,7 @@ from .defaults import DEFAULT_BACKBONE
 from .errors import DataError
 from .features import Features, gather_features
 from .files import atomic_path
+from .memory import check_fits
 from .runs import RunDir, open_run
 
 DEFAULT_VAL_FRACTION = 0.2
@@ -128,7 +129,10 @@ def _from_cache(key, train: ImageFolder, val: ImageFolder, strict) -> _Extracted
         return None
     from safetensors.numpy import load_file
 
-    trunk = load_file(str(feature_cache.trunk_path(extractor_key)))
+    try:
+        trunk = load_file(str(feature_cache.trunk_path(extractor_key)))
+    except Exception:  # a damaged cached trunk (safetensors raises several types): build the network
+        return None
     return _Extracted(train_features, val_features, record, trunk, "cache")
 
 
@@ -140,6 +144,7 @@ def _extract(key, train, val, backbone, weights, layer, image_size, strict, engi
     source = create_backbone(backbone, weights=weights)
     extractor = FeatureExtractor(source, layer=layer, image_size=image_size, batch_size=batch_size,
                                  engine=engine, cache=cache, progress=progress).fit()
+    check_fits(extractor.feature_net_, extractor.preprocessing_.size, batch_size, training=False)
     train_features = extractor.extract_folder(train, strict=strict, desc="features train")
     val_features = extractor.extract_folder(val, strict=strict, desc="features val")
     trunk = {k: v.detach().cpu().numpy() for k, v in extractor.feature_net_.trunk.state_dict().items()}
@@ -161,9 +166,15 @@ def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> 
     from safetensors.numpy import save_file
 
     path = feature_cache.trunk_path(template["extractor_key"])
-    if not path.exists():
-        with atomic_path(path) as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in trunk.items()}, str(tmp))
+    try:
+        if not path.exists():
+            with atomic_path(path) as tmp:
+                save_file({k: np.ascontiguousarray(v) for k, v in trunk.items()}, str(tmp))
+    except OSError as exc:  # a read-only cache: the next fit extracts again
+        import warnings
+
+        warnings.warn(f"cannot write {path} ({exc.strerror or exc}); the next fit will not skip the network")
+        return
     feature_cache.record_source(key, template)
 
 

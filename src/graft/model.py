@@ -7,16 +7,15 @@ fills it from safetensors: nothing is unpickled.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .artifact import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, artifact_config, write_artifact
-from .backbones import Backbone, PooledFeatures, create_backbone
-from .errors import ModelError
+from .artifact import CONFIG_FILE, WEIGHTS_FILE, artifact_config, read_artifact_config, write_artifact
+from .backbones import Backbone, PooledFeatures, create_backbone, state_mismatch
+from .errors import GraftError, ModelError
 from .heads import build_head
 from .preprocess import Preprocessing
 
@@ -72,24 +71,24 @@ class GraftModel(nn.Module):
         if not config_path.exists() or not weights_path.exists():
             raise ModelError(f"{directory} is not a graft model: expected {CONFIG_FILE} and {WEIGHTS_FILE} "
                              "(or a run folder holding model/)")
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{config_path}: not valid JSON ({exc})") from exc
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"{config_path}: format version {config.get('format_version')!r}, "
-                             f"this graft reads {FORMAT_VERSION}")
+        config = read_artifact_config(directory)
         info = config["backbone"]
-        backbone = create_backbone(info["name"], pretrained=False) if _registered(info["name"]) \
-            else create_backbone(info["architecture"], pretrained=False)
-        features = backbone.feature_net(config["layer"])
-        head = build_head(config["head"])
-        tensors = load_file(str(weights_path))
         try:
-            features.trunk.load_state_dict(_strip(tensors, "backbone."), strict=True)
-            head.load_state_dict(_strip(tensors, "head."), strict=True)
-        except RuntimeError as exc:
-            raise ModelError(f"{weights_path} does not match {config_path}: {exc}") from exc
+            backbone = create_backbone(info["name"], pretrained=False) if _registered(info["name"]) \
+                else create_backbone(info["architecture"], pretrained=False)
+            features = backbone.feature_net(config["layer"])
+            head = build_head(config["head"])
+        except (GraftError, KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{config_path}: describes a network graft cannot build ({exc})") from None
+        try:
+            tensors = load_file(str(weights_path))
+        except Exception as exc:  # safetensors raises its own error types for damaged files
+            raise ModelError(f"{weights_path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+        for part, module in (("backbone.", features.trunk), ("head.", head)):
+            problem = state_mismatch(module, _strip(tensors, part))
+            if problem:
+                raise ModelError(f"{weights_path} does not match {config_path}: {part.rstrip('.')} {problem}")
+            module.load_state_dict(_strip(tensors, part), strict=True)
         preprocessing = Preprocessing.from_dict(config["preprocessing"])
         return cls(features, head, config["classes"], preprocessing, info, config.get("training")).eval()
 
@@ -114,11 +113,13 @@ class GraftModel(nn.Module):
     def export_onnx(self, path: str | Path) -> Path:
         from .onnx_io import export_onnx
 
-        return export_onnx(_WithProbabilities(self.eval()), Path(path), self.preprocessing.size,
+        return export_onnx(WithProbabilities(self.eval()), Path(path), self.preprocessing.size,
                            ["logits", "probabilities"])
 
 
-class _WithProbabilities(nn.Module):
+class WithProbabilities(nn.Module):
+    """images -> (logits, probabilities): the two outputs of an exported model."""
+
     def __init__(self, model: GraftModel):
         super().__init__()
         self.model = model

@@ -13,12 +13,17 @@ import numpy as np
 import torch
 
 
-def export_onnx(module: torch.nn.Module, path: Path, image_size: int, output_names: list[str]) -> Path:
-    """Write ``module`` (images -> tensors) as ONNX with a dynamic batch axis, atomically."""
+def export_onnx(module: torch.nn.Module, path: Path, image_size: int, output_names: list[str],
+                input_dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Path:
+    """Write ``module`` (images -> tensors) as ONNX with a dynamic batch axis, atomically.
+
+    The input is (N, 3, S, S), or (N, S, S, 3) with ``channels_last``, of ``input_dtype``.
+    """
     from .files import atomic_path
 
     module = module.eval()
-    dummy = torch.zeros(1, 3, image_size, image_size)
+    shape = (1, image_size, image_size, 3) if channels_last else (1, 3, image_size, image_size)
+    dummy = torch.zeros(shape, dtype=input_dtype)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter traces timm's "same" padding into static pads at this
         # image size; the newer dynamo exporter is slower and no better for these nets.

@@ -76,3 +76,34 @@ class Preprocessing:
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
         return ((a - mean) * inv_std).transpose(2, 0, 1).copy()
+
+
+def input_recipe(preprocessing: dict) -> dict:
+    """Every rule that turns an image file into the network's input, written down for a model's
+    graft.json and its ONNX metadata, so that code outside graft (PIL + numpy) reproduces
+    graft's inputs exactly. :func:`graft.data.load_image` and :class:`Preprocessing` implement it.
+    """
+    size = int(preprocessing["size"])
+    short = int(math.floor(size / float(preprocessing["crop_pct"])))
+    return {
+        "resize_shorter_side": short,
+        "steps": [
+            "open the file with PIL; a multi-frame file gives its first frame",
+            f"JPEG only, when {short} < min(width, height): image.draft('RGB', ({short}, {short})) before "
+            "decoding (PIL's DCT-domain downscale by 1/2, 1/4 or 1/8, keeping both sides >= the request)",
+            "apply the EXIF orientation: PIL.ImageOps.exif_transpose",
+            "to RGB: modes with alpha (RGBA, LA, PA, La, RGBa), and P/L/RGB/1 images with a 'transparency' "
+            "entry, are converted to RGBA and alpha-composited over opaque white (255, 255, 255)",
+            "to RGB: 16-bit grey (I;16, I;16B, I;16L, I;16N): round(v / 257) as 8-bit grey; 32-bit integer "
+            "'I': round(clip(v, 0, 65535) / 257) if its maximum exceeds 255, else clip(v, 0, 255); float 'F': "
+            "NaN -> 0, times 255 if its maximum is <= 1, then round(clip(v, 0, 255)); grey is replicated to "
+            "three channels; every other mode: PIL's convert('RGB')",
+            f"resize so the shorter side is exactly {short} px and the longer side is "
+            f"int({short} * longer / shorter) (truncated, as torchvision's Resize), with PIL "
+            f"{preprocessing['interpolation']} resampling; skipped when the image already has that size",
+            f"centre crop {size} x {size}: left = (width - {size}) // 2, top = (height - {size}) // 2",
+            "float32 input: (pixel - 255 * mean) * (1 / (255 * std)) per RGB channel, laid out (N, 3, H, W); "
+            "uint8 input (graft export --input uint8): the cropped RGB pixels as they are, laid out "
+            "(N, H, W, 3); the model normalises them itself",
+        ],
+    }

@@ -1,6 +1,6 @@
 """Pretrained backbones: a registry of weight sources behind one :class:`Backbone` contract."""
 from . import efficientnet_lite  # noqa: F401  (registers tf_efficientnet_lite0/1/2)
-from .backbone import Backbone, LayerInfo, PooledFeatures, layer_units, state_sha256
+from .backbone import Backbone, LayerInfo, PooledFeatures, layer_units, state_mismatch, state_sha256
 from .registry import DEFAULT_BACKBONE, create_backbone, list_backbones, register_backbone
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "layer_units",
     "list_backbones",
     "register_backbone",
+    "state_mismatch",
     "state_sha256",
 ]

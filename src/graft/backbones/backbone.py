@@ -56,6 +56,24 @@ def state_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def state_mismatch(module: nn.Module, state: dict, most: int = 3) -> str | None:
+    """How ``state`` fails to fit ``module`` in a few words (first ``most`` keys of each kind),
+    or None when it fits: torch's own message lists every key, tens of kilobytes of them."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    # torch loads a (1,)-shaped tensor into a 0-d one (numpy writers store scalars that way)
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+                and not (own[k].ndim == 0 and tuple(state[k].shape) == (1,))]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape (saved vs expected)", reshaped)):
+        if keys:
+            shown = ", ".join(keys[:most]) + (f", ... {len(keys) - most} more" if len(keys) > most else "")
+            parts.append(f"{len(keys)} {what}: {shown}")
+    return "; ".join(parts) or None
+
+
 class PooledFeatures(nn.Module):
     """Images -> (N, D) feature vectors: the network up to a cut, then global average pooling."""
 

@@ -7,7 +7,7 @@ import torch
 
 from ..errors import ModelError
 from ..preprocess import Preprocessing
-from .backbone import Backbone
+from .backbone import Backbone, state_mismatch
 
 
 def preprocessing_of(model: torch.nn.Module) -> Preprocessing:
@@ -39,7 +39,10 @@ def read_state_dict(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' own error types
+            raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -62,19 +65,42 @@ def from_local_file(architecture: str, weights: str | Path) -> Backbone:
     if any(state[k].shape != own[k].shape for k in head_keys if k in own) or not head_keys:
         state = {k: v for k, v in state.items() if k not in head_keys}
         model.reset_classifier(0)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path} does not fit timm's {architecture}: {exc}") from exc
+    problem = state_mismatch(model, state)
+    if problem:
+        raise ModelError(f"{path} does not fit timm's {architecture}: {problem}")
+    model.load_state_dict(state, strict=True)
     return Backbone(architecture, architecture, model, f"file:{path}", preprocessing_of(model))
 
 
+def _hub_reachable(host: str = "huggingface.co") -> bool:
+    """Can the hub's name be resolved? A DNS lookup only; no connection is made. Offline it
+    fails at once, where the hub client would retry for about a minute before giving up."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
 def from_timm_hub(architecture: str) -> Backbone:
+    online = _hub_reachable()
+    if not online:
+        # Weights downloaded earlier still load from the local hub cache, without retries.
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
         model = _create(architecture, pretrained=True)
     except ModelError:
         raise
     except Exception as exc:  # network and hub errors come in many types
+        if not online:
+            raise ModelError(
+                f"no pretrained weights for {architecture!r}: offline (huggingface.co does not resolve) and "
+                "not in the local hub cache. Pass a local file with --weights, or use a registered backbone "
+                "(graft backbones)") from None
         raise ModelError(
             f"could not download pretrained weights for {architecture!r} from timm's hub "
             f"({type(exc).__name__}: {exc}). Offline, pass a local file with --weights, or use "
