@@ -103,8 +103,9 @@ def export_and_verify(run_dir, out=None, atol: float = 1e-4, input_type: str = "
         expected = model(images).numpy()
     got = ort_session(path).run(["logits"], {"images": feed})[0]
     max_diff = float(np.abs(got - expected).max())
-    if max_diff > atol:
-        raise ModelError(f"exported {path} differs from torch by {max_diff:.2e} (> {atol:g})")
+    scale = max(1.0, float(np.abs(expected).max()))  # float32 rounding grows with the logits' size
+    if max_diff > atol * scale:
+        raise ModelError(f"exported {path} differs from torch by {max_diff:.2e} (> {atol:g} x {scale:.3g})")
     return path, max_diff
 
 

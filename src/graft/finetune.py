@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,6 @@ def _readable(folder: ImageFolder, strict: bool, progress: bool) -> tuple[ImageF
         except ImageDecodeError as exc:
             if strict:
                 raise
-            import warnings
-
             warnings.warn(f"skipping {exc.path}: {exc.reason}")
             skipped.append({"path": exc.path, "reason": exc.reason})
         bar.update(1)
@@ -139,8 +138,10 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
     _check_balancing(class_weight, sampler)
     arguments = locals()
     settings = _resolved_paths({name: arguments[name] for name in _SETTINGS})
-    train, val = load_train_val(settings["train_dir"], val_dir=settings["val_dir"], val_fraction=val_fraction,
-                                seed=seed)  # data problems are reported before the run folder is touched
+    with warnings.catch_warnings():  # its warnings come once, when training loads the data
+        warnings.simplefilter("ignore")
+        train, val = load_train_val(settings["train_dir"], val_dir=settings["val_dir"], val_fraction=val_fraction,
+                                    seed=seed)  # data problems are reported before the run folder is touched
     distributed = _init_distributed()
     main = is_main_process()
     run = open_run(out, "finetune", overwrite=overwrite) if main else RunDir(out)
@@ -182,8 +183,6 @@ def is_resumable(run_dir) -> bool:
 
 def _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix, augment, augment_head_stage,
                     freeze_first) -> None:
-    import warnings
-
     from .train.loop import OPTIMIZERS, SCHEDULES
 
     plan = parse_stages(stages)
@@ -297,7 +296,9 @@ def find_lr(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT
                 "regularizer": None, "regularizer_weight": 0.0, "patience": None, "class_weight": None,
                 "sampler": "shuffle"}
     _check_head_spec(head)
-    load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)  # data errors first
+    with warnings.catch_warnings():  # its warnings come once, when the sweep loads the data
+        warnings.simplefilter("ignore")
+        load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)  # data errors first
     run = open_run(out, "lr-find", overwrite=overwrite)
     with run.lock("lr-find"):
         run.write_config({"command": "lr-find", "settings": _resolved_paths(settings),
@@ -392,8 +393,6 @@ def _balanced_weights(counts: np.ndarray) -> torch.Tensor:
 def _check_memory(features, image_size: int, batch_size: int, plan) -> None:
     """Refuse what cannot even run forward; warn where training the whole base may not fit
     (stages that train only the top keep far fewer activations, so that is no refusal)."""
-    import warnings
-
     from .memory import GIB, available_bytes, check_fits, estimate_bytes
 
     check_fits(features, image_size, batch_size, training=False)
