@@ -76,15 +76,27 @@ def check_head_options(name: str, class_weight: str | None = None) -> None:
                          f"{', '.join(CLASS_WEIGHTED_HEADS)}")
 
 
+# The hyper-parameter each head chooses by cross-validation: its name in FittedHead.params
+# and in the estimator.
+_TUNED = {"logreg": ("C", "C"), "linear-svm": ("C", "C"), "rbf-svm": ("C", "C"), "knn": ("k", "n_neighbors")}
+
+
 def fit_head(name: str, X: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0,
-             class_weight: str | None = None) -> FittedHead:
-    """Fit head ``name``; ``class_weight="balanced"`` weighs each class by n / (k * n_class)."""
+             class_weight: str | None = None, params: dict | None = None) -> FittedHead:
+    """Fit head ``name``; ``class_weight="balanced"`` weighs each class by n / (k * n_class).
+
+    ``params`` (a fitted head's ``.params``) fixes the hyper-parameter instead of choosing it
+    by cross-validation: a final refit on more data keeps what validation chose.
+    """
     check_head_options(name, class_weight)
     if len(np.unique(y)) < 2:
         raise GraftError("the training features hold fewer than two classes")
     start = time.perf_counter()
     fit = CLASSICAL_HEADS[name]
     extra = {"class_weight": class_weight} if class_weight and name != "prototype" else {}
+    if params and name in _TUNED:
+        reported, estimator_name = _TUNED[name]
+        extra["grid"] = {estimator_name: [params[reported]]}
     fitted = fit(np.asarray(X, np.float32), np.asarray(y), num_classes, seed, **extra)
     fitted.seconds = time.perf_counter() - start
     return fitted
@@ -177,13 +189,13 @@ def _standardized_state(mean, scale) -> dict:
 
 # ----------------------------------------------------------------------------- the heads
 @register_classical_head("logreg")
-def fit_logreg(X, y, num_classes, seed, class_weight=None):
+def fit_logreg(X, y, num_classes, seed, class_weight=None, grid=None):
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = _scaler(X)
     Z = (X - mean) / scale
     C, cv = _cv_choose(lambda: LogisticRegression(max_iter=300, class_weight=class_weight),
-                       {"C": [0.1, 0.3, 1.0]}, Z, y, seed, balanced=class_weight is not None)
+                       grid or {"C": [0.1, 0.3, 1.0]}, Z, y, seed, balanced=class_weight is not None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = LogisticRegression(C=C, max_iter=1000, class_weight=class_weight).fit(Z, y)
@@ -209,11 +221,11 @@ def _ovr_svc(kernel: str, **params):
 
 
 @register_classical_head("linear-svm")
-def fit_linear_svm(X, y, num_classes, seed, class_weight=None):
+def fit_linear_svm(X, y, num_classes, seed, class_weight=None, grid=None):
     # libsvm, not liblinear: LinearSVC converges far slower on 1280-d features.
     mean, scale = _scaler(X)
     Z = (X - mean) / scale
-    C, cv = _cv_choose(lambda: _svc("linear", class_weight=class_weight), {"C": [0.001, 0.01, 0.1]}, Z, y, seed,
+    C, cv = _cv_choose(lambda: _svc("linear", class_weight=class_weight), grid or {"C": [0.001, 0.01, 0.1]}, Z, y, seed,
                        balanced=class_weight is not None)
     model = _ovr_svc("linear", C=C, class_weight=class_weight).fit(Z, y)
     if len(model.classes_) == 2:
@@ -226,11 +238,11 @@ def fit_linear_svm(X, y, num_classes, seed, class_weight=None):
 
 
 @register_classical_head("rbf-svm")
-def fit_rbf_svm(X, y, num_classes, seed, class_weight=None):
+def fit_rbf_svm(X, y, num_classes, seed, class_weight=None, grid=None):
     mean, scale = _scaler(X)
     Z = _standardize_l2(X, mean, scale)
     gamma = 1.0  # unit-norm inputs: squared distances lie in [0, 4]
-    C, cv = _cv_choose(lambda: _svc("rbf", gamma=gamma, class_weight=class_weight), {"C": [1.0, 10.0, 100.0]},
+    C, cv = _cv_choose(lambda: _svc("rbf", gamma=gamma, class_weight=class_weight), grid or {"C": [1.0, 10.0, 100.0]},
                        Z, y, seed, balanced=class_weight is not None)
     model = _ovr_svc("rbf", gamma=gamma, C=C, class_weight=class_weight).fit(Z, y)
     present, estimators = model.classes_, model.estimators_
@@ -256,14 +268,14 @@ def fit_rbf_svm(X, y, num_classes, seed, class_weight=None):
 
 
 @register_classical_head("knn")
-def fit_knn(X, y, num_classes, seed):
+def fit_knn(X, y, num_classes, seed, grid=None):
     from sklearn.neighbors import KNeighborsClassifier
 
     mean, scale = _scaler(X)
     Z = _standardize_l2(X, mean, scale)
     ks = [k for k in (1, 3, 5, 9) if k <= max(1, len(y) // 3)] or [1]
     make = lambda: KNeighborsClassifier(metric="cosine", algorithm="brute")  # noqa: E731
-    k, cv = _cv_choose(make, {"n_neighbors": ks}, Z, y, seed)
+    k, cv = _cv_choose(make, grid or {"n_neighbors": ks}, Z, y, seed)
     config = {"kind": "knn", "in_features": int(X.shape[1]), "num_classes": int(num_classes),
               "n_train": int(len(y)), "k": int(k)}
     state = {**_standardized_state(mean, scale), "memory": Z.astype(np.float32),
@@ -272,7 +284,7 @@ def fit_knn(X, y, num_classes, seed):
 
 
 @register_classical_head("prototype")
-def fit_prototype(X, y, num_classes, seed):
+def fit_prototype(X, y, num_classes, seed, grid=None):
     mean, scale = _scaler(X)
     Z = _standardize_l2(X, mean, scale)
     prototypes = np.zeros((num_classes, X.shape[1]), np.float32)

@@ -74,6 +74,12 @@ def _layer_name(ctx, param, value):
     return value
 
 
+def _test_option(fn):
+    return click.option("--test", "test_dir", type=click.Path(), default=None,
+                        help="A labelled test folder, scored once at the end with the model validation chose "
+                             "(reports in RUN/test/; metrics.json keeps validation and test apart).")(fn)
+
+
 def _class_weight_option(fn):
     return click.option("--class-weight", type=click.Choice(["balanced"]), default=None,
                         help="Weigh each class by n / (classes x its count), as scikit-learn's 'balanced', "
@@ -146,18 +152,22 @@ def extract(data, out, backbone, weights, layer, image_size, strict, engine, bat
 @_training_data_options()
 @click.option("--head", type=click.Choice(list(HEAD_NAMES)), default="logreg", show_default=True)
 @_class_weight_option
+@_test_option
+@click.option("--final", is_flag=True,
+              help="Refit the head on training + validation images with the C validation chose, before saving.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_backbone_options
 @_common_data_options
-def fit(data, out, overwrite, val_dir, val_split, head, class_weight, seed, backbone, weights, layer, image_size,
-        strict, engine, batch_size, no_cache, quiet):
+def fit(data, out, overwrite, val_dir, val_split, head, class_weight, test_dir, final, seed, backbone, weights,
+        layer, image_size, strict, engine, batch_size, no_cache, quiet):
     """Frozen features + a classical head (C chosen by cross-validation) -> a run folder."""
     from .fit import fit_frozen
 
     result = fit_frozen(data, out, val_dir=val_dir, val_fraction=val_split, backbone=backbone,
                         weights=weights, layer=layer, head=head, image_size=image_size, seed=seed,
                         strict=strict, engine=engine, batch_size=batch_size, cache=not no_cache,
-                        progress=not quiet, overwrite=overwrite, class_weight=class_weight)
+                        progress=not quiet, overwrite=overwrite, class_weight=class_weight, test_dir=test_dir,
+                        final=final)
     _print_summary(result.run_dir, result.metrics)
 
 
@@ -226,6 +236,7 @@ def _finetune_model_options(fn):
 @click.option("--cutmix", type=click.FloatRange(0), default=0.0, show_default=True,
               help="CutMix Beta(a, a) on augmented stages' batches (0 = off).")
 @_class_weight_option
+@_test_option
 @click.option("--sampler", type=click.Choice(["shuffle", "balanced"]), default="shuffle", show_default=True,
               help="balanced: draw every class equally often (with replacement) in each epoch.")
 @click.option("--strict", is_flag=True)
@@ -237,7 +248,7 @@ def _finetune_model_options(fn):
 def finetune(ctx, data, out, overwrite, val_dir, val_split, stages, freeze_first, lr, head, base_lr_factor,
              layer_decay, optimizer, seed, image_size, batch_size, backbone, weights, schedule, regularizer,
              regularizer_weight, patience, augment, no_augment, augment_head_stage, mixup, cutmix, class_weight,
-             sampler, strict, resume_dir, quiet):
+             test_dir, sampler, strict, resume_dir, quiet):
     """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR.
 
     Checkpoints are written every epoch; after a kill or Ctrl-C, run the same command with
@@ -268,7 +279,7 @@ def finetune(ctx, data, out, overwrite, val_dir, val_split, stages, freeze_first
                 batch_size=batch_size, seed=seed, augment="none" if no_augment else augment,
                 augment_head_stage=augment_head_stage, mixup=mixup, cutmix=cutmix, regularizer=regularizer,
                 regularizer_weight=regularizer_weight, patience=patience, class_weight=class_weight,
-                sampler=sampler, strict=strict, progress=not quiet, overwrite=overwrite)
+                sampler=sampler, test_dir=test_dir, strict=strict, progress=not quiet, overwrite=overwrite)
     except KeyboardInterrupt:
         run_dir = resume_dir or out
         if is_resumable(run_dir):
@@ -291,7 +302,7 @@ _FINETUNE_SETTING_OF = {
     "batch_size": "batch_size", "backbone": "backbone", "weights": "weights", "schedule": "schedule",
     "regularizer": "regularizer", "regularizer_weight": "regularizer_weight", "patience": "patience",
     "augment": "augment", "augment_head_stage": "augment_head_stage", "mixup": "mixup", "cutmix": "cutmix",
-    "class_weight": "class_weight", "sampler": "sampler",
+    "class_weight": "class_weight", "sampler": "sampler", "test_dir": "test_dir",
 }
 
 
@@ -336,13 +347,23 @@ def lr_find(data, out, overwrite, val_dir, val_split, stage, head, base_lr_facto
     click.echo(f"wrote {Path(out) / 'lr_find.png'} {Path(out) / 'lr_find.json'}")
 
 
-def _print_summary(directory: Path, metrics: dict) -> None:
+def _print_summary(directory: Path, metrics: dict, scored_on: str = "validation") -> None:
     click.echo((directory / "report.txt").read_text())
-    click.echo(f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+    top = "".join(f"  top-{k} {v:.4f}" for k, v in metrics.get("top_k_accuracy", {}).items())
+    click.echo(f"{scored_on}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}{top}  "
                f"n_train {metrics.get('n_train', '-')}  n_val {metrics['n_val']}  "
                f"{metrics['seconds']:.1f} s  skipped {len(metrics['skipped'])}")
-    click.echo(f"wrote {directory}/: metrics.json report.txt confusion_matrix.png"
-               + (" config.yaml model/" if (directory / "model").exists() else ""))
+    if "test" in metrics:
+        test = metrics["test"]
+        top = "".join(f"  top-{k} {v:.4f}" for k, v in test.get("top_k_accuracy", {}).items())
+        click.echo(f"test (scored once, model chosen on validation): accuracy {test['accuracy']:.4f}  "
+                   f"macro F1 {test['macro_f1']:.4f}{top}  n_test {test['n_test']}  (reports in {directory / 'test'})")
+    if metrics.get("final_refit"):
+        click.echo("the saved model was refitted on training + validation images (--final); the validation "
+                   "scores above are those of the model fitted without them")
+    written = [name for name in ("metrics.json", "report.txt", "confusion_matrix.png", "predictions.csv",
+                                 "report.html", "config.yaml", "model/") if (directory / name).exists()]
+    click.echo(f"wrote {directory}/: {' '.join(written)}")
 
 
 def _expand_inputs(inputs) -> list[Path]:
@@ -410,7 +431,7 @@ def evaluate(run_dir, data, strict, engine, batch_size, no_cache, quiet):
 
     directory, metrics = run_evaluation(run_dir, data, strict=strict, engine=engine, batch_size=batch_size,
                                         cache=not no_cache, progress=not quiet)
-    _print_summary(directory, metrics)
+    _print_summary(directory, metrics, scored_on=f"evaluated on {data}")
 
 
 @main.command()

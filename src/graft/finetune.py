@@ -21,7 +21,7 @@ from .data import ImageFolder, folder_manifest, load_image, load_train_val, mani
 from .defaults import DEFAULT_BACKBONE, DEFAULT_STAGES
 from .errors import DataError, GraftError, ImageDecodeError
 from .files import write_atomic
-from .fit import FitResult
+from .fit import FitResult, held_out_summary, load_test
 from .heads import LinearHead, MLPHead
 from .model import GraftModel
 from .preprocess import Preprocessing
@@ -110,10 +110,10 @@ def _make_head(spec: str, in_features: int, num_classes: int):
 _SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "head", "stages", "freeze_first",
              "lr", "base_lr_factor", "layer_decay", "optimizer", "weight_decay", "schedule", "image_size",
              "batch_size", "seed", "augment", "augment_head_stage", "mixup", "cutmix", "regularizer",
-             "regularizer_weight", "patience", "class_weight", "sampler")
+             "regularizer_weight", "patience", "class_weight", "sampler", "test_dir")
 _DEFAULTS = {"layer_decay": None, "schedule": "cosine", "augment_head_stage": False, "mixup": 0.0,
-             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle"}  # for run folders written before these existed
-_PATH_SETTINGS = ("train_dir", "val_dir", "weights")
+             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle", "test_dir": None}  # for run folders written before these existed
+_PATH_SETTINGS = ("train_dir", "val_dir", "weights", "test_dir")
 
 
 def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
@@ -121,7 +121,7 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
              layer_decay=None, optimizer="adamw", weight_decay=1e-4, schedule="cosine", image_size=None,
              batch_size=32, seed=0, augment="crop-flip", augment_head_stage=False, mixup=0.0, cutmix=0.0,
              regularizer=None, regularizer_weight=0.01, patience=None, class_weight=None, sampler="shuffle",
-             strict=False, progress=True, overwrite=False) -> FitResult:
+             test_dir=None, strict=False, progress=True, overwrite=False) -> FitResult:
     """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``.
 
     ``lr="auto"`` runs an LR range test on the first stage (see :func:`find_lr`) and uses its
@@ -142,6 +142,8 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
         warnings.simplefilter("ignore")
         train, val = load_train_val(settings["train_dir"], val_dir=settings["val_dir"], val_fraction=val_fraction,
                                     seed=seed)  # data problems are reported before the run folder is touched
+    if test_dir is not None:
+        load_test(settings["test_dir"], train)
     distributed = _init_distributed()
     main = is_main_process()
     run = open_run(out, "finetune", overwrite=overwrite) if main else RunDir(out)
@@ -490,13 +492,24 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
     if not is_main_process():  # rank 0 writes the model and reports
         return FitResult(run.path, {})
     model.save(run.model_dir)
-    _, _, y_true, y_pred = evaluate_loader(model, parts.val_loader)
-    metrics = run.write_evaluation(y_true, y_pred, train.classes, {
-        "n_train": len(train), "n_val": len(val), "seconds": round(time.perf_counter() - start, 3),
-        "best_epoch": result.best_epoch, "resumed_from_epoch": resume["epoch"] if resume else None,
-        "lr": parts.loop.lr, "skipped": parts.skipped,
-    }, title=f"{Path(s['train_dir']).name} (fine-tuned)")
+    extra = {"n_train": len(train), "n_val": len(val), "best_epoch": result.best_epoch,
+             "resumed_from_epoch": resume["epoch"] if resume else None, "lr": parts.loop.lr,
+             "skipped": parts.skipped}
+    if s.get("test_dir"):  # scored once, with the epoch validation chose
+        test, skipped_test = _readable(load_test(s["test_dir"], train), strict, progress)
+        test_loader = DataLoader(ImageDataset(test, parts.preprocessing, "none"), batch_size=s["batch_size"])
+        _, _, t_true, t_pred, t_probabilities = evaluate_loader(model, test_loader, with_probabilities=True)
+        extra["test"] = held_out_summary(run.write_evaluation(
+            t_true, t_pred, train.classes, {"n_test": len(test), "data_dir": s["test_dir"], "skipped": skipped_test},
+            subdir="test", title=f"{Path(s['test_dir']).name} (test)", probabilities=t_probabilities,
+            paths=[record.path for record in test.records], split="test"))
+    _, _, y_true, y_pred, probabilities = evaluate_loader(model, parts.val_loader, with_probabilities=True)
+    extra["seconds"] = round(time.perf_counter() - start, 3)
+    metrics = run.write_evaluation(y_true, y_pred, train.classes, extra,
+                                   title=f"{Path(s['train_dir']).name} (fine-tuned)", probabilities=probabilities,
+                                   paths=[record.path for record in val.records])
     _curves_png(result.history, run.path / "curves.png")
+    run.write_split(train, val)
     run.write_config({"command": "finetune", "settings": settings, "classes": train.classes,
                       "backbone_weights": parts.source.weights_source, "image_size": parts.preprocessing.size})
     return FitResult(run.path, metrics)

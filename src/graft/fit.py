@@ -44,10 +44,10 @@ class FitResult:
 
 @dataclass
 class _Extracted:
-    """Features of both splits, plus what the artifact needs to know about the network."""
+    """Features of each split (train, val, and test when given), plus what the artifact needs
+    to know about the network."""
 
-    train: Features
-    val: Features
+    splits: dict[str, Features]
     template: dict  # backbone info, layer, preprocessing (a source record)
     trunk: dict[str, np.ndarray]
     engine: str
@@ -56,97 +56,142 @@ class _Extracted:
 def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE,
                weights=None, layer=None, head="logreg", image_size=None, seed=0, strict=False,
                engine="auto", batch_size=32, cache=True, progress=True, overwrite=False,
-               class_weight=None) -> FitResult:
+               class_weight=None, test_dir=None, final=False) -> FitResult:
     """Extract frozen features, fit ``head`` on them, save model + reports into ``out``.
 
     With neither ``val_dir`` nor ``val_fraction``, a stratified 20 % of ``train_dir`` is held
     out (as fastai's ``valid_pct``) so that every run reports held-out metrics. ``out`` may be
     new, empty or an earlier ``fit`` run (replaced); anything else needs ``overwrite``
     (see :func:`graft.runs.open_run`).
+
+    ``test_dir`` is scored once, at the end, with the model validation chose; its reports go to
+    ``out/test/``. ``final`` refits the head on training + validation images with the
+    hyper-parameter cross-validation chose: the saved model is that refit, the validation
+    metrics stay those of the model fitted without the validation images.
     """
     start = time.perf_counter()
     check_head_options(head, class_weight)
     if val_dir is None and val_fraction is None:
         val_fraction = DEFAULT_VAL_FRACTION
     train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
+    folders = {"train": train, "val": val}
+    if test_dir is not None:
+        folders["test"] = load_test(test_dir, train)
     run = open_run(out, "fit", overwrite=overwrite)
-    with run.lock("fit"):
-        return _fit(run, start, train, val, train_dir, val_dir, val_fraction, backbone, weights, layer, head,
-                    image_size, seed, strict, engine, batch_size, cache, progress, class_weight)
-
-
-def _fit(run, start, train, val, train_dir, val_dir, val_fraction, backbone, weights, layer, head, image_size,
-         seed, strict, engine, batch_size, cache, progress, class_weight) -> FitResult:
-
-    key = feature_cache.source_key(backbone, weights, layer, image_size)
-    extracted = _from_cache(key, train, val, strict) if cache else None
-    if extracted is None:
-        extracted = _extract(key, train, val, backbone, weights, layer, image_size, strict, engine,
-                             batch_size, cache, progress)
-    _require_two_classes(extracted.train, train)
-
-    fitted = fit_head(head, extracted.train.vectors, extracted.train.labels, len(train.classes), seed,
-                      class_weight=class_weight)
-    training = {"method": "frozen-features", "head": head, "head_params": fitted.params,
-                "class_weight": class_weight,
-                "cv_accuracy": fitted.cv_accuracy, "seed": seed,
-                "train_dir": str(Path(train_dir).resolve())}
-    template = extracted.template
-    config = artifact_config(template["backbone"], template["layer"], template["preprocessing"],
-                             train.classes, fitted.config, training)
-    write_artifact(run.model_dir, config, extracted.trunk, fitted.state)
-
-    val_features = extracted.val
-    y_pred = fitted.probabilities(val_features.vectors).argmax(1)
-    metrics = run.write_evaluation(val_features.labels, y_pred, train.classes, {
-        "n_train": len(extracted.train), "n_val": len(val_features),
-        "seconds": round(time.perf_counter() - start, 3),
-        "head": head, "head_params": fitted.params, "cv_accuracy": fitted.cv_accuracy,
-        "features_cached": extracted.train.cached + val_features.cached,
-        "engine": extracted.engine,
-        "skipped": extracted.train.skipped + val_features.skipped,
-    }, title=f"{Path(train_dir).name} ({head})")
-    run.write_config({
+    settings = {
         "command": "fit", "train_dir": Path(train_dir).resolve(),
         "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
-        "backbone": template["backbone"]["name"], "weights": template["backbone"]["weights_source"],
-        "layer": template["layer"], "head": head, "image_size": template["preprocessing"]["size"],
+        "test_dir": Path(test_dir).resolve() if test_dir else None, "final": final,
+        "backbone": backbone, "weights": weights, "layer": layer, "head": head, "image_size": image_size,
         "seed": seed, "strict": strict, "engine": engine, "batch_size": batch_size, "class_weight": class_weight,
         "classes": train.classes,
-    })
+    }
+    with run.lock("fit"):
+        return _fit(run, start, folders, settings, cache, progress)
+
+
+def load_test(test_dir, train: ImageFolder) -> ImageFolder:
+    """A labelled test folder scored against the training classes; it must not be training data."""
+    import os
+
+    test = scan_folder(test_dir, classes=train.classes)
+    if os.path.samefile(test.root, train.root):
+        raise DataError(f"test folder is the training folder: {test.root}")
+    return test
+
+
+def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, cache: bool,
+         progress: bool) -> FitResult:
+    train = folders["train"]
+    key = feature_cache.source_key(s["backbone"], s["weights"], s["layer"], s["image_size"])
+    extracted = _from_cache(key, folders, s["strict"]) if cache else None
+    if extracted is None:
+        extracted = _extract(key, folders, s, cache, progress)
+    features = extracted.splits
+    _require_two_classes(features["train"], train)
+
+    def fit(names, params=None):
+        X = np.concatenate([features[n].vectors for n in names])
+        y = np.concatenate([features[n].labels for n in names])
+        return fit_head(s["head"], X, y, len(train.classes), s["seed"], class_weight=s["class_weight"],
+                        params=params)
+
+    chosen = fit(["train"])
+    shipped = fit(["train", "val"], chosen.params) if s["final"] else chosen
+    training = {"method": "frozen-features", "head": s["head"], "head_params": chosen.params,
+                "class_weight": s["class_weight"], "cv_accuracy": chosen.cv_accuracy, "seed": s["seed"],
+                "train_dir": str(s["train_dir"]), "final_refit": s["final"],
+                "n_fitted": len(features["train"]) + (len(features["val"]) if s["final"] else 0)}
+    template = extracted.template
+    config = artifact_config(template["backbone"], template["layer"], template["preprocessing"],
+                             train.classes, shipped.config, training)
+    write_artifact(run.model_dir, config, extracted.trunk, shipped.state)
+
+    val_features = features["val"]
+    probabilities = chosen.probabilities(val_features.vectors)
+    extra = {
+        "n_train": len(features["train"]), "n_val": len(val_features),
+        "head": s["head"], "head_params": chosen.params, "cv_accuracy": chosen.cv_accuracy,
+        "features_cached": sum(f.cached for f in features.values()),
+        "engine": extracted.engine,
+        "skipped": sorted((item for f in features.values() for item in f.skipped), key=lambda i: i["path"]),
+        "final_refit": s["final"],
+    }
+    if "test" in features:
+        test_features = features["test"]
+        test_probabilities = shipped.probabilities(test_features.vectors)
+        test_metrics = run.write_evaluation(
+            test_features.labels, test_probabilities.argmax(1), train.classes,
+            {"n_test": len(test_features), "data_dir": str(s["test_dir"]), "skipped": test_features.skipped},
+            subdir="test", title=f"{Path(str(s['test_dir'])).name} (test)", probabilities=test_probabilities,
+            paths=test_features.paths, split="test")
+        extra["test"] = held_out_summary(test_metrics)
+    extra["seconds"] = round(time.perf_counter() - start, 3)
+    metrics = run.write_evaluation(val_features.labels, probabilities.argmax(1), train.classes, extra,
+                                   title=f"{Path(str(s['train_dir'])).name} ({s['head']})",
+                                   probabilities=probabilities, paths=val_features.paths)
+    run.write_split(folders["train"], folders["val"])
+    run.write_config({**s, "backbone": template["backbone"]["name"],
+                      "weights": template["backbone"]["weights_source"], "layer": template["layer"],
+                      "image_size": template["preprocessing"]["size"]})
     return FitResult(run.path, metrics)
 
 
-def _from_cache(key, train: ImageFolder, val: ImageFolder, strict) -> _Extracted | None:
-    """Both splits from the cache alone, or None if anything is missing."""
+def held_out_summary(metrics: dict) -> dict:
+    """What metrics.json keeps of a test evaluation beside the validation numbers."""
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "data_dir") if k in metrics}
+
+
+def _from_cache(key, folders: dict[str, ImageFolder], strict) -> _Extracted | None:
+    """Every split from the cache alone, or None if anything is missing."""
     record = feature_cache.lookup_source(key)
     if record is None:
         return None
     extractor_key = record["extractor_key"]
-    train_features = gather_features(extractor_key, train.paths, train.labels, train.classes, strict)
-    val_features = gather_features(extractor_key, val.paths, val.labels, val.classes, strict)
-    if train_features is None or val_features is None:
-        return None
+    splits = {}
+    for name, folder in folders.items():
+        splits[name] = gather_features(extractor_key, folder.paths, folder.labels, folder.classes, strict)
+        if splits[name] is None:
+            return None
     from safetensors.numpy import load_file
 
     try:
         trunk = load_file(str(feature_cache.trunk_path(extractor_key)))
     except Exception:  # a damaged cached trunk (safetensors raises several types): build the network
         return None
-    return _Extracted(train_features, val_features, record, trunk, "cache")
+    return _Extracted(splits, record, trunk, "cache")
 
 
-def _extract(key, train, val, backbone, weights, layer, image_size, strict, engine, batch_size,
-             cache, progress) -> _Extracted:
+def _extract(key, folders: dict[str, ImageFolder], s: dict, cache: bool, progress: bool) -> _Extracted:
     from .backbones import create_backbone
     from .features import FeatureExtractor
 
-    source = create_backbone(backbone, weights=weights)
-    extractor = FeatureExtractor(source, layer=layer, image_size=image_size, batch_size=batch_size,
-                                 engine=engine, cache=cache, progress=progress).fit()
-    check_fits(extractor.feature_net_, extractor.preprocessing_.size, batch_size, training=False)
-    train_features = extractor.extract_folder(train, strict=strict, desc="features train")
-    val_features = extractor.extract_folder(val, strict=strict, desc="features val")
+    source = create_backbone(s["backbone"], weights=s["weights"])
+    extractor = FeatureExtractor(source, layer=s["layer"], image_size=s["image_size"], batch_size=s["batch_size"],
+                                 engine=s["engine"], cache=cache, progress=progress).fit()
+    check_fits(extractor.feature_net_, extractor.preprocessing_.size, s["batch_size"], training=False)
+    splits = {name: extractor.extract_folder(folder, strict=s["strict"], desc=f"features {name}")
+              for name, folder in folders.items()}
     trunk = {k: v.detach().cpu().numpy() for k, v in extractor.feature_net_.trunk.state_dict().items()}
     template = {
         "extractor_key": extractor.extractor_key_,
@@ -157,9 +202,8 @@ def _extract(key, train, val, backbone, weights, layer, image_size, strict, engi
     }
     if cache:
         _remember_source(key, template, trunk)
-    computed = (train_features.cached + val_features.cached) < len(train_features) + len(val_features)
-    return _Extracted(train_features, val_features, template, trunk,
-                      extractor.engine_ if computed else "cache")
+    computed = sum(f.cached for f in splits.values()) < sum(len(f) for f in splits.values())
+    return _Extracted(splits, template, trunk, extractor.engine_ if computed else "cache")
 
 
 def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> None:
@@ -202,7 +246,8 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
     metrics = run.write_evaluation(labels, probabilities.argmax(1), model.classes, {
         "n_val": len(features), "data_dir": str(Path(data_dir).resolve()),
         "seconds": round(time.perf_counter() - start, 3), "skipped": features.skipped,
-    }, subdir=str(target), title=Path(data_dir).name)
+    }, subdir=str(target), title=Path(data_dir).name, probabilities=probabilities, paths=features.paths,
+        split="evaluate")
     return run.path / target, metrics
 
 

@@ -30,7 +30,7 @@ from .report import classification_metrics, confusion_matrix_png, report_text
 # Everything a graft command writes into a run folder; --overwrite removes these and nothing else.
 GRAFT_OUTPUTS = ("model", "model.onnx", "config.yaml", "metrics.json", "report.txt", "confusion_matrix.png",
                  "history.jsonl", "curves.png", "checkpoints", "eval", "lr_find.png", "lr_find.json",
-                 "data.json", "predictions.csv", "report.html")
+                 "data.json", "predictions.csv", "split.csv", "test", "report.html")
 LOCK_FILE = ".graft.lock"
 
 
@@ -79,17 +79,72 @@ class RunDir:
         return write_atomic(self.path / "config.yaml", yaml.safe_dump(_plain(settings), sort_keys=False))
 
     def write_evaluation(self, y_true, y_pred, classes, extra: dict, subdir: str | None = None,
-                         title: str = "") -> dict:
-        """metrics.json + report.txt + confusion_matrix.png; returns the metrics written."""
+                         title: str = "", probabilities=None, paths=None, split: str = "val") -> dict:
+        """metrics.json + report.txt + confusion_matrix.png (+ predictions.csv and top-k accuracy
+        when ``probabilities`` and ``paths`` are given); returns the metrics written."""
         target = self.path / subdir if subdir else self.path
         target.mkdir(parents=True, exist_ok=True)
         y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
         metrics = classification_metrics(y_true, y_pred, classes)
+        if probabilities is not None:
+            probabilities = np.asarray(probabilities, dtype=np.float64)
+            metrics["top_k_accuracy"] = top_k_accuracy(y_true, probabilities)
+            if paths is not None:
+                write_predictions(target / "predictions.csv", paths, y_true, probabilities, classes, split)
         metrics.update(extra)
         write_atomic(target / "metrics.json", json.dumps(_plain(metrics), indent=2) + "\n")
         write_atomic(target / "report.txt", report_text(y_true, y_pred, classes, metrics))
         confusion_matrix_png(y_true, y_pred, classes, target / "confusion_matrix.png", title)
         return metrics
+
+
+    def write_split(self, train, val) -> Path:
+        """split.csv: every image of the run and whether it trained or validated, so a
+        ``--val-split`` can be inspected and reproduced."""
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "class", "subset"])
+        for subset, folder in (("train", train), ("val", val)):
+            for record in folder.records if folder is not None else []:
+                writer.writerow([str(record.path), folder.classes[record.label], subset])
+        return write_atomic(self.path / "split.csv", buffer.getvalue())
+
+
+PREDICTION_COLUMNS = ("path", "split", "true_class", "predicted_class", "probability", "true_class_probability",
+                      "loss", "correct")
+
+
+def top_k_accuracy(y_true, probabilities, ks=(3, 5)) -> dict:
+    """{k: share of images whose true class is among the k most probable}, for k < classes."""
+    order = np.argsort(-probabilities, axis=1)
+    return {str(k): float((order[:, :k] == np.asarray(y_true)[:, None]).any(1).mean())
+            for k in ks if k < probabilities.shape[1] and len(y_true)}
+
+
+def write_predictions(path: Path, paths, y_true, probabilities, classes, split: str) -> Path:
+    """One row per image: what it is, what the model said, how sure, and its loss."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(PREDICTION_COLUMNS)
+    predicted = probabilities.argmax(1)
+    for image, true, guess, row in zip(paths, np.asarray(y_true), predicted, probabilities):
+        p_true = float(row[true])
+        writer.writerow([str(image), split, classes[true], classes[guess], f"{row[guess]:.6f}", f"{p_true:.6f}",
+                         f"{-np.log(max(p_true, 1e-12)):.6f}", int(true == guess)])
+    return write_atomic(path, buffer.getvalue())
+
+
+def read_predictions(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def open_run(path: str | Path, command: str, *, overwrite: bool = False) -> RunDir:

@@ -112,18 +112,21 @@ def _save_atomic(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def evaluate_loader(model: nn.Module, loader) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """(mean loss, accuracy, labels, predictions) of ``model`` in eval mode."""
+def evaluate_loader(model: nn.Module, loader, with_probabilities: bool = False):
+    """(mean loss, accuracy, labels, predictions) of ``model`` in eval mode, plus the softmax
+    probabilities (in loader order) with ``with_probabilities``."""
     model.eval()
-    losses, labels, preds = [], [], []
+    losses, labels, probabilities = [], [], []
     with torch.inference_mode():
         for images, targets in loader:
             logits = model(images)
             losses.append(F.cross_entropy(logits, targets, reduction="sum").item())
             labels.append(targets.numpy())
-            preds.append(logits.argmax(1).numpy())
-    y, p = np.concatenate(labels), np.concatenate(preds)
-    return sum(losses) / max(1, len(y)), float((y == p).mean()) if len(y) else 0.0, y, p
+            probabilities.append(torch.softmax(logits, dim=1).numpy())
+    y, probs = np.concatenate(labels), np.concatenate(probabilities)
+    p = probs.argmax(1)
+    result = (sum(losses) / max(1, len(y)), float((y == p).mean()) if len(y) else 0.0, y, p)
+    return (*result, probs) if with_probabilities else result
 
 
 SCHEDULES = ("cosine", "onecycle")
