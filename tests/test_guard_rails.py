@@ -279,3 +279,23 @@ def test_finetune_with_balanced_loss_and_sampler(sixty_ants_four_bees, tmp_path)
     assert settings["class_weight"] == "balanced" and settings["sampler"] == "balanced"
     history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
     assert len(history) == 4 and all(np.isfinite(h["train_loss"]) for h in history)
+
+
+@pytest.mark.parametrize("classes", [["蜜蜂 bee", "蚂蚁 ant", "ящерица"], ["\U00013000", "\U00013001", "b"]],
+                         ids=["cjk", "no-font-has-it"])
+def test_confusion_matrix_draws_every_name_or_numbers_them(tmp_path, classes):
+    import warnings
+
+    from graft.report import _fonts_for, confusion_matrix_png
+
+    y = np.array([0, 1, 2, 0, 1, 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        confusion_matrix_png(y, np.roll(y, 1), classes, tmp_path / "cm.png", "".join(classes))
+    missing = [str(w.message) for w in caught if "missing from" in str(w.message)]
+    assert not missing, missing  # no name drawn as empty boxes
+    assert Image.open(tmp_path / "cm.png").size[0] > 300
+    if classes[0].startswith("蜜") and shutil.which("fc-list"):
+        listed = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout
+        if listed.strip():  # a CJK font is installed (make test installs one): it must be used
+            assert _fonts_for("".join(classes)) is not None

@@ -388,8 +388,10 @@ def _expand_inputs(inputs) -> list[Path]:
 @click.option("--top-k", "-k", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: path,rank,class,probability.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="Test-time augmentation: flip averages each image's and its mirror's probabilities.")
 @_common_data_options
-def predict(run_dir, inputs, top_k, as_json, as_csv, strict, engine, batch_size, no_cache, quiet):
+def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_size, no_cache, quiet):
     """Top-k classes with probabilities for images (files or folders)."""
     import numpy as np
 
@@ -401,7 +403,7 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, strict, engine, batch_size,
     model = GraftModel.load(run_dir)
     features, probabilities = model.predict_paths(_expand_inputs(inputs), strict=strict, engine=engine,
                                                   batch_size=batch_size, cache=not no_cache,
-                                                  progress=not quiet)
+                                                  progress=not quiet, tta=tta)
     k = min(top_k, len(model.classes))
     order = np.argsort(-probabilities, axis=1)[:, :k]
     writer = csv.writer(sys.stdout) if as_csv else None

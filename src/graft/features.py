@@ -86,10 +86,12 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     weights : optional local weights file for the backbone.
     image_size : input resolution; None = the one the weights were trained at.
     batch_size, engine ("auto" | "onnx" | "torch"), cache (bool), progress (bool).
+    flip : mirror every image horizontally before the network (test-time augmentation); the
+        mirrored features are cached apart from the plain ones.
     """
 
     def __init__(self, backbone=DEFAULT_BACKBONE, layer=None, weights=None, image_size=None,
-                 batch_size=32, engine="auto", cache=True, progress=False, decode_workers=1):
+                 batch_size=32, engine="auto", cache=True, progress=False, decode_workers=1, flip=False):
         self.backbone = backbone
         self.layer = layer
         self.weights = weights
@@ -99,6 +101,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.cache = cache
         self.progress = progress
         self.decode_workers = decode_workers
+        self.flip = flip
 
     # -- fitting: nothing is learned, the backbone is built and described -------------------
     def fit(self, X=None, y=None):
@@ -128,13 +131,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.preprocessing_ = preprocessing
         if self.image_size:
             self.preprocessing_ = preprocessing.with_size(int(self.image_size))
-        self.extractor_key_ = stable_hash({
+        # the network (its ONNX export is shared) and what it is fed (the feature cache's key)
+        self.network_key_ = stable_hash({
             "format": FEATURE_FORMAT,
             "architecture": architecture,
             "weights_sha256": state_sha256(net),
             "layer": self.layer_,
             "preprocessing": self.preprocessing_.to_dict(),
         })
+        self.extractor_key_ = stable_hash({"network": self.network_key_, "flip": True}) if self.flip \
+            else self.network_key_
         self._runner = None
 
     def _ensure_fitted(self):
@@ -178,7 +184,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _onnx_file(self, export_onnx) -> Path:
         """The exported feature network: kept in the cache, or in a temporary folder when the
         cache cannot be written (a read-only cache must not cost ONNX Runtime's speed)."""
-        onnx_path = cache_root() / "onnx" / f"{self.extractor_key_}.onnx"
+        onnx_path = cache_root() / "onnx" / f"{self.network_key_}.onnx"
         if onnx_path.exists():
             return onnx_path
         try:
@@ -192,7 +198,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _decode(self, path: Path) -> np.ndarray:
         image = load_image(path, min_side=self.preprocessing_.resize_size)
-        return self.preprocessing_.to_array(image)
+        array = self.preprocessing_.to_array(image)
+        return np.ascontiguousarray(array[:, :, ::-1]) if self.flip else array
 
     def extract(self, paths, labels=None, classes=None, strict: bool = False,
                 desc: str = "extracting features") -> Features:

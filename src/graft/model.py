@@ -105,10 +105,22 @@ class GraftModel(nn.Module):
             logits = self.head.eval()(torch.from_numpy(np.asarray(vectors, np.float32)))
             return torch.softmax(logits, dim=1).numpy()
 
-    def predict_paths(self, paths, strict: bool = False, **extractor_params):
-        """(Features, probabilities) for image files; unreadable files are in ``.skipped``."""
+    def predict_paths(self, paths, strict: bool = False, tta: str | None = None, **extractor_params):
+        """(Features, probabilities) for image files; unreadable files are in ``.skipped``.
+
+        ``tta="flip"`` averages the probabilities of each image and its horizontal mirror.
+        """
+        if tta not in (None, "none", "flip"):
+            raise GraftError(f"unknown test-time augmentation {tta!r}: none or flip")
         features = self.extractor(**extractor_params).extract(paths, strict=strict, desc="predicting")
-        return features, self.head_probabilities(features.vectors)
+        probabilities = self.head_probabilities(features.vectors)
+        if tta == "flip":
+            mirrored = self.extractor(flip=True, **extractor_params).extract(paths, strict=strict,
+                                                                             desc="predicting (mirrored)")
+            if mirrored.paths != features.paths:  # a file changed between the two passes
+                raise GraftError("the images changed while predicting; run again")
+            probabilities = (probabilities + self.head_probabilities(mirrored.vectors)) / 2
+        return features, probabilities
 
     def export_onnx(self, path: str | Path) -> Path:
         from .onnx_io import export_onnx
