@@ -7,9 +7,10 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test install clean system-packages
 
-# Debian packages some tests use: a font with CJK glyphs (class names in pictures). Installed
-# when missing and we are root with apt-get (CI); otherwise the tests that need them skip.
-SYSTEM_PACKAGES := fonts-wqy-microhei
+# Debian packages some tests use: a font with CJK glyphs (class names in pictures) and a
+# headless browser (report.html). Installed when missing and we are root with apt-get (CI);
+# otherwise the tests that need them skip.
+SYSTEM_PACKAGES := fonts-wqy-microhei chromium
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

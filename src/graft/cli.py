@@ -477,3 +477,18 @@ def demo(data, out, backbone, image_size, quiet):
     _print_summary(result.run_dir, result.metrics)
     click.echo(f"confusion matrix picture: {result.run_dir / 'confusion_matrix.png'}")
     click.echo(f"try: graft predict {result.run_dir} {Path(data) / sorted(p.name for p in Path(data).iterdir())[0]}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--eval", "eval_name", default=None, help="The report of RUN_DIR/eval/NAME instead of the run's own.")
+def report(run_dir, eval_name):
+    """(Re)write RUN_DIR/report.html: one self-contained page to open in a browser."""
+    from .errors import GraftError
+    from .report_html import write_html_report
+
+    subdir = f"eval/{eval_name}" if eval_name else None
+    target = Path(run_dir) / (subdir or "")
+    if not (target / "metrics.json").is_file():
+        raise GraftError(f"{target} holds no metrics.json: not a finished graft run or evaluation")
+    click.echo(f"wrote {write_html_report(run_dir, subdir)}")

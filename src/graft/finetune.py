@@ -27,7 +27,7 @@ from .model import GraftModel
 from .preprocess import Preprocessing
 from .progress import progress_bar
 from .regularizers import L2SP, BatchSpectralShrinkage, LwFDistillation
-from .runs import RunDir, open_run
+from .runs import RunDir, open_run, write_html_safely
 from .train.loop import LoopSettings, evaluate_loader, is_main_process, load_checkpoint, run_stages
 from .train.stages import parse_stages
 
@@ -512,6 +512,7 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
     run.write_split(train, val)
     run.write_config({"command": "finetune", "settings": settings, "classes": train.classes,
                       "backbone_weights": parts.source.weights_source, "image_size": parts.preprocessing.size})
+    write_html_safely(run.path)
     return FitResult(run.path, metrics)
 
 

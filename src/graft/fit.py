@@ -24,7 +24,7 @@ from .errors import DataError
 from .features import Features, gather_features
 from .files import atomic_path
 from .memory import check_fits
-from .runs import RunDir, open_run
+from .runs import RunDir, open_run, write_html_safely
 
 DEFAULT_VAL_FRACTION = 0.2
 
@@ -154,6 +154,7 @@ def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, ca
     run.write_config({**s, "backbone": template["backbone"]["name"],
                       "weights": template["backbone"]["weights_source"], "layer": template["layer"],
                       "image_size": template["preprocessing"]["size"]})
+    write_html_safely(run.path)
     return FitResult(run.path, metrics)
 
 
@@ -248,6 +249,7 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
         "seconds": round(time.perf_counter() - start, 3), "skipped": features.skipped,
     }, subdir=str(target), title=Path(data_dir).name, probabilities=probabilities, paths=features.paths,
         split="evaluate")
+    write_html_safely(run.path, str(target))
     return run.path / target, metrics
 
 

@@ -147,6 +147,17 @@ def read_predictions(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def write_html_safely(run_dir: Path, subdir: str | None = None) -> Path | None:
+    """report.html for a finished evaluation; a failure only warns (the results are on disk)."""
+    from .report_html import write_html_report
+
+    try:
+        return write_html_report(run_dir, subdir)
+    except Exception as exc:  # the page is a view of files already written: never fail the run for it
+        warnings.warn(f"could not write report.html in {Path(run_dir) / (subdir or '')}: {type(exc).__name__}: {exc}")
+        return None
+
+
 def open_run(path: str | Path, command: str, *, overwrite: bool = False) -> RunDir:
     """The run folder for a new run of ``command``, checked and made ready before any work.
 
