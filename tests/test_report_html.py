@@ -106,7 +106,7 @@ def test_report_command_rewrites_it_and_escapes_names(real_run, tmp_path):
 
 def test_class_names_are_text_not_markup(digits_dir, tmp_path):
     data = shutil.copytree(digits_dir, tmp_path / "data")
-    (data / "3").rename(data / "<i>3</i> & 三")
+    (data / "3").rename(data / "<b>3 & 三")
     run = fit_frozen(data, tmp_path / "run", image_size=64, progress=False).run_dir
     text = (run / "report.html").read_text()
-    assert "&lt;i&gt;3&lt;/i&gt; &amp; 三" in text and "<i>3</i>" not in text
+    assert "&lt;b&gt;3 &amp; 三" in text and "<b>3" not in text
