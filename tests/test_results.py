@@ -96,3 +96,19 @@ def test_tta_flip_averages_the_image_and_its_mirror(digits_dir, tmp_path):
     top = json.loads(out.output.splitlines()[-1])["top"]
     classes = model.classes
     assert all(abs(t["probability"] - tta[0][classes.index(t["class"])]) < 1e-5 for t in top)
+
+
+def test_finetune_final_refit_trains_again_for_the_chosen_epochs(digits_dir, tmp_path):
+    from graft.finetune import finetune
+    from graft.train.stages import parse_stages, truncated_plan
+
+    assert truncated_plan(parse_stages("head:20,top2:5"), 23) == "head:20,top2:3"
+    assert truncated_plan(parse_stages("head:20,top2:5"), 4) == "head:4"
+    result = finetune(digits_dir, tmp_path / "ft", stages="head:3,top1:2", image_size=64, final=True,
+                      progress=False)
+    info = json.loads((result.run_dir / "model" / "graft.json").read_text())["training"]
+    best = result.metrics["best_epoch"]
+    assert info["final_refit"] and info["n_fitted"] == 120
+    assert info["final_plan"] == truncated_plan(parse_stages("head:3,top1:2"), best)
+    final_history = (result.run_dir / "history-final.jsonl").read_text().splitlines()
+    assert len(final_history) == best and info["epochs_run"] == best

@@ -237,6 +237,9 @@ def _finetune_model_options(fn):
               help="CutMix Beta(a, a) on augmented stages' batches (0 = off).")
 @_class_weight_option
 @_test_option
+@click.option("--final", is_flag=True,
+              help="After training, train again on training + validation images for the epochs validation chose "
+                   "(the plan cut at the best epoch), and save that model.")
 @click.option("--sampler", type=click.Choice(["shuffle", "balanced"]), default="shuffle", show_default=True,
               help="balanced: draw every class equally often (with replacement) in each epoch.")
 @click.option("--strict", is_flag=True)
@@ -248,7 +251,7 @@ def _finetune_model_options(fn):
 def finetune(ctx, data, out, overwrite, val_dir, val_split, stages, freeze_first, lr, head, base_lr_factor,
              layer_decay, optimizer, seed, image_size, batch_size, backbone, weights, schedule, regularizer,
              regularizer_weight, patience, augment, no_augment, augment_head_stage, mixup, cutmix, class_weight,
-             test_dir, sampler, strict, resume_dir, quiet):
+             test_dir, final, sampler, strict, resume_dir, quiet):
     """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR.
 
     Checkpoints are written every epoch; after a kill or Ctrl-C, run the same command with
@@ -279,7 +282,7 @@ def finetune(ctx, data, out, overwrite, val_dir, val_split, stages, freeze_first
                 batch_size=batch_size, seed=seed, augment="none" if no_augment else augment,
                 augment_head_stage=augment_head_stage, mixup=mixup, cutmix=cutmix, regularizer=regularizer,
                 regularizer_weight=regularizer_weight, patience=patience, class_weight=class_weight,
-                sampler=sampler, test_dir=test_dir, strict=strict, progress=not quiet, overwrite=overwrite)
+                sampler=sampler, test_dir=test_dir, final=final, strict=strict, progress=not quiet, overwrite=overwrite)
     except KeyboardInterrupt:
         run_dir = resume_dir or out
         if is_resumable(run_dir):
@@ -302,7 +305,7 @@ _FINETUNE_SETTING_OF = {
     "batch_size": "batch_size", "backbone": "backbone", "weights": "weights", "schedule": "schedule",
     "regularizer": "regularizer", "regularizer_weight": "regularizer_weight", "patience": "patience",
     "augment": "augment", "augment_head_stage": "augment_head_stage", "mixup": "mixup", "cutmix": "cutmix",
-    "class_weight": "class_weight", "sampler": "sampler", "test_dir": "test_dir",
+    "class_weight": "class_weight", "sampler": "sampler", "test_dir": "test_dir", "final": "final",
 }
 
 

@@ -29,7 +29,7 @@ from .progress import progress_bar
 from .regularizers import L2SP, BatchSpectralShrinkage, LwFDistillation
 from .runs import RunDir, open_run, write_html_safely
 from .train.loop import LoopSettings, evaluate_loader, is_main_process, load_checkpoint, run_stages
-from .train.stages import parse_stages
+from .train.stages import parse_stages, truncated_plan
 
 AUGMENTATIONS = ("none", "crop-flip", "randaugment")
 
@@ -110,9 +110,9 @@ def _make_head(spec: str, in_features: int, num_classes: int):
 _SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "head", "stages", "freeze_first",
              "lr", "base_lr_factor", "layer_decay", "optimizer", "weight_decay", "schedule", "image_size",
              "batch_size", "seed", "augment", "augment_head_stage", "mixup", "cutmix", "regularizer",
-             "regularizer_weight", "patience", "class_weight", "sampler", "test_dir")
+             "regularizer_weight", "patience", "class_weight", "sampler", "test_dir", "final")
 _DEFAULTS = {"layer_decay": None, "schedule": "cosine", "augment_head_stage": False, "mixup": 0.0,
-             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle", "test_dir": None}  # for run folders written before these existed
+             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle", "test_dir": None, "final": False}  # for run folders written before these existed
 _PATH_SETTINGS = ("train_dir", "val_dir", "weights", "test_dir")
 
 
@@ -121,7 +121,7 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
              layer_decay=None, optimizer="adamw", weight_decay=1e-4, schedule="cosine", image_size=None,
              batch_size=32, seed=0, augment="crop-flip", augment_head_stage=False, mixup=0.0, cutmix=0.0,
              regularizer=None, regularizer_weight=0.01, patience=None, class_weight=None, sampler="shuffle",
-             test_dir=None, strict=False, progress=True, overwrite=False) -> FitResult:
+             test_dir=None, final=False, strict=False, progress=True, overwrite=False) -> FitResult:
     """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``.
 
     ``lr="auto"`` runs an LR range test on the first stage (see :func:`find_lr`) and uses its
@@ -321,6 +321,8 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
     parts = _Parts()
     parts.plan = plan = parse_stages(s["stages"])
     train, val = load_train_val(s["train_dir"], val_dir=s["val_dir"], val_fraction=s["val_fraction"], seed=s["seed"])
+    if s.get("final_pass"):  # the final refit trains on every labelled image
+        train = ImageFolder(train.root, train.classes, train.records + val.records)
     parts.source = source = create_backbone(s["backbone"], weights=s["weights"])
     preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
     parts.preprocessing = preprocessing
@@ -489,16 +491,17 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
                         generator=parts.generator, resume=resume, plain_train_loader=parts.plain_loader)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval()
+    shipped = _final_refit(run, s, parts, result.best_epoch, progress, distributed) if s.get("final") else model
     if not is_main_process():  # rank 0 writes the model and reports
         return FitResult(run.path, {})
-    model.save(run.model_dir)
-    extra = {"n_train": len(train), "n_val": len(val), "best_epoch": result.best_epoch,
+    shipped.save(run.model_dir)
+    extra = {"n_train": len(train), "n_val": len(val), "best_epoch": result.best_epoch, "final_refit": bool(s.get("final")),
              "resumed_from_epoch": resume["epoch"] if resume else None, "lr": parts.loop.lr,
              "skipped": parts.skipped}
     if s.get("test_dir"):  # scored once, with the epoch validation chose
         test, skipped_test = _readable(load_test(s["test_dir"], train), strict, progress)
         test_loader = DataLoader(ImageDataset(test, parts.preprocessing, "none"), batch_size=s["batch_size"])
-        _, _, t_true, t_pred, t_probabilities = evaluate_loader(model, test_loader, with_probabilities=True)
+        _, _, t_true, t_pred, t_probabilities = evaluate_loader(shipped, test_loader, with_probabilities=True)
         extra["test"] = held_out_summary(run.write_evaluation(
             t_true, t_pred, train.classes, {"n_test": len(test), "data_dir": s["test_dir"], "skipped": skipped_test},
             subdir="test", title=f"{Path(s['test_dir']).name} (test)", probabilities=t_probabilities,
@@ -514,6 +517,22 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
                       "backbone_weights": parts.source.weights_source, "image_size": parts.preprocessing.size})
     write_html_safely(run.path)
     return FitResult(run.path, metrics)
+
+
+def _final_refit(run: RunDir, s: dict, parts: _Parts, best_epoch: int, progress: bool, distributed: bool):
+    """``--final``: train again from the source weights on training + validation images for the
+    epochs validation chose (the plan cut at the best epoch), keeping the last epoch. The
+    validation scores stay those of the first run; this model has no held-out set left."""
+    final = {**s, "stages": truncated_plan(parts.plan, max(best_epoch, 1)), "patience": None, "final_pass": True,
+             "lr": parts.loop.lr}
+    again = _prepare(final, strict=False, progress=progress, distributed=distributed)
+    again.loop.keep_last = True
+    result = run_stages(again.model, again.features.trunk, again.head, again.train_loader, again.val_loader,
+                        again.loop, run.path / "checkpoints" / "final", run.path / "history-final.jsonl",
+                        again.extra, generator=again.generator, plain_train_loader=again.plain_loader)
+    again.model.training_info.update({"final_refit": True, "final_plan": final["stages"],
+                                      "epochs_run": len(result.history), "n_fitted": len(again.train)})
+    return again.model.eval()
 
 
 def _auto_lr(parts: _Parts, run: RunDir, progress: bool, distributed: bool) -> float:

@@ -57,6 +57,7 @@ class LoopSettings:
     # augmented stages: run the frozen prefix in ONNX Runtime on every batch (no autograd there)
     frozen_in_onnx: bool = True
     class_weights: torch.Tensor | None = None  # per-class loss weights (--class-weight balanced)
+    keep_last: bool = False  # end with the last epoch's weights, not the best (a final refit has no held-out set)
 
     def stage_augmented(self, index: int) -> bool:
         return True if self.augmented is None else self.augmented[index]
@@ -458,6 +459,6 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 has written best.pt
-    if result.best_epoch > 0:
+    if result.best_epoch > 0 and not settings.keep_last:
         model.load_state_dict(load_checkpoint(checkpoint_dir / "best.pt")["model"])
     return result

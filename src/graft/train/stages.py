@@ -115,3 +115,15 @@ def set_train_mode(model: nn.Module) -> nn.Module:
             if params and not any(p.requires_grad for p in params):
                 module.eval()
     return model
+
+
+def truncated_plan(plan: list[Stage], epochs: int) -> str:
+    """The plan's first ``epochs`` epochs, as a plan string (``head:20,top2:5`` cut at 23 gives
+    ``head:20,top2:3``): what a final refit repeats of the epochs validation chose."""
+    parts, left = [], epochs
+    for stage in plan:
+        if left <= 0:
+            break
+        parts.append(f"{stage.name}:{min(stage.epochs, left)}")
+        left -= stage.epochs
+    return ",".join(parts)
