@@ -495,3 +495,54 @@ def report(run_dir, eval_name):
     if not (target / "metrics.json").is_file():
         raise GraftError(f"{target} holds no metrics.json: not a finished graft run or evaluation")
     click.echo(f"wrote {write_html_report(run_dir, subdir)}")
+
+
+def _advice_options(fn):
+    fn = click.option("--layers", default=None,
+                      help="Inner layers of the first backbone to rank too, comma-separated (default blocks.5,blocks.4).")(fn)
+    fn = click.option("--backbones", default=None,
+                      help="Backbones to rank, comma-separated (default tf_efficientnet_lite0,tf_efficientnet_lite2).")(fn)
+    fn = click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)(fn)
+    fn = click.option("--val", "val_dir", type=click.Path(), default=None)(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
+    return click.argument("data", type=click.Path())(fn)
+
+
+def _split_list(value):
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command()
+@_advice_options
+@click.option("--json", "as_json", is_flag=True, help="The advice as one JSON object (schema in graft.advise.Advice).")
+def advise(data, val_dir, val_split, backbones, layers, quiet, as_json):
+    """Measure DATA (size, similarity to ImageNet, LogME of candidate backbones and layers) and
+    say which strategy, backbone, layer, input size and head to use, with the command to run."""
+    from .advise import advise as measure
+
+    if val_dir and val_split:
+        raise click.UsageError("--val and --val-split: choose one")
+    advice = measure(data, val_dir=val_dir, val_fraction=val_split, backbones=_split_list(backbones),
+                     layers=_split_list(layers), progress=not quiet and not as_json)
+    click.echo(json.dumps(advice.to_dict(), indent=2) if as_json else advice.text())
+
+
+@main.command()
+@_advice_options
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True)
+def auto(data, val_dir, val_split, backbones, layers, quiet, out, overwrite):
+    """Advise, then run the recommendation into OUT (the advice is kept as OUT/advice.json)."""
+    from .advise import advise as measure
+    from .advise import run_advice
+
+    if val_dir and val_split:
+        raise click.UsageError("--val and --val-split: choose one")
+    advice = measure(data, val_dir=val_dir, val_fraction=val_split, backbones=_split_list(backbones),
+                     layers=_split_list(layers), progress=not quiet, out=out)
+    click.echo(advice.text())
+    click.echo(f"running it now: about {advice.estimated_seconds:.0f} s expected")
+    result = run_advice(advice, out, val_dir=val_dir, val_fraction=val_split, progress=not quiet,
+                        overwrite=overwrite)
+    if result.metrics:
+        _print_summary(result.run_dir, result.metrics)

@@ -30,7 +30,7 @@ from .report import classification_metrics, confusion_matrix_png, report_text
 # Everything a graft command writes into a run folder; --overwrite removes these and nothing else.
 GRAFT_OUTPUTS = ("model", "model.onnx", "config.yaml", "metrics.json", "report.txt", "confusion_matrix.png",
                  "history.jsonl", "history-final.jsonl", "curves.png", "checkpoints", "eval", "lr_find.png", "lr_find.json",
-                 "data.json", "predictions.csv", "split.csv", "test", "report.html")
+                 "data.json", "predictions.csv", "split.csv", "test", "report.html", "advice.json")
 LOCK_FILE = ".graft.lock"
 
 
