@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import time
 from pathlib import Path
 
 
@@ -27,17 +26,9 @@ def content_hash(path: Path) -> str:
     return f"{path.resolve()}|{digest.hexdigest()}"
 
 
-def timed(fn, paths, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for path in paths:
-            fn(path)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main() -> None:
+    from bench_engines import best_pass  # bench/ is on the path when run as a script
+
     from graft.cache import file_identity
 
     parser = argparse.ArgumentParser()
@@ -47,10 +38,10 @@ def main() -> None:
     paths = sorted(p for p in Path(args.data).rglob("*") if p.is_file())
     megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
     print(f"{len(paths)} files, {megabytes:.1f} MB (page cache warm: best of {args.repeats})")
-    base = timed(size_mtime, paths, args.repeats)
+    base = best_pass(size_mtime, paths, args.repeats)
     for name, fn in (("size+mtime (baseline)", size_mtime), ("graft: + ctime + inode", file_identity),
                      ("blake2b of contents", content_hash)):
-        seconds = timed(fn, paths, args.repeats)
+        seconds = best_pass(fn, paths, args.repeats)
         print(f"{name:26s} {seconds * 1e3:8.1f} ms  {seconds / len(paths) * 1e6:7.1f} us/file  "
               f"ratio {seconds / base:6.2f}")
 
