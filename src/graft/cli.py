@@ -155,11 +155,13 @@ def extract(data, out, backbone, weights, layer, image_size, strict, engine, bat
 @_test_option
 @click.option("--final", is_flag=True,
               help="Refit the head on training + validation images with the C validation chose, before saving.")
+@click.option("--shots", type=click.IntRange(1), default=None,
+              help="Fit on this many training images per class (seeded), to see what K labels buy.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_backbone_options
 @_common_data_options
-def fit(data, out, overwrite, val_dir, val_split, head, class_weight, test_dir, final, seed, backbone, weights,
-        layer, image_size, strict, engine, batch_size, no_cache, quiet):
+def fit(data, out, overwrite, val_dir, val_split, head, class_weight, test_dir, final, shots, seed, backbone,
+        weights, layer, image_size, strict, engine, batch_size, no_cache, quiet):
     """Frozen features + a classical head (C chosen by cross-validation) -> a run folder."""
     from .fit import fit_frozen
 
@@ -167,7 +169,7 @@ def fit(data, out, overwrite, val_dir, val_split, head, class_weight, test_dir, 
                         weights=weights, layer=layer, head=head, image_size=image_size, seed=seed,
                         strict=strict, engine=engine, batch_size=batch_size, cache=not no_cache,
                         progress=not quiet, overwrite=overwrite, class_weight=class_weight, test_dir=test_dir,
-                        final=final)
+                        final=final, shots=shots)
     _print_summary(result.run_dir, result.metrics)
 
 
@@ -546,3 +548,34 @@ def auto(data, val_dir, val_split, backbones, layers, quiet, out, overwrite):
                         overwrite=overwrite)
     if result.metrics:
         _print_summary(result.run_dir, result.metrics)
+
+
+@main.command()
+@click.argument("data", type=click.Path())
+@click.option("--ways", type=int, default=5, show_default=True, help="Classes per episode.")
+@click.option("--shots", default="1,5", show_default=True, help="Labelled images per class, comma-separated.")
+@click.option("--episodes", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--queries", type=int, default=15, show_default=True, help="Query images per class and episode.")
+@click.option("--heads", default="prototype,logreg", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per (shots, head).")
+@_backbone_options
+@click.option("--quiet", "-q", is_flag=True)
+def fewshot(data, ways, shots, episodes, queries, heads, seed, as_json, backbone, weights, layer, image_size, quiet):
+    """N-way K-shot episodes on frozen features: mean accuracy with a 95 % interval."""
+    from .fewshot import fewshot as run_fewshot
+
+    try:
+        shot_list = [int(k) for k in shots.split(",") if k.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{shots!r}: write numbers separated by commas, e.g. 1,5,10",
+                                 param_hint="--shots") from None
+    results = run_fewshot(data, ways=ways, shots=shot_list, episodes=episodes, queries=queries,
+                          heads=_split_list(heads), backbone=backbone, layer=layer, weights=weights,
+                          image_size=image_size, seed=seed, progress=not quiet)
+    for r in results:
+        if as_json:
+            click.echo(json.dumps(r.to_dict()))
+        else:
+            click.echo(f"{r.ways}-way {r.shots}-shot {r.head:9s} {100 * r.mean:5.1f} % +- {100 * r.interval:.1f} "
+                       f"({r.episodes} episodes, {r.queries} queries per class)")

@@ -256,6 +256,21 @@ def load_train_val(
     return train, val
 
 
+def take_per_class(folder: ImageFolder, per_class: int, seed: int = 0) -> ImageFolder:
+    """``per_class`` images of every class, drawn with ``seed`` (what K labelled images buy)."""
+    counts = folder.class_counts()
+    short = {name: n for name, n in counts.items() if n < per_class}
+    if short:
+        name, n = min(short.items(), key=lambda item: item[1])
+        raise DataError(f"--shots {per_class} is larger than class '{name}' ({n} training image(s)); "
+                        f"the smallest class allows at most --shots {min(counts.values())}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in range(len(folder.classes)):
+        keep.extend(rng.permutation(np.flatnonzero(folder.labels == label))[:per_class])
+    return folder.subset(np.sort(np.asarray(keep, dtype=np.int64)))
+
+
 IMBALANCE_RATIO = 5.0  # a largest class more than this many times the smallest gets a warning
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from . import cache as feature_cache
 from .artifact import artifact_config, write_artifact
 from .classical import check_head_options, fit_head
-from .data import ImageFolder, load_train_val, scan_folder
+from .data import ImageFolder, load_train_val, scan_folder, take_per_class
 from .defaults import DEFAULT_BACKBONE
 from .errors import DataError
 from .features import Features, gather_features
@@ -56,7 +56,7 @@ class _Extracted:
 def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE,
                weights=None, layer=None, head="logreg", image_size=None, seed=0, strict=False,
                engine="auto", batch_size=32, cache=True, progress=True, overwrite=False,
-               class_weight=None, test_dir=None, final=False) -> FitResult:
+               class_weight=None, test_dir=None, final=False, shots=None) -> FitResult:
     """Extract frozen features, fit ``head`` on them, save model + reports into ``out``.
 
     With neither ``val_dir`` nor ``val_fraction``, a stratified 20 % of ``train_dir`` is held
@@ -74,6 +74,8 @@ def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFA
     if val_dir is None and val_fraction is None:
         val_fraction = DEFAULT_VAL_FRACTION
     train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
+    if shots is not None:  # K labelled images per class; the rest of the training folder is not used
+        train = take_per_class(train, shots, seed)
     folders = {"train": train, "val": val}
     if test_dir is not None:
         folders["test"] = load_test(test_dir, train)
@@ -81,7 +83,7 @@ def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFA
     settings = {
         "command": "fit", "train_dir": Path(train_dir).resolve(),
         "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
-        "test_dir": Path(test_dir).resolve() if test_dir else None, "final": final,
+        "test_dir": Path(test_dir).resolve() if test_dir else None, "final": final, "shots": shots,
         "backbone": backbone, "weights": weights, "layer": layer, "head": head, "image_size": image_size,
         "seed": seed, "strict": strict, "engine": engine, "batch_size": batch_size, "class_weight": class_weight,
         "classes": train.classes,
