@@ -55,6 +55,21 @@ def write_artifact(directory: str | Path, config: dict, backbone: dict[str, np.n
     return directory
 
 
+def model_folder(name) -> Path | None:
+    """The model folder of a run (``RUN/model``) or of a bare artifact, or None when ``name`` is
+    not a folder holding a graft model (so a string can be a registry name or a run folder)."""
+    try:
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            return None
+    except (TypeError, OSError):
+        return None
+    for candidate in (path / "model", path):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate.resolve()
+    return None
+
+
 def read_artifact_config(directory: str | Path) -> dict:
     """``graft.json`` of a model folder, checked key by key: a damaged or foreign file gives a
     :class:`~graft.errors.ModelError` naming the file and what is wrong, never a wrong label."""

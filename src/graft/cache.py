@@ -139,6 +139,11 @@ class FeatureCache:
 # ----------------------------------------------------------------------------- source records
 def source_key(backbone: str, weights, layer, image_size) -> str:
     """What the user asked for, as a key: a changed weights file gives a new key."""
+    from .artifact import model_folder  # torch-free
+
+    run_model = model_folder(backbone)
+    if run_model is not None:  # a run folder as backbone: its saved weights are the weights
+        weights = run_model / "weights.safetensors"
     weights_id = file_identity(Path(weights)) if weights else None
     return stable_hash({"format": FEATURE_FORMAT, "backbone": backbone, "weights": weights_id,
                         "layer": None if layer is None else str(layer), "image_size": image_size})

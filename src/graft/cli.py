@@ -80,6 +80,17 @@ def _test_option(fn):
                              "(reports in RUN/test/; metrics.json keeps validation and test apart).")(fn)
 
 
+def _transfer_options(fn):
+    fn = click.option("--freeze-transferred", is_flag=True, help="Keep the copied layers frozen in every stage.")(fn)
+    fn = click.option("--transfer-from", default=None,
+                      help="Where the copied layers come from: a backbone name or a graft run folder "
+                           "(default: --backbone).")(fn)
+    fn = click.option("--transfer-layers", default=None,
+                      help="first:K, last:K or NAME[,NAME...]: copy these layers into a freshly initialised "
+                           "network of the same architecture; the rest starts random.")(fn)
+    return fn
+
+
 def _class_weight_option(fn):
     return click.option("--class-weight", type=click.Choice(["balanced"]), default=None,
                         help="Weigh each class by n / (classes x its count), as scikit-learn's 'balanced', "
@@ -111,20 +122,33 @@ def backbones():
 @click.argument("backbone", default=DEFAULT_BACKBONE)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None)
 @click.option("--image-size", type=click.IntRange(32), default=None)
+@click.option("--transfer-layers", default=None, help="Mark the layers this first:K / last:K / NAME,... spec copies.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-def layers(backbone, weights, image_size, as_json):
-    """List a backbone's layers: index, name, type, output shape, parameters, trainable."""
+def layers(backbone, weights, image_size, transfer_layers, as_json):
+    """List a backbone's layers: index, name, type, output shape, parameters, trainable.
+
+    BACKBONE is a registered name, a timm architecture (with --weights) or a graft run folder.
+    """
     from .backbones import create_backbone
 
-    infos = create_backbone(backbone, weights=weights).layers(image_size)
+    source = create_backbone(backbone, weights=weights)
+    infos = source.layers(image_size)
+    copied = set()
+    if transfer_layers:
+        from .transfer import resolve_transfer
+
+        copied = set(resolve_transfer(transfer_layers, source.model))
     if as_json:
         for info in infos:
-            click.echo(json.dumps(info.__dict__))
+            click.echo(json.dumps({**info.__dict__, **({"transferred": info.name in copied} if copied else {})}))
         return
-    click.echo(f"{'idx':>3}  {'name':22s} {'type':24s} {'output':18s} {'params':>10}  trainable")
+    mark = "  transferred" if copied else ""
+    click.echo(f"{'idx':>3}  {'name':22s} {'type':24s} {'output':18s} {'params':>10}  trainable{mark}")
     for i in infos:
         shape = "x".join(str(d) for d in i.output_shape) or "-"
-        click.echo(f"{i.index:>3}  {i.name:22s} {i.type:24s} {shape:18s} {i.params:>10,}  {'yes' if i.trainable else 'no'}")
+        copy = ("  copied" if i.name in copied else "  -") if copied else ""
+        click.echo(f"{i.index:>3}  {i.name:22s} {i.type:24s} {shape:18s} {i.params:>10,}  "
+                   f"{'yes' if i.trainable else 'no':9s}{copy}")
     click.echo(f"total parameters: {sum(i.params for i in infos):,}")
 
 
@@ -237,6 +261,7 @@ def _finetune_model_options(fn):
               help="MixUp Beta(a, a) on augmented stages' batches (0 = off).")
 @click.option("--cutmix", type=click.FloatRange(0), default=0.0, show_default=True,
               help="CutMix Beta(a, a) on augmented stages' batches (0 = off).")
+@_transfer_options
 @_class_weight_option
 @_test_option
 @click.option("--final", is_flag=True,
@@ -253,7 +278,8 @@ def _finetune_model_options(fn):
 def finetune(ctx, data, out, overwrite, val_dir, val_split, stages, freeze_first, lr, head, base_lr_factor,
              layer_decay, optimizer, seed, image_size, batch_size, backbone, weights, schedule, regularizer,
              regularizer_weight, patience, augment, no_augment, augment_head_stage, mixup, cutmix, class_weight,
-             test_dir, final, sampler, strict, resume_dir, quiet):
+             transfer_layers, transfer_from, freeze_transferred, test_dir, final, sampler, strict, resume_dir,
+             quiet):
     """Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR.
 
     Checkpoints are written every epoch; after a kill or Ctrl-C, run the same command with
@@ -284,7 +310,8 @@ def finetune(ctx, data, out, overwrite, val_dir, val_split, stages, freeze_first
                 batch_size=batch_size, seed=seed, augment="none" if no_augment else augment,
                 augment_head_stage=augment_head_stage, mixup=mixup, cutmix=cutmix, regularizer=regularizer,
                 regularizer_weight=regularizer_weight, patience=patience, class_weight=class_weight,
-                sampler=sampler, test_dir=test_dir, final=final, strict=strict, progress=not quiet, overwrite=overwrite)
+                sampler=sampler, test_dir=test_dir, final=final, transfer_layers=transfer_layers,
+                transfer_from=transfer_from, freeze_transferred=freeze_transferred, strict=strict, progress=not quiet, overwrite=overwrite)
     except KeyboardInterrupt:
         run_dir = resume_dir or out
         if is_resumable(run_dir):
@@ -308,6 +335,7 @@ _FINETUNE_SETTING_OF = {
     "regularizer": "regularizer", "regularizer_weight": "regularizer_weight", "patience": "patience",
     "augment": "augment", "augment_head_stage": "augment_head_stage", "mixup": "mixup", "cutmix": "cutmix",
     "class_weight": "class_weight", "sampler": "sampler", "test_dir": "test_dir", "final": "final",
+    "transfer_layers": "transfer_layers", "transfer_from": "transfer_from", "freeze_transferred": "freeze_transferred",
 }
 
 
@@ -579,3 +607,32 @@ def fewshot(data, ways, shots, episodes, queries, heads, seed, as_json, backbone
         else:
             click.echo(f"{r.ways}-way {r.shots}-shot {r.head:9s} {100 * r.mean:5.1f} % +- {100 * r.interval:.1f} "
                        f"({r.episodes} episodes, {r.queries} queries per class)")
+
+
+@main.command()
+@_training_data_options()
+@click.option("--arch", required=True, help="Any timm architecture (e.g. resnet10t, tf_efficientnet_lite0).")
+@click.option("--stages", default="all:10", show_default=True, help="Stage plan; from random weights, train all.")
+@click.option("--lr", type=_LearningRate(), default=2e-3, show_default=True)
+@click.option("--image-size", type=click.IntRange(32), default=None)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="none",
+              show_default=True, help="none suits digits and text (a mirrored 2 is no 2).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_transfer_options
+@click.option("--strict", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def pretrain(data, out, overwrite, val_dir, val_split, arch, stages, lr, image_size, batch_size, augment, seed,
+             transfer_layers, transfer_from, freeze_transferred, strict, quiet):
+    """Train a network from random initialisation on a labelled source folder; the run folder is
+    then a backbone for every other command (--backbone RUN_DIR). Resume with
+    `graft finetune DATA --resume RUN_DIR`."""
+    from .finetune import finetune as run_training
+
+    result = run_training(data, out, val_dir=val_dir, val_fraction=val_split, backbone=arch, head="linear",
+                          stages=stages, lr=lr, base_lr_factor=1.0, image_size=image_size, batch_size=batch_size,
+                          seed=seed, augment=augment, pretrained=False, transfer_layers=transfer_layers,
+                          transfer_from=transfer_from, freeze_transferred=freeze_transferred, command="pretrain",
+                          strict=strict, progress=not quiet, overwrite=overwrite)
+    if result.metrics:
+        _print_summary(result.run_dir, result.metrics)

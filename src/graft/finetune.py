@@ -110,10 +110,13 @@ def _make_head(spec: str, in_features: int, num_classes: int):
 _SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "head", "stages", "freeze_first",
              "lr", "base_lr_factor", "layer_decay", "optimizer", "weight_decay", "schedule", "image_size",
              "batch_size", "seed", "augment", "augment_head_stage", "mixup", "cutmix", "regularizer",
-             "regularizer_weight", "patience", "class_weight", "sampler", "test_dir", "final")
+             "regularizer_weight", "patience", "class_weight", "sampler", "test_dir", "final", "pretrained",
+             "transfer_layers", "transfer_from", "freeze_transferred")
 _DEFAULTS = {"layer_decay": None, "schedule": "cosine", "augment_head_stage": False, "mixup": 0.0,
-             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle", "test_dir": None, "final": False}  # for run folders written before these existed
+             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle", "test_dir": None, "final": False,
+             "pretrained": True, "transfer_layers": None, "transfer_from": None, "freeze_transferred": False}  # for run folders written before these existed
 _PATH_SETTINGS = ("train_dir", "val_dir", "weights", "test_dir")
+TRAINING_COMMANDS = ("finetune", "pretrain")  # both are this module's training path
 
 
 def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
@@ -121,7 +124,9 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
              layer_decay=None, optimizer="adamw", weight_decay=1e-4, schedule="cosine", image_size=None,
              batch_size=32, seed=0, augment="crop-flip", augment_head_stage=False, mixup=0.0, cutmix=0.0,
              regularizer=None, regularizer_weight=0.01, patience=None, class_weight=None, sampler="shuffle",
-             test_dir=None, final=False, strict=False, progress=True, overwrite=False) -> FitResult:
+             test_dir=None, final=False, pretrained=True, transfer_layers=None, transfer_from=None,
+             freeze_transferred=False, command="finetune", strict=False, progress=True,
+             overwrite=False) -> FitResult:
     """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``.
 
     ``lr="auto"`` runs an LR range test on the first stage (see :func:`find_lr`) and uses its
@@ -146,10 +151,13 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
         load_test(settings["test_dir"], train)
     distributed = _init_distributed()
     main = is_main_process()
-    run = open_run(out, "finetune", overwrite=overwrite) if main else RunDir(out)
-    with run.lock("finetune") if main else contextlib.nullcontext():
+    if command not in TRAINING_COMMANDS:
+        raise GraftError(f"unknown training command {command!r}")
+    settings["command"] = command
+    run = open_run(out, command, overwrite=overwrite) if main else RunDir(out)
+    with run.lock(command) if main else contextlib.nullcontext():
         if main:
-            run.write_config({"command": "finetune", "settings": settings})
+            run.write_config({"command": command, "settings": settings})
             manifests = {"train": folder_manifest(scan_folder(settings["train_dir"])),
                          "val": folder_manifest(val) if val_dir else None}
             write_atomic(run.path / "data.json", json.dumps(manifests) + "\n")
@@ -220,8 +228,8 @@ def resume_finetune(run_dir, *, given: dict | None = None, strict=False, progres
     if not config_path.exists():
         raise GraftError(f"cannot resume: {config_path} does not exist (not a finetune run folder)")
     config = yaml.safe_load(config_path.read_text()) or {}
-    if config.get("command") != "finetune" or "settings" not in config:
-        raise GraftError(f"cannot resume: {run.path} was not written by graft finetune")
+    if config.get("command") not in TRAINING_COMMANDS or "settings" not in config:
+        raise GraftError(f"cannot resume: {run.path} was not written by graft finetune or pretrain")
     settings = {**_DEFAULTS, **config["settings"]}
     if "augment_head_stage" not in config["settings"]:  # older runs augmented every stage alike
         settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
@@ -236,7 +244,7 @@ def resume_finetune(run_dir, *, given: dict | None = None, strict=False, progres
     state = load_checkpoint(run.path / "checkpoints" / "last.pt")
     distributed = _init_distributed()
     main = is_main_process()
-    with run.lock("finetune") if main else contextlib.nullcontext():
+    with run.lock(config["command"]) if main else contextlib.nullcontext():
         return _train(run, settings, strict=strict, progress=progress and main, resume=state,
                       distributed=distributed)
 
@@ -289,7 +297,7 @@ def find_lr(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT
     if val_dir is None and val_fraction is None:
         val_fraction = 0.2
     plan = parse_stages(f"{stage}:1")
-    settings = {"train_dir": str(train_dir), "val_dir": val_dir, "val_fraction": val_fraction,
+    settings = {**_DEFAULTS, "train_dir": str(train_dir), "val_dir": val_dir, "val_fraction": val_fraction,
                 "backbone": backbone, "weights": weights, "head": head, "stages": f"{stage}:1",
                 "freeze_first": None, "lr": 1e-3, "base_lr_factor": base_lr_factor, "layer_decay": layer_decay,
                 "optimizer": optimizer, "weight_decay": weight_decay, "schedule": "cosine",
@@ -323,7 +331,7 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
     train, val = load_train_val(s["train_dir"], val_dir=s["val_dir"], val_fraction=s["val_fraction"], seed=s["seed"])
     if s.get("final_pass"):  # the final refit trains on every labelled image
         train = ImageFolder(train.root, train.classes, train.records + val.records)
-    parts.source = source = create_backbone(s["backbone"], weights=s["weights"])
+    parts.source = source = _source_network(s)
     preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
     parts.preprocessing = preprocessing
     parts.features = features = source.feature_net(None)
@@ -382,8 +390,17 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
         distributed=distributed, augmented=augmented, mixer=mixer,
         reuse_frozen_prefix=s["regularizer"] != "lwf",  # LwF needs the images themselves
         encode_pooled=_pooled_encoder(parts, s["batch_size"], progress),
-        class_weights=_balanced_weights(counts) if s["class_weight"] == "balanced" else None)
+        class_weights=_balanced_weights(counts) if s["class_weight"] == "balanced" else None,
+        always_frozen=tuple(_transferred_units(s, features.trunk)) if s.get("freeze_transferred") else ())
     return parts
+
+
+def _transferred_units(s: dict, trunk) -> list[str]:
+    from .transfer import resolve_transfer
+
+    if not s.get("transfer_layers"):
+        raise GraftError("--freeze-transferred needs --transfer-layers")
+    return resolve_transfer(s["transfer_layers"], trunk)
 
 
 def _balanced_weights(counts: np.ndarray) -> torch.Tensor:
@@ -392,6 +409,23 @@ def _balanced_weights(counts: np.ndarray) -> torch.Tensor:
     weights = np.zeros(len(counts))
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def _source_network(s: dict):
+    """The backbone training starts from: pretrained weights, random ones (``pretrained`` off,
+    as ``graft pretrain``), or a fresh network holding some layers copied from a donor
+    (``transfer_layers``, from ``transfer_from`` or the backbone itself)."""
+    if not s.get("transfer_layers"):
+        return create_backbone(s["backbone"], weights=s["weights"], pretrained=s["pretrained"])
+    from .transfer import copy_layers, resolve_transfer
+
+    donor = create_backbone(s.get("transfer_from") or s["backbone"],
+                            weights=None if s.get("transfer_from") else s["weights"])
+    fresh = create_backbone(donor.architecture, pretrained=False)
+    copy_layers(donor.model, fresh.model, resolve_transfer(s["transfer_layers"], fresh.model))
+    fresh.preprocessing = donor.preprocessing  # the copied layers expect the donor's input scaling
+    fresh.weights_source = f"{donor.weights_source} (layers {s['transfer_layers']}), the rest random"
+    return fresh
 
 
 def _check_memory(features, image_size: int, batch_size: int, plan) -> None:
@@ -483,7 +517,7 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
         if "lr_found" not in s:  # a resumed run keeps the LR its sweep chose
             s["lr_found"] = _auto_lr(parts, run, progress, distributed)
             if is_main_process():
-                run.write_config({"command": "finetune", "settings": s})
+                run.write_config({"command": s.get("command", "finetune"), "settings": s})
         parts.loop.lr = s["lr_found"]
         model.training_info["lr"] = s["lr_found"]
     result = run_stages(model, parts.features.trunk, parts.head, parts.train_loader, parts.val_loader, parts.loop,
@@ -513,7 +547,7 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
                                    paths=[record.path for record in val.records])
     _curves_png(result.history, run.path / "curves.png")
     run.write_split(train, val)
-    run.write_config({"command": "finetune", "settings": settings, "classes": train.classes,
+    run.write_config({"command": s.get("command", "finetune"), "settings": settings, "classes": train.classes,
                       "backbone_weights": parts.source.weights_source, "image_size": parts.preprocessing.size})
     write_html_safely(run.path)
     return FitResult(run.path, metrics)

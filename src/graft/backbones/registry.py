@@ -8,6 +8,7 @@ rest of graft never branches on where weights came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..defaults import DEFAULT_BACKBONE  # noqa: F401  (re-exported)
@@ -45,15 +46,21 @@ def list_backbones() -> list[BackboneEntry]:
 def create_backbone(
     name: str = DEFAULT_BACKBONE, *, weights: str | None = None, pretrained: bool = True
 ) -> Backbone:
-    """Build backbone ``name`` with pretrained weights.
+    """Build backbone ``name`` with pretrained weights; ``name`` may also be a graft run folder.
 
     ``weights`` is a local ``.safetensors`` or ``.pth`` file; it overrides a registered
     source and is required (offline) for an unregistered timm architecture. With
     ``pretrained=False`` the network is built with random weights (used when the weights
     come from a saved graft model instead).
     """
-    from . import timm_weights  # local import: avoids a cycle, timm_weights registers nothing
+    from . import run_folder, timm_weights  # local imports: avoid a cycle; neither registers anything
 
+    if run_folder.model_folder(name) is not None:  # a graft run folder is a backbone too
+        if weights is not None:
+            raise ModelError(f"--weights does not apply to a run folder backbone ({name}): its weights are its own")
+        return run_folder.from_run_folder(name)
+    if isinstance(name, str) and ("/" in name or name.startswith(".")) and Path(name).expanduser().is_dir():
+        raise ModelError(f"{name} is a folder but not a graft run: it holds no model/graft.json")
     if weights is not None:
         return timm_weights.from_local_file(name, weights)
     entry = _REGISTRY.get(name)

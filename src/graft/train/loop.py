@@ -57,6 +57,7 @@ class LoopSettings:
     # augmented stages: run the frozen prefix in ONNX Runtime on every batch (no autograd there)
     frozen_in_onnx: bool = True
     class_weights: torch.Tensor | None = None  # per-class loss weights (--class-weight balanced)
+    always_frozen: tuple = ()  # layer units no stage trains (--freeze-transferred)
     keep_last: bool = False  # end with the last epoch's weights, not the best (a final refit has no held-out set)
 
     def stage_augmented(self, index: int) -> bool:
@@ -163,8 +164,8 @@ def param_groups(settings: LoopSettings, trunk: nn.Module, head: nn.Module, lr: 
 def freeze_for_stage(settings: LoopSettings, stage: Stage, trunk, head) -> list[str]:
     """Set what trains in ``stage``; return the trainable backbone parameter names."""
     if settings.freeze_first is not None:  # "freeze the first K layers" replaces the plan's freezing
-        return apply_stage(trunk, head, freeze_first=settings.freeze_first)
-    return apply_stage(trunk, head, stage)
+        return apply_stage(trunk, head, freeze_first=settings.freeze_first, always_frozen=settings.always_frozen)
+    return apply_stage(trunk, head, stage, always_frozen=settings.always_frozen)
 
 
 def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int):

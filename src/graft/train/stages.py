@@ -74,10 +74,11 @@ def _trainable_units(trunk: nn.Module, top_blocks: int | None) -> set[str]:
 
 
 def apply_stage(trunk: nn.Module, head: nn.Module, stage: Stage | None = None,
-                freeze_first: int | str | None = None) -> list[str]:
+                freeze_first: int | str | None = None, always_frozen=()) -> list[str]:
     """Set ``requires_grad`` for a stage (or a freeze-first-K rule); return trainable names.
 
-    The head always trains. Names returned are parameter names of ``trunk``.
+    The head always trains; units in ``always_frozen`` never do. Names returned are parameter
+    names of ``trunk``.
     """
     for p in head.parameters():
         p.requires_grad_(True)
@@ -94,6 +95,7 @@ def apply_stage(trunk: nn.Module, head: nn.Module, stage: Stage | None = None,
         if stage is None:
             raise GraftError("apply_stage needs a stage or freeze_first")
         trainable = _trainable_units(trunk, stage.top_blocks)
+    trainable -= set(always_frozen)
     names = []
     modules = dict(layer_units(trunk))
     for unit in units:
