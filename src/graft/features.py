@@ -88,10 +88,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     batch_size, engine ("auto" | "onnx" | "torch"), cache (bool), progress (bool).
     flip : mirror every image horizontally before the network (test-time augmentation); the
         mirrored features are cached apart from the plain ones.
+    processes : "auto" (one worker process per core for a cold extraction of a few hundred
+        images or more, on ONNX Runtime), a number, or 0 to stay in this process.
     """
 
     def __init__(self, backbone=DEFAULT_BACKBONE, layer=None, weights=None, image_size=None,
-                 batch_size=32, engine="auto", cache=True, progress=False, decode_workers=1, flip=False):
+                 batch_size=32, engine="auto", cache=True, progress=False, decode_workers=1, flip=False,
+                 processes="auto"):
         self.backbone = backbone
         self.layer = layer
         self.weights = weights
@@ -102,6 +105,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.progress = progress
         self.decode_workers = decode_workers
         self.flip = flip
+        self.processes = processes
 
     # -- fitting: nothing is learned, the backbone is built and described -------------------
     def fit(self, X=None, y=None):
@@ -171,7 +175,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         runner = None
         if self.engine in ("auto", "onnx"):
             try:
-                runner = OnnxRunner(self._onnx_file(export_onnx))
+                self._onnx_path_ = self._onnx_file(export_onnx)
+                runner = OnnxRunner(self._onnx_path_)
             except Exception as exc:  # ORT missing or an op it lacks: torch always works
                 if self.engine == "onnx":
                     raise GraftError(f"ONNX Runtime engine unavailable: {exc}") from exc
@@ -214,7 +219,12 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                             strict=strict, desc=desc or f"features {folder.root.name}")
 
     def _run(self, paths, identities, todo, vectors, skipped, strict, cache, desc):
+        from .extraction_workers import process_count
+
         runner = self._get_runner()
+        workers = process_count(len(todo), self.processes) if runner.name == "onnx" else 0
+        if workers:
+            return self._run_in_processes(paths, identities, todo, vectors, skipped, strict, cache, desc, workers)
         window = max(2 * self.batch_size, 4)  # decoded images in flight: bounds memory
         bar = progress_bar(total=len(todo), desc=desc, unit="img", enable=self.progress)
         batch_arrays: list[np.ndarray] = []
@@ -258,6 +268,30 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             if batch_arrays:
                 flush()
         bar.close()
+
+    def _run_in_processes(self, paths, identities, todo, vectors, skipped, strict, cache, desc, workers):
+        """``_run`` with decoding and inference in worker processes (see graft.extraction_workers)."""
+        from .extraction_workers import extract_in_processes
+
+        onnx_path = self._onnx_path_
+        bar = progress_bar(total=len(todo), desc=desc, unit="img", enable=self.progress)
+        chunks = extract_in_processes(onnx_path, self.preprocessing_.to_dict(), self.flip,
+                                      [str(paths[k]) for k in todo], self.batch_size, workers)
+        try:
+            for positions, found, failures in chunks:
+                for position, vector in zip(positions, found):
+                    vectors[todo[position]] = vector
+                if cache is not None and positions:
+                    cache.put_many([(identities[todo[p]], vectors[todo[p]]) for p in positions])
+                for position, reason in failures:
+                    k = todo[position]
+                    if cache is not None:
+                        cache.put_failure(identities[k], reason)
+                    _skip(skipped, ImageDecodeError(paths[k], reason), strict)
+                bar.update(len(positions) + len(failures))
+        finally:
+            chunks.close()
+            bar.close()
 
 
 def _skip(skipped: list, error: ImageDecodeError, strict: bool) -> None:

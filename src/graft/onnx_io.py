@@ -10,16 +10,23 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# torch is imported by the functions that need it: ONNX Runtime sessions (extraction worker
+# processes among them) run without it.
 
 
-def export_onnx(module: torch.nn.Module, path: Path, image_size: int, output_names: list[str],
-                input_dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Path:
+def export_onnx(module, path: Path, image_size: int, output_names: list[str], input_dtype=None,
+                channels_last: bool = False) -> Path:
     """Write ``module`` (images -> tensors) as ONNX with a dynamic batch axis, atomically.
 
-    The input is (N, 3, S, S), or (N, S, S, 3) with ``channels_last``, of ``input_dtype``.
+    The input is (N, 3, S, S), or (N, S, S, 3) with ``channels_last``, of ``input_dtype``
+    (default float32).
     """
+    import torch
+
     from .files import atomic_path
+
+    input_dtype = input_dtype or torch.float32
 
     module = module.eval()
     shape = (1, image_size, image_size, 3) if channels_last else (1, 3, image_size, image_size)
@@ -69,9 +76,11 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module):
         self.module = module.eval()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             return self.module(torch.from_numpy(images)).numpy()
