@@ -69,7 +69,7 @@ def test_quadrants_and_input_size():
     assert quadrant(10, None, SIMILAR_CONFIDENCE - 0.01) == ("small", "different")
     assert choose_strategy("small", "similar", 60)[0] == "frozen-last"
     assert choose_strategy("small", "different", 10)[0] == "frozen-inner"
-    assert choose_strategy("small", "different", 150)[0] == "finetune-top"
+    assert choose_strategy("small", "different", 150)[0] == "frozen-inner"
     assert choose_strategy("large", "similar", 800)[0] == "finetune-all"
     assert recommended_input_size(28) == 64 and recommended_input_size(16) == 64
     assert recommended_input_size(60) == 128 and recommended_input_size(500) is None

@@ -141,11 +141,10 @@ def choose_strategy(size: str, similarity: str, per_class_median: float) -> tupl
         return "frozen-last", ["a small target close to ImageNet: the last layer's features already separate it; "
                                "a linear classifier on them is the best-measured choice"]
     if size == "small":
-        if per_class_median >= 50:
-            return "finetune-top", ["a target unlike ImageNet with enough images per class to move the top blocks "
-                                    "(ImageNet's last-layer features fit it less well)"]
-        return "frozen-inner", ["a target unlike ImageNet with few images per class: an earlier layer's more "
-                                "generic features, no weights trained"]
+        # measured (bench_advisor.py): on mnist-2000 and usps-1800 (135-150 per class) an inner layer
+        # with an RBF SVM beat both short fine-tuning plans by 5-8 points
+        return "frozen-inner", ["a small target unlike ImageNet: an earlier layer's more generic features with an "
+                                "RBF SVM, no weights trained"]
     if similarity == "similar":
         return "finetune-all", ["a large target close to ImageNet: fine-tune the whole network from the "
                                 "pretrained weights"]
