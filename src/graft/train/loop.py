@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ..errors import GraftError
 from ..progress import progress_bar
-from .mixing import soft_target_cross_entropy
+from .methods import Supervised, TrainingMethod
 from .stages import Stage, apply_stage, set_train_mode
 
 OPTIMIZERS = {
@@ -134,11 +134,15 @@ def evaluate_loader(model: nn.Module, loader, with_probabilities: bool = False):
 SCHEDULES = ("cosine", "onecycle")
 
 
-def param_groups(settings: LoopSettings, trunk: nn.Module, head: nn.Module, lr: float) -> list[dict]:
-    """Optimizer groups for the current freeze state: the head at ``lr``, trainable backbone
-    layers at ``lr * base_lr_factor``, and with ``layer_decay`` each trainable unit below the
-    top one another factor ``layer_decay`` smaller (the lowest layers move least)."""
+def param_groups(settings: LoopSettings, trunk: nn.Module, head: nn.Module, lr: float,
+                 extra: list | tuple = ()) -> list[dict]:
+    """Optimizer groups for the current freeze state: the head (and a method's own modules,
+    ``extra``) at ``lr``, trainable backbone layers at ``lr * base_lr_factor``, and with
+    ``layer_decay`` each trainable unit below the top one another factor ``layer_decay``
+    smaller (the lowest layers move least)."""
     groups = [{"params": list(head.parameters()), "lr": lr, "name": "head"}]
+    if extra:
+        groups.append({"params": list(extra), "lr": lr, "name": "method"})
     base_lr = lr * settings.base_lr_factor
     if settings.layer_decay is None:
         base = [p for p in trunk.parameters() if p.requires_grad]
@@ -168,12 +172,13 @@ def freeze_for_stage(settings: LoopSettings, stage: Stage, trunk, head) -> list[
     return apply_stage(trunk, head, stage, always_frozen=settings.always_frozen)
 
 
-def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int):
-    """Freeze for ``stage``; a fresh optimizer (head LR, smaller base LR) and its schedule."""
+def stage_optimizer(settings: LoopSettings, stage: Stage, trunk, head, steps_per_epoch: int, extra=()):
+    """Freeze for ``stage``; a fresh optimizer (head LR, smaller base LR) and its schedule;
+    ``extra`` are a training method's own parameters (trained at the head's LR)."""
     if settings.schedule not in SCHEDULES:
         raise GraftError(f"unknown schedule {settings.schedule!r}: {', '.join(SCHEDULES)}")
     trainable = freeze_for_stage(settings, stage, trunk, head)
-    groups = param_groups(settings, trunk, head, settings.lr)
+    groups = param_groups(settings, trunk, head, settings.lr, extra)
     for group in groups:
         group["peak_lr"] = group["lr"]
     optimizer = OPTIMIZERS[settings.optimizer](groups, settings.weight_decay)
@@ -306,7 +311,8 @@ def load_checkpoint(path: Path) -> dict:
 def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loader,
                settings: LoopSettings, checkpoint_dir: Path, history_path: Path,
                regularizer=None, generator: torch.Generator | None = None,
-               resume: dict | None = None, plain_train_loader=None) -> LoopResult:
+               resume: dict | None = None, plain_train_loader=None,
+               method: TrainingMethod | None = None) -> LoopResult:
     """Train ``model`` (= head(trunk(x))) through ``settings.stages``.
 
     Stages marked not augmented in ``settings.augmented`` train on ``plain_train_loader``
@@ -317,7 +323,15 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
     ``last.pt`` checkpoint: training continues at the epoch after it, with the same freeze
     mask, optimizer, schedule, best-so-far and random states, as if never stopped. Returns the
     best epoch; the model ends holding the best epoch's weights.
+
+    ``method`` is the training method (:mod:`graft.train.methods`): the loss, the batches
+    drawn, extra modules and what the epoch logs; by default :class:`Supervised` from
+    ``settings`` (mixing, class weights) and ``regularizer``.
     """
+    if method is None:
+        method = Supervised(settings.mixer, settings.class_weights, regularizer,
+                            needs_images=not settings.reuse_frozen_prefix)
+    reuse_prefix = settings.reuse_frozen_prefix and not method.needs_images
     if settings.optimizer not in OPTIMIZERS:
         raise GraftError(f"unknown optimizer {settings.optimizer!r}: {', '.join(OPTIMIZERS)}")
     main = is_main_process()
@@ -325,8 +339,17 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     result = LoopResult(best_accuracy=-1.0, best_epoch=-1)
     epoch, stale, first_stage, done_in_stage = 0, 0, 0, 0
+
+    def stage_loader(index):
+        plain = not settings.stage_augmented(index) and plain_train_loader is not None
+        return plain_train_loader if plain else train_loader
+
+    method.setup(model, trunk, head, sum(stage.epochs * max(1, method.steps_per_epoch(stage_loader(i)))
+                                         for i, stage in enumerate(settings.stages)))
     if resume is not None:
         model.load_state_dict(resume["model"])
+        if "method" in resume:
+            method.load_state_dict(resume["method"])
         epoch, stale = resume["epoch"], resume["stale"]
         first_stage, done_in_stage = resume["stage_index"], resume["epoch_in_stage"]
         result.best_accuracy, result.best_epoch = resume["best_accuracy"], resume["best_epoch"]
@@ -340,8 +363,9 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             break
         stage = settings.stages[stage_index]
         augmented = settings.stage_augmented(stage_index)
-        images_loader = train_loader if augmented or plain_train_loader is None else plain_train_loader
-        optimizer, scheduler, trainable, n_base = stage_optimizer(settings, stage, trunk, head, len(images_loader))
+        images_loader = stage_loader(stage_index)
+        optimizer, scheduler, trainable, n_base = stage_optimizer(
+            settings, stage, trunk, head, method.steps_per_epoch(images_loader), method.parameters())
         start_in_stage = 0
         if resume is not None and stage_index == first_stage:
             if resume["trainable"] != trainable:
@@ -359,7 +383,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             scheduler.load_state_dict(resume["scheduler"])
         forward, stage_train, stage_val, evaluated, reused = model, images_loader, val_loader, model, 0
         encode_start, in_onnx = None, 0
-        if not augmented and settings.reuse_frozen_prefix and not settings.distributed:
+        if not augmented and reuse_prefix and not settings.distributed:
             # Iterating a loader without its own generator draws a seed from torch's global RNG;
             # forking keeps the training run's random stream the same whether or not (and when)
             # the prefix is encoded, so resumed runs repeat uninterrupted ones exactly.
@@ -370,14 +394,14 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             if cached is not None:
                 forward, stage_train, stage_val, reused = cached
                 evaluated = forward
-        elif augmented and settings.frozen_in_onnx and settings.reuse_frozen_prefix and not settings.distributed:
+        elif augmented and settings.frozen_in_onnx and reuse_prefix and not settings.distributed:
             encode_start = time.perf_counter()
             with torch.random.fork_rng(devices=[]):  # as above: the random stream stays the same
                 staged = onnx_prefix_stage(trunk, head, images_loader, val_loader, settings.progress)
             if staged is not None:
                 forward, evaluated, stage_val, in_onnx = staged
         encode_seconds = round(time.perf_counter() - encode_start, 3) if encode_start is not None else 0.0
-        mixer = settings.mixer if augmented and settings.mixer is not None and settings.mixer.enabled else None
+        mixed = bool(getattr(method, "mixes", lambda _: False)(augmented))
         if settings.distributed:
             # Re-wrapped per stage: DDP syncs only the parameters trainable when it is built.
             from torch.nn.parallel import DistributedDataParallel
@@ -388,19 +412,13 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
             if hasattr(images_loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
                 images_loader.sampler.set_epoch(epoch)
             set_train_mode(model)
-            total, correct, seen = 0.0, 0, 0
-            bar = progress_bar(len(stage_train), f"{stage.name} epoch {epoch + 1}", "batch", settings.progress)
-            for images, targets in stage_train:
-                if mixer is not None:
-                    images, soft_targets = mixer(images, targets)
-                    logits = forward(images)
-                    loss = soft_target_cross_entropy(logits, soft_targets, settings.class_weights)
-                    targets = soft_targets.argmax(1)  # train accuracy against the dominant label
-                else:
-                    logits = forward(images)
-                    loss = F.cross_entropy(logits, targets, weight=settings.class_weights)
-                if regularizer is not None:
-                    loss = loss + regularizer(images, logits)
+            method.train()
+            total, correct, seen, logged = 0.0, 0, 0, {}
+            bar = progress_bar(method.steps_per_epoch(stage_train), f"{stage.name} epoch {epoch + 1}", "batch",
+                               settings.progress)
+            for batch in method.batches(stage_train, epoch):
+                step = method.training_step(forward, batch, augmented)
+                loss = step.loss
                 if not torch.isfinite(loss):
                     raise GraftError(f"loss became {loss.item()} in stage {stage.name}, epoch {epoch + 1}: "
                                      "lower the learning rate (--lr); the best checkpoint so far is kept in "
@@ -409,14 +427,16 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total += loss.item() * len(targets)
-                correct += int((logits.argmax(1) == targets).sum())
-                seen += len(targets)
+                total += loss.item() * step.count
+                correct += step.correct
+                seen += step.count
+                for key, value in step.logs.items():
+                    logged[key] = logged.get(key, 0.0) + value
                 bar.update(1)
             bar.close()
-            val_loss, val_acc, _, _ = evaluate_loader(evaluated, stage_val)
+            val_loss, val_acc, val_logs = method.evaluate(evaluated, stage_val)
             epoch += 1
-            row = {"epoch": epoch, "stage": stage.name, "augmented": augmented, "mixed": mixer is not None,
+            row = {"epoch": epoch, "stage": stage.name, "augmented": augmented, "mixed": mixed,
                    "lrs": [g["peak_lr"] for g in optimizer.param_groups],
                    "lrs_end": [g["lr"] for g in optimizer.param_groups],
                    "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
@@ -429,6 +449,10 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                    # the stage's one pass of its frozen layers, on the stage's first epoch
                    "frozen_encode_seconds": encode_seconds if epoch_in_stage == start_in_stage else 0.0,
                    "seconds": round(time.perf_counter() - start, 3)}
+            if method.name != "supervised":
+                row["method"] = method.name
+            row.update({key: value / max(1, seen) for key, value in logged.items()})
+            row.update(val_logs)
             result.history.append(row)
             improved = val_acc > result.best_accuracy
             if improved:
@@ -449,6 +473,7 @@ def run_stages(model, trunk: nn.Module, head: nn.Module, train_loader, val_loade
                 "trainable": trainable, "best_accuracy": result.best_accuracy,
                 "best_epoch": result.best_epoch, "stale": stale, "torch_rng": torch.get_rng_state(),
                 "loader_rng": generator.get_state() if generator is not None else torch.empty(0, dtype=torch.uint8),
+                "method": method.state_dict(),
             }, checkpoint_dir / "last.pt")
             # history after the checkpoint: a kill between the two loses the line, not the epoch
             with open(history_path, "a") as handle:
