@@ -636,3 +636,66 @@ def pretrain(data, out, overwrite, val_dir, val_split, arch, stages, lr, image_s
                           strict=strict, progress=not quiet, overwrite=overwrite)
     if result.metrics:
         _print_summary(result.run_dir, result.metrics)
+
+
+@main.command()
+@click.option("--source", "source_dir", type=click.Path(), default=None, help="Labelled source class-folder tree.")
+@click.option("--target", "target_dir", type=click.Path(), default=None,
+              help="Unlabelled target images (any layout; class folders are allowed and their names ignored).")
+@click.option("--target-val", "target_val_dir", type=click.Path(), default=None,
+              help="Labelled target images, scored each epoch and at the end (RUN/target/); never trained on.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty -o folder (graft's outputs there are removed).")
+@click.option("--val", "val_dir", type=click.Path(), default=None, help="Labelled source validation tree.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Hold out this fraction of the source (default 0.2 without --val).")
+@click.option("--adversary", type=click.Choice(["dann", "cdan", "none"]), default="dann", show_default=True,
+              help="none trains on the same batches without the adversary (source-only baseline).")
+@click.option("--adversary-weight", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Largest gradient-reversal weight (ramped up from 0 over training).")
+@click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--from-scratch", is_flag=True, help="Random initial weights instead of pretrained ones.")
+@click.option("--image-size", type=click.IntRange(32), default=None)
+@click.option("--head", default="linear", show_default=True, help="linear, or mlp:HIDDEN.")
+@click.option("--stages", default="all:10", show_default=True, help="Stage plan NAME:EPOCHS,...")
+@click.option("--lr", type=_LearningRate(), default=1e-3, show_default=True)
+@click.option("--base-lr-factor", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="none",
+              show_default=True, help="none suits digits and text (a mirrored 2 is no 2).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--strict", is_flag=True)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="Continue this killed or interrupted adaptation run with its saved settings.")
+@click.option("--quiet", "-q", is_flag=True)
+def adapt(source_dir, target_dir, target_val_dir, out, overwrite, val_dir, val_split, adversary, adversary_weight,
+          backbone, weights, from_scratch, image_size, head, stages, lr, base_lr_factor, batch_size, augment, seed,
+          strict, resume_dir, quiet):
+    """Domain adaptation: learn from a labelled --source folder and unlabelled --target images
+    (DANN by default; --adversary none is source-only on the same batches)."""
+    from .adapt import adapt as run_adapt
+    from .finetune import resume_finetune
+
+    if resume_dir:
+        result = resume_finetune(resume_dir, given={}, strict=strict, progress=not quiet)
+    else:
+        missing = [flag for flag, value in (("--source", source_dir), ("--target", target_dir), ("--out", out))
+                   if not value]
+        if missing:
+            raise click.UsageError(f"missing {', '.join(missing)} (or --resume RUN_DIR)")
+        result = run_adapt(source_dir, target_dir, out, target_val_dir=target_val_dir, adversary=adversary,
+                           adversary_weight=adversary_weight, stages=stages, lr=lr, base_lr_factor=base_lr_factor,
+                           val_dir=val_dir, val_fraction=val_split, backbone=backbone, weights=weights,
+                           pretrained=not from_scratch, image_size=image_size, head=head, batch_size=batch_size,
+                           augment=augment, seed=seed, strict=strict, progress=not quiet, overwrite=overwrite)
+    if not result.metrics:
+        return
+    _print_summary(result.run_dir, result.metrics, scored_on="source validation")
+    target = result.metrics.get("target")
+    if target:
+        click.echo(f"target ({target['data_dir']}): accuracy {100 * target['accuracy']:.1f} %  "
+                   f"macro F1 {target['macro_f1']:.3f}")
+    for key in ("proxy_a_distance_before", "proxy_a_distance_after"):
+        if key in result.metrics:
+            click.echo(f"{key.replace('_', ' ')}: {result.metrics[key]:.3f}")

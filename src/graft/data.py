@@ -171,6 +171,20 @@ def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
     return ImageFolder(root_path, class_names, records)
 
 
+def scan_unlabelled(root) -> ImageFolder:
+    """Every image file below ``root`` (at any depth), for a domain whose labels are not used:
+    a flat folder, or class folders whose names are ignored. Labels are all -1."""
+    root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if not root_path.exists():
+        raise DataError(f"folder does not exist: {root_path}")
+    if not root_path.is_dir():
+        raise DataError(f"not a folder: {root_path}")
+    files = _files_under(root_path)
+    if not files:
+        raise DataError(f"no images in {root_path}: the target domain needs unlabelled images to adapt to")
+    return ImageFolder(root_path, [], [Record(path, -1) for path in files])
+
+
 def stratified_split(
     folder: ImageFolder, val_fraction: float, seed: int = 0
 ) -> tuple[ImageFolder, ImageFolder]:

@@ -111,12 +111,16 @@ _SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "hea
              "lr", "base_lr_factor", "layer_decay", "optimizer", "weight_decay", "schedule", "image_size",
              "batch_size", "seed", "augment", "augment_head_stage", "mixup", "cutmix", "regularizer",
              "regularizer_weight", "patience", "class_weight", "sampler", "test_dir", "final", "pretrained",
-             "transfer_layers", "transfer_from", "freeze_transferred")
+             "transfer_layers", "transfer_from", "freeze_transferred", "target_dir", "target_val_dir", "adversary",
+             "adversary_weight", "teacher", "temperature", "alpha")
 _DEFAULTS = {"layer_decay": None, "schedule": "cosine", "augment_head_stage": False, "mixup": 0.0,
              "cutmix": 0.0, "class_weight": None, "sampler": "shuffle", "test_dir": None, "final": False,
-             "pretrained": True, "transfer_layers": None, "transfer_from": None, "freeze_transferred": False}  # for run folders written before these existed
-_PATH_SETTINGS = ("train_dir", "val_dir", "weights", "test_dir")
-TRAINING_COMMANDS = ("finetune", "pretrain")  # both are this module's training path
+             "pretrained": True, "transfer_layers": None, "transfer_from": None, "freeze_transferred": False,
+             "target_dir": None, "target_val_dir": None, "adversary": "dann", "adversary_weight": 1.0, "teacher": None,
+             "temperature": 4.0, "alpha": 0.5}  # for run folders written before these existed
+_PATH_SETTINGS = ("train_dir", "val_dir", "weights", "test_dir", "target_dir", "target_val_dir", "teacher")
+# every one is this module's training path, with its own training method (graft.train.methods)
+TRAINING_COMMANDS = ("finetune", "pretrain", "adapt", "distill")
 
 
 def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
@@ -125,7 +129,8 @@ def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAUL
              batch_size=32, seed=0, augment="crop-flip", augment_head_stage=False, mixup=0.0, cutmix=0.0,
              regularizer=None, regularizer_weight=0.01, patience=None, class_weight=None, sampler="shuffle",
              test_dir=None, final=False, pretrained=True, transfer_layers=None, transfer_from=None,
-             freeze_transferred=False, command="finetune", strict=False, progress=True,
+             freeze_transferred=False, target_dir=None, target_val_dir=None, adversary="dann", adversary_weight=1.0,
+             teacher=None, temperature=4.0, alpha=0.5, command="finetune", strict=False, progress=True,
              overwrite=False) -> FitResult:
     """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``.
 
@@ -391,8 +396,24 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
         reuse_frozen_prefix=s["regularizer"] != "lwf",  # LwF needs the images themselves
         encode_pooled=_pooled_encoder(parts, s["batch_size"], progress),
         class_weights=_balanced_weights(counts) if s["class_weight"] == "balanced" else None,
-        always_frozen=tuple(_transferred_units(s, features.trunk)) if s.get("freeze_transferred") else ())
+        always_frozen=tuple(_transferred_units(s, features.trunk)) if s.get("freeze_transferred") else (),
+        # adaptation selects no epoch on source validation: the last one is kept
+        keep_last=bool(s.get("target_dir")) or bool(s.get("final_pass")))
+    parts.method = _training_method(s, parts, strict, progress)
     return parts
+
+
+def _training_method(s: dict, parts: _Parts, strict: bool, progress: bool):
+    """The method for this run's command; None is plain supervised fine-tuning."""
+    if s.get("target_dir"):
+        from .adapt import domain_method
+
+        return domain_method(s, parts, strict, progress)
+    if s.get("teacher"):
+        from .distill import distillation_method
+
+        return distillation_method(s, parts, progress)
+    return None
 
 
 def _transferred_units(s: dict, trunk) -> list[str]:
@@ -520,9 +541,15 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
                 run.write_config({"command": s.get("command", "finetune"), "settings": s})
         parts.loop.lr = s["lr_found"]
         model.training_info["lr"] = s["lr_found"]
+    adapting = bool(s.get("target_dir"))
+    if adapting and is_main_process() and resume is None:
+        from .adapt import domain_distance, record_distance
+
+        record_distance(run.path, "proxy_a_distance_before", domain_distance(parts, s["batch_size"], s["seed"]))
     result = run_stages(model, parts.features.trunk, parts.head, parts.train_loader, parts.val_loader, parts.loop,
                         run.path / "checkpoints", run.path / "history.jsonl", parts.extra,
-                        generator=parts.generator, resume=resume, plain_train_loader=parts.plain_loader)
+                        generator=parts.generator, resume=resume, plain_train_loader=parts.plain_loader,
+                        method=parts.method)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval()
     shipped = _final_refit(run, s, parts, result.best_epoch, progress, distributed) if s.get("final") else model
@@ -540,6 +567,8 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
             t_true, t_pred, train.classes, {"n_test": len(test), "data_dir": s["test_dir"], "skipped": skipped_test},
             subdir="test", title=f"{Path(s['test_dir']).name} (test)", probabilities=t_probabilities,
             paths=[record.path for record in test.records], split="test"))
+    if adapting:
+        extra.update(_adaptation_results(run, s, parts, shipped))
     _, _, y_true, y_pred, probabilities = evaluate_loader(model, parts.val_loader, with_probabilities=True)
     extra["seconds"] = round(time.perf_counter() - start, 3)
     metrics = run.write_evaluation(y_true, y_pred, train.classes, extra,
@@ -553,6 +582,24 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
     return FitResult(run.path, metrics)
 
 
+def _adaptation_results(run: RunDir, s: dict, parts: _Parts, model) -> dict:
+    """After adaptation: the proxy A-distance again, and the labelled target images scored
+    (RUN/target/) when --target-val was given."""
+    from .adapt import domain_distance, record_distance
+
+    distances = record_distance(run.path, "proxy_a_distance_after", domain_distance(parts, s["batch_size"], s["seed"]))
+    extra = {"adversary": s["adversary"], **distances}
+    if s.get("target_val_dir"):
+        loader = DataLoader(ImageDataset(parts.target_val, parts.preprocessing, "none"), batch_size=s["batch_size"])
+        _, _, t_true, t_pred, t_probabilities = evaluate_loader(model, loader, with_probabilities=True)
+        extra["target"] = held_out_summary(run.write_evaluation(
+            t_true, t_pred, parts.train.classes, {"n_target_val": len(parts.target_val),
+                                                  "data_dir": s["target_val_dir"]},
+            subdir="target", title=f"{Path(s['target_val_dir']).name} (target)", probabilities=t_probabilities,
+            paths=[record.path for record in parts.target_val.records], split="target"))
+    return extra
+
+
 def _final_refit(run: RunDir, s: dict, parts: _Parts, best_epoch: int, progress: bool, distributed: bool):
     """``--final``: train again from the source weights on training + validation images for the
     epochs validation chose (the plan cut at the best epoch), keeping the last epoch. The
@@ -563,7 +610,8 @@ def _final_refit(run: RunDir, s: dict, parts: _Parts, best_epoch: int, progress:
     again.loop.keep_last = True
     result = run_stages(again.model, again.features.trunk, again.head, again.train_loader, again.val_loader,
                         again.loop, run.path / "checkpoints" / "final", run.path / "history-final.jsonl",
-                        again.extra, generator=again.generator, plain_train_loader=again.plain_loader)
+                        again.extra, generator=again.generator, plain_train_loader=again.plain_loader,
+                        method=again.method)
     again.model.training_info.update({"final_refit": True, "final_plan": final["stages"],
                                       "epochs_run": len(result.history), "n_fitted": len(again.train)})
     return again.model.eval()

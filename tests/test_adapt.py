@@ -1,0 +1,124 @@
+"""Domain-adversarial training (graft adapt): the gradient reversal layer, the ramp, the proxy
+A-distance, a small real DANN run, resume after SIGKILL, and bad input."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from graft.cli import main
+from graft.train.methods.adversarial import proxy_a_distance, ramp, reverse_gradient
+
+
+def test_gradient_reversal_flips_the_gradient():
+    x = torch.randn(5, 3, requires_grad=True)
+    (reverse_gradient(x, 0.7) * torch.arange(3.0)).sum().backward()
+    expected = -0.7 * torch.arange(3.0).expand(5, 3)
+    torch.testing.assert_close(x.grad, expected)
+    assert torch.equal(reverse_gradient(x, 0.7), x)  # identity forward
+
+
+def test_ramp_goes_from_zero_toward_one():
+    assert ramp(0.0) == 0.0 and 0.98 < ramp(0.5) < 1.0 and ramp(1.0) > 0.9999
+    assert ramp(0.1) < ramp(0.2) < ramp(0.3)
+
+
+def test_proxy_a_distance_separates_shifted_domains_only():
+    rng = np.random.default_rng(0)
+    same = proxy_a_distance(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)))
+    apart = proxy_a_distance(rng.normal(size=(300, 8)), rng.normal(loc=3.0, size=(300, 8)))
+    assert same < 0.3 and apart > 1.9
+
+
+@pytest.fixture(scope="module")
+def shifted_digits(digits_dir, tmp_path_factory) -> Path:
+    """The target domain: the same digits, fainter on a grey ground (a real, learnable domain shift)."""
+    root = tmp_path_factory.mktemp("shifted")
+    for path in sorted(digits_dir.glob("*/*.png")):
+        out = root / path.parent.name / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.open(path).convert("L")
+        image.point(lambda v: int(40 + 0.6 * v)).save(out)
+    return root
+
+
+ADAPT = ["--backbone", "resnet10t", "--from-scratch", "--image-size", "32", "--batch-size", "16",
+         "--val-split", "0.25", "-q"]
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_dann_run_on_digits_writes_target_reports_and_predicts(digits_dir, shifted_digits, tmp_path):
+    run = tmp_path / "dann"
+    result = CliRunner().invoke(main, ["adapt", "--source", str(digits_dir), "--target", str(shifted_digits),
+                                       "--target-val", str(shifted_digits), "--stages", "all:3",
+                                       "-o", str(run), *ADAPT])
+    assert result.exit_code == 0, result.output
+    history = _history(run)
+    assert [row["method"] for row in history] == ["dann"] * 3
+    assert all(0 <= row["domain_accuracy"] <= 1 and "target_val_accuracy" in row for row in history)
+    assert history[-1]["adversary_weight"] > history[0]["adversary_weight"] > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "target" in metrics and (run / "target" / "confusion_matrix.png").exists()
+    domain = json.loads((run / "domain.json").read_text())
+    assert set(domain) == {"proxy_a_distance_before", "proxy_a_distance_after"}
+    predicted = CliRunner().invoke(main, ["predict", str(run), str(shifted_digits / "3"), "--json", "-q"])
+    assert predicted.exit_code == 0 and len(predicted.output.strip().splitlines()) == 12
+
+
+def test_source_only_is_the_same_command_without_the_adversary(digits_dir, shifted_digits, tmp_path):
+    run = tmp_path / "plain"
+    result = CliRunner().invoke(main, ["adapt", "--source", str(digits_dir), "--target", str(shifted_digits),
+                                       "--adversary", "none", "--stages", "all:2", "-o", str(run), *ADAPT])
+    assert result.exit_code == 0, result.output
+    history = _history(run)
+    assert [row["method"] for row in history] == ["source-only"] * 2 and "domain_accuracy" not in history[0]
+
+
+def test_adapt_resumes_after_sigkill_with_the_same_history(digits_dir, shifted_digits, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(run):
+        return [sys.executable, "-m", "graft", "adapt", "--source", str(digits_dir), "--target",
+                str(shifted_digits), "--stages", "all:4", "-o", str(run), *ADAPT]
+
+    env = {**os.environ, "GRAFT_NO_PROGRESS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "history.jsonl").exists() and len((killed / "history.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 2 <= len(_history(killed)) < 4
+    resumed = CliRunner().invoke(main, ["adapt", "--resume", str(killed), "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    straight = tmp_path / "straight"
+    subprocess.run(command(straight), env=env, check=True, stdout=subprocess.DEVNULL)
+    got, want = _history(killed), _history(straight)
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4]
+    for key in ("train_loss", "val_loss", "domain_loss", "domain_accuracy"):
+        np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], rtol=1e-4, err_msg=key)
+
+
+def test_adapt_rejects_an_empty_or_missing_target(digits_dir, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["adapt", "--source", str(digits_dir), "--target", str(empty),
+                                       "-o", str(tmp_path / "run"), *ADAPT])
+    assert result.exit_code != 0 and "no images in" in result.output and str(empty) in result.output
+    assert not (tmp_path / "run").exists()
+    missing = CliRunner().invoke(main, ["adapt", "--source", str(digits_dir), "-o", str(tmp_path / "run")])
+    assert missing.exit_code == 2 and "--target" in missing.output
