@@ -699,3 +699,36 @@ def adapt(source_dir, target_dir, target_val_dir, out, overwrite, val_dir, val_s
     for key in ("proxy_a_distance_before", "proxy_a_distance_after"):
         if key in result.metrics:
             click.echo(f"{key.replace('_', ' ')}: {result.metrics[key]:.3f}")
+
+
+@main.command()
+@click.argument("data", type=click.Path())
+@click.option("--teacher", required=True, type=click.Path(file_okay=False), help="A graft run folder or model.")
+@click.option("--student", required=True, help="The student's backbone (a smaller network).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty -o folder (graft's outputs there are removed).")
+@click.option("--val", "val_dir", type=click.Path(), default=None)
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Weight of the teacher's soft targets; 1 - alpha on the labels (0 = no teacher).")
+@click.option("--image-size", type=click.IntRange(32), default=None)
+@click.option("--head", default="linear", show_default=True)
+@click.option("--stages", default="head:5,all:5", show_default=True)
+@click.option("--lr", type=_LearningRate(), default=1e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_test_option
+@click.option("--strict", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def distill(data, teacher, student, out, overwrite, val_dir, val_split, temperature, alpha, image_size, head, stages,
+            lr, batch_size, seed, test_dir, strict, quiet):
+    """Teacher-student: train --student on DATA from a graft run's softened outputs and the labels."""
+    from .distill import distill as run_distill
+
+    result = run_distill(teacher, data, out, student=student, temperature=temperature, alpha=alpha,
+                         image_size=image_size, head=head, stages=stages, lr=lr, batch_size=batch_size, seed=seed,
+                         val_dir=val_dir, val_fraction=val_split, test_dir=test_dir, strict=strict,
+                         progress=not quiet, overwrite=overwrite)
+    if result.metrics:
+        _print_summary(result.run_dir, result.metrics)

@@ -1,0 +1,78 @@
+"""Teacher-student distillation (``graft distill``): a student backbone trained from a graft
+run's outputs and the labels, on the fine-tuning engine with
+:class:`~graft.train.methods.distillation.Distillation` as its method."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import GraftError
+from .train.methods.distillation import Distillation
+
+
+class WithIndex(Dataset):
+    """(image, label) -> (image, tensor([label, index])): the index finds the teacher's outputs."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.records = getattr(dataset, "records", None)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, label = self.dataset[index]
+        return image, torch.tensor([label, index])
+
+
+def distill(teacher_dir, data_dir, out, *, student, temperature=4.0, alpha=0.5, stages="head:5,all:5", **training):
+    """Train ``student`` (a backbone name) on ``data_dir`` from the teacher run's outputs and the
+    labels. ``alpha=0`` is the same student trained without the teacher."""
+    from .data import scan_folder
+    from .finetune import finetune
+    from .model import GraftModel
+
+    if temperature <= 0:
+        raise GraftError(f"--temperature must be positive, got {temperature}")
+    if not 0 <= alpha <= 1:
+        raise GraftError(f"--alpha must be between 0 and 1, got {alpha}")
+    teacher = GraftModel.load(teacher_dir)
+    classes = scan_folder(data_dir).classes
+    if list(teacher.classes) != list(classes):
+        raise GraftError(f"the teacher {teacher_dir} knows classes {teacher.classes}, but {data_dir} has {classes}: "
+                         "distillation needs the same classes in the same order")
+    if training.get("augment", "none") not in ("none", None, False):
+        raise GraftError("graft distill trains on plain images (the teacher's outputs are computed once); "
+                         "drop --augment")
+    return finetune(data_dir, out, backbone=student, stages=stages, teacher=teacher_dir, temperature=temperature,
+                    alpha=alpha, augment="none", command="distill", **training)
+
+
+def teacher_outputs(teacher_dir, folder, batch_size: int, progress: bool) -> torch.Tensor:
+    """The teacher's logits for every image of ``folder``, in order, at its own preprocessing."""
+    from .finetune import ImageDataset
+    from .model import GraftModel
+    from .progress import progress_bar
+
+    teacher = GraftModel.load(teacher_dir).eval()
+    loader = DataLoader(ImageDataset(folder, teacher.preprocessing, "none"), batch_size=batch_size)
+    bar = progress_bar(len(loader), "teacher outputs", "batch", progress)
+    chunks = []
+    with torch.inference_mode():
+        for images, _ in loader:
+            chunks.append(teacher(images))
+            bar.update(1)
+    bar.close()
+    return torch.cat(chunks)
+
+
+def distillation_method(s: dict, parts, progress: bool) -> Distillation:
+    """Index the training loaders' targets and compute the teacher's outputs once."""
+    logits = teacher_outputs(s["teacher"], parts.train, s["batch_size"], progress)
+    for name in ("plain_loader", "train_loader"):
+        loader = getattr(parts, name)
+        if not isinstance(loader.dataset, WithIndex):
+            setattr(parts, name, DataLoader(WithIndex(loader.dataset), batch_size=loader.batch_size,
+                                            shuffle=True, generator=parts.generator, drop_last=loader.drop_last))
+    return Distillation(logits, temperature=s["temperature"], alpha=s["alpha"])

@@ -1,0 +1,54 @@
+"""Teacher-student distillation: the loss, a student that moves toward its teacher, bad input."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.nn import functional as F
+
+from graft.cli import main
+from graft.train.methods.distillation import distillation_loss
+
+
+def test_loss_is_t_squared_times_the_kl_of_the_softened_distributions():
+    torch.manual_seed(0)
+    student, teacher, T = torch.randn(6, 5), torch.randn(6, 5) * 3, 4.0
+    p, q = torch.softmax(teacher / T, 1), torch.softmax(student / T, 1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()
+    torch.testing.assert_close(distillation_loss(student, teacher, T), T * T * kl)
+    assert distillation_loss(teacher, teacher, T).abs() < 1e-6
+
+
+@pytest.fixture(scope="module")
+def teacher_run(digits_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    result = CliRunner().invoke(main, ["fit", str(digits_dir), "--val-split", "0.25", "-o", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_student_on_soft_targets_only_moves_toward_the_teacher(digits_dir, teacher_run, tmp_path):
+    run = tmp_path / "student"
+    result = CliRunner().invoke(main, ["distill", str(digits_dir), "--teacher", str(teacher_run), "--student",
+                                       "tf_efficientnet_lite0", "--image-size", "64", "--alpha", "1",
+                                       "--stages", "head:6", "--lr", "3e-3", "--val-split", "0.25",
+                                       "-o", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert all(row["method"] == "distill" for row in history)
+    assert history[-1]["soft_loss"] < 0.5 * history[0]["soft_loss"]
+    assert history[-1]["teacher_agreement"] > history[0]["teacher_agreement"]
+    config = json.loads((run / "model" / "graft.json").read_text())
+    assert config["classes"] == [str(d) for d in range(10)]
+
+
+def test_teacher_with_other_classes_is_refused(digits_dir, teacher_run, tmp_path):
+    other = tmp_path / "other"
+    for name in ("a", "b"):
+        (other / name).mkdir(parents=True)
+        for image in sorted((digits_dir / "1").iterdir())[:3]:
+            (other / name / image.name).write_bytes(image.read_bytes())
+    result = CliRunner().invoke(main, ["distill", str(other), "--teacher", str(teacher_run), "--student",
+                                       "tf_efficientnet_lite0", "-o", str(tmp_path / "run"), "-q"])
+    assert result.exit_code != 0 and "same classes" in result.output
+    assert not (tmp_path / "run").exists()
