@@ -137,7 +137,9 @@ def test_ctrl_c_before_the_first_epoch_does_not_suggest_a_resume(hymenoptera_sma
     env = {**os.environ, "GRAFT_CACHE_DIR": str(tmp_path / "cold-cache")}  # cold: seconds before epoch 1
     process = subprocess.Popen([sys.executable, "-m", "graft", "finetune", str(train), "--val", str(val), "-o",
                                 str(out), "--image-size", "96", "--stages", "top1:1", "-q"],
-                               stderr=subprocess.PIPE, text=True, env=env)
+                               stderr=subprocess.PIPE, text=True, env=env,
+                               # a shell's background job inherits SIGINT ignored; the child must see it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not (out / "config.yaml").exists() and time.time() < deadline:
         time.sleep(0.02)
