@@ -437,20 +437,28 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
     features, probabilities = model.predict_paths(_expand_inputs(inputs), strict=strict, engine=engine,
                                                   batch_size=batch_size, cache=not no_cache,
                                                   progress=not quiet, tta=tta)
-    k = min(top_k, len(model.classes))
-    order = np.argsort(-probabilities, axis=1)[:, :k]
+    # a multi-task model: each task's top-k among its own classes (probabilities sum to 1 per task)
+    parts = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
     writer = csv.writer(sys.stdout) if as_csv else None
     if writer:
-        writer.writerow(["path", "rank", "class", "probability"])
-    for path, row, probs in zip(features.paths, order, probabilities):
-        top = [(model.classes[i], float(probs[i])) for i in row]
+        writer.writerow(["path", *(["task"] if len(parts) > 1 else []), "rank", "class", "probability"])
+    for path, probs in zip(features.paths, probabilities):
+        tops = {}
+        for task, part in parts.items():
+            names, scores = model.classes[part], probs[part]
+            order = np.argsort(-scores)[:min(top_k, len(names))]
+            tops[task] = [(names[j].split("/", 1)[1] if task else names[j], float(scores[j])) for j in order]
         if as_json:
-            click.echo(json.dumps({"path": path, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}))
+            listed = {task: [{"class": c, "probability": round(p, 6)} for c, p in top] for task, top in tops.items()}
+            click.echo(json.dumps({"path": path, "top": listed[None]} if None in listed
+                                  else {"path": path, "tasks": listed}))
         elif writer:
-            for rank, (c, p) in enumerate(top, 1):
-                writer.writerow([path, rank, c, f"{p:.6f}"])
+            for task, top in tops.items():
+                for rank, (c, p) in enumerate(top, 1):
+                    writer.writerow([path, *([task] if task else []), rank, c, f"{p:.6f}"])
         else:
-            click.echo(f"{path}\t" + "  ".join(f"{c} {p:.3f}" for c, p in top))
+            click.echo(f"{path}\t" + "  |  ".join((f"{task}: " if task else "") + "  ".join(
+                f"{c} {p:.3f}" for c, p in top) for task, top in tops.items()))
     for item in features.skipped:
         if as_json:
             click.echo(json.dumps({"path": item["path"], "error": item["reason"]}))
@@ -732,3 +740,59 @@ def distill(data, teacher, student, out, overwrite, val_dir, val_split, temperat
                          progress=not quiet, overwrite=overwrite)
     if result.metrics:
         _print_summary(result.run_dir, result.metrics)
+
+
+
+@main.command()
+@click.argument("tasks", nargs=-1)
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty -o folder (graft's outputs there are removed).")
+@click.option("--val", "val_specs", multiple=True, help="TASK=DIR: that task's validation tree (repeatable).")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Hold out this fraction of each task without --val (default 0.2).")
+@click.option("--weighting", type=click.Choice(["fixed", "uncertainty"]), default="fixed", show_default=True,
+              help="Sum of task losses with fixed weights, or learned uncertainty weights (Kendall et al. 2018).")
+@click.option("--task-weight", "weight_specs", multiple=True, help="TASK=W: fixed loss weight (default 1).")
+@click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--image-size", type=click.IntRange(32), default=None)
+@click.option("--head", default="linear", show_default=True, help="Each task's head: linear, or mlp:HIDDEN.")
+@click.option("--stages", default="head:5,top2:5", show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--base-lr-factor", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="Images per task in each step.")
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="crop-flip",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--strict", is_flag=True)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="Continue this killed or interrupted multi-task run.")
+@click.option("--quiet", "-q", is_flag=True)
+def multitask(tasks, out, overwrite, val_specs, val_split, weighting, weight_specs, backbone, weights, image_size,
+              head, stages, lr, base_lr_factor, batch_size, augment, seed, strict, resume_dir, quiet):
+    """One shared network, one head per task: graft multitask flowers=DIR insects=DIR -o RUN."""
+    from .multitask import multitask as run_multitask
+    from .multitask import parse_tasks, resume_multitask
+
+    if resume_dir:
+        result = resume_multitask(resume_dir, strict=strict, progress=not quiet)
+    else:
+        if not out:
+            raise click.UsageError("Missing option '--out' / '-o' (or --resume RUN_DIR).")
+        task_weights = {}
+        for name, value in parse_tasks(weight_specs, "--task-weight").items():
+            try:
+                task_weights[name] = float(value)
+            except ValueError:
+                raise click.UsageError(f"--task-weight {name}={value}: not a number") from None
+        result = run_multitask(parse_tasks(tasks), out, val_dirs=parse_tasks(val_specs, "--val"),
+                               val_fraction=val_split, backbone=backbone, weights=weights, head=head, stages=stages,
+                               lr=lr, base_lr_factor=base_lr_factor, image_size=image_size, batch_size=batch_size,
+                               seed=seed, augment=augment, weighting=weighting, task_weights=task_weights,
+                               strict=strict, progress=not quiet, overwrite=overwrite)
+    for task, metrics in result.metrics["tasks"].items():
+        click.echo(f"{task}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+                   f"n_train {metrics['n_train']}  n_val {metrics['n_val']}  (reports in {result.run_dir / task})")
+    click.echo(f"mean accuracy {result.metrics['accuracy']:.4f}  {result.metrics['seconds']:.1f} s  "
+               f"skipped {len(result.metrics['skipped'])}  model: {result.run_dir / 'model'}")

@@ -168,3 +168,38 @@ def head_from_state(config: dict, state: dict[str, np.ndarray]) -> nn.Module:
     head = build_head(config)
     head.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
     return head.eval()
+
+
+@register_head_module("multitask")
+class MultiTaskHead(nn.Module):
+    """One head per task on the shared features; the logits of all tasks side by side, so the
+    model keeps one output (ONNX included). ``slices`` says which columns are whose; each
+    task's probabilities are a softmax over its own columns."""
+
+    def __init__(self, tasks: list[dict]):
+        super().__init__()
+        self.tasks = [{"name": t["name"], "classes": list(t["classes"])} for t in tasks]
+        self.heads = nn.ModuleDict({t["name"]: build_head(t["head"]) for t in tasks})
+        start, self.slices = 0, {}
+        for task in self.tasks:
+            self.slices[task["name"]] = slice(start, start + len(task["classes"]))
+            start += len(task["classes"])
+
+    def forward(self, x):
+        return torch.cat([self.heads[task["name"]](x) for task in self.tasks], dim=1)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.softmax(logits[:, part], dim=1) for part in self.slices.values()], dim=1)
+
+    def config(self) -> dict:
+        return {"kind": "multitask", "num_classes": sum(len(t["classes"]) for t in self.tasks),
+                "tasks": [{**task, "head": self.heads[task["name"]].config()} for task in self.tasks]}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg["tasks"])
+
+
+def head_probabilities(head: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the classes, or over each task's classes for a multi-task head."""
+    return head.probabilities(logits) if hasattr(head, "probabilities") else torch.softmax(logits, dim=1)

@@ -16,7 +16,7 @@ from torch import nn
 from .artifact import CONFIG_FILE, WEIGHTS_FILE, artifact_config, read_artifact_config, write_artifact
 from .backbones import Backbone, PooledFeatures, create_backbone, state_mismatch
 from .errors import GraftError, ModelError
-from .heads import build_head
+from .heads import build_head, head_probabilities
 from .preprocess import Preprocessing
 
 
@@ -103,7 +103,7 @@ class GraftModel(nn.Module):
     def head_probabilities(self, vectors: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             logits = self.head.eval()(torch.from_numpy(np.asarray(vectors, np.float32)))
-            return torch.softmax(logits, dim=1).numpy()
+            return head_probabilities(self.head, logits).numpy()
 
     def predict_paths(self, paths, strict: bool = False, tta: str | None = None, **extractor_params):
         """(Features, probabilities) for image files; unreadable files are in ``.skipped``.
@@ -138,7 +138,7 @@ class WithProbabilities(nn.Module):
 
     def forward(self, images):
         logits = self.model(images)
-        return logits, torch.softmax(logits, dim=1)
+        return logits, head_probabilities(self.model.head, logits)
 
 
 def _strip(tensors: dict, prefix: str) -> dict:

@@ -1,0 +1,132 @@
+"""Multi-task training: both tasks learned and predicted, the artifact round trip, gradients
+from both losses into the shared trunk, resume after SIGKILL, bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from graft.cli import main
+from graft.errors import GraftError
+from graft.multitask import parse_tasks
+
+
+@pytest.fixture(scope="module")
+def parity_dir(digits_dir, tmp_path_factory) -> Path:
+    """A second task on real images: the same handwritten digits labelled even or odd."""
+    root = tmp_path_factory.mktemp("parity")
+    for path in sorted(digits_dir.glob("*/*.png")):
+        out = root / ("even" if int(path.parent.name) % 2 == 0 else "odd") / f"{path.parent.name}-{path.name}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, out)
+    return root
+
+
+OPTIONS = ["--image-size", "64", "--batch-size", "16", "--val-split", "0.25", "--augment", "none", "-q"]
+
+
+def test_two_tasks_train_predict_and_round_trip(digits_dir, parity_dir, tmp_path):
+    from graft.model import GraftModel
+
+    run = tmp_path / "mt"
+    result = CliRunner().invoke(main, ["multitask", f"digit={digits_dir}", f"parity={parity_dir}",
+                                       "--stages", "head:4,top1:1", "--lr", "3e-3", "-o", str(run), *OPTIONS])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {"digit", "parity"}
+    assert metrics["tasks"]["digit"]["accuracy"] > 0.5 and metrics["tasks"]["parity"]["accuracy"] > 0.6
+    for task in ("digit", "parity"):
+        assert (run / task / "confusion_matrix.png").exists() and (run / task / "report.txt").exists()
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert {"digit_val_accuracy", "parity_val_accuracy"} <= set(history[-1])
+
+    model = GraftModel.load(run)
+    config = json.loads((run / "model" / "graft.json").read_text())
+    assert [t["name"] for t in config["head"]["tasks"]] == ["digit", "parity"]
+    assert config["head"]["tasks"][1]["classes"] == ["even", "odd"]
+    images = sorted((digits_dir / "4").iterdir())[:3]
+    _, probabilities = model.predict_paths(images, cache=False, progress=False)
+    np.testing.assert_allclose(probabilities[:, model.head.slices["digit"]].sum(1), 1, rtol=1e-5)
+    np.testing.assert_allclose(probabilities[:, model.head.slices["parity"]].sum(1), 1, rtol=1e-5)
+    predicted = CliRunner().invoke(main, ["predict", str(run), *map(str, images), "--json", "-q"])
+    assert predicted.exit_code == 0, predicted.output
+    rows = [json.loads(line) for line in predicted.output.strip().splitlines()]
+    assert all(set(row["tasks"]) == {"digit", "parity"} for row in rows)
+    assert all(row["tasks"]["parity"][0]["class"] in ("even", "odd") for row in rows)
+
+
+def test_the_shared_trunk_gets_gradients_from_each_task():
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from graft.heads import LinearHead, MultiTaskHead
+    from graft.train.methods.multitask import MultiTask
+
+    torch.manual_seed(0)
+    trunk = nn.Linear(4, 6)
+    head = MultiTaskHead([{"name": "a", "classes": ["x", "y"], "head": LinearHead(6, 2).config()},
+                          {"name": "b", "classes": ["p", "q", "r"], "head": LinearHead(6, 3).config()}])
+    model = nn.Sequential(trunk, head)
+    loaders = {"a": DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4),
+               "b": DataLoader(TensorDataset(torch.randn(12, 4), torch.randint(0, 3, (12,))), batch_size=4)}
+    batch = next(MultiTask(loaders, {}, head.slices).batches(None, 0))
+    grads = {}
+    for only in ("a", "b"):
+        method = MultiTask(loaders, {}, head.slices, weights={"a": float(only == "a"), "b": float(only == "b")})
+        model.zero_grad()
+        method.training_step(model, batch, False).loss.backward()
+        grads[only] = trunk.weight.grad.clone()
+        assert grads[only].abs().sum() > 0
+        other = "b" if only == "a" else "a"
+        assert head.heads[other].fc.weight.grad.abs().sum() == 0  # the other task's head is untouched
+    assert not torch.allclose(grads["a"], grads["b"])
+    # every step draws from every task: the smaller task is cycled, not dropped
+    assert MultiTask(loaders, {}, head.slices).steps_per_epoch(None) == 3
+
+
+def test_multitask_resumes_after_sigkill_with_the_same_history(digits_dir, parity_dir, tmp_path):
+    def command(run):
+        return [sys.executable, "-m", "graft", "multitask", f"digit={digits_dir}", f"parity={parity_dir}",
+                "--stages", "head:1,top1:3", "-o", str(run), *OPTIONS]
+
+    env = {**os.environ, "GRAFT_NO_PROGRESS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = killed / "history.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    resumed = CliRunner().invoke(main, ["multitask", "--resume", str(killed), "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    straight = tmp_path / "straight"
+    subprocess.run(command(straight), env=env, check=True, stdout=subprocess.DEVNULL)
+    got = [json.loads(line) for line in history.read_text().splitlines()]
+    want = [json.loads(line) for line in (straight / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4]
+    for key in ("train_loss", "val_loss", "digit_val_accuracy", "parity_val_accuracy"):
+        np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], rtol=1e-4, err_msg=key)
+
+
+def test_bad_task_lists_are_refused(digits_dir, tmp_path):
+    with pytest.raises(GraftError, match="task names clash"):
+        parse_tasks([f"a={digits_dir}", f"a={tmp_path}"])
+    with pytest.raises(GraftError, match="expected NAME=DIR"):
+        parse_tasks([str(digits_dir)])
+    result = CliRunner().invoke(main, ["multitask", f"a={digits_dir}", f"a={digits_dir}", "-o", str(tmp_path / "r")])
+    assert result.exit_code != 0 and "task names clash" in result.output
+    one = CliRunner().invoke(main, ["multitask", f"a={digits_dir}", "-o", str(tmp_path / "r")])
+    assert one.exit_code != 0 and "at least two tasks" in one.output
+    assert not (tmp_path / "r").exists()
