@@ -176,9 +176,9 @@ def scan_unlabelled(root) -> ImageFolder:
     a flat folder, or class folders whose names are ignored. Labels are all -1."""
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     if not root_path.exists():
-        raise DataError(f"folder does not exist: {root_path}")
+        raise DataError(f"target folder does not exist: {root_path}")
     if not root_path.is_dir():
-        raise DataError(f"not a folder: {root_path}")
+        raise DataError(f"target path is not a folder: {root_path}")
     files = _files_under(root_path)
     if not files:
         raise DataError(f"no images in {root_path}: the target domain needs unlabelled images to adapt to")

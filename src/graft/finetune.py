@@ -234,7 +234,7 @@ def resume_finetune(run_dir, *, given: dict | None = None, strict=False, progres
         raise GraftError(f"cannot resume: {config_path} does not exist (not a finetune run folder)")
     config = yaml.safe_load(config_path.read_text()) or {}
     if config.get("command") not in TRAINING_COMMANDS or "settings" not in config:
-        raise GraftError(f"cannot resume: {run.path} was not written by graft finetune or pretrain")
+        raise GraftError(f"cannot resume: {run.path} was not written by graft {', '.join(TRAINING_COMMANDS)}")
     settings = {**_DEFAULTS, **config["settings"]}
     if "augment_head_stage" not in config["settings"]:  # older runs augmented every stage alike
         settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
