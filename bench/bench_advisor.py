@@ -15,12 +15,11 @@ three frozen cuts (last, blocks.5, blocks.4, each with logreg).
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from common import save_rows, scratch_folder
 
 import numpy as np
 
@@ -115,8 +114,7 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help="comma-separated subset of the 8 cases")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-advisor-"))
-    try:
+    with scratch_folder("bench-advisor-") as scratch:
         chosen = cases(scratch)
         if args.cases:
             chosen = {k: v for k, v in chosen.items() if k in args.cases.split(",")}
@@ -130,10 +128,7 @@ def main() -> None:
                   f"({row['case_seconds']:.0f} s)", flush=True)
         hits = sum(r["within_1_point"] for r in rows)
         print(f"advice best or within 1 point in {hits} of {len(rows)} cases")
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        save_rows(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from common import save_rows, scratch_folder
 
 DIGITS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "digits"
 ARCH, SIZE, PLAN, LR = "resnet10t", 32, "all:12", 2e-3
@@ -61,9 +61,8 @@ def main() -> None:
                         help="first:K layer transfers to try (resnet10t: 7 = the stem, 11..14 = + layer1..layer4)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-source-"))
     rows = {"pretrain": {}, "labels": {}, "first_k": {}}
-    try:
+    with scratch_folder("bench-source-") as scratch:
         source = scratch / "mnist-run"
         rows["pretrain"] = train(DIGITS / "mnist-2000", source, backbone=ARCH, pretrained=False, command="pretrain")
         rows["pretrain"]["mnist_val"] = rows["pretrain"].pop("val")
@@ -92,10 +91,7 @@ def main() -> None:
             rows["first_k"][k] = train(data, scratch / f"first-{k}", command="pretrain", **options)
             print(f"first:{k:<2d} copied from MNIST, 50 labels/class: usps-test {rows['first_k'][k]['test']:.4f}",
                   flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        save_rows(rows, args.json)
 
 
 if __name__ == "__main__":

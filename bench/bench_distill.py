@@ -1,0 +1,72 @@
+"""Teacher-student distillation (issue #8) on flowers17 (25 % split, seed 0): a fine-tuned
+teacher, then a faster student trained with and without it (same plan, same images), with
+accuracy and prediction speed (images/s through `predict_paths`, ONNX Runtime, no cache).
+
+    python bench/bench_distill.py              # about 15 minutes on 2 cores
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+from common import save_rows, scratch_folder
+
+FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowers17"
+
+
+def images_per_second(run: Path, paths) -> float:
+    from graft.model import GraftModel
+
+    model = GraftModel.load(run)
+    model.predict_paths(paths[:8], cache=False, progress=False)  # export and warm-up
+    started = time.perf_counter()
+    model.predict_paths(paths, cache=False, progress=False)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    from graft.data import load_train_val
+    from graft.distill import distill
+    from graft.finetune import finetune
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--teacher-size", type=int, default=224)
+    parser.add_argument("--student-size", type=int, default=128)
+    parser.add_argument("--teacher-stages", default="head:3,top2:4")
+    parser.add_argument("--student-stages", default="head:5,top2:5")
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    rows = {}
+    with scratch_folder("bench-distill-") as scratch:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, val = load_train_val(FLOWERS, val_fraction=0.25, seed=0)
+            paths = [record.path for record in val.records]
+            started = time.perf_counter()
+            teacher = finetune(FLOWERS, scratch / "teacher", val_fraction=0.25, image_size=args.teacher_size,
+                               stages=args.teacher_stages, progress=False)
+            rows["teacher"] = {"size": args.teacher_size, "accuracy": teacher.metrics["accuracy"],
+                               "train_seconds": round(time.perf_counter() - started, 1)}
+            for name, alpha in (("student without teacher", 0.0), ("student with teacher", args.alpha)):
+                started = time.perf_counter()
+                student = distill(scratch / "teacher", FLOWERS, scratch / name.replace(" ", "-"),
+                                  student="tf_efficientnet_lite0", image_size=args.student_size,
+                                  stages=args.student_stages, temperature=args.temperature, alpha=alpha,
+                                  val_fraction=0.25, progress=False)
+                rows[name] = {"size": args.student_size, "alpha": alpha, "accuracy": student.metrics["accuracy"],
+                              "train_seconds": round(time.perf_counter() - started, 1)}
+            for name in rows:
+                run = scratch / ("teacher" if name == "teacher" else name.replace(" ", "-"))
+                rows[name]["images_per_second"] = round(images_per_second(run, paths), 1)
+                print(f"{name:26s} {rows[name]['size']} px  accuracy {rows[name]['accuracy']:.4f}  "
+                      f"{rows[name]['images_per_second']:.1f} images/s  (trained in {rows[name]['train_seconds']} s)",
+                      flush=True)
+        save_rows(rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
