@@ -52,3 +52,30 @@ def test_teacher_with_other_classes_is_refused(digits_dir, teacher_run, tmp_path
                                        "tf_efficientnet_lite0", "-o", str(tmp_path / "run"), "-q"])
     assert result.exit_code != 0 and "same classes" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_teacher_sees_the_students_crop_in_its_own_size_and_normalisation():
+    from torch import nn
+
+    from graft.train.methods.distillation import TeacherOnStudentInputs
+
+    raw = torch.rand(2, 3, 32, 32)
+    student_mean, student_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    teacher_mean, teacher_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    column = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
+    seen = TeacherOnStudentInputs(nn.Identity(), 32, student_mean, student_std, teacher_mean, teacher_std)(
+        (raw - column(student_mean)) / column(student_std))
+    torch.testing.assert_close(seen, (raw - column(teacher_mean)) / column(teacher_std))
+    resized = TeacherOnStudentInputs(nn.Identity(), 48, student_mean, student_std, student_mean, student_std)(raw)
+    assert resized.shape == (2, 3, 48, 48)
+
+
+def test_augmented_stages_run_the_teacher_on_each_batch(digits_dir, teacher_run, tmp_path):
+    run = tmp_path / "student"
+    result = CliRunner().invoke(main, ["distill", str(digits_dir), "--teacher", str(teacher_run), "--student",
+                                       "tf_efficientnet_lite0", "--image-size", "64", "--stages", "head:1,top1:1",
+                                       "--val-split", "0.25", "-o", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [row["augmented"] for row in history] == [False, True]
+    assert all(0 <= row["teacher_agreement"] <= 1 and row["soft_loss"] > 0 for row in history)

@@ -722,20 +722,23 @@ def adapt(source_dir, target_dir, target_val_dir, out, overwrite, val_dir, val_s
               help="Weight of the teacher's soft targets; 1 - alpha on the labels (0 = no teacher).")
 @click.option("--image-size", type=click.IntRange(32), default=None)
 @click.option("--head", default="linear", show_default=True)
-@click.option("--stages", default="head:5,all:5", show_default=True)
+@click.option("--stages", default="head:5,top2:5", show_default=True)
 @click.option("--lr", type=_LearningRate(), default=1e-3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="crop-flip",
+              show_default=True, help="For stages that train backbone layers; the teacher sees the same crops.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_test_option
 @click.option("--strict", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 def distill(data, teacher, student, out, overwrite, val_dir, val_split, temperature, alpha, image_size, head, stages,
-            lr, batch_size, seed, test_dir, strict, quiet):
+            lr, batch_size, augment, seed, test_dir, strict, quiet):
     """Teacher-student: train --student on DATA from a graft run's softened outputs and the labels."""
     from .distill import distill as run_distill
 
     result = run_distill(teacher, data, out, student=student, temperature=temperature, alpha=alpha,
                          image_size=image_size, head=head, stages=stages, lr=lr, batch_size=batch_size, seed=seed,
+                         augment=augment,
                          val_dir=val_dir, val_fraction=val_split, test_dir=test_dir, strict=strict,
                          progress=not quiet, overwrite=overwrite)
     if result.metrics:

@@ -3,7 +3,6 @@ run's outputs and the labels, on the fine-tuning engine with
 :class:`~graft.train.methods.distillation.Distillation` as its method."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -26,9 +25,11 @@ class WithIndex(Dataset):
         return image, torch.tensor([label, index])
 
 
-def distill(teacher_dir, data_dir, out, *, student, temperature=4.0, alpha=0.5, stages="head:5,all:5", **training):
+def distill(teacher_dir, data_dir, out, *, student, temperature=4.0, alpha=0.5, stages="head:5,top2:5", **training):
     """Train ``student`` (a backbone name) on ``data_dir`` from the teacher run's outputs and the
-    labels. ``alpha=0`` is the same student trained without the teacher."""
+    labels. ``alpha=0`` is the same student trained without the teacher. Stages that train
+    backbone layers see augmented images (``augment``, as in fine-tuning) and the teacher runs
+    on each of those batches; head stages use its outputs on the plain images, computed once."""
     from .data import scan_folder
     from .finetune import finetune
     from .model import GraftModel
@@ -42,20 +43,15 @@ def distill(teacher_dir, data_dir, out, *, student, temperature=4.0, alpha=0.5, 
     if list(teacher.classes) != list(classes):
         raise GraftError(f"the teacher {teacher_dir} knows classes {teacher.classes}, but {data_dir} has {classes}: "
                          "distillation needs the same classes in the same order")
-    if training.get("augment", "none") not in ("none", None, False):
-        raise GraftError("graft distill trains on plain images (the teacher's outputs are computed once); "
-                         "drop --augment")
     return finetune(data_dir, out, backbone=student, stages=stages, teacher=teacher_dir, temperature=temperature,
-                    alpha=alpha, augment="none", command="distill", **training)
+                    alpha=alpha, command="distill", **training)
 
 
-def teacher_outputs(teacher_dir, folder, batch_size: int, progress: bool) -> torch.Tensor:
+def teacher_outputs(teacher, folder, batch_size: int, progress: bool) -> torch.Tensor:
     """The teacher's logits for every image of ``folder``, in order, at its own preprocessing."""
     from .finetune import ImageDataset
-    from .model import GraftModel
     from .progress import progress_bar
 
-    teacher = GraftModel.load(teacher_dir).eval()
     loader = DataLoader(ImageDataset(folder, teacher.preprocessing, "none"), batch_size=batch_size)
     bar = progress_bar(len(loader), "teacher outputs", "batch", progress)
     chunks = []
@@ -69,10 +65,16 @@ def teacher_outputs(teacher_dir, folder, batch_size: int, progress: bool) -> tor
 
 def distillation_method(s: dict, parts, progress: bool) -> Distillation:
     """Index the training loaders' targets and compute the teacher's outputs once."""
-    logits = teacher_outputs(s["teacher"], parts.train, s["batch_size"], progress)
+    from .model import GraftModel
+    from .train.methods.distillation import TeacherOnStudentInputs
+
+    teacher = GraftModel.load(s["teacher"]).eval()
+    logits = teacher_outputs(teacher, parts.train, s["batch_size"], progress)
+    student, own = parts.preprocessing, teacher.preprocessing
+    on_batches = TeacherOnStudentInputs(teacher, own.size, student.mean, student.std, own.mean, own.std)
     for name in ("plain_loader", "train_loader"):
         loader = getattr(parts, name)
         if not isinstance(loader.dataset, WithIndex):
             setattr(parts, name, DataLoader(WithIndex(loader.dataset), batch_size=loader.batch_size,
                                             shuffle=True, generator=parts.generator, drop_last=loader.drop_last))
-    return Distillation(logits, temperature=s["temperature"], alpha=s["alpha"])
+    return Distillation(logits, temperature=s["temperature"], alpha=s["alpha"], teacher=on_batches)

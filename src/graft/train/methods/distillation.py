@@ -21,25 +21,51 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature ** 2
 
 
+class TeacherOnStudentInputs(torch.nn.Module):
+    """The teacher applied to the student's (augmented) input batch: resized to the teacher's
+    input size and re-normalised from the student's mean/std to the teacher's, so both see
+    the same crop ("consistent" views: Beyer et al., "Knowledge distillation: A good teacher
+    is patient and consistent", CVPR 2022)."""
+
+    def __init__(self, teacher: torch.nn.Module, teacher_size: int, student_mean, student_std, teacher_mean,
+                 teacher_std):
+        super().__init__()
+        self.teacher, self.size = teacher.eval(), teacher_size
+        as_column = lambda values: torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)  # noqa: E731
+        self.scale = as_column(student_std) / as_column(teacher_std)
+        self.shift = (as_column(student_mean) - as_column(teacher_mean)) / as_column(teacher_std)
+
+    @torch.no_grad()  # a target, not part of the graph (inference tensors could not be saved for backward)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = images * self.scale + self.shift
+        if images.shape[-1] != self.size or images.shape[-2] != self.size:
+            images = F.interpolate(images, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        return self.teacher(images)
+
+
 class Distillation(TrainingMethod):
-    """Batches whose targets are ``(label, index)`` pairs; ``teacher_logits[index]`` are the
-    teacher's outputs for that training image, computed once (the inputs are not augmented,
-    so they are the same every epoch)."""
+    """Batches whose targets are ``(label, index)`` pairs. On plain (un-augmented) stages the
+    teacher's outputs are ``teacher_logits[index]``, computed once for every training image;
+    on augmented stages ``teacher`` (a :class:`TeacherOnStudentInputs`) runs on the very batch
+    the student sees."""
 
     name = "distill"
 
-    def __init__(self, teacher_logits: torch.Tensor, temperature: float = 4.0, alpha: float = 0.5):
-        self.teacher_logits = teacher_logits
+    def __init__(self, teacher_logits: torch.Tensor, temperature: float = 4.0, alpha: float = 0.5,
+                 teacher: torch.nn.Module | None = None):
+        self.teacher_logits, self.teacher = teacher_logits, teacher
         self.temperature, self.alpha = temperature, alpha
 
     def training_step(self, forward, batch, augmented: bool) -> StepOutput:
         inputs, targets = batch
         labels, indices = targets[:, 0], targets[:, 1]
         logits = forward(inputs)
-        soft = distillation_loss(logits, self.teacher_logits[indices], self.temperature)
+        teacher_logits = self.teacher(inputs) if augmented and self.teacher is not None \
+            else self.teacher_logits[indices]
+        soft = distillation_loss(logits, teacher_logits, self.temperature)
         hard = F.cross_entropy(logits, labels)
         loss = self.alpha * soft + (1 - self.alpha) * hard
         n = len(labels)
-        agree = int((logits.argmax(1) == self.teacher_logits[indices].argmax(1)).sum())
+        agree = int((logits.argmax(1) == teacher_logits.argmax(1)).sum())
         return StepOutput(loss, n, int((logits.argmax(1) == labels).sum()),
                           {"soft_loss": soft.item() * n, "hard_loss": hard.item() * n, "teacher_agreement": agree})
