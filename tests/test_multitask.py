@@ -62,6 +62,17 @@ def test_two_tasks_train_predict_and_round_trip(digits_dir, parity_dir, tmp_path
     assert all(set(row["tasks"]) == {"digit", "parity"} for row in rows)
     assert all(row["tasks"]["parity"][0]["class"] in ("even", "odd") for row in rows)
 
+    # the ONNX export keeps one output and a softmax per task
+    import onnxruntime as ort
+
+    from graft.data import load_image
+
+    onnx_path = model.export_onnx(tmp_path / "mt.onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    batch = np.stack([model.preprocessing.to_array(load_image(p)) for p in images]).astype(np.float32)
+    _, onnx_probabilities = session.run(None, {session.get_inputs()[0].name: batch})
+    np.testing.assert_allclose(onnx_probabilities, probabilities, atol=1e-4)
+
 
 def test_the_shared_trunk_gets_gradients_from_each_task():
     from torch import nn

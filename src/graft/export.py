@@ -86,7 +86,7 @@ def export_and_verify(run_dir, out=None, atol: float = 1e-4, input_type: str = "
     prep = model.preprocessing
     network = WithProbabilities(model)
     if input_type == "uint8":
-        network = WithProbabilities(Uint8Input(model, prep.mean, prep.std))
+        network = WithProbabilities(Uint8Input(model, prep.mean, prep.std), head=model.head)
     export_onnx(network, path, prep.size, ["logits", "probabilities"],
                 input_dtype=torch.uint8 if input_type == "uint8" else torch.float32,
                 channels_last=input_type == "uint8")

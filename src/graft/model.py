@@ -132,13 +132,18 @@ class GraftModel(nn.Module):
 class WithProbabilities(nn.Module):
     """images -> (logits, probabilities): the two outputs of an exported model."""
 
-    def __init__(self, model: GraftModel):
+    def __init__(self, model: nn.Module, head: nn.Module | None = None):
+        """``head``: the classifier whose classes the logits score (``model.head`` by default;
+        given when ``model`` wraps a GraftModel, as the uint8-input export does)."""
         super().__init__()
         self.model = model
+        head = head if head is not None else model.head
+        # a plain function, not a submodule: the head's weights stay registered once
+        self.probabilities = lambda logits: head_probabilities(head, logits)
 
     def forward(self, images):
         logits = self.model(images)
-        return logits, head_probabilities(self.model.head, logits)
+        return logits, self.probabilities(logits)
 
 
 def _strip(tensors: dict, prefix: str) -> dict:
