@@ -8,6 +8,7 @@ accuracy and prediction speed (images/s through `predict_paths`, ONNX Runtime, n
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +40,9 @@ def main() -> None:
     parser.add_argument("--student-stages", default="head:5,top2:5")
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--alphas", default="0,0.5", help="alpha of each student; 0 = without the teacher")
+    parser.add_argument("--mixup", type=float, default=0.0, help="MixUp alpha for every student (same recipe)")
+    parser.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha for every student")
+    parser.add_argument("--teacher-run", default=None, help="reuse this teacher run folder instead of training one")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     rows = {}
@@ -48,21 +52,25 @@ def main() -> None:
             _, val = load_train_val(FLOWERS, val_fraction=0.25, seed=0)
             paths = [record.path for record in val.records]
             started = time.perf_counter()
-            teacher = finetune(FLOWERS, scratch / "teacher", val_fraction=0.25, image_size=args.teacher_size,
-                               stages=args.teacher_stages, progress=False)
-            rows["teacher"] = {"size": args.teacher_size, "accuracy": teacher.metrics["accuracy"],
+            teacher_run = Path(args.teacher_run) if args.teacher_run else scratch / "teacher"
+            if args.teacher_run:
+                accuracy = json.loads((teacher_run / "metrics.json").read_text())["accuracy"]
+            else:
+                accuracy = finetune(FLOWERS, teacher_run, val_fraction=0.25, image_size=args.teacher_size,
+                                    stages=args.teacher_stages, progress=False).metrics["accuracy"]
+            rows["teacher"] = {"size": args.teacher_size, "accuracy": accuracy,
                                "train_seconds": round(time.perf_counter() - started, 1)}
             for alpha in (float(a) for a in args.alphas.split(",")):
                 name = "student without teacher" if alpha == 0 else f"student with teacher (alpha {alpha:g})"
                 started = time.perf_counter()
-                student = distill(scratch / "teacher", FLOWERS, scratch / name.replace(" ", "-"),
+                student = distill(teacher_run, FLOWERS, scratch / name.replace(" ", "-"),
                                   student="tf_efficientnet_lite0", image_size=args.student_size,
                                   stages=args.student_stages, temperature=args.temperature, alpha=alpha,
-                                  val_fraction=0.25, progress=False)
+                                  mixup=args.mixup, cutmix=args.cutmix, val_fraction=0.25, progress=False)
                 rows[name] = {"size": args.student_size, "alpha": alpha, "accuracy": student.metrics["accuracy"],
                               "train_seconds": round(time.perf_counter() - started, 1)}
             for name in rows:
-                run = scratch / ("teacher" if name == "teacher" else name.replace(" ", "-"))
+                run = teacher_run if name == "teacher" else scratch / name.replace(" ", "-")
                 rows[name]["images_per_second"] = round(images_per_second(run, paths), 1)
                 print(f"{name:26s} {rows[name]['size']} px  accuracy {rows[name]['accuracy']:.4f}  "
                       f"{rows[name]['images_per_second']:.1f} images/s  (trained in {rows[name]['train_seconds']} s)",

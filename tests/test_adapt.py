@@ -33,6 +33,57 @@ def test_proxy_a_distance_separates_shifted_domains_only():
     assert same < 0.3 and apart > 1.9
 
 
+def _adversarial_game(seed: int, max_weight: float, steps: int = 400) -> tuple[float, float]:
+    """A small DANN game on real digits (scikit-learn's 8x8 images) plus 16 nuisance inputs
+    that the task does not need and that are distributed differently in the two domains.
+    Returns (the discriminator's accuracy over the last 50 steps, held-out source accuracy).
+    With ``max_weight=0`` the discriminator only watches: nothing is reversed into the trunk."""
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    from graft.train.methods.adversarial import DomainAdversarial
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    images, labels = load_digits(return_X_y=True)
+    order = rng.permutation(len(images))
+    source, target = order[:900], order[900:]
+
+    def domain(rows, nuisance_mean):
+        nuisance = rng.normal(nuisance_mean, 1.0, size=(len(rows), 16))
+        return torch.tensor(np.hstack([images[rows] / 16, nuisance]), dtype=torch.float32)
+
+    x_source, y_source, x_target = domain(source, 0.0), torch.tensor(labels[source]), domain(target, 1.0)
+    trunk = nn.Sequential(nn.Linear(80, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU())
+    head = nn.Linear(32, 10)
+    method = DomainAdversarial(None, 32, 10, adversary="dann", hidden=64, max_weight=max_weight)
+    method.setup(None, trunk, head, steps)
+    modules = [trunk, head, *method.modules().values()]
+    optimizer = torch.optim.Adam([p for module in modules for p in module.parameters()], 1e-3)
+    draw = torch.Generator().manual_seed(seed)
+    accuracies = []
+    for _ in range(steps):
+        i, j = torch.randint(0, 800, (32,), generator=draw), torch.randint(0, len(x_target), (32,), generator=draw)
+        out = method.training_step(lambda x: head(trunk(x)), ((x_source[i], y_source[i]), (x_target[j], None)), False)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        accuracies.append(out.logs["domain_accuracy"] / 32)
+    with torch.no_grad():
+        held_out = float((head(trunk(x_source[800:])).argmax(1) == y_source[800:]).float().mean())
+    return float(np.mean(accuracies[-50:])), held_out
+
+
+def test_dann_drives_its_discriminator_toward_chance_while_the_source_task_holds():
+    watched = [_adversarial_game(seed, max_weight=0.0) for seed in range(3)]
+    adversarial = [_adversarial_game(seed, max_weight=1.0) for seed in range(3)]
+    watched_domain, watched_source = np.mean(watched, axis=0)
+    adversarial_domain, adversarial_source = np.mean(adversarial, axis=0)
+    assert watched_domain > 0.85, "without reversal the domains should stay easy to tell apart"
+    assert adversarial_domain < 0.75 and adversarial_domain < watched_domain - 0.15
+    assert adversarial_source > 0.8 and adversarial_source > watched_source - 0.1
+
+
 @pytest.fixture(scope="module")
 def shifted_digits(digits_dir, tmp_path_factory) -> Path:
     """The target domain: the same digits, fainter on a grey ground (a real, learnable domain shift)."""

@@ -79,3 +79,26 @@ def test_augmented_stages_run_the_teacher_on_each_batch(digits_dir, teacher_run,
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [row["augmented"] for row in history] == [False, True]
     assert all(0 <= row["teacher_agreement"] <= 1 and row["soft_loss"] > 0 for row in history)
+
+
+def test_with_mixing_the_teacher_labels_the_mixed_images():
+    from graft.train.methods.distillation import Distillation, distillation_loss
+    from graft.train.mixing import BatchMixer
+
+    seen = []
+
+    def teacher(images):
+        seen.append(images.clone())
+        return images.flatten(1)[:, :4] * 10
+
+    images, labels = torch.rand(6, 3, 2, 2), torch.tensor([0, 1, 2, 3, 0, 1])
+    targets = torch.stack([labels, torch.arange(6)], 1)
+    cached = torch.zeros(6, 4)  # the plain images' outputs: must not be used for a mixed batch
+    method = Distillation(cached, temperature=2.0, alpha=1.0, teacher=teacher, mixer=BatchMixer(4, mixup_alpha=1.0))
+    torch.manual_seed(0)
+    student = []
+    out = method.training_step(lambda x: student.append(x) or x.flatten(1)[:, :4], (images, targets), augmented=True)
+    assert method.mixes(True) and not method.mixes(False)
+    assert not torch.equal(student[0], images), "the batch was not mixed"
+    torch.testing.assert_close(seen[0], student[0])  # the teacher saw exactly what the student saw
+    torch.testing.assert_close(out.loss, distillation_loss(student[0].flatten(1)[:, :4], seen[0].flatten(1)[:, :4] * 10, 2.0))

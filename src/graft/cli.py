@@ -727,18 +727,22 @@ def adapt(source_dir, target_dir, target_val_dir, out, overwrite, val_dir, val_s
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--augment", type=click.Choice(["none", "crop-flip", "randaugment"]), default="crop-flip",
               show_default=True, help="For stages that train backbone layers; the teacher sees the same crops.")
+@click.option("--mixup", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="MixUp alpha on augmented stages; the teacher labels the mixed images.")
+@click.option("--cutmix", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="CutMix alpha on augmented stages; the teacher labels the mixed images.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_test_option
 @click.option("--strict", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 def distill(data, teacher, student, out, overwrite, val_dir, val_split, temperature, alpha, image_size, head, stages,
-            lr, batch_size, augment, seed, test_dir, strict, quiet):
+            lr, batch_size, augment, mixup, cutmix, seed, test_dir, strict, quiet):
     """Teacher-student: train --student on DATA from a graft run's softened outputs and the labels."""
     from .distill import distill as run_distill
 
     result = run_distill(teacher, data, out, student=student, temperature=temperature, alpha=alpha,
                          image_size=image_size, head=head, stages=stages, lr=lr, batch_size=batch_size, seed=seed,
-                         augment=augment,
+                         augment=augment, mixup=mixup, cutmix=cutmix,
                          val_dir=val_dir, val_fraction=val_split, test_dir=test_dir, strict=strict,
                          progress=not quiet, overwrite=overwrite)
     if result.metrics:

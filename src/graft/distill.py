@@ -77,4 +77,5 @@ def distillation_method(s: dict, parts, progress: bool) -> Distillation:
         if not isinstance(loader.dataset, WithIndex):
             setattr(parts, name, DataLoader(WithIndex(loader.dataset), batch_size=loader.batch_size,
                                             shuffle=True, generator=parts.generator, drop_last=loader.drop_last))
-    return Distillation(logits, temperature=s["temperature"], alpha=s["alpha"], teacher=on_batches)
+    return Distillation(logits, temperature=s["temperature"], alpha=s["alpha"], teacher=on_batches,
+                        mixer=parts.loop.mixer)

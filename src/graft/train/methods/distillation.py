@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from ..mixing import soft_target_cross_entropy
 from .base import StepOutput, TrainingMethod
 
 
@@ -47,23 +48,34 @@ class Distillation(TrainingMethod):
     """Batches whose targets are ``(label, index)`` pairs. On plain (un-augmented) stages the
     teacher's outputs are ``teacher_logits[index]``, computed once for every training image;
     on augmented stages ``teacher`` (a :class:`TeacherOnStudentInputs`) runs on the very batch
-    the student sees."""
+    the student sees. With ``mixer`` (a :class:`~graft.train.mixing.BatchMixer`) augmented
+    batches are mixed first and the teacher labels the mixed images: Beyer et al. (2022) found
+    such "function matching" on mixed views the strongest distillation recipe, because the
+    teacher's outputs on images it never trained on carry more than the one-hot label."""
 
     name = "distill"
 
     def __init__(self, teacher_logits: torch.Tensor, temperature: float = 4.0, alpha: float = 0.5,
-                 teacher: torch.nn.Module | None = None):
-        self.teacher_logits, self.teacher = teacher_logits, teacher
+                 teacher: torch.nn.Module | None = None, mixer=None):
+        self.teacher_logits, self.teacher, self.mixer = teacher_logits, teacher, mixer
         self.temperature, self.alpha = temperature, alpha
+
+    def mixes(self, augmented: bool) -> bool:
+        # Mixed images need the teacher on the batch itself, not its cached plain outputs.
+        return augmented and self.teacher is not None and self.mixer is not None and self.mixer.enabled
 
     def training_step(self, forward, batch, augmented: bool) -> StepOutput:
         inputs, targets = batch
         labels, indices = targets[:, 0], targets[:, 1]
+        mixed = self.mixes(augmented)
+        if mixed:
+            inputs, label_mix = self.mixer(inputs, labels)
+            labels = label_mix.argmax(1)  # accuracy against the dominant label
         logits = forward(inputs)
         teacher_logits = self.teacher(inputs) if augmented and self.teacher is not None \
             else self.teacher_logits[indices]
         soft = distillation_loss(logits, teacher_logits, self.temperature)
-        hard = F.cross_entropy(logits, labels)
+        hard = soft_target_cross_entropy(logits, label_mix) if mixed else F.cross_entropy(logits, labels)
         loss = self.alpha * soft + (1 - self.alpha) * hard
         n = len(labels)
         agree = int((logits.argmax(1) == teacher_logits.argmax(1)).sum())
