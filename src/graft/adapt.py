@@ -1,7 +1,8 @@
 """Domain adaptation (``graft adapt``): a labelled source folder, an unlabelled target folder,
-and a network trained so its features serve both (DANN, CDAN; ``none`` is source-only on the
-same batches). Built on the fine-tuning engine with :class:`~graft.train.methods.adversarial.
-DomainAdversarial` as its method; the run folder, artifact, resume and reports are fine-tuning's.
+and a network trained so its features serve both (DANN, CDAN; ``none`` is source-only: the
+target never enters the network). Built on the fine-tuning engine with
+:class:`~graft.train.methods.adversarial.DomainAdversarial` as its method; the run folder,
+artifact, resume and reports are fine-tuning's.
 """
 from __future__ import annotations
 

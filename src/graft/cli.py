@@ -658,7 +658,7 @@ def pretrain(data, out, overwrite, val_dir, val_split, arch, stages, lr, image_s
 @click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Hold out this fraction of the source (default 0.2 without --val).")
 @click.option("--adversary", type=click.Choice(["dann", "cdan", "none"]), default="dann", show_default=True,
-              help="none trains on the same batches without the adversary (source-only baseline).")
+              help="none: source-only, the same run without the adversary and without the target.")
 @click.option("--adversary-weight", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Largest gradient-reversal weight (ramped up from 0 over training).")
 @click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
@@ -681,7 +681,7 @@ def adapt(source_dir, target_dir, target_val_dir, out, overwrite, val_dir, val_s
           backbone, weights, from_scratch, image_size, head, stages, lr, base_lr_factor, batch_size, augment, seed,
           strict, resume_dir, quiet):
     """Domain adaptation: learn from a labelled --source folder and unlabelled --target images
-    (DANN by default; --adversary none is source-only on the same batches)."""
+    (DANN by default; --adversary none is source-only: the target never enters the network)."""
     from .adapt import adapt as run_adapt
     from .finetune import resume_finetune
 

@@ -72,8 +72,11 @@ class DomainAdversarial(TrainingMethod):
     """Labelled source batches zipped with unlabelled target batches (the target cycled when
     it is the shorter); the task loss on the source, the adversarial loss on both.
 
-    ``adversary``: ``dann``, ``cdan`` or ``none`` (source-only training on the same batches,
-    the baseline one flag away). The discriminator reads the head's input features.
+    ``adversary``: ``dann``, ``cdan`` or ``none``: source-only, the baseline one flag away,
+    where the target never enters the network. (With an adversary, source and target go
+    through the network as one batch, so BatchNorm's statistics are shared between the
+    domains; that alone adapts a network somewhat (AdaBN, Li et al. 2016) and is part of what
+    DANN gains over source-only.) The discriminator reads the head's input features.
     ``target_generator`` shuffles the target loader; its state is checkpointed.
     """
 
@@ -105,6 +108,10 @@ class DomainAdversarial(TrainingMethod):
         return {"discriminator": self.discriminator} if self.discriminator is not None else {}
 
     def batches(self, loader, epoch: int):
+        if self.discriminator is None:  # source-only: no target image is loaded or seen
+            for source in loader:
+                yield source, None
+            return
         target = _Cycled(self.target_loader)
         for source in loader:
             yield source, next(target)
@@ -113,14 +120,16 @@ class DomainAdversarial(TrainingMethod):
         return self.max_weight * ramp(self.step / self.total_steps)
 
     def training_step(self, forward, batch, augmented: bool) -> StepOutput:
-        (source_images, labels), (target_images, _) = batch
+        (source_images, labels), target = batch
         n_source = len(labels)
+        self.step += 1
+        if self.discriminator is None:
+            logits = forward(source_images)
+            return StepOutput(F.cross_entropy(logits, labels), n_source, int((logits.argmax(1) == labels).sum()))
+        target_images = target[0]
         logits = forward(torch.cat([source_images, target_images]))
         task_loss = F.cross_entropy(logits[:n_source], labels)
         correct = int((logits[:n_source].argmax(1) == labels).sum())
-        self.step += 1
-        if self.discriminator is None:
-            return StepOutput(task_loss, n_source, correct)
         features, weight = self._features, self.weight()
         if self.adversary == "cdan":  # condition on the (detached) predictions: features x softmax
             probabilities = torch.softmax(logits, dim=1).detach()
