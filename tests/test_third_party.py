@@ -44,7 +44,7 @@ def third_party_pixels(path, size: int, short: int) -> np.ndarray:
         new = (int(short * width / height), short)
     if new != image.size:
         image = image.resize(new, Image.Resampling.BICUBIC)
-    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .files import write_atomic
 
-FEATURE_FORMAT = 1  # bump when the meaning of a cached vector changes
+FEATURE_FORMAT = 2  # bump when the meaning of a cached vector changes (2: torchvision's centre-crop rounding)
 
 
 def cache_root() -> Path:

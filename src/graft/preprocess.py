@@ -63,7 +63,10 @@ class Preprocessing:
             new_w, new_h = int(short * w / h), short
         if (new_w, new_h) != (w, h):
             img = img.resize((new_w, new_h), _RESAMPLE[self.interpolation])
-        left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
+        # torchvision's CenterCrop (timm's eval transform): offsets rounded, halves to even.
+        # Flooring them instead shifts odd-sized margins by a pixel, which cost flowers17 one
+        # validation image against timm's own pipeline (BENCHMARKS.md, issue #12).
+        left, top = centre_offset(new_w, self.size), centre_offset(new_h, self.size)
         return img.crop((left, top, left + self.size, top + self.size))
 
     def to_array(self, img: Image.Image) -> np.ndarray:
@@ -76,6 +79,12 @@ class Preprocessing:
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
         return ((a - mean) * inv_std).transpose(2, 0, 1).copy()
+
+
+def centre_offset(length: int, size: int) -> int:
+    """Where a centred crop of ``size`` starts in ``length`` pixels: round((length - size) / 2)
+    with Python's round (halves to even), as torchvision's CenterCrop computes it."""
+    return int(round((length - size) / 2.0))
 
 
 def input_recipe(preprocessing: dict) -> dict:
@@ -101,7 +110,8 @@ def input_recipe(preprocessing: dict) -> dict:
             f"resize so the shorter side is exactly {short} px and the longer side is "
             f"int({short} * longer / shorter) (truncated, as torchvision's Resize), with PIL "
             f"{preprocessing['interpolation']} resampling; skipped when the image already has that size",
-            f"centre crop {size} x {size}: left = (width - {size}) // 2, top = (height - {size}) // 2",
+            f"centre crop {size} x {size}: left = round((width - {size}) / 2), top = round((height - {size}) / 2), "
+            "with Python's round (halves to even), as torchvision's CenterCrop",
             "float32 input: (pixel - 255 * mean) * (1 / (255 * std)) per RGB channel, laid out (N, 3, H, W); "
             "uint8 input (graft export --input uint8): the cropped RGB pixels as they are, laid out "
             "(N, H, W, 3); the model normalises them itself",
