@@ -20,7 +20,7 @@ DIGITS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "digits"
 
 
 def main() -> None:
-    from graft.adapt import adapt
+    from graft.recipes.adapt import adapt
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")

@@ -32,7 +32,7 @@ PLANS = {"finetune-top": "head:10,top2:3", "finetune-all": "head:10,all:3"}
 def cases(scratch: Path) -> dict[str, dict]:
     """name -> {train, val_dir or val_fraction}; subsets hold 10 images per class of the
     training split (a split's validation images are kept out of its subset)."""
-    from graft.data import load_train_val
+    from graft.data.folders import load_train_val
 
     full = {
         "hymenoptera": {"train": DATASETS / "hymenoptera" / "train", "val_dir": DATASETS / "hymenoptera" / "val"},
@@ -66,9 +66,9 @@ def spearman(a, b) -> float:
 
 
 def run_case(name: str, case: dict, scratch: Path) -> dict:
-    from graft.advise import advise
-    from graft.finetune import finetune
-    from graft.fit import fit_frozen
+    from graft.recipes.advise import advise
+    from graft.recipes.finetune import finetune
+    from graft.recipes.frozen import fit_frozen
 
     split = {"val_dir": case.get("val_dir"), "val_fraction": case.get("val_fraction")}
     start = time.perf_counter()

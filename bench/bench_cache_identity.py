@@ -29,7 +29,7 @@ def content_hash(path: Path) -> str:
 def main() -> None:
     from bench_engines import best_pass  # bench/ is on the path when run as a script
 
-    from graft.cache import file_identity
+    from graft.features.cache import file_identity
 
     parser = argparse.ArgumentParser()
     parser.add_argument("data")

@@ -19,7 +19,7 @@ FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowers
 
 
 def images_per_second(run: Path, paths) -> float:
-    from graft.model import GraftModel
+    from graft.artifacts.model import GraftModel
 
     model = GraftModel.load(run)
     model.predict_paths(paths[:8], cache=False, progress=False)  # export and warm-up
@@ -29,9 +29,9 @@ def images_per_second(run: Path, paths) -> float:
 
 
 def main() -> None:
-    from graft.data import load_train_val
-    from graft.distill import distill
-    from graft.finetune import finetune
+    from graft.data.folders import load_train_val
+    from graft.recipes.distill import distill
+    from graft.recipes.finetune import finetune
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--teacher-size", type=int, default=224)

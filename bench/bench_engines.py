@@ -7,11 +7,11 @@ Run (from the repository root):
 
 1. Throughput of EfficientNet-Lite0's pooled feature network
    (``graft.create_backbone().feature_net(None)``) at 224 px on 256 random images, batch 32:
-   eager torch (``graft.onnx_io.TorchRunner``, the baseline) vs ONNX Runtime
-   (``graft.onnx_io.export_onnx`` + ``OnnxRunner``). One warm-up batch each, then the best of
+   eager torch (``graft._io.onnx.TorchRunner``, the baseline) vs ONNX Runtime
+   (``graft._io.onnx.export_onnx`` + ``OnnxRunner``). One warm-up batch each, then the best of
    ``--repeats`` timed passes over all images.
 2. Decode + preprocess of 200 flowers17 JPEGs (first 200 sorted paths):
-   ``graft.data.load_image(p, min_side=None)`` (the baseline, full decode) vs
+   ``graft.data.folders.load_image(p, min_side=None)`` (the baseline, full decode) vs
    ``load_image(p, min_side=256)`` (JPEG draft: libjpeg may decode at 1/2, 1/4, 1/8 scale while
    keeping the shorter side >= 256), each followed by ``Preprocessing.to_array``. The naive
    ``Image.open().convert('RGB')`` + timm eval transform is shown for reference.
@@ -62,7 +62,7 @@ def engines(n_images: int, batch: int, repeats: int) -> None:
     import torch
 
     import graft
-    from graft.onnx_io import OnnxRunner, TorchRunner, export_onnx
+    from graft._io.onnx import OnnxRunner, TorchRunner, export_onnx
 
     net = graft.create_backbone().feature_net(None)
     images = np.random.default_rng(0).standard_normal((n_images, 3, 224, 224)).astype(np.float32)
@@ -91,7 +91,7 @@ def decoding(n_images: int, repeats: int) -> None:
     from PIL import Image
 
     import graft
-    from graft.data import load_image, scan_folder
+    from graft.data.folders import load_image, scan_folder
 
     backbone = graft.create_backbone()
     prep = backbone.preprocessing

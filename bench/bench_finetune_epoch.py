@@ -11,7 +11,7 @@ validation folder after every epoch:
 
 (a) plain: timm model with ``reset_classifier``, base ``requires_grad=False``, timm's eval
     transform + PIL in a torch DataLoader, every epoch runs the whole network;
-(b) graft: ``graft.finetune.finetune(..., stages="head:E", augment=False)`` with an empty
+(b) graft: ``graft.recipes.finetune.finetune(..., stages="head:E", augment=False)`` with an empty
     feature cache: the frozen network runs once (ONNX Runtime, decoding in a second thread),
     each epoch trains the head on its outputs;
 (c) the same again: the frozen network's outputs now come from graft's on-disk feature cache
@@ -96,7 +96,7 @@ def plain_timm(train_dir: Path, val_dir: Path, epochs: int, top2: bool = False,
 
 def graft_finetune(train_dir: Path, val_dir: Path, epochs: int, out: Path, stage: str = "head",
                    augment: bool = False) -> tuple[float, float]:
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
 
     start = time.perf_counter()
     result = finetune(train_dir, out, val_dir=val_dir, stages=f"{stage}:{epochs}",

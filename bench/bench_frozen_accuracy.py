@@ -22,7 +22,7 @@ DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def splits():
-    from graft.data import load_train_val
+    from graft.data.folders import load_train_val
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -32,7 +32,7 @@ def splits():
 
 
 def features(backbone: str, folders, flip: bool) -> list[np.ndarray]:
-    from graft.features import FeatureExtractor
+    from graft.features.extractor import FeatureExtractor
 
     extractor = FeatureExtractor(backbone, flip=flip, progress=True).fit()
     return [extractor.extract_folder(folder, strict=True).vectors for folder in folders]
@@ -40,7 +40,7 @@ def features(backbone: str, folders, flip: bool) -> list[np.ndarray]:
 
 def score(train_sets, val_sets, y_train, y_val, classes, mode: str, C=None) -> float:
     """Fit logreg on the training features (mode: plain / average / augment) and score."""
-    from graft.classical import fit_head
+    from graft.heads.classical import fit_head
 
     (a0, a1), (b0, b1) = train_sets, val_sets
     if mode == "augment":  # the mirrors as extra training images, test-time average

@@ -26,7 +26,7 @@ def pooled_maps(model, preprocessing, paths, batch_size: int = 32) -> dict[str, 
     import torch
     from PIL import Image
 
-    from graft.data import load_image
+    from graft.data.folders import load_image
 
     outputs, handles = {}, []
     for name, module_name in CUTS.items():
@@ -49,7 +49,7 @@ def pooled_maps(model, preprocessing, paths, batch_size: int = 32) -> dict[str, 
 
 
 def score(train, val, y_train, y_val, cuts, pool, power, average) -> tuple[float, float]:
-    from graft.classical import fit_head
+    from graft.heads.classical import fit_head
 
     def features(maps):
         x = np.concatenate([maps[cut][:, :, POOLS.index(pool)] for cut in cuts], -1)
@@ -64,7 +64,7 @@ def main() -> None:
     import torch
 
     from graft.backbones import create_backbone
-    from graft.data import load_train_val
+    from graft.data.folders import load_train_val
 
     argparse.ArgumentParser(description=__doc__).parse_args()
     backbone = create_backbone("tf_efficientnet_lite0")

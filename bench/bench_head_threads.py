@@ -20,9 +20,9 @@ def main() -> None:
     import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from graft import classical
-    from graft.data import load_train_val
-    from graft.features import FeatureExtractor
+    from graft.heads import classical
+    from graft.data.folders import load_train_val
+    from graft.features.extractor import FeatureExtractor
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)

@@ -65,10 +65,10 @@ def quantize(fp32: Path, calibration: np.ndarray, out: Path, input_name: str) ->
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     os.environ["GRAFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-int8-")
-    from graft.classical import fit_head
-    from graft.data import load_image, load_train_val
-    from graft.features import FeatureExtractor
-    from graft.onnx_io import OnnxRunner
+    from graft.heads.classical import fit_head
+    from graft.data.folders import load_image, load_train_val
+    from graft.features.extractor import FeatureExtractor
+    from graft._io.onnx import OnnxRunner
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

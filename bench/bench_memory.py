@@ -45,7 +45,7 @@ def current_rss_kib() -> int:
 
 def child(data: str, n: int) -> None:
     import graft
-    from graft.data import scan_folder
+    from graft.data.folders import scan_folder
 
     paths = sorted(scan_folder(data).paths)[:n]
     extractor = graft.FeatureExtractor(image_size=IMAGE_SIZE, cache=False, progress=False).fit()

@@ -21,8 +21,8 @@ FLOWERS, INSECTS, INSECTS_VAL = DATASETS / "flowers17", DATASETS / "hymenoptera"
 
 
 def main() -> None:
-    from graft.finetune import finetune
-    from graft.multitask import multitask
+    from graft.recipes.finetune import finetune
+    from graft.recipes.multitask import multitask
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--stages", default="head:3,top2:3")

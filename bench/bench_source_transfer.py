@@ -28,7 +28,7 @@ ARCH, SIZE, PLAN, LR = "resnet10t", 32, "all:12", 2e-3
 
 def subset(root: Path, per_class: int | None, into: Path) -> Path:
     """A class-folder tree of symlinks to ``per_class`` images of each class (seed 0)."""
-    from graft.data import scan_folder, take_per_class
+    from graft.data.folders import scan_folder, take_per_class
 
     folder = scan_folder(root)
     chosen = take_per_class(folder, per_class, seed=0) if per_class else folder
@@ -41,7 +41,7 @@ def subset(root: Path, per_class: int | None, into: Path) -> Path:
 
 
 def train(data: Path, out: Path, **options) -> dict:
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
 
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -53,7 +53,7 @@ def train(data: Path, out: Path, **options) -> dict:
 
 
 def main() -> None:
-    from graft.fit import fit_frozen
+    from graft.recipes.frozen import fit_frozen
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--labels", default="10,50,all")

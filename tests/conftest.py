@@ -38,7 +38,7 @@ def lite0():
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """scikit-learn's bundled real handwritten digits, 12 per class, as PNG class folders."""
-    from graft.demo import write_digits_dataset
+    from graft.recipes.demo import write_digits_dataset
 
     return write_digits_dataset(tmp_path_factory.mktemp("digits"), per_class=12)
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from graft.cli import main
-from graft.train.methods.adversarial import proxy_a_distance, ramp, reverse_gradient
+from graft.methods.alignment import proxy_a_distance, ramp, reverse_gradient
 
 
 def test_gradient_reversal_flips_the_gradient():
@@ -41,7 +41,7 @@ def _adversarial_game(seed: int, max_weight: float, steps: int = 400) -> tuple[f
     from sklearn.datasets import load_digits
     from torch import nn
 
-    from graft.train.methods.adversarial import DomainAdversarial
+    from graft.methods.alignment import DomainAdversarial
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import needs_shared
 from graft.cli import main
-from graft.transferability import _evidence_fixed_point, leep, logme
+from graft.ranking.scores import _evidence_fixed_point, leep, logme
 
 
 def _cli(*args):
@@ -60,7 +60,7 @@ def test_leep_rewards_source_predictions_that_determine_the_label():
 
 
 def test_quadrants_and_input_size():
-    from graft.advise import (LARGE_PER_CLASS, SIMILAR_CONFIDENCE, choose_strategy, quadrant,
+    from graft.recipes.advise import (LARGE_PER_CLASS, SIMILAR_CONFIDENCE, choose_strategy, quadrant,
                               recommended_input_size)
 
     assert quadrant(LARGE_PER_CLASS - 1, 0.01, 0.0) == ("small", "similar")

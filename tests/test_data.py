@@ -1,4 +1,4 @@
-"""Tests for graft.data: scanning class folders, splitting, and decoding images to RGB.
+"""Tests for graft.data.folders: scanning class folders, splitting, and decoding images to RGB.
 
 Every image is made here with PIL in tmp_path and kept tiny, except where size is the point.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from graft.data import (
+from graft.data.folders import (
     IMAGE_SUFFIXES,
     Record,
     load_image,

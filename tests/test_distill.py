@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from torch.nn import functional as F
 
 from graft.cli import main
-from graft.train.methods.distillation import distillation_loss
+from graft.methods.distillation import distillation_loss
 
 
 def test_loss_is_t_squared_times_the_kl_of_the_softened_distributions():
@@ -57,7 +57,7 @@ def test_teacher_with_other_classes_is_refused(digits_dir, teacher_run, tmp_path
 def test_teacher_sees_the_students_crop_in_its_own_size_and_normalisation():
     from torch import nn
 
-    from graft.train.methods.distillation import TeacherOnStudentInputs
+    from graft.methods.distillation import TeacherOnStudentInputs
 
     raw = torch.rand(2, 3, 32, 32)
     student_mean, student_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -82,8 +82,8 @@ def test_augmented_stages_run_the_teacher_on_each_batch(digits_dir, teacher_run,
 
 
 def test_with_mixing_the_teacher_labels_the_mixed_images():
-    from graft.train.methods.distillation import Distillation, distillation_loss
-    from graft.train.mixing import BatchMixer
+    from graft.methods.distillation import Distillation, distillation_loss
+    from graft.methods.mixing import BatchMixer
 
     seen = []
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from graft.cli import main
 from graft.errors import DataError
-from graft.fewshot import run_episodes
+from graft.recipes.fewshot import run_episodes
 
 
 def _separable(n_per_class=20, classes=8, dim=16, spread=0.05, seed=0):
@@ -61,7 +61,7 @@ def test_too_many_shots_is_one_line(digits_dir, tmp_path):
 
 
 def test_fit_on_k_images_per_class(digits_dir, tmp_path):
-    from graft.fit import fit_frozen
+    from graft.recipes.frozen import fit_frozen
 
     result = fit_frozen(digits_dir, tmp_path / "run", val_fraction=0.25, shots=3, image_size=64, progress=False)
     assert result.metrics["n_train"] == 30 and result.metrics["n_val"] == 30

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from graft import GraftModel
 from graft.cli import main
-from graft.finetune import finetune
+from graft.recipes.finetune import finetune
 
 
 def test_finetune_stages_history_and_artifact(digits_dir, tmp_path):
@@ -129,7 +129,7 @@ def test_ddp_with_two_cpu_processes(digits_dir, tmp_path):
 def test_frozen_prefix_is_reused_and_gives_the_same_training(digits_dir, tmp_path):
     """Without augmentation, frozen layers run once per stage; the losses are the same as
     running the whole network every epoch."""
-    from graft.train import loop
+    from graft.train import trainer as loop
 
     common = dict(val_fraction=0.25, image_size=64, batch_size=8, stages="head:2,top1:1", augment=False,
                   progress=False)
@@ -151,7 +151,7 @@ def test_frozen_prefix_is_reused_and_gives_the_same_training(digits_dir, tmp_pat
 
 def test_lr_sweep_restores_the_model_and_finds_a_working_lr(digits_dir, tmp_path):
     """The range test on real images: weights come back unchanged; its suggestion trains."""
-    from graft.finetune import find_lr
+    from graft.recipes.finetune import find_lr
 
     sweep = find_lr(digits_dir, tmp_path / "sweep", val_fraction=0.25, image_size=64, steps=60, progress=False)
     assert len(sweep.lrs) >= 30 and sweep.lrs == sorted(sweep.lrs)
@@ -205,8 +205,8 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
     from torch.utils.data import DataLoader
 
     from graft import create_backbone
-    from graft.data import scan_folder
-    from graft.finetune import ImageDataset
+    from graft.data.folders import scan_folder
+    from graft.recipes.finetune import ImageDataset
     from graft.train.prefix import encode, onnx_runner
 
     backbone = create_backbone("tf_efficientnet_lite0")
@@ -233,7 +233,7 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
 def test_augmented_stage_runs_frozen_layers_in_onnx_with_the_same_training(digits_dir, tmp_path):
     """Augmented stages run the frozen prefix in ONNX Runtime on every batch; the losses match
     the all-torch path (same augmentations: the random stream is the same)."""
-    from graft.train import loop
+    from graft.train import trainer as loop
 
     common = dict(val_fraction=0.25, image_size=64, batch_size=8, stages="top1:2", progress=False)
     fast = finetune(digits_dir, tmp_path / "onnx", **common)

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import SHARED_DATASETS, copy_subset, needs_shared
 from graft.cli import main
 from graft.errors import GraftError, ModelError
-from graft.fit import fit_frozen
+from graft.recipes.frozen import fit_frozen
 
 
 def _cli(*args):
@@ -33,7 +33,7 @@ def digit_run(digits_dir, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- the feature cache
 def _extractor():
-    from graft.features import FeatureExtractor
+    from graft.features.extractor import FeatureExtractor
 
     return FeatureExtractor(image_size=64).fit()
 
@@ -53,7 +53,7 @@ def test_cache_notices_new_content_with_the_same_size_and_mtime(tmp_path):
 
 
 def test_damaged_cache_database_is_set_aside_and_rebuilt(tmp_path):
-    from graft.cache import cache_root
+    from graft.features.cache import cache_root
 
     images = [tmp_path / f"{i}.png" for i in range(3)]
     for i, path in enumerate(images):
@@ -186,7 +186,7 @@ def test_senseless_values_are_usage_errors(digits_dir, digit_run, tmp_path, args
 
 
 def test_macosx_and_system_folders_are_not_classes(digits_dir, tmp_path):
-    from graft.data import scan_folder
+    from graft.data.folders import scan_folder
 
     data = tmp_path / "data"
     shutil.copytree(digits_dir, data)
@@ -200,7 +200,7 @@ def test_macosx_and_system_folders_are_not_classes(digits_dir, tmp_path):
 
 
 def test_same_file_in_two_classes_or_in_train_and_val_is_warned(digits_dir, tmp_path):
-    from graft.data import load_train_val
+    from graft.data.folders import load_train_val
 
     data = tmp_path / "data"
     shutil.copytree(digits_dir, data)
@@ -234,7 +234,7 @@ def test_missing_validation_class_is_warned_and_macro_f1_is_one_number(digits_di
 def test_class_weights_are_sklearns_balanced():
     from sklearn.utils.class_weight import compute_class_weight
 
-    from graft.finetune import _balanced_weights
+    from graft.recipes.finetune import _balanced_weights
 
     labels = np.array([0] * 60 + [1] * 4 + [2] * 10)
     expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
@@ -270,7 +270,7 @@ def test_imbalance_is_warned_and_balanced_weights_raise_minority_recall(sixty_an
 def test_finetune_with_balanced_loss_and_sampler(sixty_ants_four_bees, tmp_path):
     import yaml
 
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
 
     train, val = sixty_ants_four_bees
     result = finetune(train, tmp_path / "ft", val_fraction=0.2, stages="head:3,top1:1", image_size=64,
@@ -286,7 +286,7 @@ def test_finetune_with_balanced_loss_and_sampler(sixty_ants_four_bees, tmp_path)
 def test_confusion_matrix_draws_every_name_or_numbers_them(tmp_path, classes):
     import warnings
 
-    from graft.report import _fonts_for, confusion_matrix_png
+    from graft.reporting.metrics import _fonts_for, confusion_matrix_png
 
     y = np.array([0, 1, 2, 0, 1, 2])
     with warnings.catch_warnings(record=True) as caught:

@@ -46,7 +46,7 @@ def test_numpy_and_torch_forward_agree(name, digit_features):
 def test_logreg_head_is_sklearn_folded_into_one_linear_layer(digit_features):
     from sklearn.linear_model import LogisticRegression
 
-    from graft.classical import _scaler
+    from graft.heads.classical import _scaler
 
     Xtr, ytr, Xva, _ = digit_features
     fitted = fit_head("logreg", Xtr, ytr, num_classes=10)

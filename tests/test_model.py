@@ -37,7 +37,7 @@ def test_second_fit_on_cached_features_needs_no_torch(digits_dir, fitted_run, tm
 
     code = (
         "import sys, json\n"
-        "from graft.fit import fit_frozen\n"
+        "from graft.recipes.frozen import fit_frozen\n"
         f"r = fit_frozen({str(digits_dir)!r}, {str(tmp_path / 'knn')!r}, val_fraction=0.25, "
         "image_size=96, head='knn', progress=False)\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'timm': 'timm' in sys.modules, "
@@ -87,9 +87,9 @@ def test_non_linear_heads_and_inner_cuts_round_trip(digits_dir, tmp_path, head, 
 
 
 def test_onnx_export_matches_torch(fitted_run, tmp_path, digits_dir):
-    from graft.data import load_image
-    from graft.export import export_and_verify
-    from graft.onnx_io import ort_session
+    from graft.data.folders import load_image
+    from graft.artifacts.export import export_and_verify
+    from graft._io.onnx import ort_session
 
     path, max_diff = export_and_verify(fitted_run.run_dir, tmp_path / "m.onnx")
     assert max_diff <= 1e-4

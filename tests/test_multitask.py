@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from graft.cli import main
 from graft.errors import GraftError
-from graft.multitask import parse_tasks
+from graft.recipes.multitask import parse_tasks
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ OPTIONS = ["--image-size", "64", "--batch-size", "16", "--val-split", "0.25", "-
 
 
 def test_two_tasks_train_predict_and_round_trip(digits_dir, parity_dir, tmp_path):
-    from graft.model import GraftModel
+    from graft.artifacts.model import GraftModel
 
     run = tmp_path / "mt"
     result = CliRunner().invoke(main, ["multitask", f"digit={digits_dir}", f"parity={parity_dir}",
@@ -65,7 +65,7 @@ def test_two_tasks_train_predict_and_round_trip(digits_dir, parity_dir, tmp_path
     # the ONNX export keeps one output and a softmax per task
     import onnxruntime as ort
 
-    from graft.data import load_image
+    from graft.data.folders import load_image
 
     onnx_path = model.export_onnx(tmp_path / "mt.onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -78,8 +78,8 @@ def test_the_shared_trunk_gets_gradients_from_each_task():
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from graft.heads import LinearHead, MultiTaskHead
-    from graft.train.methods.multitask import MultiTask
+    from graft.heads.modules import LinearHead, MultiTaskHead
+    from graft.methods.multitask import MultiTask
 
     torch.manual_seed(0)
     trunk = nn.Linear(4, 6)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from graft.cli import main
-from graft.fit import fit_frozen
+from graft.recipes.frozen import fit_frozen
 
 
 def _rows(path):
@@ -52,7 +52,7 @@ def test_test_set_is_scored_once_and_kept_apart(digits_dir, tmp_path):
 
 
 def test_final_refit_uses_validation_images_with_the_chosen_c(digits_dir, tmp_path):
-    from graft.model import GraftModel
+    from graft.artifacts.model import GraftModel
 
     plain = fit_frozen(digits_dir, tmp_path / "plain", val_fraction=0.25, image_size=64, progress=False)
     final = fit_frozen(digits_dir, tmp_path / "final", val_fraction=0.25, image_size=64, final=True,
@@ -67,7 +67,7 @@ def test_final_refit_uses_validation_images_with_the_chosen_c(digits_dir, tmp_pa
 def test_finetune_scores_a_test_folder(digits_dir, tmp_path):
     import shutil
 
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
 
     test_dir = shutil.copytree(digits_dir, tmp_path / "test")
     result = finetune(digits_dir, tmp_path / "ft", stages="head:2", image_size=64, test_dir=test_dir,
@@ -79,7 +79,7 @@ def test_finetune_scores_a_test_folder(digits_dir, tmp_path):
 def test_tta_flip_averages_the_image_and_its_mirror(digits_dir, tmp_path):
     # 56 px: the resize makes the short side 64, and 64 - 56 is even, so the centre crop of a
     # mirrored file is exactly the mirror of the centre crop.
-    from graft.model import GraftModel
+    from graft.artifacts.model import GraftModel
 
     run = fit_frozen(digits_dir, tmp_path / "run", image_size=56, progress=False).run_dir
     photo = Image.open(next((digits_dir / "3").iterdir())).convert("RGB").resize((64, 80))
@@ -99,7 +99,7 @@ def test_tta_flip_averages_the_image_and_its_mirror(digits_dir, tmp_path):
 
 
 def test_finetune_final_refit_trains_again_for_the_chosen_epochs(digits_dir, tmp_path):
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
     from graft.train.stages import parse_stages, truncated_plan
 
     assert truncated_plan(parse_stages("head:20,top2:5"), 23) == "head:20,top2:3"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from graft.cli import main
 from graft.errors import GraftError
-from graft.fit import evaluate, fit_frozen
+from graft.recipes.frozen import evaluate, fit_frozen
 
 from conftest import needs_shared
 
@@ -59,7 +59,7 @@ def test_another_commands_run_is_refused(digits_dir, tmp_path):
 
 
 def test_finetune_over_checkpoints_says_resume_or_overwrite(digits_dir, tmp_path):
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
 
     out = tmp_path / "ft"
     finetune(digits_dir, out, stages="head:1", image_size=64, progress=False)
@@ -81,7 +81,7 @@ def test_second_process_is_refused_and_a_killed_ones_lock_is_taken_over(digits_d
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from graft.runs import RunLock; "
+        [sys.executable, "-c", "import sys, time; from graft.artifacts.run_folder import RunLock; "
          f"RunLock({str(out)!r}, 'fit').acquire(); print('locked', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -99,7 +99,7 @@ def test_second_process_is_refused_and_a_killed_ones_lock_is_taken_over(digits_d
 def test_resume_rejects_changed_settings_and_changed_data(digits_dir, tmp_path):
     import shutil
 
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
 
     data = tmp_path / "data"
     shutil.copytree(digits_dir, data)
@@ -122,7 +122,7 @@ def test_resume_rejects_changed_settings_and_changed_data(digits_dir, tmp_path):
 
 
 def test_resume_of_a_finished_run_says_so(digits_dir, tmp_path):
-    from graft.finetune import finetune, resume_finetune
+    from graft.recipes.finetune import finetune, resume_finetune
 
     out = tmp_path / "ft"
     finetune(digits_dir, out, stages="head:1", image_size=64, progress=False)
@@ -170,8 +170,8 @@ def test_evaluating_two_folders_named_val_keeps_both_reports(digits_dir, tmp_pat
 
 
 def test_files_are_written_with_the_process_umask(digits_dir, tmp_path):
-    from graft.export import export_and_verify
-    from graft.finetune import finetune
+    from graft.artifacts.export import export_and_verify
+    from graft.recipes.finetune import finetune
 
     old = os.umask(0o022)
     try:
@@ -192,7 +192,7 @@ def test_files_are_written_with_the_process_umask(digits_dir, tmp_path):
 def test_export_stays_out_of_the_model_folder_and_never_clobbers(digits_dir, tmp_path):
     import onnx
 
-    from graft.export import export_and_verify
+    from graft.artifacts.export import export_and_verify
 
     run = tmp_path / "run"
     fit_frozen(digits_dir, run, **FAST)

@@ -22,7 +22,7 @@ def _cli(*args):
 @pytest.fixture(scope="module")
 def source_run(digits_dir, tmp_path_factory):
     """A small network pretrained from random weights on real digits."""
-    from graft.finetune import finetune
+    from graft.recipes.finetune import finetune
 
     out = tmp_path_factory.mktemp("pretrained") / "run"
     finetune(digits_dir, out, backbone="resnet10t", pretrained=False, stages="all:8", head="linear", batch_size=16,
@@ -31,8 +31,8 @@ def source_run(digits_dir, tmp_path_factory):
 
 
 def test_run_folder_is_a_backbone_with_the_saved_trunk(source_run, digits_dir, tmp_path):
-    from graft.features import FeatureExtractor
-    from graft.model import GraftModel
+    from graft.features.extractor import FeatureExtractor
+    from graft.artifacts.model import GraftModel
 
     saved = GraftModel.load(source_run)
     paths = sorted((digits_dir / "4").iterdir())[:4]
@@ -78,7 +78,7 @@ def test_pretrain_learns_from_random_weights_and_resumes(source_run):
 
 def test_transfer_copies_exactly_the_chosen_layers(source_run):
     from graft.backbones import create_backbone, layer_units
-    from graft.transfer import copy_layers, resolve_transfer
+    from graft.backbones.transfer import copy_layers, resolve_transfer
 
     donor = create_backbone(str(source_run))
     fresh = create_backbone("resnet10t", pretrained=False)
@@ -101,8 +101,8 @@ def test_transfer_copies_exactly_the_chosen_layers(source_run):
 
 def test_frozen_transferred_layers_stay_equal_after_training(source_run, digits_dir, tmp_path):
     from graft.backbones import create_backbone
-    from graft.finetune import finetune
-    from graft.model import GraftModel
+    from graft.recipes.finetune import finetune
+    from graft.artifacts.model import GraftModel
 
     result = finetune(digits_dir, tmp_path / "ft", backbone="resnet10t", transfer_layers="first:4",
                       transfer_from=str(source_run), freeze_transferred=True, stages="all:1", image_size=32,

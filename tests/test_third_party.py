@@ -117,8 +117,8 @@ def _graft_predict(run, paths) -> dict:
 
 @pytest.mark.parametrize("size, input_type", [(128, "uint8"), (224, "float")])
 def test_third_party_reproduces_graft_predict(digits_dir, odd_images, tmp_path, size, input_type):
-    from graft.export import export_and_verify
-    from graft.fit import fit_frozen
+    from graft.artifacts.export import export_and_verify
+    from graft.recipes.frozen import fit_frozen
 
     run = fit_frozen(digits_dir, tmp_path / "run", image_size=size, progress=False).run_dir
     model_path, _ = export_and_verify(run, tmp_path / "shipped" / "model.onnx", input_type=input_type)

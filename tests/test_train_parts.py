@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from graft.errors import GraftError
-from graft.heads import MLPHead
-from graft.regularizers import L2SP, LwFDistillation
+from graft.heads.modules import MLPHead
+from graft.methods.regularization import L2SP, LwFDistillation
 from graft.train import apply_stage, block_units, parse_stages, set_train_mode
 
 
@@ -88,7 +88,7 @@ def test_lwf_zero_for_unchanged_model_positive_otherwise():
 
 
 def test_layer_decay_gives_each_trainable_unit_a_smaller_lr(trunk_and_head):
-    from graft.train.loop import LoopSettings, stage_optimizer
+    from graft.train.trainer import LoopSettings, stage_optimizer
 
     trunk, head = trunk_and_head
     settings = LoopSettings(stages=parse_stages("top2:1"), lr=1e-2, base_lr_factor=0.1, layer_decay=0.5)
@@ -103,7 +103,7 @@ def test_layer_decay_gives_each_trainable_unit_a_smaller_lr(trunk_and_head):
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
 def test_stage_schedules_shape(trunk_and_head, schedule):
-    from graft.train.loop import LoopSettings, stage_optimizer
+    from graft.train.trainer import LoopSettings, stage_optimizer
 
     trunk, head = trunk_and_head
     settings = LoopSettings(stages=parse_stages("head:2"), lr=1e-2, schedule=schedule)
@@ -157,8 +157,8 @@ def test_lr_sweep_puts_weights_buffers_and_modes_back(trunk_and_head):
 
 
 def test_bss_regularizer_sees_the_features_the_head_gets(trunk_and_head):
-    from graft.finetune import _conservation
-    from graft.regularizers import BatchSpectralShrinkage
+    from graft.recipes.finetune import _conservation
+    from graft.methods.regularization import BatchSpectralShrinkage
 
     trunk, head = trunk_and_head
     penalty = _conservation("bss", 0.5, None, None, head)

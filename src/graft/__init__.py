@@ -12,15 +12,15 @@ __version__ = "0.1.0"
 _WHERE = {
     "Backbone": "backbones", "create_backbone": "backbones", "list_backbones": "backbones",
     "register_backbone": "backbones",
-    "ImageFolder": "data", "load_image": "data", "load_train_val": "data", "scan_folder": "data",
-    "stratified_split": "data",
+    "ImageFolder": "data.folders", "load_image": "data.folders", "load_train_val": "data.folders", "scan_folder": "data.folders",
+    "stratified_split": "data.folders",
     "DataError": "errors", "GraftError": "errors", "ImageDecodeError": "errors", "ModelError": "errors",
-    "FeatureExtractor": "features", "Features": "features",
-    "evaluate": "fit", "fit_frozen": "fit",
-    "CLASSICAL_HEADS": "classical", "fit_head": "classical",
-    "HEAD_MODULES": "heads", "build_head": "heads",
-    "GraftModel": "model",
-    "Preprocessing": "preprocess",
+    "FeatureExtractor": "features.extractor", "Features": "features.extractor",
+    "evaluate": "recipes.frozen", "fit_frozen": "recipes.frozen",
+    "CLASSICAL_HEADS": "heads.classical", "fit_head": "heads.classical",
+    "HEAD_MODULES": "heads.modules", "build_head": "heads.modules",
+    "GraftModel": "artifacts.model",
+    "Preprocessing": "data.preprocess",
 }
 
 __all__ = sorted(_WHERE)

@@ -1,5 +1,5 @@
 """``python -m graft`` (and ``torchrun -m graft``) run the CLI."""
-from .cli import main
+from graft.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Pretrained backbones: a registry of weight sources behind one :class:`Backbone` contract."""
-from . import efficientnet_lite  # noqa: F401  (registers tf_efficientnet_lite0/1/2)
-from .backbone import Backbone, LayerInfo, PooledFeatures, layer_units, state_mismatch, state_sha256
-from .registry import DEFAULT_BACKBONE, create_backbone, list_backbones, register_backbone
+from graft.backbones import efficientnet_lite  # noqa: F401  (registers tf_efficientnet_lite0/1/2)
+from graft.backbones.backbone import Backbone, LayerInfo, PooledFeatures, layer_units, state_mismatch, state_sha256
+from graft.backbones.registry import DEFAULT_BACKBONE, create_backbone, list_backbones, register_backbone
 
 __all__ = [
     "Backbone",

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ModelError
-from ..preprocess import Preprocessing
+from graft.errors import ModelError
+from graft.data.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)

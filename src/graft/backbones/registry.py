@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..defaults import DEFAULT_BACKBONE  # noqa: F401  (re-exported)
-from ..errors import ModelError
-from .backbone import Backbone
+from graft.defaults import DEFAULT_BACKBONE  # noqa: F401  (re-exported)
+from graft.errors import ModelError
+from graft.backbones.backbone import Backbone
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def create_backbone(
     ``pretrained=False`` the network is built with random weights (used when the weights
     come from a saved graft model instead).
     """
-    from . import run_folder, timm_weights  # local imports: avoid a cycle; neither registers anything
+    from graft.backbones import run_folder, timm_weights  # local imports: avoid a cycle; neither registers anything
 
     if run_folder.model_folder(name) is not None:  # a graft run folder is a backbone too
         if weights is not None:

@@ -8,8 +8,8 @@ like from ImageNet. The artifact is read from safetensors + JSON; nothing is unp
 """
 from __future__ import annotations
 
-from ..artifact import model_folder
-from ..errors import ModelError
+from graft._io.artifact import model_folder
+from graft.errors import ModelError
 
 
 def from_run_folder(name):
@@ -17,10 +17,10 @@ def from_run_folder(name):
     import torch
     from safetensors.torch import load_file
 
-    from ..artifact import WEIGHTS_FILE, read_artifact_config
-    from ..preprocess import Preprocessing
-    from .backbone import Backbone, state_mismatch
-    from .timm_weights import _create
+    from graft._io.artifact import WEIGHTS_FILE, read_artifact_config
+    from graft.data.preprocess import Preprocessing
+    from graft.backbones.backbone import Backbone, state_mismatch
+    from graft.backbones.timm_weights import _create
 
     folder = model_folder(name)
     if folder is None:

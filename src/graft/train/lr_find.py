@@ -21,8 +21,8 @@ import numpy as np
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import GraftError
-from ..progress import progress_bar
+from graft.errors import GraftError
+from graft._io.progress import progress_bar
 
 
 @dataclass
@@ -83,7 +83,7 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
         raise GraftError(f"lr range must satisfy 0 < start < end, got {start} .. {end}")
     if steps < 5:
         raise GraftError(f"an LR sweep needs at least 5 steps, got {steps}")
-    from .stages import set_train_mode
+    from graft.train.stages import set_train_mode
 
     saved = {k: v.detach().clone() for k, v in forward.state_dict().items()}
     modes = {module: module.training for module in forward.modules()}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..backbones import layer_units
+from graft.backbones import layer_units
 
 MAX_PREFIX_BYTES = 1 << 30  # keep at most 1 GiB of cached activations
 
@@ -116,7 +116,7 @@ def onnx_runner(prefix: nn.Module, sample: torch.Tensor):
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    from ..onnx_io import OnnxRunner, export_onnx
+    from graft._io.onnx import OnnxRunner, export_onnx
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +149,7 @@ def encode(prefix: nn.Module, loader: DataLoader, progress: bool = False,
 
     ``runner``: the prefix in ONNX Runtime (:func:`onnx_runner`); eager torch when None.
     """
-    from ..progress import progress_bar
+    from graft._io.progress import progress_bar
 
     prefix.eval()
     outputs, labels, total = [], [], 0

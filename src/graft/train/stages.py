@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..backbones import layer_units
-from ..errors import GraftError
+from graft.backbones import layer_units
+from graft.errors import GraftError
 
 _STAGE = re.compile(r"^(head|all|top(\d+))$")
 

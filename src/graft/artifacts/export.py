@@ -1,0 +1,136 @@
+"""``graft export``: a saved model as ONNX, verified against torch on the spot.
+
+The ONNX file carries what a third party needs to use it (class names, the preprocessing and
+the full input recipe of :func:`graft.data.preprocess.input_recipe`) as ONNX metadata. Two input
+forms:
+
+* ``float`` (default): ``images`` float32 (N, 3, S, S), already normalised;
+* ``uint8``: ``images`` uint8 (N, S, S, 3), the cropped RGB pixels; the model normalises them
+  itself, so a user's code only decodes, resizes and crops.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from graft.errors import GraftError, ModelError
+from graft.artifacts.model import GraftModel, WithProbabilities
+from graft._io.onnx import export_onnx, ort_session
+
+INPUT_TYPES = ("float", "uint8")
+EXPORT_FORMAT = "graft-onnx-1"  # metadata_props["graft.format"] of every graft export
+
+
+class Uint8Input(nn.Module):
+    """(N, S, S, 3) uint8 RGB -> the normalised (N, 3, S, S) float input of ``model``.
+
+    The arithmetic is :meth:`graft.data.preprocess.Preprocessing.normalize`'s, in the same order:
+    ``(x - 255 * mean) * (1 / (255 * std))``.
+    """
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        mean = np.asarray(mean, np.float32) * np.float32(255.0)
+        inv_std = np.float32(1.0) / (np.asarray(std, np.float32) * np.float32(255.0))
+        self.register_buffer("mean", torch.from_numpy(mean).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", torch.from_numpy(inv_std).view(1, 3, 1, 1))
+
+    def forward(self, images):
+        x = images.permute(0, 3, 1, 2).to(torch.float32)
+        return self.model((x - self.mean) * self.inv_std)
+
+
+def default_export_path(run_dir: Path) -> Path:
+    """RUN/model.onnx for a run folder; <folder>.onnx beside a bare model folder."""
+    run_dir = Path(run_dir)
+    if (run_dir / "model").is_dir():
+        return run_dir / "model.onnx"
+    return run_dir.parent / f"{run_dir.name}.onnx"
+
+
+def is_graft_export(path: Path) -> bool:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all
+        return False
+    return any(p.key == "graft.format" for p in model.metadata_props)
+
+
+def _check_destination(run_dir: Path, path: Path) -> None:
+    model_dir = (run_dir / "model" if (run_dir / "model").is_dir() else run_dir).resolve()
+    target = path.resolve()
+    if target == model_dir or model_dir in target.parents:
+        raise GraftError(f"--out {path} is inside the model folder {model_dir}: graft export never writes there "
+                         "(the artifact must stay as training left it); choose another path")
+    if target.is_dir():
+        raise GraftError(f"--out {path} is a folder; name the .onnx file to write")
+    if target.exists() and not is_graft_export(target):
+        raise GraftError(f"--out {path} exists and is not an earlier graft export; graft will not overwrite it. "
+                         "Remove it or choose another path")
+
+
+def export_and_verify(run_dir, out=None, atol: float = 1e-4, input_type: str = "float") -> tuple[Path, float]:
+    if input_type not in INPUT_TYPES:
+        raise GraftError(f"unknown input type {input_type!r}: {', '.join(INPUT_TYPES)}")
+    run_dir = Path(run_dir)
+    path = Path(out) if out else default_export_path(run_dir)
+    _check_destination(run_dir, path)
+    model = GraftModel.load(run_dir).eval()
+    prep = model.preprocessing
+    network = WithProbabilities(model)
+    if input_type == "uint8":
+        network = WithProbabilities(Uint8Input(model, prep.mean, prep.std), head=model.head)
+    export_onnx(network, path, prep.size, ["logits", "probabilities"],
+                input_dtype=torch.uint8 if input_type == "uint8" else torch.float32,
+                channels_last=input_type == "uint8")
+    _write_metadata(path, model, input_type)
+
+    rng = np.random.default_rng(0)
+    if input_type == "uint8":
+        feed = rng.integers(0, 256, (2, prep.size, prep.size, 3), dtype=np.uint8)
+        images = torch.from_numpy(np.stack([prep.normalize(image) for image in feed]))
+    else:
+        feed = rng.uniform(-1, 1, (2, 3, prep.size, prep.size)).astype(np.float32)
+        images = torch.from_numpy(feed)
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    got = ort_session(path).run(["logits"], {"images": feed})[0]
+    max_diff = float(np.abs(got - expected).max())
+    scale = max(1.0, float(np.abs(expected).max()))  # float32 rounding grows with the logits' size
+    if max_diff > atol * scale:
+        raise ModelError(f"exported {path} differs from torch by {max_diff:.2e} (> {atol:g} x {scale:.3g})")
+    return path, max_diff
+
+
+def _write_metadata(path: Path, model: GraftModel, input_type: str) -> None:
+    """Class names, preprocessing and the input recipe as ONNX metadata_props (strings)."""
+    import onnx
+
+    from graft._io.files import atomic_path
+
+    proto = onnx.load(str(path))
+    config = model.config()
+    layout = "uint8 (N, H, W, 3) RGB" if input_type == "uint8" else "float32 (N, 3, H, W) normalised RGB"
+    entries = {
+        "graft.format": EXPORT_FORMAT,
+        "graft.classes": json.dumps(model.classes),
+        "graft.preprocessing": json.dumps(config["preprocessing"]),
+        "graft.input_recipe": json.dumps(config["input_recipe"]),
+        "graft.input": json.dumps({"name": "images", "type": input_type, "layout": layout,
+                                   "size": model.preprocessing.size}),
+        "graft.outputs": json.dumps(["logits", "probabilities"]),
+        "graft.backbone": json.dumps(config["backbone"]),
+    }
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))

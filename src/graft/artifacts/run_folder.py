@@ -1,0 +1,268 @@
+"""The run folder: everything one fit or evaluation leaves behind, in one place.
+
+    RUN_DIR/config.yaml           resolved settings
+    RUN_DIR/model/                the model artifact (graft.json + weights.safetensors)
+    RUN_DIR/metrics.json          accuracy, macro_f1, per_class, n_train, n_val, seconds, skipped
+    RUN_DIR/report.txt            per-class precision/recall/F1 table
+    RUN_DIR/confusion_matrix.png
+    RUN_DIR/eval/<data>/          the same three files for each ``graft evaluate``
+
+A run folder belongs to one command. :func:`open_run` refuses to write a new run over a folder
+that holds something else (another command's run, a resumable fine-tuning, a user's files),
+and with ``overwrite`` clears only graft's own outputs (:data:`GRAFT_OUTPUTS`), never other
+files. :class:`RunLock` keeps two processes from training into the same folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from graft.errors import GraftError
+from graft._io.files import current_umask, write_atomic
+from graft.reporting.metrics import classification_metrics, confusion_matrix_png, report_text
+
+# Everything a graft command writes into a run folder; --overwrite removes these and nothing else.
+GRAFT_OUTPUTS = ("model", "model.onnx", "config.yaml", "metrics.json", "report.txt", "confusion_matrix.png",
+                 "history.jsonl", "history-final.jsonl", "curves.png", "checkpoints", "eval", "lr_find.png", "lr_find.json",
+                 "data.json", "predictions.csv", "split.csv", "test", "report.html", "advice.json")
+LOCK_FILE = ".graft.lock"
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GraftError(f"cannot create run folder {self.path}: {exc.strerror or exc}") from None
+
+    def lock(self, command: str) -> "RunLock":
+        return RunLock(self.path, command)
+
+    def saved_command(self) -> str | None:
+        """The command named in this folder's config.yaml, or None."""
+        import yaml
+
+        try:
+            config = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return None
+        return config.get("command") if isinstance(config, dict) else None
+
+    def clear_outputs(self) -> list[str]:
+        """Remove graft's own outputs (and nothing else); returns the names removed."""
+        removed = []
+        for name in GRAFT_OUTPUTS:
+            target = self.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            else:
+                continue
+            removed.append(name)
+        return removed
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def write_config(self, settings: dict) -> Path:
+        import yaml
+
+        return write_atomic(self.path / "config.yaml", yaml.safe_dump(_plain(settings), sort_keys=False))
+
+    def write_evaluation(self, y_true, y_pred, classes, extra: dict, subdir: str | None = None,
+                         title: str = "", probabilities=None, paths=None, split: str = "val") -> dict:
+        """metrics.json + report.txt + confusion_matrix.png (+ predictions.csv and top-k accuracy
+        when ``probabilities`` and ``paths`` are given); returns the metrics written."""
+        target = self.path / subdir if subdir else self.path
+        target.mkdir(parents=True, exist_ok=True)
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        metrics = classification_metrics(y_true, y_pred, classes)
+        if probabilities is not None:
+            probabilities = np.asarray(probabilities, dtype=np.float64)
+            metrics["top_k_accuracy"] = top_k_accuracy(y_true, probabilities)
+            if paths is not None:
+                write_predictions(target / "predictions.csv", paths, y_true, probabilities, classes, split)
+        metrics.update(extra)
+        write_atomic(target / "metrics.json", json.dumps(_plain(metrics), indent=2) + "\n")
+        write_atomic(target / "report.txt", report_text(y_true, y_pred, classes, metrics))
+        confusion_matrix_png(y_true, y_pred, classes, target / "confusion_matrix.png", title)
+        return metrics
+
+
+    def write_split(self, train, val) -> Path:
+        """split.csv: every image of the run and whether it trained or validated, so a
+        ``--val-split`` can be inspected and reproduced."""
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "class", "subset"])
+        for subset, folder in (("train", train), ("val", val)):
+            for record in folder.records if folder is not None else []:
+                writer.writerow([str(record.path), folder.classes[record.label], subset])
+        return write_atomic(self.path / "split.csv", buffer.getvalue())
+
+
+PREDICTION_COLUMNS = ("path", "split", "true_class", "predicted_class", "probability", "true_class_probability",
+                      "loss", "correct")
+
+
+def top_k_accuracy(y_true, probabilities, ks=(3, 5)) -> dict:
+    """{k: share of images whose true class is among the k most probable}, for k < classes."""
+    order = np.argsort(-probabilities, axis=1)
+    return {str(k): float((order[:, :k] == np.asarray(y_true)[:, None]).any(1).mean())
+            for k in ks if k < probabilities.shape[1] and len(y_true)}
+
+
+def write_predictions(path: Path, paths, y_true, probabilities, classes, split: str) -> Path:
+    """One row per image: what it is, what the model said, how sure, and its loss."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(PREDICTION_COLUMNS)
+    predicted = probabilities.argmax(1)
+    for image, true, guess, row in zip(paths, np.asarray(y_true), predicted, probabilities):
+        p_true = float(row[true])
+        writer.writerow([str(image), split, classes[true], classes[guess], f"{row[guess]:.6f}", f"{p_true:.6f}",
+                         f"{-np.log(max(p_true, 1e-12)):.6f}", int(true == guess)])
+    return write_atomic(path, buffer.getvalue())
+
+
+def read_predictions(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_html_safely(run_dir: Path, subdir: str | None = None) -> Path | None:
+    """report.html for a finished evaluation; a failure only warns (the results are on disk)."""
+    from graft.reporting.html import write_html_report
+
+    try:
+        return write_html_report(run_dir, subdir)
+    except Exception as exc:  # the page is a view of files already written: never fail the run for it
+        warnings.warn(f"could not write report.html in {Path(run_dir) / (subdir or '')}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def open_run(path: str | Path, command: str, *, overwrite: bool = False) -> RunDir:
+    """The run folder for a new run of ``command``, checked and made ready before any work.
+
+    * missing or empty: created;
+    * ``overwrite``: graft's own outputs are removed first, the user's other files stay;
+    * a fine-tuning run with checkpoints: refused (``--resume`` or ``--overwrite``);
+    * an earlier run of the same command: its outputs are replaced (nothing stale is left);
+    * anything else (another command's run, files graft did not write): refused.
+
+    The folder must be writable: that is checked here, not after an hour of training.
+    """
+    run = RunDir(path)
+    entries = [e.name for e in run.path.iterdir() if e.name != LOCK_FILE]
+    if entries and not overwrite:
+        previous = run.saved_command()
+        if previous == command == "finetune" and (run.path / "checkpoints" / "last.pt").exists():
+            raise GraftError(f"{run.path} holds a finetune run with checkpoints: continue it with "
+                             f"--resume {run.path}, or start over with --overwrite")
+        if previous != command:
+            what = f"a graft {previous} run" if previous else \
+                f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} graft did not write ({_names(entries)})"
+            raise GraftError(f"output folder {run.path} is not empty: it holds {what}. Choose another -o, "
+                             "or pass --overwrite (graft's own outputs are removed, other files are kept)")
+    if entries:
+        run.clear_outputs()
+    _check_writable(run.path)
+    return run
+
+
+def _names(entries: list[str], most: int = 3) -> str:
+    shown = ", ".join(sorted(entries)[:most])
+    return shown + (f", ... {len(entries) - most} more" if len(entries) > most else "")
+
+
+def _check_writable(directory: Path) -> None:
+    probe = directory / f".graft-write-test-{os.getpid()}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise GraftError(f"cannot write to run folder {directory}: {exc.strerror or exc}") from None
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.graft.lock`` while one process trains into the folder.
+
+    The lock file names its holder (PID, command, start time). The kernel drops a flock when
+    its process dies, so a lock left by a killed process is free: the next run takes it over
+    and says so. ``release`` empties the file, so an orderly finish leaves nothing to report.
+    """
+
+    def __init__(self, directory: Path, command: str):
+        self.path = Path(directory) / LOCK_FILE
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            pid = holder[0] if holder else "unknown"
+            what = f" ({holder[1]}, since {holder[2]})" if len(holder) >= 3 else ""
+            raise GraftError(f"{self.path.parent} is in use by another graft process: pid {pid}{what}. "
+                             "Wait for it to finish, or choose another -o") from None
+        stale = os.pread(fd, 200, 0).decode(errors="replace").split()
+        if stale and stale[0] != str(os.getpid()):
+            warnings.warn(f"{self.path.parent}: taking over the lock of process {stale[0]}, which ended "
+                          "without releasing it (killed?)")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {self.command} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _plain(obj):
+    """numpy scalars/arrays and Paths -> JSON/YAML-safe Python values."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

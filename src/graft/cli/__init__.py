@@ -1,0 +1,4 @@
+"""The ``graft`` command line."""
+from graft.cli.commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,364 @@
+"""Frozen features: a backbone cut at a layer, run over images fast, cached on disk.
+
+:class:`FeatureExtractor` is a scikit-learn transformer (image paths in, feature matrix out),
+so it drops into a ``Pipeline`` in front of any classifier. Under the hood:
+
+* decoding (JPEG draft mode, resize, crop) runs in a thread and overlaps inference;
+* inference runs through ONNX Runtime when available (faster than eager torch on CPU);
+* images stream through in batches, so memory stays flat in the number of images;
+* each image's vector is cached under (backbone, weights hash, layer, preprocessing, file
+  identity): a second run, or another head on the same images, skips extraction.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from graft.features.cache import FEATURE_FORMAT, cache_root, file_identity, open_feature_cache, stable_hash
+from graft.data.folders import ImageFolder, load_image
+from graft.defaults import DEFAULT_BACKBONE
+from graft.errors import DataError, GraftError, ImageDecodeError
+from graft.data.preprocess import Preprocessing
+from graft._io.progress import progress_bar
+
+# torch and timm are imported only when a network is built or run (fit, extraction misses):
+# answering from the cache must not pay their start-up.
+
+
+@dataclass
+class Features:
+    """Feature vectors of the images that decoded, plus what was skipped and why."""
+
+    vectors: np.ndarray
+    paths: list[str]
+    labels: np.ndarray | None = None
+    classes: list[str] | None = None
+    skipped: list[dict] = field(default_factory=list)
+    cached: int = 0  # how many vectors came from the cache
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def save(self, path: str | Path) -> Path:
+        """Write an ``.npz`` (no pickled objects: loads with ``allow_pickle=False``)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            path,
+            features=self.vectors,
+            paths=np.asarray(self.paths, dtype=str),
+            labels=self.labels if self.labels is not None else np.zeros(0, dtype=np.int64),
+            classes=np.asarray(self.classes or [], dtype=str),
+            skipped_paths=np.asarray([s["path"] for s in self.skipped], dtype=str),
+            skipped_reasons=np.asarray([s["reason"] for s in self.skipped], dtype=str),
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Features":
+        with np.load(path, allow_pickle=False) as z:
+            labels = z["labels"] if len(z["labels"]) else None
+            return cls(
+                vectors=z["features"],
+                paths=[str(p) for p in z["paths"]],
+                labels=labels,
+                classes=[str(c) for c in z["classes"]] or None,
+                skipped=[{"path": str(p), "reason": str(r)}
+                         for p, r in zip(z["skipped_paths"], z["skipped_reasons"])],
+            )
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """Frozen pretrained backbone as a scikit-learn transformer: image paths -> features.
+
+    Parameters
+    ----------
+    backbone : registry name (or a built :class:`Backbone`), default EfficientNet-Lite0.
+    layer : cut layer (name or index from ``graft layers``); None = final pooled features.
+    weights : optional local weights file for the backbone.
+    image_size : input resolution; None = the one the weights were trained at.
+    batch_size, engine ("auto" | "onnx" | "torch"), cache (bool), progress (bool).
+    flip : mirror every image horizontally before the network (test-time augmentation); the
+        mirrored features are cached apart from the plain ones.
+    processes : "auto" (one worker process per core for a cold extraction of a few hundred
+        images or more, on ONNX Runtime), a number, or 0 to stay in this process.
+    """
+
+    def __init__(self, backbone=DEFAULT_BACKBONE, layer=None, weights=None, image_size=None,
+                 batch_size=32, engine="auto", cache=True, progress=False, decode_workers=1, flip=False,
+                 processes="auto"):
+        self.backbone = backbone
+        self.layer = layer
+        self.weights = weights
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.engine = engine
+        self.cache = cache
+        self.progress = progress
+        self.decode_workers = decode_workers
+        self.flip = flip
+        self.processes = processes
+
+    # -- fitting: nothing is learned, the backbone is built and described -------------------
+    def fit(self, X=None, y=None):
+        from graft.backbones import Backbone, create_backbone
+
+        if isinstance(self.backbone, Backbone):
+            backbone = self.backbone
+        else:
+            backbone = create_backbone(self.backbone, weights=self.weights)
+        layer = backbone.resolve_layer(self.layer)
+        self._set_network(backbone.feature_net(layer), backbone.preprocessing, backbone.architecture)
+        return self
+
+    @classmethod
+    def from_network(cls, net, preprocessing: Preprocessing, architecture: str,
+                     **params) -> "FeatureExtractor":
+        """An extractor over an already built feature network (e.g. a saved model's)."""
+        extractor = cls(backbone=architecture, layer=net.cut_layer, image_size=preprocessing.size, **params)
+        extractor._set_network(net, preprocessing, architecture)
+        return extractor
+
+    def _set_network(self, net, preprocessing: Preprocessing, architecture: str):
+        from graft.backbones import state_sha256
+
+        self.feature_net_ = net.eval()
+        self.layer_ = net.cut_layer
+        self.preprocessing_ = preprocessing
+        if self.image_size:
+            self.preprocessing_ = preprocessing.with_size(int(self.image_size))
+        # the network (its ONNX export is shared) and what it is fed (the feature cache's key)
+        self.network_key_ = stable_hash({
+            "format": FEATURE_FORMAT,
+            "architecture": architecture,
+            "weights_sha256": state_sha256(net),
+            "layer": self.layer_,
+            "preprocessing": self.preprocessing_.to_dict(),
+        })
+        self.extractor_key_ = stable_hash({"network": self.network_key_, "flip": True}) if self.flip \
+            else self.network_key_
+        self._runner = None
+
+    def _ensure_fitted(self):
+        if not hasattr(self, "feature_net_"):
+            self.fit()
+
+    def transform(self, X) -> np.ndarray:
+        """Features for each path in ``X``; an undecodable image is an error (rows must align)."""
+        result = self.extract(list(X), strict=True)
+        return result.vectors
+
+    def get_feature_names_out(self, input_features=None):
+        self._ensure_fitted()
+        dim = self.feature_net_.output_dim(self.preprocessing_.size)
+        return np.asarray([f"feature{i}" for i in range(dim)], dtype=object)
+
+    # -- extraction -------------------------------------------------------------------------
+    @property
+    def engine_(self) -> str:
+        return self._get_runner().name
+
+    def _get_runner(self):
+        if getattr(self, "_runner", None) is not None:
+            return self._runner
+        from graft._io.onnx import OnnxRunner, TorchRunner, export_onnx
+
+        net = self.feature_net_
+        runner = None
+        if self.engine in ("auto", "onnx"):
+            try:
+                self._onnx_path_ = self._onnx_file(export_onnx)
+                runner = OnnxRunner(self._onnx_path_)
+            except Exception as exc:  # ORT missing or an op it lacks: torch always works
+                if self.engine == "onnx":
+                    raise GraftError(f"ONNX Runtime engine unavailable: {exc}") from exc
+                warnings.warn(f"ONNX Runtime unavailable ({exc}); extracting with torch")
+        elif self.engine != "torch":
+            raise GraftError(f"unknown engine {self.engine!r}: use auto, onnx or torch")
+        self._runner = runner or TorchRunner(net)
+        return self._runner
+
+    def _onnx_file(self, export_onnx) -> Path:
+        """The exported feature network: kept in the cache, or in a temporary folder when the
+        cache cannot be written (a read-only cache must not cost ONNX Runtime's speed)."""
+        onnx_path = cache_root() / "onnx" / f"{self.network_key_}.onnx"
+        if onnx_path.exists():
+            return onnx_path
+        try:
+            return export_onnx(self.feature_net_, onnx_path, self.preprocessing_.size, ["features"])
+        except OSError:
+            import tempfile
+
+            self._scratch = tempfile.TemporaryDirectory(prefix="graft-onnx-")
+            return export_onnx(self.feature_net_, Path(self._scratch.name) / "features.onnx",
+                               self.preprocessing_.size, ["features"])
+
+    def _decode(self, path: Path) -> np.ndarray:
+        image = load_image(path, min_side=self.preprocessing_.resize_size)
+        array = self.preprocessing_.to_array(image)
+        return np.ascontiguousarray(array[:, :, ::-1]) if self.flip else array
+
+    def extract(self, paths, labels=None, classes=None, strict: bool = False,
+                desc: str = "extracting features") -> Features:
+        """Features for ``paths``; undecodable images are skipped with a warning (or raise)."""
+        self._ensure_fitted()
+        compute = lambda *args: self._run(*args, desc=desc)  # noqa: E731
+        return gather_features(self.extractor_key_ if self.cache else None, paths, labels, classes,
+                               strict, compute)
+
+    def extract_folder(self, folder: ImageFolder, strict: bool = False, desc: str | None = None) -> Features:
+        return self.extract(folder.paths, labels=folder.labels, classes=folder.classes,
+                            strict=strict, desc=desc or f"features {folder.root.name}")
+
+    def _run(self, paths, identities, todo, vectors, skipped, strict, cache, desc):
+        from graft.features.workers import process_count
+
+        runner = self._get_runner()
+        workers = process_count(len(todo), self.processes) if runner.name == "onnx" else 0
+        if workers:
+            return self._run_in_processes(paths, identities, todo, vectors, skipped, strict, cache, desc, workers)
+        window = max(2 * self.batch_size, 4)  # decoded images in flight: bounds memory
+        bar = progress_bar(total=len(todo), desc=desc, unit="img", enable=self.progress)
+        batch_arrays: list[np.ndarray] = []
+        batch_index: list[int] = []
+
+        def flush():
+            out = runner(np.stack(batch_arrays))
+            for k, vec in zip(batch_index, out):
+                vectors[k] = np.asarray(vec, dtype=np.float32)
+            if cache is not None:
+                cache.put_many([(identities[k], vectors[k]) for k in batch_index])
+            bar.update(len(batch_index))
+            batch_arrays.clear()
+            batch_index.clear()
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.decode_workers) as pool:
+            pending: collections.deque = collections.deque()
+            queue = iter(todo)
+            for k in queue:
+                pending.append((k, pool.submit(self._decode, paths[k])))
+                if len(pending) >= window:
+                    break
+            while pending:
+                k, future = pending.popleft()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(self._decode, paths[nxt])))
+                try:
+                    batch_arrays.append(future.result())
+                    batch_index.append(k)
+                except ImageDecodeError as exc:
+                    bar.update(1)
+                    if cache is not None:
+                        cache.put_failure(identities[k], exc.reason)
+                    if strict:
+                        for _, other in pending:
+                            other.cancel()
+                    _skip(skipped, exc, strict)
+                if len(batch_arrays) == self.batch_size:
+                    flush()
+            if batch_arrays:
+                flush()
+        bar.close()
+
+    def _run_in_processes(self, paths, identities, todo, vectors, skipped, strict, cache, desc, workers):
+        """``_run`` with decoding and inference in worker processes (see graft.features.workers)."""
+        from graft.features.workers import extract_in_processes
+
+        onnx_path = self._onnx_path_
+        bar = progress_bar(total=len(todo), desc=desc, unit="img", enable=self.progress)
+        chunks = extract_in_processes(onnx_path, self.preprocessing_.to_dict(), self.flip,
+                                      [str(paths[k]) for k in todo], self.batch_size, workers)
+        try:
+            for positions, found, failures in chunks:
+                for position, vector in zip(positions, found):
+                    vectors[todo[position]] = vector
+                if cache is not None and positions:
+                    cache.put_many([(identities[todo[p]], vectors[todo[p]]) for p in positions])
+                for position, reason in failures:
+                    k = todo[position]
+                    if cache is not None:
+                        cache.put_failure(identities[k], reason)
+                    _skip(skipped, ImageDecodeError(paths[k], reason), strict)
+                bar.update(len(positions) + len(failures))
+        finally:
+            chunks.close()
+            bar.close()
+
+
+def _skip(skipped: list, error: ImageDecodeError, strict: bool) -> None:
+    if strict:
+        raise error
+    warnings.warn(f"skipping {error.path}: {error.reason}", stacklevel=3)
+    skipped.append({"path": error.path, "reason": error.reason})
+
+
+def gather_features(extractor_key: str | None, paths, labels=None, classes=None, strict: bool = False,
+                    compute=None) -> Features | None:
+    """Vectors for ``paths`` from the cache, computing the misses with ``compute``.
+
+    ``compute(paths, identities, todo, vectors, skipped, strict, cache)`` fills ``vectors`` at
+    the indices in ``todo``. With ``compute=None`` this answers from the cache alone and returns
+    None if anything is missing. Known-bad files are reported from the cache too.
+    """
+    paths = [Path(p) for p in paths]
+    skipped: list[dict] = []
+    identities: list[str | None] = []
+    for path in paths:
+        try:
+            identities.append(file_identity(path))
+        except OSError as exc:
+            identities.append(None)
+            _skip(skipped, ImageDecodeError(path, _os_reason(exc)), strict)
+
+    cache = open_feature_cache(extractor_key) if extractor_key else None
+    try:
+        present = [i for i in identities if i]
+        known = cache.get_many(present) if cache is not None else {}
+        failed = cache.get_failures(present) if cache is not None else {}
+        vectors: list[np.ndarray | None] = [known.get(i) if i else None for i in identities]
+        todo = []
+        for k, identity in enumerate(identities):
+            if identity is None or vectors[k] is not None:
+                continue
+            if identity in failed:
+                _skip(skipped, ImageDecodeError(paths[k], failed[identity]), strict)
+            else:
+                todo.append(k)
+        if todo:
+            if compute is None:
+                return None
+            compute(paths, identities, todo, vectors, skipped, strict, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+
+    keep = [k for k, v in enumerate(vectors) if v is not None]
+    if not keep and paths:
+        raise DataError(f"none of the {len(paths)} images could be read; first problem: "
+                        f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    stacked = np.stack([vectors[k] for k in keep]).astype(np.float32) if keep else np.zeros((0, 0), np.float32)
+    skipped.sort(key=lambda item: item["path"])
+    return Features(
+        vectors=stacked,
+        paths=[str(paths[k]) for k in keep],
+        labels=None if labels is None else np.asarray(labels)[keep],
+        classes=classes,
+        skipped=skipped,
+        cached=len(known),
+    )
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return exc.strerror or str(exc)
+

@@ -1,0 +1,272 @@
+"""Training path 1: frozen backbone features + a classical head -> a model in a run folder.
+
+:func:`fit_frozen` is what ``graft fit`` calls; :func:`evaluate` what ``graft evaluate`` calls.
+
+When every image's features are already cached for the requested backbone, layer and size,
+the fit runs without building (or even importing) the network: the head is fitted on cached
+vectors and the artifact is written from the cached feature-network tensors. That is what makes
+"try another head" take seconds.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graft.features import cache as feature_cache
+from graft._io.artifact import artifact_config, write_artifact
+from graft.heads.classical import check_head_options, fit_head
+from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class
+from graft.defaults import DEFAULT_BACKBONE
+from graft.errors import DataError
+from graft.features.extractor import Features, gather_features
+from graft._io.files import atomic_path
+from graft._io.memory import check_fits
+from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+
+DEFAULT_VAL_FRACTION = 0.2
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    metrics: dict
+
+    @property
+    def model(self):
+        """The saved model, loaded (imports torch)."""
+        from graft.artifacts.model import GraftModel
+
+        return GraftModel.load(self.run_dir)
+
+
+@dataclass
+class _Extracted:
+    """Features of each split (train, val, and test when given), plus what the artifact needs
+    to know about the network."""
+
+    splits: dict[str, Features]
+    template: dict  # backbone info, layer, preprocessing (a source record)
+    trunk: dict[str, np.ndarray]
+    engine: str
+
+
+def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE,
+               weights=None, layer=None, head="logreg", image_size=None, seed=0, strict=False,
+               engine="auto", batch_size=32, cache=True, progress=True, overwrite=False,
+               class_weight=None, test_dir=None, final=False, shots=None) -> FitResult:
+    """Extract frozen features, fit ``head`` on them, save model + reports into ``out``.
+
+    With neither ``val_dir`` nor ``val_fraction``, a stratified 20 % of ``train_dir`` is held
+    out (as fastai's ``valid_pct``) so that every run reports held-out metrics. ``out`` may be
+    new, empty or an earlier ``fit`` run (replaced); anything else needs ``overwrite``
+    (see :func:`graft.artifacts.run_folder.open_run`).
+
+    ``test_dir`` is scored once, at the end, with the model validation chose; its reports go to
+    ``out/test/``. ``final`` refits the head on training + validation images with the
+    hyper-parameter cross-validation chose: the saved model is that refit, the validation
+    metrics stay those of the model fitted without the validation images.
+    """
+    start = time.perf_counter()
+    check_head_options(head, class_weight)
+    if val_dir is None and val_fraction is None:
+        val_fraction = DEFAULT_VAL_FRACTION
+    train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
+    if shots is not None:  # K labelled images per class; the rest of the training folder is not used
+        train = take_per_class(train, shots, seed)
+    folders = {"train": train, "val": val}
+    if test_dir is not None:
+        folders["test"] = load_test(test_dir, train)
+    run = open_run(out, "fit", overwrite=overwrite)
+    settings = {
+        "command": "fit", "train_dir": Path(train_dir).resolve(),
+        "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
+        "test_dir": Path(test_dir).resolve() if test_dir else None, "final": final, "shots": shots,
+        "backbone": backbone, "weights": weights, "layer": layer, "head": head, "image_size": image_size,
+        "seed": seed, "strict": strict, "engine": engine, "batch_size": batch_size, "class_weight": class_weight,
+        "classes": train.classes,
+    }
+    with run.lock("fit"):
+        return _fit(run, start, folders, settings, cache, progress)
+
+
+def load_test(test_dir, train: ImageFolder) -> ImageFolder:
+    """A labelled test folder scored against the training classes; it must not be training data."""
+    import os
+
+    test = scan_folder(test_dir, classes=train.classes)
+    if os.path.samefile(test.root, train.root):
+        raise DataError(f"test folder is the training folder: {test.root}")
+    return test
+
+
+def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, cache: bool,
+         progress: bool) -> FitResult:
+    train = folders["train"]
+    key = feature_cache.source_key(s["backbone"], s["weights"], s["layer"], s["image_size"])
+    extracted = _from_cache(key, folders, s["strict"]) if cache else None
+    if extracted is None:
+        extracted = _extract(key, folders, s, cache, progress)
+    features = extracted.splits
+    _require_two_classes(features["train"], train)
+
+    def fit(names, params=None):
+        X = np.concatenate([features[n].vectors for n in names])
+        y = np.concatenate([features[n].labels for n in names])
+        return fit_head(s["head"], X, y, len(train.classes), s["seed"], class_weight=s["class_weight"],
+                        params=params)
+
+    chosen = fit(["train"])
+    shipped = fit(["train", "val"], chosen.params) if s["final"] else chosen
+    training = {"method": "frozen-features", "head": s["head"], "head_params": chosen.params,
+                "class_weight": s["class_weight"], "cv_accuracy": chosen.cv_accuracy, "seed": s["seed"],
+                "train_dir": str(s["train_dir"]), "final_refit": s["final"],
+                "n_fitted": len(features["train"]) + (len(features["val"]) if s["final"] else 0)}
+    template = extracted.template
+    config = artifact_config(template["backbone"], template["layer"], template["preprocessing"],
+                             train.classes, shipped.config, training)
+    write_artifact(run.model_dir, config, extracted.trunk, shipped.state)
+
+    val_features = features["val"]
+    probabilities = chosen.probabilities(val_features.vectors)
+    extra = {
+        "n_train": len(features["train"]), "n_val": len(val_features),
+        "head": s["head"], "head_params": chosen.params, "cv_accuracy": chosen.cv_accuracy,
+        "features_cached": sum(f.cached for f in features.values()),
+        "engine": extracted.engine,
+        "skipped": sorted((item for f in features.values() for item in f.skipped), key=lambda i: i["path"]),
+        "final_refit": s["final"],
+    }
+    if "test" in features:
+        test_features = features["test"]
+        test_probabilities = shipped.probabilities(test_features.vectors)
+        test_metrics = run.write_evaluation(
+            test_features.labels, test_probabilities.argmax(1), train.classes,
+            {"n_test": len(test_features), "data_dir": str(s["test_dir"]), "skipped": test_features.skipped},
+            subdir="test", title=f"{Path(str(s['test_dir'])).name} (test)", probabilities=test_probabilities,
+            paths=test_features.paths, split="test")
+        extra["test"] = held_out_summary(test_metrics)
+    extra["seconds"] = round(time.perf_counter() - start, 3)
+    metrics = run.write_evaluation(val_features.labels, probabilities.argmax(1), train.classes, extra,
+                                   title=f"{Path(str(s['train_dir'])).name} ({s['head']})",
+                                   probabilities=probabilities, paths=val_features.paths)
+    run.write_split(folders["train"], folders["val"])
+    run.write_config({**s, "backbone": template["backbone"]["name"],
+                      "weights": template["backbone"]["weights_source"], "layer": template["layer"],
+                      "image_size": template["preprocessing"]["size"]})
+    write_html_safely(run.path)
+    return FitResult(run.path, metrics)
+
+
+def held_out_summary(metrics: dict) -> dict:
+    """What metrics.json keeps of a test evaluation beside the validation numbers."""
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "data_dir") if k in metrics}
+
+
+def _from_cache(key, folders: dict[str, ImageFolder], strict) -> _Extracted | None:
+    """Every split from the cache alone, or None if anything is missing."""
+    record = feature_cache.lookup_source(key)
+    if record is None:
+        return None
+    extractor_key = record["extractor_key"]
+    splits = {}
+    for name, folder in folders.items():
+        splits[name] = gather_features(extractor_key, folder.paths, folder.labels, folder.classes, strict)
+        if splits[name] is None:
+            return None
+    from safetensors.numpy import load_file
+
+    try:
+        trunk = load_file(str(feature_cache.trunk_path(extractor_key)))
+    except Exception:  # a damaged cached trunk (safetensors raises several types): build the network
+        return None
+    return _Extracted(splits, record, trunk, "cache")
+
+
+def _extract(key, folders: dict[str, ImageFolder], s: dict, cache: bool, progress: bool) -> _Extracted:
+    from graft.backbones import create_backbone
+    from graft.features.extractor import FeatureExtractor
+
+    source = create_backbone(s["backbone"], weights=s["weights"])
+    extractor = FeatureExtractor(source, layer=s["layer"], image_size=s["image_size"], batch_size=s["batch_size"],
+                                 engine=s["engine"], cache=cache, progress=progress).fit()
+    check_fits(extractor.feature_net_, extractor.preprocessing_.size, s["batch_size"], training=False)
+    splits = {name: extractor.extract_folder(folder, strict=s["strict"], desc=f"features {name}")
+              for name, folder in folders.items()}
+    trunk = {k: v.detach().cpu().numpy() for k, v in extractor.feature_net_.trunk.state_dict().items()}
+    template = {
+        "extractor_key": extractor.extractor_key_,
+        "backbone": {"name": source.name, "architecture": source.architecture,
+                     "weights_source": source.weights_source},
+        "layer": extractor.layer_,
+        "preprocessing": extractor.preprocessing_.to_dict(),
+    }
+    if cache:
+        _remember_source(key, template, trunk)
+    computed = sum(f.cached for f in splits.values()) < sum(len(f) for f in splits.values())
+    return _Extracted(splits, template, trunk, extractor.engine_ if computed else "cache")
+
+
+def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    path = feature_cache.trunk_path(template["extractor_key"])
+    try:
+        if not path.exists():
+            with atomic_path(path) as tmp:
+                save_file({k: np.ascontiguousarray(v) for k, v in trunk.items()}, str(tmp))
+    except OSError as exc:  # a read-only cache: the next fit extracts again
+        import warnings
+
+        warnings.warn(f"cannot write {path} ({exc.strerror or exc}); the next fit will not skip the network")
+        return
+    feature_cache.record_source(key, template)
+
+
+def _require_two_classes(features: Features, folder: ImageFolder) -> None:
+    present = np.unique(features.labels)
+    if len(present) < 2:
+        raise DataError(f"after skipping unreadable images, {folder.root} has readable images of "
+                        f"only {len(present)} class(es); a classifier needs at least two")
+
+
+def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, cache=True,
+             progress=True) -> tuple[Path, dict]:
+    """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``."""
+    from graft.artifacts.model import GraftModel
+
+    start = time.perf_counter()
+    model = GraftModel.load(run_dir)
+    folder = scan_folder(data_dir, classes=model.classes)
+    features, probabilities = model.predict_paths(
+        folder.paths, strict=strict, engine=engine, batch_size=batch_size, cache=cache, progress=progress)
+    label_of = dict(zip(map(str, folder.paths), folder.labels))
+    labels = np.array([label_of[p] for p in features.paths], dtype=np.int64)
+    run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
+    target = Path("eval") / evaluation_folder_name(run.path / "eval", Path(data_dir).resolve())
+    metrics = run.write_evaluation(labels, probabilities.argmax(1), model.classes, {
+        "n_val": len(features), "data_dir": str(Path(data_dir).resolve()),
+        "seconds": round(time.perf_counter() - start, 3), "skipped": features.skipped,
+    }, subdir=str(target), title=Path(data_dir).name, probabilities=probabilities, paths=features.paths,
+        split="evaluate")
+    write_html_safely(run.path, str(target))
+    return run.path / target, metrics
+
+
+def evaluation_folder_name(eval_root: Path, data_dir: Path) -> str:
+    """``eval/<name>`` for a data folder: its own name unless that already holds the evaluation
+    of another folder (two folders called ``val``), then the name plus a short hash of the path."""
+    import hashlib
+    import json
+
+    name = data_dir.name or "data"
+    existing = eval_root / name / "metrics.json"
+    try:
+        taken = json.loads(existing.read_text()).get("data_dir") not in (None, str(data_dir))
+    except (OSError, ValueError, AttributeError):
+        taken = False
+    if not taken:
+        return name
+    return f"{name}-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:8]}"

@@ -1,0 +1,178 @@
+"""Multi-task fine-tuning (``graft multitask TASK=DIR ...``): one shared backbone, one head
+per task, trained together on the engine with :class:`~graft.methods.multitask.MultiTask`.
+
+The artifact is an ordinary graft model whose head is a :class:`~graft.heads.modules.MultiTaskHead`:
+its classes are ``task/class`` and graft.json lists the tasks, so ``predict`` gives each task's
+top-k and single-task artifacts load as before. Reports per task land in ``RUN/<task>/``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from graft.data.folders import folder_manifest, load_train_val, scan_folder
+from graft.defaults import DEFAULT_BACKBONE
+from graft.errors import GraftError
+from graft._io.files import write_atomic
+from graft.recipes.frozen import FitResult
+from graft.heads.modules import MultiTaskHead
+from graft.artifacts.model import GraftModel
+from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+from graft.train.trainer import LoopSettings, evaluate_loader, load_checkpoint, run_stages
+from graft.methods.multitask import WEIGHTINGS, MultiTask
+from graft.train.stages import parse_stages
+
+TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+COMMAND = "multitask"
+
+
+def parse_tasks(specs, what: str = "task") -> dict[str, str]:
+    """``["name=DIR", ...]`` -> {name: DIR}; names are identifiers and must not clash."""
+    tasks: dict[str, str] = {}
+    for spec in specs:
+        name, sep, folder = str(spec).partition("=")
+        if not sep or not folder:
+            raise GraftError(f"{what} {spec!r}: expected NAME=DIR")
+        if not TASK_NAME.match(name):
+            raise GraftError(f"{what} name {name!r}: use a letter, then letters, digits, '-' or '_'")
+        if name in tasks:
+            raise GraftError(f"task names clash: {name!r} is given twice ({tasks[name]} and {folder})")
+        tasks[name] = folder
+    return tasks
+
+
+def multitask(tasks: dict[str, str], out, *, val_dirs: dict[str, str] | None = None, val_fraction=None,
+              backbone=DEFAULT_BACKBONE, weights=None, head="linear", stages="head:5,top2:5", lr=1e-3,
+              base_lr_factor=0.1, image_size=None, batch_size=32, seed=0, augment="crop-flip",
+              weighting="fixed", task_weights: dict[str, float] | None = None, strict=False, progress=True,
+              overwrite=False) -> FitResult:
+    """Train one network on every task; ``tasks`` maps a task name to its class-folder tree."""
+    from graft.recipes.finetune import _check_head_spec, augmentation_name
+
+    if len(tasks) < 2:
+        raise GraftError("multitask needs at least two tasks (NAME=DIR NAME=DIR ...); one task is graft finetune")
+    if weighting not in WEIGHTINGS:
+        raise GraftError(f"unknown --weighting {weighting!r}: {', '.join(WEIGHTINGS)}")
+    unknown = sorted(set(val_dirs or {}) - set(tasks)) + sorted(set(task_weights or {}) - set(tasks))
+    if unknown:
+        raise GraftError(f"--val / --task-weight name task(s) that are not given: {', '.join(unknown)}")
+    _check_head_spec(head)
+    parse_stages(stages)
+    settings = {"tasks": {name: str(Path(d).expanduser().resolve()) for name, d in tasks.items()},
+                "val_dirs": {name: str(Path(d).expanduser().resolve()) for name, d in (val_dirs or {}).items()},
+                "val_fraction": val_fraction if val_fraction is not None else 0.2,  # tasks without --val
+                "backbone": backbone, "weights": weights, "head": head, "stages": stages, "lr": lr,
+                "base_lr_factor": base_lr_factor, "image_size": image_size, "batch_size": batch_size, "seed": seed,
+                "augment": augmentation_name(augment), "weighting": weighting,
+                "task_weights": dict(task_weights or {})}
+    splits = _splits(settings)  # data problems are reported before the run folder is touched
+    run = open_run(out, COMMAND, overwrite=overwrite)
+    with run.lock(COMMAND):
+        run.write_config({"command": COMMAND, "settings": settings})
+        write_atomic(run.path / "data.json", json.dumps(
+            {name: folder_manifest(scan_folder(folder)) for name, folder in settings["tasks"].items()}) + "\n")
+        return _train(run, settings, splits, strict=strict, progress=progress, resume=None)
+
+
+def resume_multitask(run_dir, *, strict=False, progress=True) -> FitResult:
+    import yaml
+
+    from graft.data.folders import manifest_changes
+
+    run = RunDir(run_dir)
+    config_path = run.path / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+    if not config or config.get("command") != COMMAND:
+        raise GraftError(f"cannot resume: {run.path} is not a graft multitask run folder")
+    if (run.path / "metrics.json").exists():
+        raise GraftError(f"{run.path} is a finished run (metrics.json written): nothing to resume")
+    if not (run.path / "checkpoints" / "last.pt").exists():
+        raise GraftError(f"cannot resume {run.path}: no epoch finished before it stopped (no checkpoints/last.pt)")
+    settings = config["settings"]
+    before = json.loads((run.path / "data.json").read_text())
+    problems = [f"{folder}: {change}" for name, folder in settings["tasks"].items()
+                for change in manifest_changes(before[name], folder_manifest(scan_folder(folder)))]
+    if problems:
+        raise GraftError("cannot resume: the data changed since the run started: " + "; ".join(problems))
+    with run.lock(COMMAND):
+        return _train(run, settings, _splits(settings), strict=strict, progress=progress,
+                      resume=load_checkpoint(run.path / "checkpoints" / "last.pt"))
+
+
+def _splits(s: dict) -> dict:
+    return {name: load_train_val(folder, val_dir=s["val_dirs"].get(name),
+                                 val_fraction=None if s["val_dirs"].get(name) else s["val_fraction"], seed=s["seed"])
+            for name, folder in s["tasks"].items()}
+
+
+def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
+    from graft.backbones import create_backbone
+    from graft.recipes.finetune import ImageDataset, _curves_png, _make_head, _readable
+
+    start = time.perf_counter()
+    torch.manual_seed(s["seed"])
+    np.random.seed(s["seed"])
+    source = create_backbone(s["backbone"], weights=s["weights"])
+    preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
+    features = source.feature_net(None)
+    dim = features.output_dim(preprocessing.size)
+    data, skipped = {}, []
+    for name, (train, val) in splits.items():
+        train, bad_train = _readable(train, strict, progress)
+        val, bad_val = _readable(val, strict, progress)
+        data[name], skipped = (train, val), skipped + bad_train + bad_val
+    head = MultiTaskHead([{"name": name, "classes": train.classes,
+                           "head": _make_head(s["head"], dim, len(train.classes)).config()}
+                          for name, (train, _) in data.items()])
+    classes = [f"{name}/{c}" for name, (train, _) in data.items() for c in train.classes]
+    training = {"method": COMMAND, **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor", "seed",
+                                                        "weighting")}}
+    model = GraftModel.from_backbone(source, head, classes, preprocessing=preprocessing, training=training,
+                                     features=features)
+    generators = {name: torch.Generator().manual_seed(s["seed"] + i) for i, name in enumerate(data)}
+    plan = parse_stages(s["stages"])
+    augmented = s["augment"] != "none"
+    train_loaders = {name: DataLoader(ImageDataset(train, preprocessing, s["augment"]), batch_size=s["batch_size"],
+                                      shuffle=True, generator=generators[name],
+                                      drop_last=len(train) > s["batch_size"])
+                     for name, (train, _) in data.items()}
+    val_loaders = {name: DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=s["batch_size"])
+                   for name, (_, val) in data.items()}
+    method = MultiTask(train_loaders, val_loaders, head.slices, weighting=s["weighting"],
+                       weights=s["task_weights"], generators=generators)
+    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], progress=progress,
+                        augmented=[augmented] * len(plan), reuse_frozen_prefix=False)
+    first = next(iter(data))
+    result = run_stages(model, features.trunk, head, train_loaders[first], val_loaders[first], loop,
+                        run.path / "checkpoints", run.path / "history.jsonl", resume=resume, method=method)
+    model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
+    model.eval().save(run.model_dir)
+    per_task = {}
+    for name, (train, val) in data.items():
+        _, _, _, _, probabilities = evaluate_loader(model, val_loaders[name], with_probabilities=True)
+        # evaluate_loader's softmax spans every task's columns; renormalised within this task's it
+        # equals the softmax over this task's logits alone
+        part = probabilities[:, head.slices[name]]
+        part = part / part.sum(axis=1, keepdims=True)
+        metrics = run.write_evaluation(val.labels, part.argmax(1), train.classes,
+                                       {"n_train": len(train), "n_val": len(val), "data_dir": s["tasks"][name]},
+                                       subdir=name, title=f"{name} (multi-task)", probabilities=part,
+                                       paths=[record.path for record in val.records])
+        per_task[name] = {k: metrics[k] for k in ("accuracy", "macro_f1", "n_train", "n_val")}
+        write_html_safely(run.path, subdir=name)
+    summary = {"tasks": per_task, "accuracy": float(np.mean([m["accuracy"] for m in per_task.values()])),
+               "macro_f1": float(np.mean([m["macro_f1"] for m in per_task.values()])),
+               "best_epoch": result.best_epoch, "resumed_from_epoch": resume["epoch"] if resume else None,
+               "seconds": round(time.perf_counter() - start, 3), "skipped": skipped}
+    write_atomic(run.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
+    _curves_png(result.history, run.path / "curves.png")
+    run.write_config({"command": COMMAND, "settings": s, "tasks": {n: t.classes for n, (t, _) in data.items()},
+                      "backbone_weights": source.weights_source, "image_size": preprocessing.size})
+    return FitResult(run.path, summary)
