@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import needs_shared
 from graft.cli import main
-from graft.ranking.scores import _evidence_fixed_point, leep, logme
+from graft.ranking.scores import evidence_fixed_point, leep, logme
 
 
 def _cli(*args):
@@ -35,7 +35,7 @@ def test_logme_is_the_bayesian_evidence():
     features = rng.normal(size=(n, d))
     target = (features @ rng.normal(size=d) > 0).astype(float)
     u, s, _ = np.linalg.svd(features, full_matrices=False)
-    per_image, alpha, beta = _evidence_fixed_point(s ** 2, u.T @ target, float(target @ target), n, d)
+    per_image, alpha, beta = evidence_fixed_point(s ** 2, u.T @ target, float(target @ target), n, d)
     # log N(t | 0, I / beta + F F^T / alpha), computed directly
     covariance = np.eye(n) / beta + features @ features.T / alpha
     _, log_det = np.linalg.slogdet(covariance)

@@ -149,9 +149,9 @@ def test_mismatched_weights_file_names_a_few_keys(tmp_path):
 
 
 def test_offline_hub_name_fails_at_once_in_one_line():
-    from graft.backbones.timm_weights import _hub_reachable
+    from graft.backbones.timm_weights import hub_reachable
 
-    if _hub_reachable():
+    if hub_reachable():
         pytest.skip("this machine resolves huggingface.co: the offline path cannot be exercised")
     code, output = _cli("layers", "resnet10t")
     assert code == 2 and "offline" in output and "--weights" in output and "Retrying" not in output

@@ -46,13 +46,13 @@ def test_numpy_and_torch_forward_agree(name, digit_features):
 def test_logreg_head_is_sklearn_folded_into_one_linear_layer(digit_features):
     from sklearn.linear_model import LogisticRegression
 
-    from graft.heads.classical import _scaler
+    from graft.heads.classical import feature_scaler
 
     Xtr, ytr, Xva, _ = digit_features
     fitted = fit_head("logreg", Xtr, ytr, num_classes=10)
     assert isinstance(fitted.module.fc, torch.nn.Linear)
 
-    mean, scale = _scaler(Xtr)  # the same standardisation graft fits on, then sklearn itself
+    mean, scale = feature_scaler(Xtr)  # the same standardisation graft fits on, then sklearn itself
     reference = LogisticRegression(C=fitted.params["C"], max_iter=1000).fit((Xtr - mean) / scale, ytr)
     with torch.inference_mode():
         ours = torch.softmax(fitted.module(torch.from_numpy(Xva)), 1).numpy()

@@ -21,6 +21,12 @@ _WHERE = {
     "HEAD_MODULES": "heads.modules", "build_head": "heads.modules",
     "GraftModel": "artifacts.model",
     "Preprocessing": "data.preprocess",
+    "FrozenFitConfig": "recipes.settings", "FinetuneConfig": "recipes.settings", "PretrainConfig": "recipes.settings",
+    "AdaptConfig": "recipes.settings", "DistillConfig": "recipes.settings", "MultitaskConfig": "recipes.settings",
+    "LRFindConfig": "recipes.settings",
+    "finetune": "recipes.finetune", "pretrain": "recipes.pretrain", "adapt": "recipes.adapt",
+    "distill": "recipes.distill", "multitask": "recipes.multitask", "find_lr": "recipes.lr_find",
+    "resume": "recipes.resume",
 }
 
 __all__ = sorted(_WHERE)

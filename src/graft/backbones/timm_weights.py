@@ -72,7 +72,7 @@ def from_local_file(architecture: str, weights: str | Path) -> Backbone:
     return Backbone(architecture, architecture, model, f"file:{path}", preprocessing_of(model))
 
 
-def _hub_reachable(host: str = "huggingface.co") -> bool:
+def hub_reachable(host: str = "huggingface.co") -> bool:
     """Can the hub's name be resolved? A DNS lookup only; no connection is made. Offline it
     fails at once, where the hub client would retry for about a minute before giving up."""
     import socket
@@ -85,7 +85,7 @@ def _hub_reachable(host: str = "huggingface.co") -> bool:
 
 
 def from_timm_hub(architecture: str) -> Backbone:
-    online = _hub_reachable()
+    online = hub_reachable()
     if not online:
         # Weights downloaded earlier still load from the local hub cache, without retries.
         import huggingface_hub.constants

@@ -114,7 +114,7 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _scaler(X):
+def feature_scaler(X):
     """Per-feature mean and scale for standardisation.
 
     The scale is floored at a tenth of the median feature's: near-constant features would
@@ -203,7 +203,7 @@ def _standardized_state(mean, scale) -> dict:
 def fit_logreg(X, y, num_classes, seed, class_weight=None, grid=None):
     from sklearn.linear_model import LogisticRegression
 
-    mean, scale = _scaler(X)
+    mean, scale = feature_scaler(X)
     Z = (X - mean) / scale
     C, cv = _cv_choose(lambda: LogisticRegression(max_iter=300, class_weight=class_weight),
                        grid or {"C": [0.1, 0.3, 1.0]}, Z, y, seed, balanced=class_weight is not None)
@@ -234,7 +234,7 @@ def _ovr_svc(kernel: str, **params):
 @register_classical_head("linear-svm")
 def fit_linear_svm(X, y, num_classes, seed, class_weight=None, grid=None):
     # libsvm, not liblinear: LinearSVC converges far slower on 1280-d features.
-    mean, scale = _scaler(X)
+    mean, scale = feature_scaler(X)
     Z = (X - mean) / scale
     C, cv = _cv_choose(lambda: _svc("linear", class_weight=class_weight), grid or {"C": [0.001, 0.01, 0.1]}, Z, y, seed,
                        balanced=class_weight is not None)
@@ -250,7 +250,7 @@ def fit_linear_svm(X, y, num_classes, seed, class_weight=None, grid=None):
 
 @register_classical_head("rbf-svm")
 def fit_rbf_svm(X, y, num_classes, seed, class_weight=None, grid=None):
-    mean, scale = _scaler(X)
+    mean, scale = feature_scaler(X)
     Z = _standardize_l2(X, mean, scale)
     gamma = 1.0  # unit-norm inputs: squared distances lie in [0, 4]
     C, cv = _cv_choose(lambda: _svc("rbf", gamma=gamma, class_weight=class_weight), grid or {"C": [1.0, 10.0, 100.0]},
@@ -282,7 +282,7 @@ def fit_rbf_svm(X, y, num_classes, seed, class_weight=None, grid=None):
 def fit_knn(X, y, num_classes, seed, grid=None):
     from sklearn.neighbors import KNeighborsClassifier
 
-    mean, scale = _scaler(X)
+    mean, scale = feature_scaler(X)
     Z = _standardize_l2(X, mean, scale)
     ks = [k for k in (1, 3, 5, 9) if k <= max(1, len(y) // 3)] or [1]
     make = lambda: KNeighborsClassifier(metric="cosine", algorithm="brute")  # noqa: E731
@@ -296,7 +296,7 @@ def fit_knn(X, y, num_classes, seed, grid=None):
 
 @register_classical_head("prototype")
 def fit_prototype(X, y, num_classes, seed, grid=None):
-    mean, scale = _scaler(X)
+    mean, scale = feature_scaler(X)
     Z = _standardize_l2(X, mean, scale)
     prototypes = np.zeros((num_classes, X.shape[1]), np.float32)
     for c in np.unique(y):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _evidence_fixed_point(s2: np.ndarray, z: np.ndarray, y_norm2: float, n: int, d: int,
+def evidence_fixed_point(s2: np.ndarray, z: np.ndarray, y_norm2: float, n: int, d: int,
                           iterations: int = 100, tol: float = 1e-5) -> tuple[float, float, float]:
     """(evidence / n, alpha, beta) of y = F w + e, w ~ N(0, 1/alpha), e ~ N(0, 1/beta), given the
     squared singular values ``s2`` of F and the projection ``z = U^T y`` of y on F's left
@@ -51,7 +51,7 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     for c in np.unique(labels):
         y = (labels == c).astype(np.float64)
         z = U.T @ y
-        scores.append(_evidence_fixed_point(s2, z, float(y @ y), n, d)[0])
+        scores.append(evidence_fixed_point(s2, z, float(y @ y), n, d)[0])
     return float(np.mean(scores))
 
 

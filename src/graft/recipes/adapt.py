@@ -16,36 +16,44 @@ from torch.utils.data import DataLoader
 from graft.data.folders import scan_folder, scan_unlabelled
 from graft.errors import DataError, GraftError
 from graft._io.files import write_atomic
-from graft.methods.alignment import ADVERSARIES, DomainAdversarial, proxy_a_distance
+from graft.methods.alignment import DomainAdversarial, proxy_a_distance
+from graft.recipes._run import FitResult, as_config
+from graft.recipes.settings import AdaptConfig
 
 # Most images per domain for the proxy A-distance: enough for a stable linear probe, cheap.
 DISTANCE_SAMPLE = 1000
 
 
-def adapt(source_dir, target_dir, out, *, target_val_dir=None, adversary="dann", adversary_weight=1.0,
-          stages="all:10", lr=1e-3, base_lr_factor=1.0, **training) -> "FitResult":
-    """Train on labelled ``source_dir`` and unlabelled ``target_dir``; ``target_val_dir``
-    (labelled, same classes) is scored every epoch and at the end, never trained on nor used
-    to choose the epoch: the model kept is the last epoch's. ``training``: fine-tuning's
-    settings (backbone, pretrained, image_size, head, batch_size, seed, val_dir, ...)."""
-    from graft.recipes.finetune import finetune
+def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
+          **settings) -> FitResult:
+    """Train on the labelled source folder (``config.train_dir``) and unlabelled
+    ``config.target_dir``; ``config.target_val_dir`` (labelled, same classes) is scored every
+    epoch and at the end, never trained on nor used to choose the epoch: the model kept is the
+    last epoch's. ``config``: an :class:`~graft.recipes.settings.AdaptConfig`, or the source
+    folder with its fields as keywords. RUN/domain.json holds the proxy A-distance (Ben-David
+    et al. 2007) before and after. Raises DataError for an empty or unreadable target."""
+    from graft.recipes.finetune import start_training
 
-    if adversary not in ADVERSARIES:
-        raise GraftError(f"unknown --adversary {adversary!r}: {', '.join(ADVERSARIES)}")
-    scan_unlabelled(target_dir)  # an empty or missing target fails before anything is written
-    if target_val_dir is not None:
-        classes = scan_folder(source_dir).classes
-        scan_folder(target_val_dir, classes=classes)  # must use the source's classes
-    return finetune(source_dir, out, stages=stages, lr=lr, base_lr_factor=base_lr_factor, target_dir=target_dir,
-                    target_val_dir=target_val_dir, adversary=adversary, adversary_weight=adversary_weight,
-                    command="adapt", **training)
+    config = as_config(AdaptConfig, config, settings)
+    scan_unlabelled(config.target_dir)  # an empty or missing target fails before anything is written
+    if config.target_val_dir is not None:
+        classes = scan_folder(config.train_dir).classes
+        scan_folder(config.target_val_dir, classes=classes)  # must use the source's classes
+    return start_training(config, out, strict=strict, progress=progress, overwrite=overwrite)
+
+
+def continue_run(run, saved, *, given, strict=False, progress=True) -> FitResult:
+    """Continue a killed adaptation run (the fine-tuning engine with the adversarial method)."""
+    from graft.recipes.finetune import continue_run as continue_training
+
+    return continue_training(run, saved, given=given, strict=strict, progress=progress)
 
 
 def domain_method(s: dict, parts, strict: bool, progress: bool) -> DomainAdversarial:
     """The adversarial method for a run's settings: target loaders, discriminator, ramp."""
-    from graft.recipes.finetune import ImageDataset, _readable
+    from graft.data.datasets import ImageDataset, readable_images
 
-    target, skipped = _readable(scan_unlabelled(s["target_dir"]), strict, progress)
+    target, skipped = readable_images(scan_unlabelled(s["target_dir"]), strict, progress)
     if len(target) == 0:
         raise DataError(f"no readable images in the target folder {s['target_dir']}")
     parts.skipped += skipped
@@ -56,7 +64,7 @@ def domain_method(s: dict, parts, strict: bool, progress: bool) -> DomainAdversa
                                shuffle=True, generator=generator, drop_last=len(target) > s["batch_size"])
     target_val_loader = None
     if s.get("target_val_dir"):
-        target_val, skipped_val = _readable(scan_folder(s["target_val_dir"], classes=parts.train.classes), strict,
+        target_val, skipped_val = readable_images(scan_folder(s["target_val_dir"], classes=parts.train.classes), strict,
                                             progress)
         parts.skipped += skipped_val
         parts.target_val = target_val
@@ -69,7 +77,7 @@ def domain_method(s: dict, parts, strict: bool, progress: bool) -> DomainAdversa
 
 
 def _pooled(features, folder, preprocessing, batch_size: int, most: int, seed: int) -> np.ndarray:
-    from graft.recipes.finetune import ImageDataset
+    from graft.data.datasets import ImageDataset
 
     rng = np.random.default_rng(seed)
     chosen = folder.subset(np.sort(rng.permutation(len(folder))[:most]))

@@ -8,6 +8,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from graft.errors import GraftError
 from graft.methods.distillation import Distillation
+from graft.recipes._run import FitResult, as_config
+from graft.recipes.settings import DistillConfig
 
 
 class WithIndex(Dataset):
@@ -25,31 +27,36 @@ class WithIndex(Dataset):
         return image, torch.tensor([label, index])
 
 
-def distill(teacher_dir, data_dir, out, *, student, temperature=4.0, alpha=0.5, stages="head:5,top2:5", **training):
-    """Train ``student`` (a backbone name) on ``data_dir`` from the teacher run's outputs and the
-    labels. ``alpha=0`` is the same student trained without the teacher. Stages that train
-    backbone layers see augmented images (``augment``, as in fine-tuning) and the teacher runs
-    on each of those batches; head stages use its outputs on the plain images, computed once."""
-    from graft.data.folders import scan_folder
-    from graft.recipes.finetune import finetune
+def distill(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
+            **settings) -> FitResult:
+    """Train the student ``config.backbone`` on ``config.train_dir`` from the teacher run's
+    outputs and the labels. ``alpha=0`` is the same student trained without the teacher. Stages
+    that train backbone layers see augmented images (``augment``, as in fine-tuning) and the
+    teacher runs on each of those batches; head stages use its outputs on the plain images,
+    computed once. Raises GraftError when the teacher's classes differ from the data's."""
     from graft.artifacts.model import GraftModel
+    from graft.data.folders import scan_folder
+    from graft.recipes.finetune import start_training
 
-    if temperature <= 0:
-        raise GraftError(f"--temperature must be positive, got {temperature}")
-    if not 0 <= alpha <= 1:
-        raise GraftError(f"--alpha must be between 0 and 1, got {alpha}")
-    teacher = GraftModel.load(teacher_dir)
-    classes = scan_folder(data_dir).classes
+    config = as_config(DistillConfig, config, settings)
+    teacher = GraftModel.load(config.teacher)
+    classes = scan_folder(config.train_dir).classes
     if list(teacher.classes) != list(classes):
-        raise GraftError(f"the teacher {teacher_dir} knows classes {teacher.classes}, but {data_dir} has {classes}: "
-                         "distillation needs the same classes in the same order")
-    return finetune(data_dir, out, backbone=student, stages=stages, teacher=teacher_dir, temperature=temperature,
-                    alpha=alpha, command="distill", **training)
+        raise GraftError(f"the teacher {config.teacher} knows classes {teacher.classes}, but {config.train_dir} has "
+                         f"{classes}: distillation needs the same classes in the same order")
+    return start_training(config, out, strict=strict, progress=progress, overwrite=overwrite)
+
+
+def continue_run(run, saved, *, given, strict=False, progress=True) -> FitResult:
+    """Continue a killed distillation run (the fine-tuning engine with the distillation method)."""
+    from graft.recipes.finetune import continue_run as continue_training
+
+    return continue_training(run, saved, given=given, strict=strict, progress=progress)
 
 
 def teacher_outputs(teacher, folder, batch_size: int, progress: bool) -> torch.Tensor:
     """The teacher's logits for every image of ``folder``, in order, at its own preprocessing."""
-    from graft.recipes.finetune import ImageDataset
+    from graft.data.datasets import ImageDataset
     from graft._io.progress import progress_bar
 
     loader = DataLoader(ImageDataset(folder, teacher.preprocessing, "none"), batch_size=batch_size)
@@ -78,4 +85,4 @@ def distillation_method(s: dict, parts, progress: bool) -> Distillation:
             setattr(parts, name, DataLoader(WithIndex(loader.dataset), batch_size=loader.batch_size,
                                             shuffle=True, generator=parts.generator, drop_last=loader.drop_last))
     return Distillation(logits, temperature=s["temperature"], alpha=s["alpha"], teacher=on_batches,
-                        mixer=parts.loop.mixer)
+                        mixer=parts.mixer)

@@ -17,311 +17,109 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from graft.backbones import create_backbone
+from graft.data.augmentation import augmentation_name
+from graft.data.datasets import ImageDataset, readable_images
 from graft.data.folders import ImageFolder, folder_manifest, load_image, load_train_val, manifest_changes, scan_folder
-from graft.defaults import DEFAULT_BACKBONE, DEFAULT_STAGES
 from graft.errors import DataError, GraftError, ImageDecodeError
 from graft._io.files import write_atomic
-from graft.recipes.frozen import FitResult, held_out_summary, load_test
+from graft.recipes._run import (FitResult, as_config, check_data_unchanged, check_resumable, check_resume_arguments,
+                                held_out_summary, init_distributed, load_test)
+from graft.recipes.settings import FinetuneConfig, check_head_spec
 from graft.heads.modules import LinearHead, MLPHead
 from graft.artifacts.model import GraftModel
 from graft.data.preprocess import Preprocessing
 from graft._io.progress import progress_bar
 from graft.methods.regularization import L2SP, BatchSpectralShrinkage, LwFDistillation
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
-from graft.train.trainer import LoopSettings, evaluate_loader, is_main_process, load_checkpoint, run_stages
+from graft.methods import Supervised, evaluate_loader
+from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
+from graft.train.distributed import is_main_process
+from graft.train.loaders import training_loader
+from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 from graft.train.stages import parse_stages, truncated_plan
 
-AUGMENTATIONS = ("none", "crop-flip", "randaugment")
-
-
-def augmentation_name(augment) -> str:
-    """``True``/``False`` (older configs, the library's shorthand) or a name from AUGMENTATIONS."""
-    if augment is True:
-        return "crop-flip"
-    if augment is False or augment is None:
-        return "none"
-    if augment not in AUGMENTATIONS:
-        raise GraftError(f"unknown augmentation {augment!r}: {', '.join(AUGMENTATIONS)}")
-    return augment
-
-
-class ImageDataset(Dataset):
-    """Decoded, preprocessed images of an ImageFolder.
-
-    ``augment``: ``none``; ``crop-flip`` = random-resized-crop (scale 0.35-1) + horizontal
-    flip; ``randaugment`` = crop-flip + RandAugment (Cubuk et al. 2020; 2 ops, magnitude 9).
-    Random draws use torch's global RNG, which checkpoints save, so a resumed run sees the
-    same augmentations.
-    """
-
-    def __init__(self, folder: ImageFolder, preprocessing: Preprocessing, augment="none"):
-        self.records = folder.records
-        self.preprocessing = preprocessing
-        self.augment = augmentation_name(augment)
-        if self.augment != "none":
-            from torchvision.transforms import v2
-
-            steps = [v2.RandomResizedCrop(preprocessing.size, scale=(0.35, 1.0), antialias=True),
-                     v2.RandomHorizontalFlip()]
-            if self.augment == "randaugment":
-                steps.append(v2.RandAugment(num_ops=2, magnitude=9))
-            self.random = v2.Compose(steps)
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, index):
-        record = self.records[index]
-        image = load_image(record.path, min_side=self.preprocessing.resize_size)
-        if self.augment != "none":
-            array = self.preprocessing.normalize(self.random(image))
-        else:
-            array = self.preprocessing.to_array(image)
-        return torch.from_numpy(array), record.label
-
-
-def _readable(folder: ImageFolder, strict: bool, progress: bool) -> tuple[ImageFolder, list[dict]]:
-    """Drop (and report) images that do not decode, before training starts."""
-    keep, skipped = [], []
-    bar = progress_bar(len(folder), f"checking {folder.root.name}", "img", progress)
-    for i, record in enumerate(folder.records):
-        try:
-            load_image(record.path)
-            keep.append(i)
-        except ImageDecodeError as exc:
-            if strict:
-                raise
-            warnings.warn(f"skipping {exc.path}: {exc.reason}")
-            skipped.append({"path": exc.path, "reason": exc.reason})
-        bar.update(1)
-    bar.close()
-    return folder.subset(keep), skipped
-
-
 def _make_head(spec: str, in_features: int, num_classes: int):
-    _check_head_spec(spec)
+    check_head_spec(spec)
     if spec == "linear":
         return LinearHead(in_features, num_classes)
     _, _, hidden = spec.partition(":")
     return MLPHead(in_features, num_classes, hidden=int(hidden or 256), dropout=0.5)
 
 
-# Everything that determines a fine-tuning run; saved in config.yaml so --resume can rebuild it.
-_SETTINGS = ("train_dir", "val_dir", "val_fraction", "backbone", "weights", "head", "stages", "freeze_first",
-             "lr", "base_lr_factor", "layer_decay", "optimizer", "weight_decay", "schedule", "image_size",
-             "batch_size", "seed", "augment", "augment_head_stage", "mixup", "cutmix", "regularizer",
-             "regularizer_weight", "patience", "class_weight", "sampler", "test_dir", "final", "pretrained",
-             "transfer_layers", "transfer_from", "freeze_transferred", "target_dir", "target_val_dir", "adversary",
-             "adversary_weight", "teacher", "temperature", "alpha")
-_DEFAULTS = {"layer_decay": None, "schedule": "cosine", "augment_head_stage": False, "mixup": 0.0,
-             "cutmix": 0.0, "class_weight": None, "sampler": "shuffle", "test_dir": None, "final": False,
-             "pretrained": True, "transfer_layers": None, "transfer_from": None, "freeze_transferred": False,
-             "target_dir": None, "target_val_dir": None, "adversary": "dann", "adversary_weight": 1.0, "teacher": None,
-             "temperature": 4.0, "alpha": 0.5}  # for run folders written before these existed
-_PATH_SETTINGS = ("train_dir", "val_dir", "weights", "test_dir", "target_dir", "target_val_dir", "teacher")
-# every one is this module's training path, with its own training method (graft.methods)
-TRAINING_COMMANDS = ("finetune", "pretrain", "adapt", "distill")
+# Keys that runs written before they existed lack, and what those runs did.
+OLDER_DEFAULTS = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, "cutmix": 0.0, "class_weight": None,
+                  "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True, "transfer_layers": None,
+                  "transfer_from": None, "freeze_transferred": False}
 
 
-def finetune(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
-             head="linear", stages=DEFAULT_STAGES, freeze_first=None, lr=1e-3, base_lr_factor=0.1,
-             layer_decay=None, optimizer="adamw", weight_decay=1e-4, schedule="cosine", image_size=None,
-             batch_size=32, seed=0, augment="crop-flip", augment_head_stage=False, mixup=0.0, cutmix=0.0,
-             regularizer=None, regularizer_weight=0.01, patience=None, class_weight=None, sampler="shuffle",
-             test_dir=None, final=False, pretrained=True, transfer_layers=None, transfer_from=None,
-             freeze_transferred=False, target_dir=None, target_val_dir=None, adversary="dann", adversary_weight=1.0,
-             teacher=None, temperature=4.0, alpha=0.5, command="finetune", strict=False, progress=True,
-             overwrite=False) -> FitResult:
+def finetune(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
+             **settings) -> FitResult:
     """Head transplant + staged fine-tuning; writes model, reports, history and curves to ``out``.
 
-    ``lr="auto"`` runs an LR range test on the first stage (see :func:`find_lr`) and uses its
-    suggestion. Head-only stages train on plain images unless ``augment_head_stage``: the frozen
-    base then runs once per stage instead of once per epoch, and the head converges the way a
-    linear probe does before the base starts to move (LP-FT, Kumar et al., ICLR 2022).
+    ``config``: a :class:`~graft.recipes.settings.FinetuneConfig`, or the training folder with
+    the config's fields as keywords (``finetune("data", "runs/ft", stages="head:5")``).
+    ``lr="auto"`` runs an LR range test on the first stage (see :func:`graft.recipes.lr_find.find_lr`)
+    and uses its suggestion. Head-only stages train on plain images unless ``augment_head_stage``:
+    the frozen base then runs once per stage instead of once per epoch, and the head converges
+    the way a linear probe does before the base starts to move (LP-FT, Kumar et al., ICLR 2022).
+    Raises GraftError / DataError for bad settings or data, before anything is written.
     """
-    if val_dir is None and val_fraction is None:
-        val_fraction = 0.2
-    augment = augmentation_name(augment)
-    _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix, augment, augment_head_stage,
-                    freeze_first)  # bad settings fail before anything is written
-    _check_head_spec(head)
-    _check_balancing(class_weight, sampler)
-    arguments = locals()
-    settings = _resolved_paths({name: arguments[name] for name in _SETTINGS})
+    config = as_config(FinetuneConfig, config, settings)
+    return start_training(config, out, strict=strict, progress=progress, overwrite=overwrite)
+
+
+def start_training(config: FinetuneConfig, out, *, strict: bool, progress: bool, overwrite: bool) -> FitResult:
+    """Check everything, then open the run folder and train (shared by the recipes that train a
+    network: finetune, pretrain, adapt, distill)."""
+    command = config.COMMAND
+    _check_settings(config)  # bad settings fail before anything is written
+    settings = config.to_dict()
     with warnings.catch_warnings():  # its warnings come once, when training loads the data
         warnings.simplefilter("ignore")
-        train, val = load_train_val(settings["train_dir"], val_dir=settings["val_dir"], val_fraction=val_fraction,
-                                    seed=seed)  # data problems are reported before the run folder is touched
-    if test_dir is not None:
-        load_test(settings["test_dir"], train)
-    distributed = _init_distributed()
+        train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
+                                    seed=config.seed)  # data problems are reported before the run folder is touched
+    if config.test_dir is not None:
+        load_test(config.test_dir, train)
+    distributed = init_distributed()
     main = is_main_process()
-    if command not in TRAINING_COMMANDS:
-        raise GraftError(f"unknown training command {command!r}")
     settings["command"] = command
     run = open_run(out, command, overwrite=overwrite) if main else RunDir(out)
     with run.lock(command) if main else contextlib.nullcontext():
         if main:
             run.write_config({"command": command, "settings": settings})
-            manifests = {"train": folder_manifest(scan_folder(settings["train_dir"])),
-                         "val": folder_manifest(val) if val_dir else None}
+            manifests = {"train": folder_manifest(scan_folder(config.train_dir)),
+                         "val": folder_manifest(val) if config.val_dir else None}
             write_atomic(run.path / "data.json", json.dumps(manifests) + "\n")
         return _train(run, settings, strict=strict, progress=progress and main, resume=None,
                       distributed=distributed)
 
 
-def _resolved_paths(settings: dict) -> dict:
-    """Paths in the settings made absolute, so a saved run does not depend on the working folder."""
-    return {k: (str(Path(v).expanduser().resolve()) if k in _PATH_SETTINGS and v else v)
-            for k, v in settings.items()}
-
-
-def _check_head_spec(spec: str) -> None:
-    if spec == "linear":
-        return
-    kind, _, hidden = spec.partition(":")
-    if kind != "mlp" or (hidden and not (hidden.isdigit() and int(hidden) > 0)):
-        raise GraftError(f"bad --head {spec!r}: use linear, or mlp:HIDDEN with HIDDEN a positive integer (mlp:256)")
-
-
-def _check_balancing(class_weight, sampler) -> None:
-    if class_weight not in (None, "balanced"):
-        raise GraftError(f"--class-weight must be 'balanced' (or not given), got {class_weight!r}")
-    if sampler not in ("shuffle", "balanced"):
-        raise GraftError(f"--sampler must be shuffle or balanced, got {sampler!r}")
-
-
-def is_resumable(run_dir) -> bool:
-    """Does ``run_dir`` hold a fine-tuning run with a finished epoch to continue from?"""
-    return (Path(run_dir) / "checkpoints" / "last.pt").is_file()
-
-
-def _check_settings(stages, lr, optimizer, schedule, layer_decay, mixup, cutmix, augment, augment_head_stage,
-                    freeze_first) -> None:
-    from graft.train.trainer import OPTIMIZERS, SCHEDULES
-
-    plan = parse_stages(stages)
-    if lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
-        raise GraftError(f"--lr must be a positive number or 'auto', got {lr!r}")
-    if optimizer not in OPTIMIZERS:
-        raise GraftError(f"unknown optimizer {optimizer!r}: {', '.join(OPTIMIZERS)}")
-    if schedule not in SCHEDULES:
-        raise GraftError(f"unknown schedule {schedule!r}: {', '.join(SCHEDULES)}")
-    if layer_decay is not None and not 0 < layer_decay <= 1:
-        raise GraftError(f"--layer-decay must be in (0, 1], got {layer_decay}")
-    if mixup < 0 or cutmix < 0:
-        raise GraftError(f"--mixup and --cutmix must be >= 0, got {mixup} and {cutmix}")
-    augmented = augment != "none" and (augment_head_stage or freeze_first is not None
-                                       or any(stage.top_blocks != 0 for stage in plan))
-    if (mixup or cutmix) and not augmented:
+def _check_settings(config: FinetuneConfig) -> None:
+    """What the Config cannot check alone: the stage plan, and mixing without augmented stages."""
+    plan = parse_stages(config.stages)
+    augmented = config.augment != "none" and (config.augment_head_stage or config.freeze_first is not None
+                                              or any(stage.top_blocks != 0 for stage in plan))
+    if (config.mixup or config.cutmix) and not augmented:
         warnings.warn("--mixup/--cutmix apply to augmented stages only, and this plan has none "
                       "(augmentation is off, or only head stages without --augment-head-stage)")
 
 
-def resume_finetune(run_dir, *, given: dict | None = None, strict=False, progress=True) -> FitResult:
-    """Continue a killed or interrupted ``finetune`` run from ``RUN_DIR/checkpoints/last.pt``.
-
-    ``given`` holds the settings the user repeated on the command line: any that differ from
-    the saved ones is an error listing them all (a run cannot change course halfway; a finished
-    run is not extended: start a new one). Before training, the data folders are compared with
-    what the run started on; files gone, added or changed, or a class added, are an error.
-    """
-    import yaml
-
-    run = RunDir(run_dir)
-    config_path = run.path / "config.yaml"
-    if not config_path.exists():
-        raise GraftError(f"cannot resume: {config_path} does not exist (not a finetune run folder)")
-    config = yaml.safe_load(config_path.read_text()) or {}
-    if config.get("command") not in TRAINING_COMMANDS or "settings" not in config:
-        raise GraftError(f"cannot resume: {run.path} was not written by graft {', '.join(TRAINING_COMMANDS)}")
-    settings = {**_DEFAULTS, **config["settings"]}
-    if "augment_head_stage" not in config["settings"]:  # older runs augmented every stage alike
+def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
+    """Continue a killed or interrupted run of a network-training recipe (finetune, pretrain,
+    adapt, distill) from ``RUN/checkpoints/last.pt`` (see :func:`graft.recipes.resume.resume`)."""
+    settings = {**OLDER_DEFAULTS, **saved["settings"]}
+    if "augment_head_stage" not in saved["settings"]:  # older runs augmented every stage alike
         settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
-    _check_resume_arguments(run.path, settings, given or {})
-    if (run.path / "metrics.json").exists():
-        raise GraftError(f"{run.path} is a finished run (metrics.json written): nothing to resume. To train "
-                         "longer or differently, start a new run with another -o (or --overwrite this one)")
-    if not is_resumable(run.path):
-        raise GraftError(f"cannot resume {run.path}: no epoch finished before it stopped (no checkpoints/last.pt); "
-                         "run the same command again without --resume to start over")
-    _check_data_unchanged(run.path, settings)
+    check_resume_arguments(run.path, settings, given)
+    check_resumable(run)
+    roots = {"train": settings["train_dir"], "val": settings["val_dir"], "target": settings.get("target_dir")}
+    check_data_unchanged(run.path, roots)
     state = load_checkpoint(run.path / "checkpoints" / "last.pt")
-    distributed = _init_distributed()
+    distributed = init_distributed()
     main = is_main_process()
-    with run.lock(config["command"]) if main else contextlib.nullcontext():
+    with run.lock(saved["command"]) if main else contextlib.nullcontext():
         return _train(run, settings, strict=strict, progress=progress and main, resume=state,
                       distributed=distributed)
-
-
-def _check_resume_arguments(run_dir: Path, saved: dict, given: dict) -> None:
-    given = _resolved_paths(given)
-    conflicts = []
-    for key, value in given.items():
-        if key not in saved:
-            raise GraftError(f"unknown setting {key!r}")
-        if value != saved[key] and not (isinstance(value, float) and isinstance(saved[key], (int, float))
-                                        and abs(value - saved[key]) <= 1e-12 * max(1.0, abs(value))):
-            conflicts.append(f"{key} {value!r} (the run has {saved[key]!r})")
-    if conflicts:
-        raise GraftError(f"--resume {run_dir} continues the run with its saved settings; these differ: "
-                         + "; ".join(conflicts) + ". Leave them out, or start a new run with another -o")
-
-
-def _check_data_unchanged(run_dir: Path, settings: dict) -> None:
-    manifest_path = run_dir / "data.json"
-    if not manifest_path.exists():  # run folders written before manifests existed
-        return
-    manifest = json.loads(manifest_path.read_text())
-    problems = []
-    for part, root in (("train", settings["train_dir"]), ("val", settings["val_dir"])):
-        if manifest.get(part) is None or root is None:
-            continue
-        try:
-            now = scan_folder(root, classes=None if part == "train" else manifest["train"]["classes"])
-        except DataError as exc:
-            problems.append(str(exc))
-            continue
-        problems += [f"{root}: {change}" for change in manifest_changes(manifest[part], folder_manifest(now))]
-    if problems:
-        raise GraftError("cannot resume: the data changed since the run started (the split, the classes or the "
-                         "images would differ): " + "; ".join(problems)
-                         + ". Restore the data, or start a new run with another -o or --overwrite")
-
-
-def find_lr(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE, weights=None,
-            head="linear", stage="head", base_lr_factor=0.1, layer_decay=None, optimizer="adamw",
-            weight_decay=1e-4, image_size=None, batch_size=32, seed=0, augment="none", start=1e-6,
-            end=1.0, steps=100, strict=False, progress=True, overwrite=False):
-    """LR range test for one stage of fine-tuning (``graft lr-find``): the model ``finetune``
-    would build, trained for ``steps`` batches of the training split at exponentially growing
-    LR. Writes ``lr_find.png`` and ``lr_find.json`` to ``out``; returns the
-    :class:`~graft.train.lr_find.LRSweep`. With nothing but the head trainable and no
-    augmentation, the frozen base runs once over the images and the sweep runs on its outputs.
-    """
-    if val_dir is None and val_fraction is None:
-        val_fraction = 0.2
-    plan = parse_stages(f"{stage}:1")
-    settings = {**_DEFAULTS, "train_dir": str(train_dir), "val_dir": val_dir, "val_fraction": val_fraction,
-                "backbone": backbone, "weights": weights, "head": head, "stages": f"{stage}:1",
-                "freeze_first": None, "lr": 1e-3, "base_lr_factor": base_lr_factor, "layer_decay": layer_decay,
-                "optimizer": optimizer, "weight_decay": weight_decay, "schedule": "cosine",
-                "image_size": image_size, "batch_size": batch_size, "seed": seed,
-                "augment": augmentation_name(augment), "augment_head_stage": True, "mixup": 0.0, "cutmix": 0.0,
-                "regularizer": None, "regularizer_weight": 0.0, "patience": None, "class_weight": None,
-                "sampler": "shuffle"}
-    _check_head_spec(head)
-    with warnings.catch_warnings():  # its warnings come once, when the sweep loads the data
-        warnings.simplefilter("ignore")
-        load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)  # data errors first
-    run = open_run(out, "lr-find", overwrite=overwrite)
-    with run.lock("lr-find"):
-        run.write_config({"command": "lr-find", "settings": _resolved_paths(settings),
-                          "start": start, "end": end, "steps": steps})
-        parts = _prepare(settings, strict=strict, progress=progress, distributed=False)
-        sweep = _sweep_stage(parts, plan[0], start=start, end=end, steps=steps, progress=progress)
-        sweep.save(run.path)
-    return sweep
 
 
 class _Parts:
@@ -342,8 +140,8 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
     parts.features = features = source.feature_net(None)
     _check_memory(features, preprocessing.size, s["batch_size"], plan)
 
-    train, skipped_train = _readable(train, strict, progress)
-    val, skipped_val = _readable(val, strict, progress)
+    train, skipped_train = readable_images(train, strict, progress)
+    val, skipped_val = readable_images(val, strict, progress)
     parts.train, parts.val, parts.skipped = train, val, skipped_train + skipped_val
     parts.head = new_head = _make_head(s["head"], features.output_dim(preprocessing.size), len(train.classes))
     training = {"method": "finetune", **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor",
@@ -359,46 +157,29 @@ def _prepare(s: dict, *, strict: bool, progress: bool, distributed: bool) -> _Pa
                                         or s["freeze_first"] is not None) for stage in plan]
 
     counts = np.bincount(train.labels, minlength=len(train.classes))
-    if s["sampler"] == "balanced" and distributed:
-        raise GraftError("--sampler balanced is not supported under torchrun (DDP shards with its own sampler); "
-                         "use --class-weight balanced instead")
 
     def loader(dataset):
-        if distributed:  # each process trains on its own 1/world_size of every epoch
-            from torch.utils.data.distributed import DistributedSampler
-
-            sampler = DistributedSampler(dataset, shuffle=True, seed=s["seed"], drop_last=True)
-            return DataLoader(dataset, batch_size=s["batch_size"], sampler=sampler, drop_last=True)
-        drop_last = len(train) > s["batch_size"]
-        if s["sampler"] == "balanced":  # each class drawn equally often, with replacement
-            from torch.utils.data import WeightedRandomSampler
-
-            weights = torch.as_tensor(1.0 / np.maximum(counts[train.labels], 1), dtype=torch.double)
-            sampler = WeightedRandomSampler(weights, len(train), replacement=True, generator=generator)
-            return DataLoader(dataset, batch_size=s["batch_size"], sampler=sampler, drop_last=drop_last)
-        return DataLoader(dataset, batch_size=s["batch_size"], shuffle=True, generator=generator,
-                          drop_last=drop_last)
+        return training_loader(dataset, train.labels, s["batch_size"], s["sampler"], generator, distributed, s["seed"])
 
     parts.plain_loader = loader(ImageDataset(train, preprocessing, "none"))
     parts.train_loader = loader(ImageDataset(train, preprocessing, augment)) if any(augmented) \
         else parts.plain_loader
     parts.val_loader = DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=s["batch_size"])
-    mixer = None
+    parts.mixer = None
     if s["mixup"] or s["cutmix"]:
         from graft.methods.mixing import BatchMixer
 
-        mixer = BatchMixer(len(train.classes), mixup_alpha=s["mixup"], cutmix_alpha=s["cutmix"])
+        parts.mixer = BatchMixer(len(train.classes), mixup_alpha=s["mixup"], cutmix_alpha=s["cutmix"])
     parts.loop = LoopSettings(
         stages=plan, lr=s["lr"] if s["lr"] != "auto" else 1e-3, base_lr_factor=s["base_lr_factor"],
         layer_decay=s["layer_decay"], optimizer=s["optimizer"], weight_decay=s["weight_decay"],
-        schedule=s["schedule"], patience=s["patience"], freeze_first=s["freeze_first"], progress=progress,
-        distributed=distributed, augmented=augmented, mixer=mixer,
-        reuse_frozen_prefix=s["regularizer"] != "lwf",  # LwF needs the images themselves
-        encode_pooled=_pooled_encoder(parts, s["batch_size"], progress),
-        class_weights=_balanced_weights(counts) if s["class_weight"] == "balanced" else None,
-        always_frozen=tuple(_transferred_units(s, features.trunk)) if s.get("freeze_transferred") else (),
-        # adaptation selects no epoch on source validation: the last one is kept
-        keep_last=bool(s.get("target_dir")) or bool(s.get("final_pass")))
+        schedule=s["schedule"], freeze_first=s["freeze_first"], progress=progress,
+        distributed=distributed, augmented=augmented,
+        always_frozen=tuple(_transferred_units(s, features.trunk)) if s.get("freeze_transferred") else ())
+    # plain fine-tuning's method (adapt and distill bring their own: _training_method)
+    parts.supervised = Supervised(parts.mixer, _balanced_weights(counts) if s["class_weight"] == "balanced" else None,
+                                  parts.extra, needs_images=s["regularizer"] == "lwf")  # LwF runs on the images
+    parts.frozen_prefix = FrozenPrefix(encode_pooled=_pooled_encoder(parts, s["batch_size"], progress))
     parts.method = _training_method(s, parts, strict, progress)
     return parts
 
@@ -490,17 +271,18 @@ def _pooled_encoder(parts: _Parts, batch_size: int, progress: bool):
     return encode_pooled
 
 
-def _sweep_stage(parts: _Parts, stage, *, start=1e-6, end=1.0, steps=100, progress=True):
+def sweep_stage(parts: _Parts, stage, *, start=1e-6, end=1.0, steps=100, progress=True):
     """LR range test with ``stage``'s trainable set, on its frozen prefix's outputs when it can."""
-    from graft.train.trainer import OPTIMIZERS, cached_prefix_loaders, freeze_for_stage, param_groups
     from graft.train.lr_find import lr_sweep
+    from graft.train.optim import OPTIMIZERS, freeze_for_stage, param_groups
+    from graft.train.prefix import cached_prefix_loaders
 
     loop = parts.loop
     freeze_for_stage(loop, stage, parts.features.trunk, parts.head)
     forward, loader = parts.model, parts.train_loader if loop.stage_augmented(0) else parts.plain_loader
-    if not loop.stage_augmented(0) and loop.reuse_frozen_prefix:
+    if not loop.stage_augmented(0) and not parts.supervised.needs_images:
         cached = cached_prefix_loaders(parts.features.trunk, parts.head, loader, None, parts.generator, progress,
-                                       loop.encode_pooled)
+                                       parts.frozen_prefix.encode_pooled)
         if cached is not None:
             forward, loader = cached[0], cached[1]
 
@@ -513,19 +295,6 @@ def _sweep_stage(parts: _Parts, stage, *, start=1e-6, end=1.0, steps=100, progre
         return lr_sweep(forward, loader, make_optimizer, start=start, end=end, steps=steps, progress=progress)
     finally:
         parts.generator.set_state(state)  # the sweep does not change the training run's shuffles
-
-
-def _init_distributed() -> bool:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); gloo runs on CPUs."""
-    import os
-
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return True
 
 
 def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume: dict | None,
@@ -546,10 +315,12 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
         from graft.recipes.adapt import domain_distance, record_distance
 
         record_distance(run.path, "proxy_a_distance_before", domain_distance(parts, s["batch_size"], s["seed"]))
-    result = run_stages(model, parts.features.trunk, parts.head, parts.train_loader, parts.val_loader, parts.loop,
-                        run.path / "checkpoints", run.path / "history.jsonl", parts.extra,
-                        generator=parts.generator, resume=resume, plain_train_loader=parts.plain_loader,
-                        method=parts.method)
+    callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", patience=s["patience"],
+                                   keep_last=adapting,  # adaptation selects no epoch on source validation
+                                   frozen_prefix=parts.frozen_prefix)
+    result = Trainer(parts.loop, callbacks).fit(
+        parts.method or parts.supervised, Network(model, parts.features.trunk, parts.head),
+        TrainData(parts.train_loader, parts.val_loader, parts.plain_loader, parts.generator), resume=resume)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval()
     shipped = _final_refit(run, s, parts, result.best_epoch, progress, distributed) if s.get("final") else model
@@ -560,7 +331,7 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
              "resumed_from_epoch": resume["epoch"] if resume else None, "lr": parts.loop.lr,
              "skipped": parts.skipped}
     if s.get("test_dir"):  # scored once, with the epoch validation chose
-        test, skipped_test = _readable(load_test(s["test_dir"], train), strict, progress)
+        test, skipped_test = readable_images(load_test(s["test_dir"], train), strict, progress)
         test_loader = DataLoader(ImageDataset(test, parts.preprocessing, "none"), batch_size=s["batch_size"])
         _, _, t_true, t_pred, t_probabilities = evaluate_loader(shipped, test_loader, with_probabilities=True)
         extra["test"] = held_out_summary(run.write_evaluation(
@@ -607,11 +378,11 @@ def _final_refit(run: RunDir, s: dict, parts: _Parts, best_epoch: int, progress:
     final = {**s, "stages": truncated_plan(parts.plan, max(best_epoch, 1)), "patience": None, "final_pass": True,
              "lr": parts.loop.lr}
     again = _prepare(final, strict=False, progress=progress, distributed=distributed)
-    again.loop.keep_last = True
-    result = run_stages(again.model, again.features.trunk, again.head, again.train_loader, again.val_loader,
-                        again.loop, run.path / "checkpoints" / "final", run.path / "history-final.jsonl",
-                        again.extra, generator=again.generator, plain_train_loader=again.plain_loader,
-                        method=again.method)
+    callbacks = standard_callbacks(run.path / "checkpoints" / "final", run.path / "history-final.jsonl",
+                                   keep_last=True, frozen_prefix=again.frozen_prefix)
+    result = Trainer(again.loop, callbacks).fit(
+        again.method or again.supervised, Network(again.model, again.features.trunk, again.head),
+        TrainData(again.train_loader, again.val_loader, again.plain_loader, again.generator))
     again.model.training_info.update({"final_refit": True, "final_plan": final["stages"],
                                       "epochs_run": len(result.history), "n_fitted": len(again.train)})
     return again.model.eval()
@@ -622,7 +393,7 @@ def _auto_lr(parts: _Parts, run: RunDir, progress: bool, distributed: bool) -> f
     lr, failure = None, None
     if is_main_process():
         try:
-            sweep = _sweep_stage(parts, parts.plan[0], progress=progress)
+            sweep = sweep_stage(parts, parts.plan[0], progress=progress)
             sweep.save(run.path)
             lr = sweep.suggestion
         except GraftError as exc:

@@ -19,27 +19,16 @@ from graft.features import cache as feature_cache
 from graft._io.artifact import artifact_config, write_artifact
 from graft.heads.classical import check_head_options, fit_head
 from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class
-from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import DataError
 from graft.features.extractor import Features, gather_features
 from graft._io.files import atomic_path
 from graft._io.memory import check_fits
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+from graft.recipes._run import FitResult, as_config, held_out_summary, load_test
+from graft.recipes.settings import FrozenFitConfig
 
-DEFAULT_VAL_FRACTION = 0.2
+__all__ = ["FitResult", "FrozenFitConfig", "evaluate", "fit_frozen"]
 
-
-@dataclass
-class FitResult:
-    run_dir: Path
-    metrics: dict
-
-    @property
-    def model(self):
-        """The saved model, loaded (imports torch)."""
-        from graft.artifacts.model import GraftModel
-
-        return GraftModel.load(self.run_dir)
 
 
 @dataclass
@@ -53,16 +42,16 @@ class _Extracted:
     engine: str
 
 
-def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFAULT_BACKBONE,
-               weights=None, layer=None, head="logreg", image_size=None, seed=0, strict=False,
-               engine="auto", batch_size=32, cache=True, progress=True, overwrite=False,
-               class_weight=None, test_dir=None, final=False, shots=None) -> FitResult:
-    """Extract frozen features, fit ``head`` on them, save model + reports into ``out``.
+def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
+               **settings) -> FitResult:
+    """Extract frozen features, fit the head on them, save model + reports into ``out``.
 
-    With neither ``val_dir`` nor ``val_fraction``, a stratified 20 % of ``train_dir`` is held
-    out (as fastai's ``valid_pct``) so that every run reports held-out metrics. ``out`` may be
-    new, empty or an earlier ``fit`` run (replaced); anything else needs ``overwrite``
-    (see :func:`graft.artifacts.run_folder.open_run`).
+    ``config``: a :class:`~graft.recipes.settings.FrozenFitConfig`, or the training folder with
+    its fields as keywords (``fit_frozen("data", "runs/f", head="rbf-svm")``). With neither
+    ``val_dir`` nor ``val_fraction``, a stratified 20 % of the training folder is held out (as
+    fastai's ``valid_pct``) so that every run reports held-out metrics. ``out`` may be new,
+    empty or an earlier ``fit`` run (replaced); anything else needs ``overwrite`` (see
+    :func:`graft.artifacts.run_folder.open_run`).
 
     ``test_dir`` is scored once, at the end, with the model validation chose; its reports go to
     ``out/test/``. ``final`` refits the head on training + validation images with the
@@ -70,36 +59,20 @@ def fit_frozen(train_dir, out, *, val_dir=None, val_fraction=None, backbone=DEFA
     metrics stay those of the model fitted without the validation images.
     """
     start = time.perf_counter()
-    check_head_options(head, class_weight)
-    if val_dir is None and val_fraction is None:
-        val_fraction = DEFAULT_VAL_FRACTION
-    train, val = load_train_val(train_dir, val_dir=val_dir, val_fraction=val_fraction, seed=seed)
-    if shots is not None:  # K labelled images per class; the rest of the training folder is not used
-        train = take_per_class(train, shots, seed)
+    config = as_config(FrozenFitConfig, config, settings)
+    check_head_options(config.head, config.class_weight)
+    train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
+                                seed=config.seed)
+    if config.shots is not None:  # K labelled images per class; the rest of the training folder is not used
+        train = take_per_class(train, config.shots, config.seed)
     folders = {"train": train, "val": val}
-    if test_dir is not None:
-        folders["test"] = load_test(test_dir, train)
+    if config.test_dir is not None:
+        folders["test"] = load_test(config.test_dir, train)
     run = open_run(out, "fit", overwrite=overwrite)
-    settings = {
-        "command": "fit", "train_dir": Path(train_dir).resolve(),
-        "val_dir": Path(val_dir).resolve() if val_dir else None, "val_fraction": val_fraction,
-        "test_dir": Path(test_dir).resolve() if test_dir else None, "final": final, "shots": shots,
-        "backbone": backbone, "weights": weights, "layer": layer, "head": head, "image_size": image_size,
-        "seed": seed, "strict": strict, "engine": engine, "batch_size": batch_size, "class_weight": class_weight,
-        "classes": train.classes,
-    }
+    settings = {"command": "fit", **config.to_dict(), "strict": strict, "classes": train.classes}
+    cache = settings.pop("cache")
     with run.lock("fit"):
         return _fit(run, start, folders, settings, cache, progress)
-
-
-def load_test(test_dir, train: ImageFolder) -> ImageFolder:
-    """A labelled test folder scored against the training classes; it must not be training data."""
-    import os
-
-    test = scan_folder(test_dir, classes=train.classes)
-    if os.path.samefile(test.root, train.root):
-        raise DataError(f"test folder is the training folder: {test.root}")
-    return test
 
 
 def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, cache: bool,
@@ -158,11 +131,6 @@ def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, ca
                       "image_size": template["preprocessing"]["size"]})
     write_html_safely(run.path)
     return FitResult(run.path, metrics)
-
-
-def held_out_summary(metrics: dict) -> dict:
-    """What metrics.json keeps of a test evaluation beside the validation numbers."""
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "data_dir") if k in metrics}
 
 
 def _from_cache(key, folders: dict[str, ImageFolder], strict) -> _Extracted | None:

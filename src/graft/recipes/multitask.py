@@ -18,15 +18,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from graft.data.folders import folder_manifest, load_train_val, scan_folder
-from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import GraftError
 from graft._io.files import write_atomic
-from graft.recipes.frozen import FitResult
+from graft.recipes._run import FitResult
+from graft.recipes.settings import MultitaskConfig
 from graft.heads.modules import MultiTaskHead
 from graft.artifacts.model import GraftModel
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
-from graft.train.trainer import LoopSettings, evaluate_loader, load_checkpoint, run_stages
-from graft.methods.multitask import WEIGHTINGS, MultiTask
+from graft.methods import evaluate_loader
+from graft.train.callbacks import load_checkpoint, standard_callbacks
+from graft.train.loaders import training_loader
+from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
+from graft.methods.multitask import MultiTask
 from graft.train.stages import parse_stages
 
 TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
@@ -48,30 +51,23 @@ def parse_tasks(specs, what: str = "task") -> dict[str, str]:
     return tasks
 
 
-def multitask(tasks: dict[str, str], out, *, val_dirs: dict[str, str] | None = None, val_fraction=None,
-              backbone=DEFAULT_BACKBONE, weights=None, head="linear", stages="head:5,top2:5", lr=1e-3,
-              base_lr_factor=0.1, image_size=None, batch_size=32, seed=0, augment="crop-flip",
-              weighting="fixed", task_weights: dict[str, float] | None = None, strict=False, progress=True,
-              overwrite=False) -> FitResult:
-    """Train one network on every task; ``tasks`` maps a task name to its class-folder tree."""
-    from graft.recipes.finetune import _check_head_spec, augmentation_name
-
-    if len(tasks) < 2:
+def multitask(config, out=None, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
+              **settings) -> FitResult:
+    """Train one network on every task. ``config``: a
+    :class:`~graft.recipes.settings.MultitaskConfig`, or ``{task name: class-folder tree}`` with
+    its other fields as keywords. Per-task reports land in ``RUN/<task>/``. Raises GraftError
+    for fewer than two tasks, unknown task names in ``val_dirs``/``task_weights``, or bad data."""
+    if not isinstance(config, MultitaskConfig):
+        config = MultitaskConfig(tasks=dict(config), **settings)
+    elif settings:
+        raise GraftError(f"pass settings in the MultitaskConfig or as keywords, not both: {', '.join(settings)}")
+    if len(config.tasks) < 2:
         raise GraftError("multitask needs at least two tasks (NAME=DIR NAME=DIR ...); one task is graft finetune")
-    if weighting not in WEIGHTINGS:
-        raise GraftError(f"unknown --weighting {weighting!r}: {', '.join(WEIGHTINGS)}")
-    unknown = sorted(set(val_dirs or {}) - set(tasks)) + sorted(set(task_weights or {}) - set(tasks))
+    unknown = sorted(set(config.val_dirs) - set(config.tasks)) + sorted(set(config.task_weights) - set(config.tasks))
     if unknown:
         raise GraftError(f"--val / --task-weight name task(s) that are not given: {', '.join(unknown)}")
-    _check_head_spec(head)
-    parse_stages(stages)
-    settings = {"tasks": {name: str(Path(d).expanduser().resolve()) for name, d in tasks.items()},
-                "val_dirs": {name: str(Path(d).expanduser().resolve()) for name, d in (val_dirs or {}).items()},
-                "val_fraction": val_fraction if val_fraction is not None else 0.2,  # tasks without --val
-                "backbone": backbone, "weights": weights, "head": head, "stages": stages, "lr": lr,
-                "base_lr_factor": base_lr_factor, "image_size": image_size, "batch_size": batch_size, "seed": seed,
-                "augment": augmentation_name(augment), "weighting": weighting,
-                "task_weights": dict(task_weights or {})}
+    parse_stages(config.stages)
+    settings = config.to_dict()
     splits = _splits(settings)  # data problems are reported before the run folder is touched
     run = open_run(out, COMMAND, overwrite=overwrite)
     with run.lock(COMMAND):
@@ -81,21 +77,14 @@ def multitask(tasks: dict[str, str], out, *, val_dirs: dict[str, str] | None = N
         return _train(run, settings, splits, strict=strict, progress=progress, resume=None)
 
 
-def resume_multitask(run_dir, *, strict=False, progress=True) -> FitResult:
-    import yaml
-
+def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
+    """Continue a killed or interrupted multi-task run (see :func:`graft.recipes.resume.resume`)."""
     from graft.data.folders import manifest_changes
+    from graft.recipes._run import check_resumable, check_resume_arguments
 
-    run = RunDir(run_dir)
-    config_path = run.path / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
-    if not config or config.get("command") != COMMAND:
-        raise GraftError(f"cannot resume: {run.path} is not a graft multitask run folder")
-    if (run.path / "metrics.json").exists():
-        raise GraftError(f"{run.path} is a finished run (metrics.json written): nothing to resume")
-    if not (run.path / "checkpoints" / "last.pt").exists():
-        raise GraftError(f"cannot resume {run.path}: no epoch finished before it stopped (no checkpoints/last.pt)")
-    settings = config["settings"]
+    settings = saved["settings"]
+    check_resume_arguments(run.path, settings, given)
+    check_resumable(run)
     before = json.loads((run.path / "data.json").read_text())
     problems = [f"{folder}: {change}" for name, folder in settings["tasks"].items()
                 for change in manifest_changes(before[name], folder_manifest(scan_folder(folder)))]
@@ -114,7 +103,8 @@ def _splits(s: dict) -> dict:
 
 def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
     from graft.backbones import create_backbone
-    from graft.recipes.finetune import ImageDataset, _curves_png, _make_head, _readable
+    from graft.data.datasets import ImageDataset, readable_images
+    from graft.recipes.finetune import _curves_png, _make_head
 
     start = time.perf_counter()
     torch.manual_seed(s["seed"])
@@ -125,8 +115,8 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
     dim = features.output_dim(preprocessing.size)
     data, skipped = {}, []
     for name, (train, val) in splits.items():
-        train, bad_train = _readable(train, strict, progress)
-        val, bad_val = _readable(val, strict, progress)
+        train, bad_train = readable_images(train, strict, progress)
+        val, bad_val = readable_images(val, strict, progress)
         data[name], skipped = (train, val), skipped + bad_train + bad_val
     head = MultiTaskHead([{"name": name, "classes": train.classes,
                            "head": _make_head(s["head"], dim, len(train.classes)).config()}
@@ -139,19 +129,19 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
     generators = {name: torch.Generator().manual_seed(s["seed"] + i) for i, name in enumerate(data)}
     plan = parse_stages(s["stages"])
     augmented = s["augment"] != "none"
-    train_loaders = {name: DataLoader(ImageDataset(train, preprocessing, s["augment"]), batch_size=s["batch_size"],
-                                      shuffle=True, generator=generators[name],
-                                      drop_last=len(train) > s["batch_size"])
+    train_loaders = {name: training_loader(ImageDataset(train, preprocessing, s["augment"]), train.labels,
+                                           s["batch_size"], generator=generators[name])
                      for name, (train, _) in data.items()}
     val_loaders = {name: DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=s["batch_size"])
                    for name, (_, val) in data.items()}
     method = MultiTask(train_loaders, val_loaders, head.slices, weighting=s["weighting"],
                        weights=s["task_weights"], generators=generators)
     loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], progress=progress,
-                        augmented=[augmented] * len(plan), reuse_frozen_prefix=False)
+                        augmented=[augmented] * len(plan))
     first = next(iter(data))
-    result = run_stages(model, features.trunk, head, train_loaders[first], val_loaders[first], loop,
-                        run.path / "checkpoints", run.path / "history.jsonl", resume=resume, method=method)
+    result = Trainer(loop, standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl")).fit(
+        method, Network(model, features.trunk, head), TrainData(train_loaders[first], val_loaders[first]),
+        resume=resume)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval().save(run.model_dir)
     per_task = {}

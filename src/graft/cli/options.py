@@ -1,0 +1,116 @@
+"""Command-line options generated from the recipes' Config dataclasses.
+
+A recipe's Config is the only place a default is written; :func:`config_options` turns its
+fields into click options (flag, type, bounds, choices, help and default all read from the
+field), and :func:`config_from` turns the parsed options back into the Config. So ``graft
+finetune --help`` and ``FinetuneConfig()`` cannot disagree.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from graft.recipes.settings import Config, open_ends
+
+
+class LearningRate(click.ParamType):
+    """A positive float, or ``auto`` (an LR range test picks it)."""
+
+    name = "LR|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            lr = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if lr <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return lr
+
+
+def _click_type(f: dataclasses.Field):
+    meta, kind = f.metadata, str(f.type)
+    if meta.get("lr"):
+        return LearningRate()
+    if "choices" in meta:
+        return click.Choice(list(meta["choices"]))
+    if meta.get("path"):
+        return click.Path()
+    low, high = meta.get("low"), meta.get("high")
+    low_open, high_open = open_ends(meta)
+    if kind.startswith("int"):
+        return click.IntRange(low, high) if low is not None or high is not None else int
+    if kind.startswith("float"):
+        if low is None and high is None:
+            return float
+        return click.FloatRange(low, high, min_open=low_open, max_open=high_open and high is not None)
+    return str
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def field_option(f: dataclasses.Field):
+    """The click parameter for one Config field (an argument, a flag or a valued option)."""
+    meta = f.metadata
+    if meta.get("argument"):
+        if str(f.type).startswith("dict"):
+            return click.argument(f.name, metavar=meta["argument"].upper(), nargs=-1)
+        return click.argument(f.name, metavar=meta["argument"].upper(), type=click.Path())
+    names = [_flag(f), f.name] + ([meta["short"]] if meta.get("short") else [])
+    if str(f.type) == "bool":
+        return click.option(*names, is_flag=True, default=False, help=meta.get("help", ""))
+    if str(f.type).startswith("dict"):
+        return click.option(*names, multiple=True, help=meta.get("help", ""))
+    default = f.default if f.default is not dataclasses.MISSING else None
+    return click.option(*names, type=_click_type(f), default=default, show_default=default is not None,
+                        help=meta.get("help", ""))
+
+
+def config_options(config: type[Config], exclude: tuple[str, ...] = ()):
+    """Decorator adding an option for every field of ``config`` the CLI shows (all but
+    ``hidden`` ones and ``exclude``), in the field order."""
+    chosen = [f for f in dataclasses.fields(config) if not f.metadata.get("hidden") and f.name not in exclude]
+
+    def decorate(fn):
+        for f in reversed(chosen):
+            fn = field_option(f)(fn)
+        return fn
+
+    return decorate
+
+
+def config_from(config: type[Config], params: dict, **overrides) -> Config:
+    """The Config built from parsed click parameters (fields the command shows) and ``overrides``."""
+    names = {f.name for f in dataclasses.fields(config)}
+    values = {k: v for k, v in params.items() if k in names}
+    values.update(overrides)
+    return config(**values)
+
+
+def given_settings(ctx: click.Context, config: type[Config]) -> dict:
+    """The Config fields the user typed on the command line (not defaults), for --resume checks."""
+    from click.core import ParameterSource
+
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    names = {f.name for f in dataclasses.fields(config)}
+    return {name: value for name, value in ctx.params.items()
+            if name in names and ctx.get_parameter_source(name) in typed}
+
+
+def run_options(fn, resume: bool = True):
+    """-o/--out, --overwrite, --strict, --quiet (and --resume) shared by every training command."""
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
+    fn = click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
+    if resume:
+        fn = click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+                          help="Continue this killed or interrupted run with its saved settings (repeating a "
+                               "setting with another value is an error; a finished run is not extended).")(fn)
+    fn = click.option("--overwrite", is_flag=True, help="Write into a non-empty -o folder: graft's own outputs "
+                                                        "there are removed first, other files are kept.")(fn)
+    return click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
+                        help="Run folder to write (new, empty, or an earlier run of the same command).")(fn)

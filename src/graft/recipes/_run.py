@@ -1,0 +1,173 @@
+"""Run plumbing every recipe shares: open a run folder only after every check has passed,
+the data manifest a resume is checked against, resume checks, scoring a labelled held-out
+folder into ``RUN/<sub>/``, and the result a recipe returns."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from graft._io.files import write_atomic
+from graft.artifacts.run_folder import RunDir
+from graft.data.folders import ImageFolder, folder_manifest, manifest_changes, scan_folder
+from graft.errors import DataError, GraftError
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+@dataclass
+class FitResult:
+    """What a recipe returns: its run folder and the metrics written to ``metrics.json``
+    (empty on a non-zero rank under torchrun, where rank 0 writes)."""
+
+    run_dir: Path
+    metrics: dict
+
+    @property
+    def model(self):
+        """The saved model, loaded (imports torch)."""
+        from graft.artifacts.model import GraftModel
+
+        return GraftModel.load(self.run_dir)
+
+
+def as_config(config_cls, data, settings: dict):
+    """``recipe(config, out)`` or the shorthand ``recipe(data_dir, out, **settings)``."""
+    if isinstance(data, config_cls):
+        if settings:
+            raise GraftError(f"pass settings in the {config_cls.__name__} or as keywords, not both: "
+                             f"{', '.join(sorted(settings))}")
+        return data
+    return config_cls(train_dir=data, **settings)
+
+
+def load_test(test_dir, train: ImageFolder) -> ImageFolder:
+    """A labelled test folder scored against the training classes; it must not be training data."""
+    test = scan_folder(test_dir, classes=train.classes)
+    if os.path.samefile(test.root, train.root):
+        raise DataError(f"test folder is the training folder: {test.root}")
+    return test
+
+
+def held_out_summary(metrics: dict) -> dict:
+    """What metrics.json keeps of a test evaluation beside the validation numbers."""
+    keys = ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "n_target_val", "data_dir")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def is_resumable(run_dir) -> bool:
+    """Does ``run_dir`` hold a training run with a finished epoch to continue from?"""
+    return (Path(run_dir) / CHECKPOINT).is_file()
+
+
+def write_manifest(run: RunDir, manifests: dict) -> None:
+    """RUN/data.json: every data folder's file list, which a resume compares with the disk."""
+    write_atomic(run.path / "data.json", json.dumps(manifests) + "\n")
+
+
+def manifest_of(root, classes=None) -> dict:
+    return folder_manifest(scan_folder(root, classes=classes))
+
+
+def read_saved(run_dir) -> tuple[RunDir, dict]:
+    """(run, config.yaml) of a training run folder, or a GraftError saying why it is none."""
+    import yaml
+
+    run = RunDir(run_dir)
+    config_path = run.path / "config.yaml"
+    if not config_path.exists():
+        raise GraftError(f"cannot resume: {config_path} does not exist (not a graft training run folder)")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    if not isinstance(config, dict) or "settings" not in config:
+        raise GraftError(f"cannot resume: {config_path} holds no saved settings")
+    return run, config
+
+
+def check_resumable(run: RunDir) -> None:
+    if (run.path / "metrics.json").exists():
+        raise GraftError(f"{run.path} is a finished run (metrics.json written): nothing to resume. To train "
+                         "longer or differently, start a new run with another -o (or --overwrite this one)")
+    if not is_resumable(run.path):
+        raise GraftError(f"cannot resume {run.path}: no epoch finished before it stopped (no checkpoints/last.pt); "
+                         "run the same command again without --resume to start over")
+
+
+def check_resume_arguments(run_dir: Path, saved: dict, given: dict) -> None:
+    """Settings repeated on the command line must equal the saved ones (a run cannot change
+    course halfway); every difference is listed in one error."""
+    conflicts = []
+    for key, value in given.items():
+        if key not in saved:
+            raise GraftError(f"unknown setting {key!r}")
+        if key in ("train_dir", "val_dir", "test_dir", "target_dir", "target_val_dir", "teacher", "weights") \
+                and value:
+            value = str(Path(value).expanduser().resolve())
+        if value != saved[key] and not (isinstance(value, float) and isinstance(saved[key], (int, float))
+                                        and abs(value - saved[key]) <= 1e-12 * max(1.0, abs(value))):
+            conflicts.append(f"{key} {value!r} (the run has {saved[key]!r})")
+    if conflicts:
+        raise GraftError(f"--resume {run_dir} continues the run with its saved settings; these differ: "
+                         + "; ".join(conflicts) + ". Leave them out, or start a new run with another -o")
+
+
+def check_data_unchanged(run_dir: Path, roots: dict) -> None:
+    """``roots``: {manifest key: folder}. Files gone, added or rewritten, or a class added since
+    the run started, are one error listing them (the split or the images would differ)."""
+    manifest_path = run_dir / "data.json"
+    if not manifest_path.exists():  # run folders written before manifests existed
+        return
+    manifest = json.loads(manifest_path.read_text())
+    train_classes = (manifest.get("train") or {}).get("classes")
+    problems = []
+    for part, root in roots.items():
+        if manifest.get(part) is None or root is None:
+            continue
+        classes = None if part in ("train", "target") or train_classes is None else train_classes
+        try:
+            now = scan_folder(root, classes=classes) if part != "target" else _unlabelled(root)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"{root}: {change}" for change in manifest_changes(manifest[part], folder_manifest(now))]
+    if problems:
+        raise GraftError("cannot resume: the data changed since the run started (the split, the classes or the "
+                         "images would differ): " + "; ".join(problems)
+                         + ". Restore the data, or start a new run with another -o or --overwrite")
+
+
+def _unlabelled(root):
+    from graft.data.folders import scan_unlabelled
+
+    return scan_unlabelled(root)
+
+
+def init_distributed() -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); gloo runs on CPUs."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return True
+
+
+def score_folder(run: RunDir, model, folder: ImageFolder, *, subdir: str, title: str, batch_size: int,
+                 extra: dict) -> dict:
+    """Score ``model`` (a GraftModel) on a labelled ``folder``: reports in ``RUN/<subdir>/``
+    (metrics.json, report.txt, confusion matrix, predictions.csv, report.html); returns the
+    short summary metrics.json of the run keeps (accuracy, macro F1, top-k, counts, folder)."""
+    from torch.utils.data import DataLoader
+
+    from graft.artifacts.run_folder import write_html_safely
+    from graft.data.datasets import ImageDataset
+    from graft.methods.base import evaluate_loader
+
+    loader = DataLoader(ImageDataset(folder, model.preprocessing, "none"), batch_size=batch_size)
+    _, _, y_true, y_pred, probabilities = evaluate_loader(model, loader, with_probabilities=True)
+    metrics = run.write_evaluation(y_true, y_pred, model.classes, {**extra, "data_dir": str(folder.root)},
+                                   subdir=subdir, title=title, probabilities=probabilities,
+                                   paths=[record.path for record in folder.records], split=subdir)
+    write_html_safely(run.path, subdir=subdir)
+    return held_out_summary(metrics)

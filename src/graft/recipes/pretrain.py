@@ -1,0 +1,30 @@
+"""``graft pretrain``: train a network from random initialisation on a labelled source folder
+(pretrain-then-transfer). Its run folder is then a backbone for every other command
+(``--backbone RUN``): fine-tune it, cut features from it, or copy its first layers
+(``--transfer-layers first:K --transfer-from RUN``, Yosinski et al., NeurIPS 2014)."""
+from __future__ import annotations
+
+from graft.recipes._run import FitResult, as_config
+from graft.recipes.settings import PretrainConfig
+
+__all__ = ["PretrainConfig", "continue_run", "pretrain"]
+
+
+def pretrain(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
+             **settings) -> FitResult:
+    """Supervised training of ``config.backbone`` (an architecture) from random weights.
+
+    ``config``: a :class:`~graft.recipes.settings.PretrainConfig`, or the source folder with
+    its fields as keywords. Writes the run folder (model, reports, history, checkpoints);
+    resumable with ``graft resume RUN``."""
+    from graft.recipes.finetune import start_training
+
+    config = as_config(PretrainConfig, config, settings)
+    return start_training(config, out, strict=strict, progress=progress, overwrite=overwrite)
+
+
+def continue_run(run, saved, *, given, strict=False, progress=True) -> FitResult:
+    """Continue a killed pretrain run (the same engine as fine-tuning)."""
+    from graft.recipes.finetune import continue_run as continue_training
+
+    return continue_training(run, saved, given=given, strict=strict, progress=progress)

@@ -1,0 +1,36 @@
+"""``graft resume RUN``: continue whichever training command made the run, from its last
+finished epoch, with its saved settings (Lightning's ``ckpt_path="last"``, for a run folder)."""
+from __future__ import annotations
+
+from graft.errors import GraftError
+from graft.recipes._run import FitResult, is_resumable, read_saved
+
+__all__ = ["is_resumable", "resume", "resumable_commands"]
+
+
+def _registry() -> dict:
+    """command -> the recipe module that continues its runs (``Config`` and ``continue_run``)."""
+    from graft.recipes import adapt, distill, finetune, multitask, pretrain
+
+    return {"finetune": finetune, "pretrain": pretrain, "adapt": adapt, "distill": distill,
+            "multitask": multitask}
+
+
+def resumable_commands() -> tuple[str, ...]:
+    return tuple(_registry())
+
+
+def resume(run_dir, *, given: dict | None = None, strict: bool = False, progress: bool = True) -> FitResult:
+    """Continue a killed or interrupted training run in ``run_dir``.
+
+    ``given``: settings the user repeated (on the command line); any that differs from the saved
+    one is an error listing them all (``graft finetune --resume RUN`` and ``graft resume RUN``
+    continue the same way, whichever training command made RUN). Raises GraftError when the folder is no
+    training run, is finished, has no finished epoch, or its data changed since it started.
+    """
+    run, config = read_saved(run_dir)
+    saved_command = config.get("command")
+    recipes = _registry()
+    if saved_command not in recipes:
+        raise GraftError(f"cannot resume: {run.path} was not written by graft {', '.join(recipes)}")
+    return recipes[saved_command].continue_run(run, config, given=given or {}, strict=strict, progress=progress)

@@ -1,0 +1,350 @@
+"""Typed settings of every recipe: the one place a default is written.
+
+Each recipe takes one Config dataclass. It is the single source of defaults, validation (on
+construction: a bad value is one :class:`~graft.errors.GraftError` naming the setting) and the
+schema of ``config.yaml`` (``settings:`` holds :meth:`Config.to_dict`). The command line builds
+its options from these fields (:mod:`graft.cli.options`), so a CLI default cannot differ from
+the library's. Each field's ``metadata`` holds what the command line needs (help text, flag
+name, choices, bounds) as plain data: this module imports neither click nor torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+from graft.data.augmentation import AUGMENTATIONS, augmentation_name
+from graft.errors import GraftError
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+# The classical heads of graft.heads.classical, in registration order (checked there).
+HEAD_NAMES = ("logreg", "linear-svm", "rbf-svm", "knn", "prototype")
+OPTIMIZER_NAMES = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULE_NAMES = ("cosine", "onecycle")
+REGULARIZERS = ("l2sp", "lwf", "bss")
+ADVERSARY_NAMES = ("dann", "cdan", "none")
+WEIGHTING_NAMES = ("fixed", "uncertainty")
+DEFAULT_VAL_FRACTION = 0.2
+
+
+def setting(default, help: str = "", **cli):
+    """A config field with its command-line description: ``help``, and optionally ``flag``
+    (the option's name, default ``--field-name``), ``short``, ``choices``, ``low``/``high``
+    (bounds; ``open`` True, "low" or "high" excludes them), ``path`` (a file or folder), ``lr`` (a number or
+    'auto'), ``argument`` (positional), ``hidden`` (library only)."""
+    factory = isinstance(default, (dict, list))
+    metadata = {"help": help, **cli}
+    if factory:
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def open_ends(meta) -> tuple[bool, bool]:
+    """(low bound excluded, high bound excluded) of a field's ``open`` (True, "low" or "high")."""
+    open_ = meta.get("open", False)
+    return open_ in (True, "low"), open_ in (True, "high")
+
+
+def _absolute(value):
+    return str(Path(value).expanduser().resolve()) if value else value
+
+
+@dataclass
+class Config:
+    """Base of every recipe's settings."""
+
+    # Path settings made absolute, so a saved run does not depend on the working folder.
+    PATHS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        for name in self.PATHS:
+            setattr(self, name, _absolute(getattr(self, name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise GraftError for a value no run can use (checked before anything is written)."""
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if value is None:
+                continue
+            if "choices" in meta and value not in meta["choices"]:
+                raise GraftError(f"--{f.name.replace('_', '-')} must be one of {', '.join(meta['choices'])}, "
+                                 f"got {value!r}")
+            if meta.get("lr") and value == "auto":
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                low, high = meta.get("low"), meta.get("high")
+                low_open, high_open = open_ends(meta)
+                if (low is not None and (value < low or (low_open and value == low))) or \
+                        (high is not None and (value > high or (high_open and value == high))):
+                    raise GraftError(f"--{f.name.replace('_', '-')} must be in "
+                                     f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}"
+                                     f"{')' if high_open or high is None else ']'}, got {value!r}")
+
+    def to_dict(self) -> dict:
+        """The settings as saved in config.yaml."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict, **older_defaults):
+        """A config from saved settings; keys a later graft added take ``older_defaults``
+        (what runs written before them did) or the field's default; unknown keys are errors."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(saved) - names)
+        if unknown:
+            raise GraftError(f"unknown setting(s) {', '.join(unknown)} for {cls.__name__}")
+        values = {**{k: v for k, v in older_defaults.items() if k not in saved}, **saved}
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class FrozenFitConfig(Config):
+    """``graft fit``: frozen backbone features + a classical head (scikit-learn)."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir")
+
+    train_dir: str = setting(None, "Training class-folder tree.", argument="data", path=True)
+    val_dir: str | None = setting(None, "Validation class-folder tree.", flag="--val", path=True)
+    val_fraction: float | None = setting(None, "Hold out this stratified fraction of DATA (default 0.2 when --val "
+                                               "is not given).", flag="--val-split", low=0, high=1, open=True)
+    test_dir: str | None = setting(None, "A labelled test folder, scored once at the end with the model validation "
+                                         "chose (reports in RUN/test/; metrics.json keeps validation and test apart).",
+                                   flag="--test", path=True)
+    backbone: str = setting(DEFAULT_BACKBONE, "Backbone: a registered name, a timm architecture, or a graft run "
+                                              "folder.", short="-b")
+    weights: str | None = setting(None, "Local .safetensors/.pth weights for a timm architecture.", path=True)
+    layer: str | None = setting(None, "Cut layer: name or index from `graft layers` (default: final pooled).")
+    image_size: int | None = setting(None, "Input resolution (default: the weights' own).", low=32)
+    head: str = setting("logreg", "Classical head on the features (C by cross-validation).", choices=HEAD_NAMES)
+    class_weight: str | None = setting(None, "Weigh each class by n / (classes x its count), as scikit-learn's "
+                                             "'balanced', so a small class is not ignored.", choices=("balanced",))
+    final: bool = setting(False, "Refit the head on training + validation images with the C validation chose, "
+                                 "before saving.")
+    shots: int | None = setting(None, "Fit on this many training images per class (seeded), to see what K labels "
+                                      "buy.", low=1)
+    seed: int = setting(0, "Random seed (split, subsets).")
+    engine: str = setting("auto", "Frozen inference engine (auto: ONNX Runtime when installed).",
+                          choices=("auto", "onnx", "torch"))
+    batch_size: int = setting(32, "Images per batch.", low=1)
+    cache: bool = setting(True, "Read and write the on-disk feature cache.", hidden=True)
+
+    def __post_init__(self):
+        if self.train_dir is None:
+            raise GraftError("a training folder is needed (train_dir)")
+        if self.val_dir is None and self.val_fraction is None:
+            self.val_fraction = DEFAULT_VAL_FRACTION
+        super().__post_init__()
+
+
+def check_head_spec(spec: str) -> None:
+    """A fine-tuning head: ``linear`` or ``mlp:HIDDEN``."""
+    if spec == "linear":
+        return
+    kind, _, hidden = spec.partition(":")
+    if kind != "mlp" or (hidden and not (hidden.isdigit() and int(hidden) > 0)):
+        raise GraftError(f"bad --head {spec!r}: use linear, or mlp:HIDDEN with HIDDEN a positive integer (mlp:256)")
+
+
+@dataclass
+class FinetuneConfig(Config):
+    """``graft finetune``: head transplant and staged unfreezing of a pretrained backbone, with
+    optional conservation training (L2-SP, Li et al. 2018; LwF, Li & Hoiem 2016; BSS, Chen et
+    al. 2019) and layer transfer. Also the base of every recipe that trains a network."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir", "weights")
+    COMMAND: ClassVar[str] = "finetune"
+
+    train_dir: str = setting(None, "Training class-folder tree.", argument="data", path=True)
+    val_dir: str | None = setting(None, "Validation class-folder tree.", flag="--val", path=True)
+    val_fraction: float | None = setting(None, "Hold out this stratified fraction of DATA (default 0.2 when --val "
+                                               "is not given).", flag="--val-split", low=0, high=1, open=True)
+    backbone: str = setting(DEFAULT_BACKBONE, "Backbone: a registered name, a timm architecture, or a graft run "
+                                              "folder.", short="-b")
+    weights: str | None = setting(None, "Local .safetensors/.pth weights for a timm architecture.", path=True)
+    head: str = setting("linear", "linear, or mlp:HIDDEN (FC-ReLU-Dropout-FC).")
+    stages: str = setting("head:20,top2:5", "Stage plan NAME:EPOCHS,... with NAME head, topN or all.")
+    freeze_first: str | None = setting(None, "Instead of the plan's freezing: freeze the first K layers (index or "
+                                             "name from `graft layers`), train the rest.")
+    lr: float | str = setting(1e-3, "Head learning rate, or 'auto': an LR range test on the first stage picks it "
+                                    "(lr_find.png in the run folder).", lr=True, low=0, open=True)
+    base_lr_factor: float = setting(0.1, "Unfrozen backbone layers train at lr x this.", low=0, open=True)
+    layer_decay: float | None = setting(None, "Layer-wise LR decay: each trainable backbone layer below the top one "
+                                              "trains at this times the LR of the layer above it.", low=0, high=1,
+                                        open="low")
+    optimizer: str = setting("adamw", "Optimizer.", choices=OPTIMIZER_NAMES)
+    weight_decay: float = setting(1e-4, "Weight decay.", low=0)
+    schedule: str = setting("cosine", "Per stage: warm-up then cosine decay, or one-cycle.", choices=SCHEDULE_NAMES)
+    image_size: int | None = setting(None, "Train and evaluate at this resolution (default: the weights' own).",
+                                     low=32)
+    batch_size: int = setting(32, "Images per batch.", low=1)
+    seed: int = setting(0, "Random seed (split, initialisation, shuffles, augmentation).")
+    augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)
+    augment_head_stage: bool = setting(False, "Augment head-only stages too (by default they train on plain "
+                                              "images, so the frozen base runs once per stage).")
+    mixup: float = setting(0.0, "MixUp Beta(a, a) on augmented stages' batches (0 = off).", low=0)
+    cutmix: float = setting(0.0, "CutMix Beta(a, a) on augmented stages' batches (0 = off).", low=0)
+    regularizer: str | None = setting(None, "Conservation training: stay close to the source model (l2sp, lwf), or "
+                                            "shrink the smallest feature singular values (bss).", choices=REGULARIZERS)
+    regularizer_weight: float = setting(0.01, "Weight of the conservation term.", low=0)
+    patience: int | None = setting(None, "Early stopping on validation accuracy (epochs without improvement).",
+                                   low=1)
+    class_weight: str | None = setting(None, "Weigh each class by n / (classes x its count), as scikit-learn's "
+                                             "'balanced', so a small class is not ignored.", choices=("balanced",))
+    sampler: str = setting("shuffle", "balanced: draw every class equally often (with replacement) in each epoch.",
+                           choices=("shuffle", "balanced"))
+    test_dir: str | None = setting(None, "A labelled test folder, scored once at the end with the model validation "
+                                         "chose (reports in RUN/test/).", flag="--test", path=True)
+    final: bool = setting(False, "After training, train again on training + validation images for the epochs "
+                                 "validation chose, and save that model.")
+    pretrained: bool = setting(True, "Start from pretrained weights (off: random initialisation).", hidden=True)
+    transfer_layers: str | None = setting(None, "first:K, last:K or NAME[,NAME...]: copy these layers into a freshly "
+                                                "initialised network of the same architecture; the rest starts random.")
+    transfer_from: str | None = setting(None, "Where the copied layers come from: a backbone name or a graft run "
+                                              "folder (default: --backbone).")
+    freeze_transferred: bool = setting(False, "Keep the copied layers frozen in every stage.")
+
+    def __post_init__(self):
+        if self.train_dir is None:
+            raise GraftError("a training folder is needed (train_dir)")
+        if self.val_dir is None and self.val_fraction is None:
+            self.val_fraction = DEFAULT_VAL_FRACTION
+        self.augment = augmentation_name(self.augment)
+        check_head_spec(self.head)
+        super().__post_init__()
+        if self.transfer_from and not self.transfer_layers:
+            raise GraftError("--transfer-from names where copied layers come from: give --transfer-layers too")
+        if self.freeze_transferred and not self.transfer_layers:
+            raise GraftError("--freeze-transferred needs --transfer-layers")
+
+
+@dataclass
+class PretrainConfig(FinetuneConfig):
+    """``graft pretrain``: a network trained from random initialisation on a labelled source
+    folder; its run folder is then a backbone for every other command (``--backbone RUN``)."""
+
+    COMMAND: ClassVar[str] = "pretrain"
+
+    backbone: str = setting(None, "Any timm architecture (e.g. resnet10t, tf_efficientnet_lite0).", flag="--arch")
+    stages: str = setting("all:10", "Stage plan; from random weights, train all.")
+    lr: float | str = setting(2e-3, "Learning rate, or 'auto'.", lr=True, low=0, open=True)
+    base_lr_factor: float = setting(1.0, "Backbone layers train at lr x this.", low=0, open=True)
+    batch_size: int = setting(64, "Images per batch.", low=1)
+    augment: str = setting("none", "none suits digits and text (a mirrored 2 is no 2).", choices=AUGMENTATIONS)
+    pretrained: bool = setting(False, "Start from pretrained weights.", hidden=True)
+
+    def __post_init__(self):
+        if not self.backbone:
+            raise GraftError("pretrain needs an architecture (--arch)")
+        super().__post_init__()
+
+
+@dataclass
+class AdaptConfig(FinetuneConfig):
+    """``graft adapt``: domain-adversarial training (DANN, Ganin et al. JMLR 2016; CDAN, Long
+    et al. NeurIPS 2018) from a labelled source folder (``train_dir``) and unlabelled target
+    images. ``adversary="none"`` is source-only: the same run without the target."""
+
+    PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("target_dir", "target_val_dir")
+    COMMAND: ClassVar[str] = "adapt"
+
+    train_dir: str = setting(None, "Labelled source class-folder tree.", flag="--source", path=True)
+    target_dir: str | None = setting(None, "Unlabelled target images (any layout; class folder names are ignored).",
+                                     flag="--target", path=True)
+    target_val_dir: str | None = setting(None, "Labelled target images, scored each epoch and at the end "
+                                               "(RUN/target/); never trained on.", flag="--target-val", path=True)
+    adversary: str = setting("dann", "none: source-only, the same run without the adversary and the target.",
+                             choices=ADVERSARY_NAMES)
+    adversary_weight: float = setting(1.0, "Largest gradient-reversal weight (ramped up from 0 over training).",
+                                      low=0)
+    stages: str = setting("all:10", "Stage plan NAME:EPOCHS,...")
+    base_lr_factor: float = setting(1.0, "Backbone layers train at lr x this.", low=0, open=True)
+    batch_size: int = setting(64, "Images per batch (per domain).", low=1)
+    augment: str = setting("none", "none suits digits and text (a mirrored 2 is no 2).", choices=AUGMENTATIONS)
+
+    def __post_init__(self):
+        if not self.target_dir:
+            raise GraftError("adapt needs unlabelled target images (--target)")
+        super().__post_init__()
+
+
+@dataclass
+class DistillConfig(FinetuneConfig):
+    """``graft distill``: a student backbone trained from a teacher run's temperature-softened
+    outputs and the labels (Hinton, Vinyals & Dean 2015)."""
+
+    PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("teacher",)
+    COMMAND: ClassVar[str] = "distill"
+
+    teacher: str | None = setting(None, "A graft run folder or model: the teacher.", path=True)
+    backbone: str = setting(None, "The student's backbone (a smaller network).", flag="--student")
+    temperature: float = setting(4.0, "Softmax temperature of the soft targets.", low=0, open=True)
+    alpha: float = setting(0.5, "Weight of the teacher's soft targets; 1 - alpha on the labels (0 = no teacher).",
+                           low=0, high=1)
+    stages: str = setting("head:5,top2:5", "Stage plan NAME:EPOCHS,...")
+
+    def __post_init__(self):
+        if not self.teacher:
+            raise GraftError("distill needs a teacher run (--teacher)")
+        if not self.backbone:
+            raise GraftError("distill needs a student backbone (--student)")
+        super().__post_init__()
+
+
+@dataclass
+class LRFindConfig(FinetuneConfig):
+    """``graft lr-find``: the LR range test (Smith, "Cyclical Learning Rates", WACV 2017) of one
+    stage of the model ``finetune`` would build: ``steps`` batches at exponentially growing LR
+    from ``start`` to ``end``."""
+
+    COMMAND: ClassVar[str] = "lr-find"
+
+    stage: str = setting("head", "Which parameters train during the sweep: head, topN or all.")
+    augment: str = setting("none", "Augmentation of the sweep's batches.", choices=AUGMENTATIONS)
+    start: float = setting(1e-6, "First learning rate.", low=0, open=True)
+    end: float = setting(1.0, "Last learning rate.", low=0, open=True)
+    steps: int = setting(100, "Batches in the sweep.", low=5)
+    # The sweep's plan is its one stage, every batch as given.
+    stages: str = setting("head:1", "", hidden=True)
+    augment_head_stage: bool = setting(True, "", hidden=True)
+
+    def __post_init__(self):
+        self.stages = f"{self.stage}:1"
+        super().__post_init__()
+
+
+@dataclass
+class MultitaskConfig(Config):
+    """``graft multitask``: one shared backbone, one head per task; every step draws a batch of
+    every task; fixed or learned uncertainty task weights (Kendall, Gal & Cipolla, CVPR 2018)."""
+
+    COMMAND: ClassVar[str] = "multitask"
+
+    tasks: dict = setting({}, "NAME=DIR: a task and its class-folder tree (two or more).", argument="tasks")
+    val_dirs: dict = setting({}, "TASK=DIR: that task's validation tree (repeatable).", flag="--val")
+    val_fraction: float = setting(DEFAULT_VAL_FRACTION, "Hold out this fraction of each task without --val.",
+                                  flag="--val-split", low=0, high=1, open=True)
+    weighting: str = setting("fixed", "Sum of task losses with fixed weights, or learned uncertainty weights.",
+                             choices=WEIGHTING_NAMES)
+    task_weights: dict = setting({}, "TASK=W: fixed loss weight (default 1).", flag="--task-weight")
+    backbone: str = setting(DEFAULT_BACKBONE, "Backbone: a registered name, a timm architecture, or a graft run "
+                                              "folder.", short="-b")
+    weights: str | None = setting(None, "Local .safetensors/.pth weights for a timm architecture.", path=True)
+    image_size: int | None = setting(None, "Input resolution (default: the weights' own).", low=32)
+    head: str = setting("linear", "Each task's head: linear, or mlp:HIDDEN.")
+    stages: str = setting("head:5,top2:5", "Stage plan NAME:EPOCHS,...")
+    lr: float = setting(1e-3, "Head learning rate.", low=0, open=True)
+    base_lr_factor: float = setting(0.1, "Unfrozen backbone layers train at lr x this.", low=0, open=True)
+    batch_size: int = setting(32, "Images per task in each step.", low=1)
+    seed: int = setting(0, "Random seed.")
+    augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)
+
+    def __post_init__(self):
+        self.tasks = {name: _absolute(folder) for name, folder in self.tasks.items()}
+        self.val_dirs = {name: _absolute(folder) for name, folder in self.val_dirs.items()}
+        self.augment = augmentation_name(self.augment)
+        check_head_spec(self.head)
+        super().__post_init__()
