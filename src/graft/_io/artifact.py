@@ -14,26 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from graft._io.files import atomic_path, write_atomic
-from graft.data.preprocess import input_recipe
 
 FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "graft.json"
-
-
-def artifact_config(backbone_info: dict, layer: str | None, preprocessing: dict, classes: list[str],
-                    head_config: dict, training: dict) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "backbone": dict(backbone_info),
-        "layer": layer,
-        "preprocessing": dict(preprocessing),
-        "input_recipe": input_recipe(preprocessing),
-        "classes": list(classes),
-        "head": dict(head_config),
-        "training": dict(training),
-    }
 
 
 def write_artifact(directory: str | Path, config: dict, backbone: dict[str, np.ndarray],

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from graft._io.artifact import CONFIG_FILE, WEIGHTS_FILE, artifact_config, read_artifact_config, write_artifact
+from graft._io.artifact import CONFIG_FILE, WEIGHTS_FILE, read_artifact_config, write_artifact
+from graft.artifacts.config import artifact_config
 from graft.backbones import Backbone, PooledFeatures, create_backbone, state_mismatch
 from graft.errors import GraftError, ModelError
 from graft.heads.modules import build_head, head_probabilities

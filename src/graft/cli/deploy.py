@@ -8,7 +8,7 @@ import click
 
 from graft.cli.inspect import common_data_options
 from graft.cli.output import print_summary
-from graft.recipes.settings import DEFAULT_BACKBONE
+from graft.defaults import DEFAULT_BACKBONE
 
 
 @click.command()

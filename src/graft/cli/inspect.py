@@ -7,7 +7,9 @@ import json
 import click
 
 from graft.cli.output import print_summary
-from graft.recipes.settings import DEFAULT_BACKBONE
+from graft.cli.options import config_from, config_options
+from graft.defaults import DEFAULT_BACKBONE
+from graft.recipes.settings import AdviseConfig, FewshotConfig
 
 
 def _layer_name(ctx, param, value):
@@ -102,81 +104,48 @@ def extract(data, out, backbone, weights, layer, image_size, strict, engine, bat
                f"({features.cached} from cache, {len(features.skipped)} skipped)")
 
 
-def _advice_options(fn):
-    fn = click.option("--layers", default=None,
-                      help="Inner layers of the first backbone to rank too, comma-separated (default blocks.5,blocks.4).")(fn)
-    fn = click.option("--backbones", default=None,
-                      help="Backbones to rank, comma-separated (default tf_efficientnet_lite0,tf_efficientnet_lite2).")(fn)
-    fn = click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)(fn)
-    fn = click.option("--val", "val_dir", type=click.Path(), default=None)(fn)
-    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
-    return click.argument("data", type=click.Path())(fn)
-
-
-def _split_list(value):
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 @click.command()
-@_advice_options
+@config_options(AdviseConfig)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="The advice as one JSON object (schema in graft.recipes.advise.Advice).")
-def advise(data, val_dir, val_split, backbones, layers, quiet, as_json):
+def advise(quiet, as_json, **params):
     """Measure DATA (size, similarity to ImageNet, LogME of candidate backbones and layers) and
     say which strategy, backbone, layer, input size and head to use, with the command to run."""
     from graft.recipes.advise import advise as measure
 
-    if val_dir and val_split:
-        raise click.UsageError("--val and --val-split: choose one")
-    advice = measure(data, val_dir=val_dir, val_fraction=val_split, backbones=_split_list(backbones),
-                     layers=_split_list(layers), progress=not quiet and not as_json)
+    advice = measure(config_from(AdviseConfig, params), progress=not quiet and not as_json)
     click.echo(json.dumps(advice.to_dict(), indent=2) if as_json else advice.text())
 
 
 @click.command()
-@_advice_options
+@config_options(AdviseConfig)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True)
-def auto(data, val_dir, val_split, backbones, layers, quiet, out, overwrite):
+def auto(quiet, out, overwrite, **params):
     """Advise, then run the recommendation into OUT (the advice is kept as OUT/advice.json)."""
     from graft.recipes.advise import advise as measure
     from graft.recipes.advise import run_advice
 
-    if val_dir and val_split:
-        raise click.UsageError("--val and --val-split: choose one")
-    advice = measure(data, val_dir=val_dir, val_fraction=val_split, backbones=_split_list(backbones),
-                     layers=_split_list(layers), progress=not quiet, out=out)
+    config = config_from(AdviseConfig, params)
+    advice = measure(config, progress=not quiet, out=out)
     click.echo(advice.text())
     click.echo(f"running it now: about {advice.estimated_seconds:.0f} s expected")
-    result = run_advice(advice, out, val_dir=val_dir, val_fraction=val_split, progress=not quiet,
+    result = run_advice(advice, out, val_dir=config.val_dir, val_fraction=config.val_fraction, progress=not quiet,
                         overwrite=overwrite)
     if result.metrics:
         print_summary(result.run_dir, result.metrics)
 
 
 @click.command()
-@click.argument("data", type=click.Path())
-@click.option("--ways", type=int, default=5, show_default=True, help="Classes per episode.")
-@click.option("--shots", default="1,5", show_default=True, help="Labelled images per class, comma-separated.")
-@click.option("--episodes", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--queries", type=int, default=15, show_default=True, help="Query images per class and episode.")
-@click.option("--heads", default="prototype,logreg", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@config_options(FewshotConfig)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per (shots, head).")
-@_backbone_options
 @click.option("--quiet", "-q", is_flag=True)
-def fewshot(data, ways, shots, episodes, queries, heads, seed, as_json, backbone, weights, layer, image_size, quiet):
+def fewshot(as_json, quiet, **params):
     """N-way K-shot episodes on frozen features: mean accuracy with a 95 % interval."""
     from graft.recipes.fewshot import fewshot as run_fewshot
 
-    try:
-        shot_list = [int(k) for k in shots.split(",") if k.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{shots!r}: write numbers separated by commas, e.g. 1,5,10",
-                                 param_hint="--shots") from None
-    results = run_fewshot(data, ways=ways, shots=shot_list, episodes=episodes, queries=queries,
-                          heads=_split_list(heads), backbone=backbone, layer=layer, weights=weights,
-                          image_size=image_size, seed=seed, progress=not quiet)
-    for r in results:
+    for r in run_fewshot(config_from(FewshotConfig, params), progress=not quiet):
         if as_json:
             click.echo(json.dumps(r.to_dict()))
         else:

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from graft.data.folders import ImageFolder, load_train_val
-from graft.defaults import DEFAULT_BACKBONE, DEFAULT_STAGES
+from graft.recipes.settings import DEFAULT_BACKBONE, FinetuneConfig, AdviseConfig, comma_list
 from graft.errors import DataError
 
 ADVICE_SCHEMA = 1
-SAMPLE_PER_CLASS = 25  # LogME and LEEP settle with a few dozen images per class
 LARGE_PER_CLASS = 500  # median training images per class from which fine-tuning everything pays
 SIMILAR_CONFIDENCE = 0.3  # fallback without inner candidates: mean top-1 ImageNet probability
 INNER_LAYERS = ("blocks.5", "blocks.4")  # lite0's inner cuts among the default candidates
@@ -151,12 +150,23 @@ def choose_strategy(size: str, similarity: str, per_class_median: float) -> tupl
     return "finetune-all", ["a large target unlike ImageNet: fine-tune everything, for longer"]
 
 
-def advise(data, *, val_dir=None, val_fraction=None, backbones=None, layers=None, sample_per_class=SAMPLE_PER_CLASS,
-           seed: int = 0, progress: bool = True, out: str = "RUN") -> Advice:
+def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Advice:
+    """Measure the data and choose a strategy; ``config`` is an
+    :class:`~graft.recipes.settings.AdviseConfig`, or the folder with its fields as keywords
+    (``backbones``/``layers`` as lists or comma-separated). Raises DataError for a class with
+    fewer than two images, or no readable image."""
     from graft.backbones import create_backbone
     from graft.features.extractor import FeatureExtractor
     from graft.ranking.scores import leep, logme
 
+    if not isinstance(config, AdviseConfig):
+        for key in ("backbones", "layers"):
+            if isinstance(settings.get(key), (list, tuple)):
+                settings[key] = ",".join(settings[key])
+        config = AdviseConfig(data=config, **settings)
+    data, val_dir, val_fraction, seed = config.data, config.val_dir, config.val_fraction, config.seed
+    backbones, layers = comma_list(config.backbones), comma_list(config.layers)
+    sample_per_class = config.sample_per_class
     start = time.perf_counter()
     with warnings.catch_warnings():  # advice reports balance itself
         warnings.simplefilter("ignore")
@@ -228,7 +238,7 @@ _DEFAULT_SECONDS_PER_IMAGE = 0.02  # lite0, 224 px, cold, 2 cores (BENCHMARKS.md
 # Fine-tuning the default plan costs about this many cold extractions of the data (head epochs are
 # nearly free, each augmented top epoch is a forward + backward pass): from BENCHMARKS.md's timings.
 _FINETUNE_COST = 8.0
-STAGES_FOR = {"finetune-top": DEFAULT_STAGES, "finetune-all": "head:10,all:8"}
+STAGES_FOR = {"finetune-top": FinetuneConfig.stages, "finetune-all": "head:10,all:8"}
 
 
 def _command(strategy, data, val_dir, val_fraction, pick: Candidate, head, image_size, out) -> list[str]:

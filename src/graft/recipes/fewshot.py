@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from graft.errors import DataError, GraftError
+from graft.recipes.settings import FewshotConfig, comma_list
 
 FEWSHOT_HEADS = ("prototype", "logreg")
 
@@ -94,13 +95,20 @@ def run_episodes(features: np.ndarray, labels: np.ndarray, ways: int, shots: int
     return FewShotResult(ways, shots, head, episodes, queries, float(accuracies.mean()), float(interval))
 
 
-def fewshot(data, *, ways: int = 5, shots=(1, 5), episodes: int = 200, queries: int = 15, heads=FEWSHOT_HEADS,
-            backbone=None, layer=None, weights=None, image_size=None, seed: int = 0, progress: bool = True):
-    """Episodes over a class-folder tree; returns one :class:`FewShotResult` per (shots, head)."""
+def fewshot(config, *, progress: bool = True, **settings) -> list[FewShotResult]:
+    """Episodes over a class-folder tree; returns one :class:`FewShotResult` per (shots, head).
+
+    ``config``: a :class:`~graft.recipes.settings.FewshotConfig`, or the folder with its fields
+    as keywords. Raises DataError when a class has too few images for ``shots + queries``."""
     from graft.data.folders import scan_folder
-    from graft.defaults import DEFAULT_BACKBONE
     from graft.features.extractor import FeatureExtractor
 
+    if not isinstance(config, FewshotConfig):
+        config = FewshotConfig(data=config, **settings)
+    data, ways, episodes, queries, seed = config.data, config.ways, config.episodes, config.queries, config.seed
+    shots, heads = [int(k) for k in comma_list(config.shots) or []], comma_list(config.heads) or []
+    if not shots:
+        raise DataError("--shots names no number of shots")
     folder = scan_folder(data)
     shots = sorted(set(int(k) for k in shots))
     if min(shots) < 1:
@@ -109,8 +117,8 @@ def fewshot(data, *, ways: int = 5, shots=(1, 5), episodes: int = 200, queries: 
         if head not in FEWSHOT_HEADS:
             raise GraftError(f"unknown few-shot head {head!r}: {', '.join(FEWSHOT_HEADS)}")
     check_episode_sizes(folder.labels, folder.classes, ways, shots, queries)
-    extractor = FeatureExtractor(backbone or DEFAULT_BACKBONE, layer=layer, weights=weights, image_size=image_size,
-                                 progress=progress).fit()
+    extractor = FeatureExtractor(config.backbone, layer=config.layer, weights=config.weights,
+                                 image_size=config.image_size, progress=progress).fit()
     found = extractor.extract_folder(folder)
     check_episode_sizes(found.labels, folder.classes, ways, shots, queries)  # after unreadable files are gone
     return [run_episodes(found.vectors, found.labels, ways, k, episodes, queries, head, seed)

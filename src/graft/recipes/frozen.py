@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from graft.features import cache as feature_cache
-from graft._io.artifact import artifact_config, write_artifact
+from graft._io.artifact import write_artifact
+from graft.artifacts.config import artifact_config
 from graft.heads.classical import check_head_options, fit_head
 from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class
 from graft.errors import DataError

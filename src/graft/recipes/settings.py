@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from graft.data.augmentation import AUGMENTATIONS, augmentation_name
+from graft.defaults import DEFAULT_BACKBONE, HEAD_NAMES
 from graft.errors import GraftError
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-# The classical heads of graft.heads.classical, in registration order (checked there).
-HEAD_NAMES = ("logreg", "linear-svm", "rbf-svm", "knn", "prototype")
 OPTIMIZER_NAMES = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULE_NAMES = ("cosine", "onecycle")
 REGULARIZERS = ("l2sp", "lwf", "bss")
@@ -347,4 +345,70 @@ class MultitaskConfig(Config):
         self.val_dirs = {name: _absolute(folder) for name, folder in self.val_dirs.items()}
         self.augment = augmentation_name(self.augment)
         check_head_spec(self.head)
+        super().__post_init__()
+
+
+def comma_list(value) -> list[str] | None:
+    """``"a,b"`` (or a list) -> ``["a", "b"]``; None or empty -> None."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(v).strip() for v in items if str(v).strip()] or None
+
+
+@dataclass
+class FewshotConfig(Config):
+    """``graft fewshot``: N-way K-shot episodes on frozen features (SimpleShot's centred,
+    L2-normalised prototypes, Wang et al. 2019, and logistic regression)."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("data", "weights")
+    COMMAND: ClassVar[str] = "fewshot"
+
+    data: str = setting(None, "Class-folder tree to draw episodes from.", argument="data", path=True)
+    ways: int = setting(5, "Classes per episode.", low=2)
+    shots: str = setting("1,5", "Labelled images per class, comma-separated.")
+    episodes: int = setting(200, "Episodes per (shots, head).", low=1)
+    queries: int = setting(15, "Query images per class and episode.", low=1)
+    heads: str = setting("prototype,logreg", "Heads, comma-separated: prototype, logreg.")
+    backbone: str = setting(DEFAULT_BACKBONE, "Backbone: a registered name, a timm architecture, or a graft run "
+                                              "folder.", short="-b")
+    weights: str | None = setting(None, "Local .safetensors/.pth weights for a timm architecture.", path=True)
+    layer: str | None = setting(None, "Cut layer: name or index from `graft layers` (default: final pooled).")
+    image_size: int | None = setting(None, "Input resolution (default: the weights' own).", low=32)
+    seed: int = setting(0, "Random seed of the episodes.")
+
+    def __post_init__(self):
+        if self.data is None:
+            raise GraftError("fewshot needs a class-folder tree (data)")
+        try:
+            self.shots = ",".join(str(int(k)) for k in comma_list(self.shots) or [])
+        except ValueError:
+            raise GraftError(f"--shots {self.shots!r}: write numbers separated by commas, e.g. 1,5,10") from None
+        super().__post_init__()
+
+
+@dataclass
+class AdviseConfig(Config):
+    """``graft advise`` / ``graft auto``: measure the data (size, resolution, similarity to
+    ImageNet, LogME of candidate backbones and layers) and choose a strategy."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("data", "val_dir")
+    COMMAND: ClassVar[str] = "advise"
+
+    data: str = setting(None, "Training class-folder tree.", argument="data", path=True)
+    val_dir: str | None = setting(None, "Validation class-folder tree.", flag="--val", path=True)
+    val_fraction: float | None = setting(None, "Hold out this stratified fraction of DATA.", flag="--val-split",
+                                         low=0, high=1, open=True)
+    backbones: str | None = setting(None, "Backbones to rank, comma-separated (default tf_efficientnet_lite0,"
+                                          "tf_efficientnet_lite2).")
+    layers: str | None = setting(None, "Inner layers of the first backbone to rank too, comma-separated (default "
+                                       "blocks.5,blocks.4).")
+    sample_per_class: int = setting(25, "Images per class measured (LogME and LEEP settle with a few dozen).", low=2)
+    seed: int = setting(0, "Random seed of the sample and split.")
+
+    def __post_init__(self):
+        if self.data is None:
+            raise GraftError("advise needs a class-folder tree (data)")
+        if self.val_dir and self.val_fraction:
+            raise GraftError("--val and --val-split: choose one")
         super().__post_init__()
