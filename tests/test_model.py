@@ -95,7 +95,7 @@ def test_onnx_export_matches_torch(fitted_run, tmp_path, digits_dir):
     assert max_diff <= 1e-4
     model = fitted_run.model
     images = np.stack([model.preprocessing.to_array(load_image(p)) for p in scan_folder(digits_dir).paths[::15]])
-    logits, probabilities = ort_session(path).run(None, {"images": images})
+    logits, probabilities = ort_session(path).run(["logits", "probabilities"], {"images": images})
     with torch.inference_mode():
         expected = fitted_run.model(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4)
@@ -105,7 +105,7 @@ def test_onnx_export_matches_torch(fitted_run, tmp_path, digits_dir):
 def test_loading_never_unpickles(fitted_run):
     """The artifact is JSON + safetensors; a pickle file next to it is never read."""
     names = sorted(p.name for p in (fitted_run.run_dir / "model").iterdir())
-    assert names == ["graft.json", "weights.safetensors"]
+    assert names == ["graft.json", "novelty.safetensors", "weights.safetensors"]
     from safetensors import safe_open
 
     with safe_open(str(fitted_run.run_dir / "model" / "weights.safetensors"), "pt") as f:

@@ -7,6 +7,11 @@ forms:
 * ``float`` (default): ``images`` float32 (N, 3, S, S), already normalised;
 * ``uint8``: ``images`` uint8 (N, S, S, 3), the cropped RGB pixels; the model normalises them
   itself, so a user's code only decodes, resizes and crops.
+
+Three outputs: ``logits`` (N, C), ``probabilities`` (N, C) and ``features`` (N, D), the pooled
+backbone features the head reads (what :mod:`graft.artifacts.novelty` scores). The metadata
+``graft.source`` holds the digests of the model folder's files, so ``graft predict`` and
+``graft serve`` can tell a current export from a stale one.
 """
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ import torch
 from torch import nn
 
 from graft.errors import GraftError, ModelError
-from graft.artifacts.model import GraftModel, WithProbabilities
+from graft._io.artifact import model_folder
+from graft.artifacts.model import GraftModel
+from graft.artifacts.version import model_source
+from graft.heads.modules import head_probabilities
 from graft._io.onnx import export_onnx, ort_session
 
 INPUT_TYPES = ("float", "uint8")
@@ -43,6 +51,26 @@ class Uint8Input(nn.Module):
     def forward(self, images):
         x = images.permute(0, 3, 1, 2).to(torch.float32)
         return self.model((x - self.mean) * self.inv_std)
+
+
+class ExportOutputs(nn.Module):
+    """images -> (logits, probabilities, pooled features): the outputs of an exported model.
+
+    ``features``: the network from images to pooled features (the model's, or it wrapped in
+    :class:`Uint8Input`); ``head``: the classifier on them."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, images):
+        pooled = self.features(images)
+        logits = self.head(pooled)
+        return logits, head_probabilities(self.head, logits), pooled
+
+
+OUTPUTS = ["logits", "probabilities", "features"]
 
 
 def default_export_path(run_dir: Path) -> Path:
@@ -84,13 +112,11 @@ def export_and_verify(run_dir, out=None, atol: float = 1e-4, input_type: str = "
     _check_destination(run_dir, path)
     model = GraftModel.load(run_dir).eval()
     prep = model.preprocessing
-    network = WithProbabilities(model)
-    if input_type == "uint8":
-        network = WithProbabilities(Uint8Input(model, prep.mean, prep.std), head=model.head)
-    export_onnx(network, path, prep.size, ["logits", "probabilities"],
+    features = Uint8Input(model.features, prep.mean, prep.std) if input_type == "uint8" else model.features
+    export_onnx(ExportOutputs(features, model.head), path, prep.size, OUTPUTS,
                 input_dtype=torch.uint8 if input_type == "uint8" else torch.float32,
                 channels_last=input_type == "uint8")
-    _write_metadata(path, model, input_type)
+    _write_metadata(path, model, input_type, model_source(model_folder(run_dir)))
 
     rng = np.random.default_rng(0)
     if input_type == "uint8":
@@ -109,7 +135,7 @@ def export_and_verify(run_dir, out=None, atol: float = 1e-4, input_type: str = "
     return path, max_diff
 
 
-def _write_metadata(path: Path, model: GraftModel, input_type: str) -> None:
+def _write_metadata(path: Path, model: GraftModel, input_type: str, source: dict) -> None:
     """Class names, preprocessing and the input recipe as ONNX metadata_props (strings)."""
     import onnx
 
@@ -125,8 +151,9 @@ def _write_metadata(path: Path, model: GraftModel, input_type: str) -> None:
         "graft.input_recipe": json.dumps(config["input_recipe"]),
         "graft.input": json.dumps({"name": "images", "type": input_type, "layout": layout,
                                    "size": model.preprocessing.size}),
-        "graft.outputs": json.dumps(["logits", "probabilities"]),
+        "graft.outputs": json.dumps(OUTPUTS),
         "graft.backbone": json.dumps(config["backbone"]),
+        "graft.source": json.dumps(source),
     }
     del proto.metadata_props[:]
     for key, value in entries.items():

@@ -67,41 +67,85 @@ def _expand_inputs(inputs) -> list[Path]:
               help="Test-time augmentation: flip averages each image's and its mirror's probabilities.")
 @common_data_options
 def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_size, no_cache, quiet):
-    """Top-k classes with probabilities for images (files or folders)."""
-    import numpy as np
+    """Top-k classes with probabilities for images (files or folders).
 
+    Runs the run's model.onnx on ONNX Runtime without torch (exporting it once when it is missing
+    or older than the model). --engine torch, or a model ONNX Runtime cannot run, takes the
+    torch path. --json rows carry novelty (how unlike the training images) and unfamiliar.
+    """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are two output formats: choose one")
+    paths = _expand_inputs(inputs)
+    answer = None if engine == "torch" else _predict_fast(run_dir, paths, tta, strict, engine, batch_size)
+    if answer is None:
+        answer = _predict_torch(run_dir, paths, tta, strict, engine, batch_size, not no_cache, not quiet)
+    _print_predictions(answer, top_k, as_json, as_csv)
 
+
+def _predict_fast(run_dir, paths, tta, strict, engine, batch_size):
+    """(predictor fields, Batch) on ONNX Runtime, or None when only torch can answer (--engine auto)."""
+    from graft.errors import ModelError
+
+    try:
+        from graft.serve.onnx_predictor import OnnxPredictor
+
+        predictor = OnnxPredictor.load(run_dir)
+    except (ImportError, ModelError) as exc:
+        from graft._io.artifact import model_folder
+
+        if engine == "onnx" or model_folder(run_dir) is None:
+            raise
+        warnings.warn(f"ONNX Runtime cannot run this model ({exc}); predicting with torch")
+        return None
+    return predictor.classes, predictor.tasks, predictor.predict_paths(paths, tta, batch_size, strict)
+
+
+def _predict_torch(run_dir, paths, tta, strict, engine, batch_size, cache, progress):
+    """The same answer from the torch model (features through the extractor's engine)."""
+    import torch
+
+    from graft._io.artifact import model_folder
     from graft.artifacts.model import GraftModel
+    from graft.artifacts.novelty import Novelty
+    from graft.serve.onnx_predictor import Batch
 
     model = GraftModel.load(run_dir)
-    features, probabilities = model.predict_paths(_expand_inputs(inputs), strict=strict, engine=engine,
-                                                  batch_size=batch_size, cache=not no_cache,
-                                                  progress=not quiet, tta=tta)
-    # a multi-task model: each task's top-k among its own classes (probabilities sum to 1 per task)
-    parts = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
+    features, probabilities = model.predict_paths(paths, strict=strict, engine=engine, batch_size=batch_size,
+                                                  cache=cache, progress=progress, tta=tta)
+    novelty = unfamiliar = None
+    stats = Novelty.load(model_folder(run_dir))
+    if stats is not None and len(features.paths):
+        with torch.inference_mode():
+            logits = model.head(torch.from_numpy(features.vectors)).numpy()
+        novelty, unfamiliar = stats.judge(features.vectors, logits)
+    tasks = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
+    return model.classes, tasks, Batch(features.paths, probabilities, novelty, unfamiliar, features.skipped)
+
+
+def _print_predictions(answer, top_k, as_json, as_csv):
+    from graft.serve.onnx_predictor import top_per_task
+
+    classes, tasks, batch = answer
     writer = csv.writer(sys.stdout) if as_csv else None
     if writer:
-        writer.writerow(["path", *(["task"] if len(parts) > 1 else []), "rank", "class", "probability"])
-    for path, probs in zip(features.paths, probabilities):
-        tops = {}
-        for task, part in parts.items():
-            names, scores = model.classes[part], probs[part]
-            order = np.argsort(-scores)[:min(top_k, len(names))]
-            tops[task] = [(names[j].split("/", 1)[1] if task else names[j], float(scores[j])) for j in order]
+        writer.writerow(["path", *(["task"] if len(tasks) > 1 else []), "rank", "class", "probability"])
+    for i, (path, probs) in enumerate(zip(batch.paths, batch.probabilities)):
+        tops = top_per_task(classes, tasks, probs, top_k)
+        novelty = None if batch.novelty is None else round(float(batch.novelty[i]), 4)
+        unfamiliar = None if batch.unfamiliar is None else bool(batch.unfamiliar[i])
         if as_json:
             listed = {task: [{"class": c, "probability": round(p, 6)} for c, p in top] for task, top in tops.items()}
-            click.echo(json.dumps({"path": path, "top": listed[None]} if None in listed
-                                  else {"path": path, "tasks": listed}))
+            row = {"path": path, "top": listed[None]} if None in listed else {"path": path, "tasks": listed}
+            click.echo(json.dumps({**row, "novelty": novelty, "unfamiliar": unfamiliar}))
         elif writer:
             for task, top in tops.items():
                 for rank, (c, p) in enumerate(top, 1):
                     writer.writerow([path, *([task] if task else []), rank, c, f"{p:.6f}"])
         else:
+            flag = f"\tunfamiliar (novelty {novelty:.1f})" if unfamiliar else ""
             click.echo(f"{path}\t" + "  |  ".join((f"{task}: " if task else "") + "  ".join(
-                f"{c} {p:.3f}" for c, p in top) for task, top in tops.items()))
-    for item in features.skipped:
+                f"{c} {p:.3f}" for c, p in top) for task, top in tops.items()) + flag)
+    for item in batch.skipped:
         if as_json:
             click.echo(json.dumps({"path": item["path"], "error": item["reason"]}))
 

@@ -27,6 +27,7 @@ from graft.recipes._run import (FitResult, as_config, check_data_unchanged, chec
 from graft.recipes.settings import FinetuneConfig, check_head_spec
 from graft.heads.modules import LinearHead, MLPHead
 from graft.artifacts.model import GraftModel
+from graft.artifacts.novelty import record_novelty_of_network
 from graft.data.preprocess import Preprocessing
 from graft._io.progress import progress_bar
 from graft.methods.regularization import L2SP, BatchSpectralShrinkage, LwFDistillation
@@ -326,6 +327,7 @@ def _train(run: RunDir, settings: dict, *, strict: bool, progress: bool, resume:
     shipped = _final_refit(run, s, parts, result.best_epoch, progress, distributed) if s.get("final") else model
     if not is_main_process():  # rank 0 writes the model and reports
         return FitResult(run.path, {})
+    record_novelty_of_network(run.model_dir, shipped, parts.plain_loader, parts.val_loader)
     shipped.save(run.model_dir)
     extra = {"n_train": len(train), "n_val": len(val), "best_epoch": result.best_epoch, "final_refit": bool(s.get("final")),
              "resumed_from_epoch": resume["epoch"] if resume else None, "lr": parts.loop.lr,
