@@ -10,12 +10,12 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # Debian packages some tests use: a font with CJK glyphs (class names in pictures) and a
 # headless browser (report.html). Installed when missing and we are root with apt-get (CI);
 # otherwise the tests that need them skip.
-SYSTEM_PACKAGES := fonts-wqy-microhei chromium
+SYSTEM_PACKAGES := fonts-wqy-microhei chromium chromium-driver
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[lite,test]"
+	$(PY) -m pip install -q -e ".[lite,serve,test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from graft.errors import GraftError, ModelError
 from graft._io.artifact import model_folder
+from graft._io.onnx import export_onnx, ort_session
 from graft.artifacts.model import GraftModel
 from graft.artifacts.version import model_source
+from graft.errors import GraftError, ModelError
 from graft.heads.modules import head_probabilities
-from graft._io.onnx import export_onnx, ort_session
 
 INPUT_TYPES = ("float", "uint8")
 EXPORT_FORMAT = "graft-onnx-1"  # metadata_props["graft.format"] of every graft export

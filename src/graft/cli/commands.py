@@ -153,3 +153,4 @@ def _print_predictions(answer, top_k, as_json, as_csv):
 for _module in ("train", "inspect", "deploy"):
     for _command in importlib.import_module(f"graft.cli.{_module}").COMMANDS:
         main.add_command(_command)
+main.add_command(importlib.import_module("graft.cli.serve").serve)

@@ -181,7 +181,8 @@ class OnnxPredictor:
             raise GraftError(f"unknown test-time augmentation {tta!r}: none or flip")
         logits, probabilities, features = self.session.run(list(REQUIRED_OUTPUTS), {"images": rows})
         if tta == "flip":
-            probabilities = (probabilities + self.session.run(["probabilities"], {"images": self.mirrored(rows)})[0]) / 2
+            mirrored = self.session.run(["probabilities"], {"images": self.mirrored(rows)})[0]
+            probabilities = (probabilities + mirrored) / 2
         if self.novelty is None:
             return probabilities, None, None
         novelty, unfamiliar = self.novelty.judge(features, logits)
