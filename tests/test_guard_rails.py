@@ -286,7 +286,7 @@ def test_finetune_with_balanced_loss_and_sampler(sixty_ants_four_bees, tmp_path)
 def test_confusion_matrix_draws_every_name_or_numbers_them(tmp_path, classes):
     import warnings
 
-    from graft.reporting.metrics import _fonts_for, confusion_matrix_png
+    from graft.reporting.plots import confusion_matrix_png, fonts_for
 
     y = np.array([0, 1, 2, 0, 1, 2])
     with warnings.catch_warnings(record=True) as caught:
@@ -298,4 +298,4 @@ def test_confusion_matrix_draws_every_name_or_numbers_them(tmp_path, classes):
     if classes[0].startswith("蜜") and shutil.which("fc-list"):
         listed = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout
         if listed.strip():  # a CJK font is installed (make test installs one): it must be used
-            assert _fonts_for("".join(classes)) is not None
+            assert fonts_for("".join(classes)) is not None

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import SHARED_DATASETS
 from graft.recipes.frozen import fit_frozen
-from graft.artifacts.run_folder import read_predictions
+from graft.reporting.tables import read_predictions
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (`make test` "

@@ -23,14 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from graft.errors import GraftError
 from graft._io.files import current_umask, write_atomic
-from graft.reporting.metrics import classification_metrics, confusion_matrix_png, report_text
+from graft.errors import GraftError
+from graft.reporting.html import write_html_report
+from graft.reporting.metrics import Scored, classification_metrics, top_k_accuracy
+from graft.reporting.plots import confusion_matrix_png
+from graft.reporting.tables import PREDICTION_COLUMNS, read_predictions, report_text, write_predictions, write_split
+
+# predictions.csv's writer and reader and top-k accuracy moved to graft.reporting; their old home keeps the names
+__all__ = ["GRAFT_OUTPUTS", "LOCK_FILE", "PREDICTION_COLUMNS", "RunDir", "RunLock", "Scored", "open_run",
+           "read_predictions", "top_k_accuracy", "write_html_safely", "write_predictions"]
 
 # Everything a graft command writes into a run folder; --overwrite removes these and nothing else.
 GRAFT_OUTPUTS = ("model", "model.onnx", "config.yaml", "metrics.json", "report.txt", "confusion_matrix.png",
-                 "history.jsonl", "history-final.jsonl", "curves.png", "checkpoints", "eval", "lr_find.png", "lr_find.json",
-                 "data.json", "predictions.csv", "split.csv", "test", "report.html", "advice.json")
+                 "history.jsonl", "history-final.jsonl", "curves.png", "checkpoints", "eval", "lr_find.png",
+                 "lr_find.json", "data.json", "predictions.csv", "split.csv", "test", "report.html", "advice.json")
 LOCK_FILE = ".graft.lock"
 
 
@@ -78,79 +85,41 @@ class RunDir:
 
         return write_atomic(self.path / "config.yaml", yaml.safe_dump(_plain(settings), sort_keys=False))
 
-    def write_evaluation(self, y_true, y_pred, classes, extra: dict, subdir: str | None = None,
-                         title: str = "", probabilities=None, paths=None, split: str = "val") -> dict:
-        """metrics.json + report.txt + confusion_matrix.png (+ predictions.csv and top-k accuracy
-        when ``probabilities`` and ``paths`` are given); returns the metrics written."""
+    def write_report(self, scored: Scored, extra: dict, subdir: str | None = None, title: str = "") -> dict:
+        """Write an evaluation's files into the run folder (or ``RUN/subdir``): metrics.json
+        (:func:`graft.reporting.metrics.classification_metrics` plus ``extra``), report.txt and
+        confusion_matrix.png (titled ``title``), and, when ``scored`` has probabilities, top-k
+        accuracy in metrics.json and (with paths) predictions.csv. Returns the metrics written."""
         target = self.path / subdir if subdir else self.path
         target.mkdir(parents=True, exist_ok=True)
-        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        y_true, y_pred, classes = scored.y_true, scored.y_pred, scored.classes
         metrics = classification_metrics(y_true, y_pred, classes)
-        if probabilities is not None:
-            probabilities = np.asarray(probabilities, dtype=np.float64)
-            metrics["top_k_accuracy"] = top_k_accuracy(y_true, probabilities)
-            if paths is not None:
-                write_predictions(target / "predictions.csv", paths, y_true, probabilities, classes, split)
+        if scored.probabilities is not None:
+            metrics["top_k_accuracy"] = top_k_accuracy(y_true, scored.probabilities)
+            if scored.paths is not None:
+                write_predictions(target / "predictions.csv", scored.paths, y_true, scored.probabilities, classes,
+                                  scored.split)
         metrics.update(extra)
         write_atomic(target / "metrics.json", json.dumps(_plain(metrics), indent=2) + "\n")
         write_atomic(target / "report.txt", report_text(y_true, y_pred, classes, metrics))
         confusion_matrix_png(y_true, y_pred, classes, target / "confusion_matrix.png", title)
         return metrics
 
+    def write_evaluation(  # noqa: PLR0913 -- the recipes' call sites; new code passes a Scored to write_report
+            self, y_true, y_pred, classes, extra: dict, subdir: str | None = None, title: str = "",
+            probabilities=None, paths=None, split: str = "val") -> dict:
+        """:meth:`write_report` with the scores spelled out: ``y_true``, ``y_pred``, ``classes``,
+        ``probabilities``, ``paths`` and ``split`` as in :class:`graft.reporting.metrics.Scored`."""
+        return self.write_report(Scored(y_true, y_pred, classes, probabilities, paths, split), extra, subdir, title)
 
     def write_split(self, train, val) -> Path:
         """split.csv: every image of the run and whether it trained or validated, so a
-        ``--val-split`` can be inspected and reproduced."""
-        import csv
-        import io
-
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["path", "class", "subset"])
-        for subset, folder in (("train", train), ("val", val)):
-            for record in folder.records if folder is not None else []:
-                writer.writerow([str(record.path), folder.classes[record.label], subset])
-        return write_atomic(self.path / "split.csv", buffer.getvalue())
-
-
-PREDICTION_COLUMNS = ("path", "split", "true_class", "predicted_class", "probability", "true_class_probability",
-                      "loss", "correct")
-
-
-def top_k_accuracy(y_true, probabilities, ks=(3, 5)) -> dict:
-    """{k: share of images whose true class is among the k most probable}, for k < classes."""
-    order = np.argsort(-probabilities, axis=1)
-    return {str(k): float((order[:, :k] == np.asarray(y_true)[:, None]).any(1).mean())
-            for k in ks if k < probabilities.shape[1] and len(y_true)}
-
-
-def write_predictions(path: Path, paths, y_true, probabilities, classes, split: str) -> Path:
-    """One row per image: what it is, what the model said, how sure, and its loss."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(PREDICTION_COLUMNS)
-    predicted = probabilities.argmax(1)
-    for image, true, guess, row in zip(paths, np.asarray(y_true), predicted, probabilities):
-        p_true = float(row[true])
-        writer.writerow([str(image), split, classes[true], classes[guess], f"{row[guess]:.6f}", f"{p_true:.6f}",
-                         f"{-np.log(max(p_true, 1e-12)):.6f}", int(true == guess)])
-    return write_atomic(path, buffer.getvalue())
-
-
-def read_predictions(path: Path) -> list[dict]:
-    import csv
-
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        ``--val-split`` can be inspected and reproduced (:func:`graft.reporting.tables.write_split`)."""
+        return write_split(self.path / "split.csv", train, val)
 
 
 def write_html_safely(run_dir: Path, subdir: str | None = None) -> Path | None:
     """report.html for a finished evaluation; a failure only warns (the results are on disk)."""
-    from graft.reporting.html import write_html_report
-
     try:
         return write_html_report(run_dir, subdir)
     except Exception as exc:  # the page is a view of files already written: never fail the run for it
