@@ -9,16 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import needs_shared
 from graft.cli import main
 from graft.errors import GraftError
 from graft.recipes.frozen import evaluate, fit_frozen
-
-from conftest import needs_shared
 
 FAST = dict(image_size=64, progress=False)
 
@@ -122,7 +120,8 @@ def test_resume_rejects_changed_settings_and_changed_data(digits_dir, tmp_path):
 
 
 def test_resume_of_a_finished_run_says_so(digits_dir, tmp_path):
-    from graft.recipes.finetune import finetune, resume_finetune
+    from graft.recipes.finetune import finetune
+    from graft.recipes.resume import resume as resume_finetune
 
     out = tmp_path / "ft"
     finetune(digits_dir, out, stages="head:1", image_size=64, progress=False)
