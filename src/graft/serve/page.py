@@ -27,7 +27,7 @@ _PAGE = """<!doctype html>
  .row .label{width:160px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
  .bar{flex:1;background:#edf0f4;border-radius:4px;height:16px;overflow:hidden}
  .bar div{height:100%;background:#3b6fd8}
- .row:first-child .bar div{background:#1f9d55}
+ .row.best .bar div{background:#1f9d55}
  .pct{width:60px;text-align:right;font-variant-numeric:tabular-nums}
  .warn{color:#b7791f;font-weight:600;margin-top:6px}
  .error{color:#c53030;font-weight:600}
@@ -62,8 +62,8 @@ function showClasses() {
     + '  (version ' + m.version + ')' : '';
 }
 function bars(parent, top) {
-  for (const t of top) {
-    const row = text('div', 'row'); row.appendChild(text('span', 'label top-class', t.class));
+  for (const [i, t] of top.entries()) {
+    const row = text('div', i === 0 ? 'row best' : 'row'); row.appendChild(text('span', 'label top-class', t.class));
     const bar = text('div', 'bar'); const fill = text('div'); fill.style.width = (100 * t.probability).toFixed(1) + '%';
     bar.appendChild(fill); row.appendChild(bar);
     row.appendChild(text('span', 'pct', (100 * t.probability).toFixed(1) + '%')); parent.appendChild(row);
