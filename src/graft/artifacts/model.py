@@ -15,6 +15,7 @@ from torch import nn
 
 from graft._io.artifact import CONFIG_FILE, WEIGHTS_FILE, read_artifact_config, write_artifact
 from graft.artifacts.config import artifact_config
+from graft.artifacts.novelty import Novelty
 from graft.backbones import Backbone, PooledFeatures, create_backbone, state_mismatch
 from graft.errors import GraftError, ModelError
 from graft.heads.modules import build_head, head_probabilities
@@ -91,7 +92,9 @@ class GraftModel(nn.Module):
                 raise ModelError(f"{weights_path} does not match {config_path}: {part.rstrip('.')} {problem}")
             module.load_state_dict(_strip(tensors, part), strict=True)
         preprocessing = Preprocessing.from_dict(config["preprocessing"])
-        return cls(features, head, config["classes"], preprocessing, info, config.get("training")).eval()
+        model = cls(features, head, config["classes"], preprocessing, info, config.get("training")).eval()
+        model.novelty_stats = Novelty.load(directory)  # None for a model trained before novelty existed
+        return model
 
     # -- inference --------------------------------------------------------------------------
     def extractor(self, **params):
@@ -100,6 +103,18 @@ class GraftModel(nn.Module):
 
         return FeatureExtractor.from_network(self.features, self.preprocessing,
                                              self.backbone_info["architecture"], **params)
+
+    novelty_stats: Novelty | None = None
+
+    def novelty(self, vectors: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(novelty (N,), unfamiliar (N,) bool)`` for pooled features (N, D), e.g. the
+        ``.vectors`` of :meth:`predict_paths`; ``(None, None)`` for a model without statistics.
+        See :mod:`graft.artifacts.novelty`."""
+        if self.novelty_stats is None or not len(vectors):
+            return None, None
+        with torch.inference_mode():
+            logits = self.head.eval()(torch.from_numpy(np.asarray(vectors, np.float32))).numpy()
+        return self.novelty_stats.judge(vectors, logits)
 
     def head_probabilities(self, vectors: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -102,22 +102,13 @@ def _predict_fast(run_dir, paths, tta, strict, engine, batch_size):
 
 def _predict_torch(run_dir, paths, tta, strict, engine, batch_size, cache, progress):
     """The same answer from the torch model (features through the extractor's engine)."""
-    import torch
-
-    from graft._io.artifact import model_folder
     from graft.artifacts.model import GraftModel
-    from graft.artifacts.novelty import Novelty
     from graft.serve.onnx_predictor import Batch
 
     model = GraftModel.load(run_dir)
     features, probabilities = model.predict_paths(paths, strict=strict, engine=engine, batch_size=batch_size,
                                                   cache=cache, progress=progress, tta=tta)
-    novelty = unfamiliar = None
-    stats = Novelty.load(model_folder(run_dir))
-    if stats is not None and len(features.paths):
-        with torch.inference_mode():
-            logits = model.head(torch.from_numpy(features.vectors)).numpy()
-        novelty, unfamiliar = stats.judge(features.vectors, logits)
+    novelty, unfamiliar = model.novelty(features.vectors)
     tasks = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
     return model.classes, tasks, Batch(features.paths, probabilities, novelty, unfamiliar, features.skipped)
 
