@@ -121,3 +121,14 @@ def test_a_model_without_statistics_answers_null(digits_run, digits_dir, tmp_pat
     rows = _predict_json(old, sorted(digits_dir.rglob("*.png"))[:2])
     assert all(row["novelty"] is None and row["unfamiliar"] is None for row in rows)
     assert all(row["top"] for row in rows)
+
+
+def test_fine_tuned_models_carry_novelty_too(digits_dir, odd_images, tmp_path):
+    out = tmp_path / "ft"
+    result = CliRunner().invoke(main, ["finetune", str(digits_dir), "-o", str(out), "--stages", "head:1",
+                                       "--image-size", "64", "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model" / "novelty.safetensors").is_file()
+    rows = _predict_json(out, [*odd_images, sorted(digits_dir.rglob("*.png"))[0]])
+    assert all(isinstance(row["novelty"], float) for row in rows)
+    assert rows[1]["unfamiliar"] is True  # uniform noise
