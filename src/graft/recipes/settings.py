@@ -9,14 +9,17 @@ name, choices, bounds) as plain data: this module imports neither click nor torc
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import ClassVar
 
 from graft.data.augmentation import AUGMENTATIONS, augmentation_name
 from graft.defaults import DEFAULT_BACKBONE, HEAD_NAMES
 from graft.errors import GraftError
+from graft.recipes.config import Config, absolute_path, check_head_spec, comma_list, open_ends, setting
+
+__all__ = ["AdaptConfig", "AdviseConfig", "Config", "DistillConfig", "FewshotConfig", "FinetuneConfig",
+           "FrozenFitConfig", "LRFindConfig", "MultitaskConfig", "PretrainConfig", "check_head_spec", "comma_list",
+           "open_ends", "setting"]
 
 OPTIMIZER_NAMES = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULE_NAMES = ("cosine", "onecycle")
@@ -24,79 +27,6 @@ REGULARIZERS = ("l2sp", "lwf", "bss")
 ADVERSARY_NAMES = ("dann", "cdan", "none")
 WEIGHTING_NAMES = ("fixed", "uncertainty")
 DEFAULT_VAL_FRACTION = 0.2
-
-
-def setting(default, help: str = "", **cli):
-    """A config field with its command-line description: ``help``, and optionally ``flag``
-    (the option's name, default ``--field-name``), ``short``, ``choices``, ``low``/``high``
-    (bounds; ``open`` True, "low" or "high" excludes them), ``path`` (a file or folder), ``lr`` (a number or
-    'auto'), ``argument`` (positional), ``hidden`` (library only)."""
-    factory = isinstance(default, (dict, list))
-    metadata = {"help": help, **cli}
-    if factory:
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def open_ends(meta) -> tuple[bool, bool]:
-    """(low bound excluded, high bound excluded) of a field's ``open`` (True, "low" or "high")."""
-    open_ = meta.get("open", False)
-    return open_ in (True, "low"), open_ in (True, "high")
-
-
-def _absolute(value):
-    return str(Path(value).expanduser().resolve()) if value else value
-
-
-@dataclass
-class Config:
-    """Base of every recipe's settings."""
-
-    # Path settings made absolute, so a saved run does not depend on the working folder.
-    PATHS: ClassVar[tuple[str, ...]] = ()
-
-    def __post_init__(self):
-        for name in self.PATHS:
-            setattr(self, name, _absolute(getattr(self, name)))
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise GraftError for a value no run can use (checked before anything is written)."""
-        for f in fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if value is None:
-                continue
-            if "choices" in meta and value not in meta["choices"]:
-                raise GraftError(f"--{f.name.replace('_', '-')} must be one of {', '.join(meta['choices'])}, "
-                                 f"got {value!r}")
-            if meta.get("lr") and value == "auto":
-                continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                low, high = meta.get("low"), meta.get("high")
-                low_open, high_open = open_ends(meta)
-                if (low is not None and (value < low or (low_open and value == low))) or \
-                        (high is not None and (value > high or (high_open and value == high))):
-                    raise GraftError(f"--{f.name.replace('_', '-')} must be in "
-                                     f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}"
-                                     f"{')' if high_open or high is None else ']'}, got {value!r}")
-
-    def to_dict(self) -> dict:
-        """The settings as saved in config.yaml."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, saved: dict, **older_defaults):
-        """A config from saved settings; keys a later graft added take ``older_defaults``
-        (what runs written before them did) or the field's default; unknown keys are errors."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(saved) - names)
-        if unknown:
-            raise GraftError(f"unknown setting(s) {', '.join(unknown)} for {cls.__name__}")
-        values = {**{k: v for k, v in older_defaults.items() if k not in saved}, **saved}
-        return cls(**values)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -136,15 +66,6 @@ class FrozenFitConfig(Config):
         if self.val_dir is None and self.val_fraction is None:
             self.val_fraction = DEFAULT_VAL_FRACTION
         super().__post_init__()
-
-
-def check_head_spec(spec: str) -> None:
-    """A fine-tuning head: ``linear`` or ``mlp:HIDDEN``."""
-    if spec == "linear":
-        return
-    kind, _, hidden = spec.partition(":")
-    if kind != "mlp" or (hidden and not (hidden.isdigit() and int(hidden) > 0)):
-        raise GraftError(f"bad --head {spec!r}: use linear, or mlp:HIDDEN with HIDDEN a positive integer (mlp:256)")
 
 
 @dataclass
@@ -341,19 +262,11 @@ class MultitaskConfig(Config):
     augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)
 
     def __post_init__(self):
-        self.tasks = {name: _absolute(folder) for name, folder in self.tasks.items()}
-        self.val_dirs = {name: _absolute(folder) for name, folder in self.val_dirs.items()}
+        self.tasks = {name: absolute_path(folder) for name, folder in self.tasks.items()}
+        self.val_dirs = {name: absolute_path(folder) for name, folder in self.val_dirs.items()}
         self.augment = augmentation_name(self.augment)
         check_head_spec(self.head)
         super().__post_init__()
-
-
-def comma_list(value) -> list[str] | None:
-    """``"a,b"`` (or a list) -> ``["a", "b"]``; None or empty -> None."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [str(v).strip() for v in items if str(v).strip()] or None
 
 
 @dataclass
