@@ -1,20 +1,47 @@
 """The contract between the training engine and a method (TLlib's method-as-a-module, with a
-Lightning-style ``training_step``)."""
+Lightning-style ``training_step``), and :func:`evaluate_loader`, the plain validation pass.
+
+The engine (:class:`graft.train.trainer.Trainer`) imports this contract; nothing here imports
+the engine.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass
 class StepOutput:
     """One training step's result: the loss to minimise, and what the epoch row reports."""
-    loss: torch.Tensor
+    loss: torch.Tensor  # a scalar with a graph back to the trainable parameters
     count: int  # labelled examples the task loss saw (the train_loss/train_accuracy weight)
     correct: int  # of those, how many the network classified right
     logs: dict[str, float] = field(default_factory=dict)  # summed per example; averaged per epoch
+
+
+def evaluate_loader(model: nn.Module, loader, with_probabilities: bool = False):
+    """Score ``model`` in eval mode on every batch of ``loader`` (``(images, labels)`` pairs).
+
+    Returns ``(mean cross-entropy loss, accuracy in [0, 1], labels [N], predictions [N])``
+    as numpy arrays, plus the softmax probabilities ``[N, classes]`` (in loader order) with
+    ``with_probabilities``. An empty loader gives loss 0 and accuracy 0.
+    """
+    model.eval()
+    losses, labels, probabilities = [], [], []
+    with torch.inference_mode():
+        for images, targets in loader:
+            logits = model(images)
+            losses.append(F.cross_entropy(logits, targets, reduction="sum").item())
+            labels.append(targets.numpy())
+            probabilities.append(torch.softmax(logits, dim=1).numpy())
+    y, probs = np.concatenate(labels), np.concatenate(probabilities)
+    p = probs.argmax(1)
+    result = (sum(losses) / max(1, len(y)), float((y == p).mean()) if len(y) else 0.0, y, p)
+    return (*result, probs) if with_probabilities else result
 
 
 class TrainingMethod:
@@ -26,12 +53,16 @@ class TrainingMethod:
       zipped or cycled, for instance).
     - :meth:`training_step`: the loss on one drawn batch. ``forward`` maps the loader's inputs
       to logits (the whole model, or its trainable suffix over cached frozen outputs).
+    - :meth:`mixes`: whether augmented batches are mixed (MixUp/CutMix); reported per epoch.
     - :meth:`evaluate`: the validation metric the engine selects epochs on, plus extra logs.
     - :meth:`state_dict`: everything needed to resume exactly (counters, random generators).
+
+    ``needs_images``: a training step needs the images themselves, so the engine must not
+    replace a frozen prefix by its cached outputs (LwF runs the source model on the images;
+    DANN and multi-task batches are not one loader's).
     """
 
     name = "method"
-    # Does a training step need the images themselves (not a frozen prefix's cached outputs)?
     needs_images = False
 
     def setup(self, model: nn.Module, trunk: nn.Module, head: nn.Module, total_steps: int) -> None:
@@ -49,12 +80,17 @@ class TrainingMethod:
     def steps_per_epoch(self, loader) -> int:
         return len(loader)
 
+    def mixes(self, augmented: bool) -> bool:
+        """Are this stage's batches mixed (MixUp/CutMix)? ``augmented``: the stage trains on
+        augmented images. The default method never mixes."""
+        return False
+
     def training_step(self, forward, batch, augmented: bool) -> StepOutput:
         raise NotImplementedError
 
     def evaluate(self, evaluated, val_loader) -> tuple[float, float, dict]:
-        from graft.train.trainer import evaluate_loader
-
+        """(validation loss, validation accuracy, extra logs): the engine keeps the epoch with
+        the highest accuracy."""
         loss, accuracy, _, _ = evaluate_loader(evaluated, val_loader)
         return loss, accuracy, {}
 

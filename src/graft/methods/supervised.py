@@ -5,18 +5,31 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from graft.methods.mixing import soft_target_cross_entropy
 from graft.methods.base import StepOutput, TrainingMethod
+from graft.methods.mixing import soft_target_cross_entropy
 
 
 class Supervised(TrainingMethod):
+    """Cross-entropy on ``(images [B, C, H, W], labels [B])`` batches.
+
+    - ``mixer``: a :class:`~graft.methods.mixing.BatchMixer` (MixUp, Zhang et al. 2018;
+      CutMix, Yun et al. 2019), applied on augmented stages only; the loss is then against
+      the mixed soft targets and train accuracy against each row's dominant label.
+    - ``class_weights``: per-class loss weights ``[classes]`` (``--class-weight balanced``).
+    - ``regularizer``: a conservation loss ``(images, logits) -> scalar`` added to the task
+      loss (:mod:`graft.methods.regularization`); its per-example mean is logged per epoch
+      as ``conservation_loss``.
+    - ``needs_images``: the regularizer needs the images themselves (LwF runs the source
+      model on them), so frozen layers may not be replaced by their cached outputs.
+    """
+
     name = "supervised"
 
     def __init__(self, mixer=None, class_weights: torch.Tensor | None = None, regularizer=None,
                  needs_images: bool = False):
-        self.mixer = mixer  # a graft.methods.mixing.BatchMixer; applied on augmented stages only
+        self.mixer = mixer
         self.class_weights = class_weights
-        self.regularizer = regularizer  # (images, logits) -> extra loss
+        self.regularizer = regularizer
         self.needs_images = needs_images
 
     def mixes(self, augmented: bool) -> bool:
@@ -32,6 +45,9 @@ class Supervised(TrainingMethod):
         else:
             logits = forward(images)
             loss = F.cross_entropy(logits, targets, weight=self.class_weights)
+        logs = {}
         if self.regularizer is not None:
-            loss = loss + self.regularizer(images, logits)
-        return StepOutput(loss, len(targets), int((logits.argmax(1) == targets).sum()))
+            conservation = self.regularizer(images, logits)
+            loss = loss + conservation
+            logs["conservation_loss"] = conservation.item() * len(targets)
+        return StepOutput(loss, len(targets), int((logits.argmax(1) == targets).sum()), logs)
