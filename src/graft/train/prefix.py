@@ -2,9 +2,11 @@
 
 While the first layers of the network are frozen and the inputs are not augmented, their
 outputs on the training (and validation) images never change within a stage. They are
-computed once, kept in memory, and each epoch only runs the trainable rest. The split is
-between layer units (see :func:`graft.backbones.layer_units`) and is checked numerically
-against the whole network before it is used.
+computed once, kept in memory, and each epoch only runs the trainable rest
+(:func:`cached_prefix_loaders`); on augmented stages the prefix runs in ONNX Runtime on every
+batch instead (:func:`onnx_prefix_stage`). The split is between layer units (see
+:func:`graft.backbones.layer_units`) and is checked numerically against the whole network
+before it is used.
 """
 from __future__ import annotations
 
@@ -170,3 +172,97 @@ def encode(prefix: nn.Module, loader: DataLoader, progress: bool = False,
     dataset = TensorDataset(torch.cat(outputs), torch.cat(labels))
     dataset.engine = "onnx" if runner is not None else "torch"  # reported in history.jsonl
     return dataset
+
+
+def _split_frozen(trunk, head, loader):
+    """(prefix, suffix model, sample batch, units) at the end of the frozen prefix, or None
+    when nothing is frozen or the network does not run as a sequence of its units."""
+    split = frozen_prefix_length(trunk)
+    if split == 0:
+        return None
+    sample = next(iter(loader))[0][:2]
+    parts = split_model(trunk, head, split, sample)
+    return None if parts is None else (*parts, sample, split)
+
+
+def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, progress: bool = False,
+                          encode_pooled=None):
+    """(suffix model, train loader, val loader or None, units reused) over cached frozen-prefix
+    outputs, or None when nothing is frozen, the net does not split, or the outputs are too big.
+
+    The cached training loader draws like ``train_loader`` (shuffled by ``generator``, or the
+    same weighted sampler). ``encode_pooled(dataset) -> TensorDataset | None``, when given,
+    supplies the pooled outputs of a wholly frozen trunk (graft's feature extractor: ONNX
+    Runtime and the on-disk feature cache); they are checked against the trunk before use.
+    """
+    split = frozen_prefix_length(trunk)
+    if split == 0:
+        return None
+    train_outputs = val_outputs = None
+    if encode_pooled is not None and split == len(layer_units(trunk)):
+        train_outputs = encode_pooled(train_loader.dataset)
+        if train_outputs is not None and _matches_trunk(trunk, train_loader.dataset, train_outputs):
+            val_outputs = encode_pooled(val_loader.dataset) if val_loader is not None else None
+            suffix_model = SuffixModel(nn.Sequential(), head)
+        else:
+            train_outputs = None
+    if train_outputs is None:
+        parts = _split_frozen(trunk, head, val_loader if val_loader is not None else train_loader)
+        if parts is None:
+            return None
+        prefix, suffix_model, sample, split = parts
+        runner = onnx_runner(prefix, sample)  # one export serves both passes
+        ordered = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size)
+        train_outputs = encode(prefix, ordered, progress, "frozen layers (train)", runner)
+        if val_loader is not None:
+            val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner)
+    if train_outputs is None or (val_loader is not None and val_outputs is None):
+        return None
+    sampler = _resampler_like(train_loader.sampler, generator)
+    train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=sampler is None,
+                              sampler=sampler, generator=generator if sampler is None else None,
+                              drop_last=train_loader.drop_last)
+    val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size) if val_loader is not None else None
+    return suffix_model, train_cached, val_cached, split
+
+
+def _resampler_like(sampler, generator):
+    """A weighted sampler like the images loader's (same weights, same generator), or None."""
+    from torch.utils.data import WeightedRandomSampler
+
+    if not isinstance(sampler, WeightedRandomSampler):
+        return None
+    return WeightedRandomSampler(sampler.weights, sampler.num_samples, sampler.replacement, generator=generator)
+
+
+def onnx_prefix_stage(trunk, head, train_loader, val_loader, progress: bool = False):
+    """For augmented stages: (model whose frozen prefix runs in ONNX Runtime per batch, suffix
+    model, validation loader over the prefix's cached outputs, units) or None when nothing is
+    frozen, the net does not split, or the prefix does not export and match torch."""
+    parts = _split_frozen(trunk, head, val_loader if val_loader is not None else train_loader)
+    if parts is None:
+        return None
+    prefix, suffix_model, sample, split = parts
+    runner = onnx_runner(prefix, sample)
+    if runner is None:
+        return None
+    val_cached = None
+    if val_loader is not None:
+        val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner)
+        if val_outputs is None:
+            return None
+        val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size)
+    return OnnxPrefixThen(runner, suffix_model), suffix_model, val_cached, split
+
+
+def _matches_trunk(trunk, dataset, outputs, count: int = 2) -> bool:
+    """Do the first ``count`` precomputed vectors equal the trunk's own pooled outputs?"""
+    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
+    was_training = trunk.training
+    trunk.eval()
+    with torch.inference_mode():
+        z = trunk(images)
+    trunk.train(was_training)
+    z = z.mean(dim=(2, 3)) if z.ndim == 4 else z
+    got = outputs.tensors[0][:len(images)]
+    return got.shape == z.shape and torch.allclose(got, z, atol=1e-3, rtol=1e-3)
