@@ -24,6 +24,9 @@ from torch.nn import functional as F
 from graft.errors import GraftError
 from graft._io.progress import progress_bar
 
+RUNNING_MEAN = 0.95  # weight of the past in the running loss that decides when to stop
+DIVERGED = 4.0  # stop once the running loss exceeds this many times its lowest value
+
 
 @dataclass
 class LRSweep:
@@ -71,8 +74,7 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray, skip: int) -> tuple[float, fl
 
 
 def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6, end: float = 1.0,
-             steps: int = 100, smoothing: float = 0.95, diverge: float = 4.0,
-             progress: bool = True) -> LRSweep:
+             steps: int = 100, progress: bool = True) -> LRSweep:
     """Range-test ``forward`` on ``loader`` (cycled as often as needed).
 
     ``make_optimizer(lr)`` builds the optimizer with the head at ``lr`` (and every other group
@@ -113,13 +115,13 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            average = smoothing * average + (1 - smoothing) * value
-            current = average / (1 - smoothing ** (step + 1))  # bias-corrected running mean
+            average = RUNNING_MEAN * average + (1 - RUNNING_MEAN) * value
+            current = average / (1 - RUNNING_MEAN ** (step + 1))  # bias-corrected running mean
             lrs.append(lr)
             raw.append(value)
             best = min(best, current)
             bar.update(1)
-            if step > steps // 10 and current > diverge * best:
+            if step > steps // 10 and current > DIVERGED * best:
                 stopped = True
                 break
     finally:
