@@ -44,6 +44,15 @@ def test_conservation_regularizers_train(digits_dir, tmp_path, regularizer):
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["settings"]["regularizer"] == regularizer
     history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    # The term is computed (logged, positive) and changes what is learned: the same run with the
+    # term weighted 0 (same seed, same code path) ends with other weights.
+    assert history[0]["conservation_loss"] > 0
+    off = finetune(digits_dir, tmp_path / f"{regularizer}-off", val_fraction=0.25, image_size=64, stages="top1:1",
+                   regularizer=regularizer, regularizer_weight=0.0, progress=False)
+    with_term, without = GraftModel.load(result.run_dir).state_dict(), GraftModel.load(off.run_dir).state_dict()
+    moved = max((with_term[key] - without[key]).abs().max().item() for key in with_term
+                if with_term[key].is_floating_point())
+    assert moved > 1e-4
 
 
 def test_finetune_cli_and_predict(digits_dir, tmp_path):
@@ -129,7 +138,7 @@ def test_ddp_with_two_cpu_processes(digits_dir, tmp_path):
 def test_frozen_prefix_is_reused_and_gives_the_same_training(digits_dir, tmp_path):
     """Without augmentation, frozen layers run once per stage; the losses are the same as
     running the whole network every epoch."""
-    from graft.train import trainer as loop
+    from graft.train import prefix as loop
 
     common = dict(val_fraction=0.25, image_size=64, batch_size=8, stages="head:2,top1:1", augment=False,
                   progress=False)
@@ -233,7 +242,7 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
 def test_augmented_stage_runs_frozen_layers_in_onnx_with_the_same_training(digits_dir, tmp_path):
     """Augmented stages run the frozen prefix in ONNX Runtime on every batch; the losses match
     the all-torch path (same augmentations: the random stream is the same)."""
-    from graft.train import trainer as loop
+    from graft.train import prefix as loop
 
     common = dict(val_fraction=0.25, image_size=64, batch_size=8, stages="top1:2", progress=False)
     fast = finetune(digits_dir, tmp_path / "onnx", **common)

@@ -88,7 +88,8 @@ def test_lwf_zero_for_unchanged_model_positive_otherwise():
 
 
 def test_layer_decay_gives_each_trainable_unit_a_smaller_lr(trunk_and_head):
-    from graft.train.trainer import LoopSettings, stage_optimizer
+    from graft.train.optim import stage_optimizer
+    from graft.train.trainer import LoopSettings
 
     trunk, head = trunk_and_head
     settings = LoopSettings(stages=parse_stages("top2:1"), lr=1e-2, base_lr_factor=0.1, layer_decay=0.5)
@@ -103,7 +104,8 @@ def test_layer_decay_gives_each_trainable_unit_a_smaller_lr(trunk_and_head):
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
 def test_stage_schedules_shape(trunk_and_head, schedule):
-    from graft.train.trainer import LoopSettings, stage_optimizer
+    from graft.train.optim import stage_optimizer
+    from graft.train.trainer import LoopSettings
 
     trunk, head = trunk_and_head
     settings = LoopSettings(stages=parse_stages("head:2"), lr=1e-2, schedule=schedule)
