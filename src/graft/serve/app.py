@@ -11,6 +11,8 @@ limit, 422 a bad ``top_k`` or ``tta``. Images are decoded by graft's own rules
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +22,6 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from graft.errors import ImageDecodeError
@@ -43,6 +44,7 @@ class ServeSettings:
     max_body_bytes: int = 20 * 1024 * 1024
     max_images: int = 64
     default_top_k: int = 5
+    decode_threads: int = 0  # 0: one per CPU core
 
 
 class ApiError(Exception):
@@ -157,6 +159,10 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
     settings = settings or ServeSettings()
     batchers = {name: DynamicBatcher(p, settings.max_batch, settings.max_wait_ms / 1000)
                 for name, p in predictors.items()}
+    # A few decode threads, not one per waiting request: more only contend for the cores and
+    # each keeps its own malloc arena of image buffers (RSS).
+    decoders = concurrent.futures.ThreadPoolExecutor(settings.decode_threads or os.cpu_count() or 1,
+                                                     thread_name_prefix="graft-decode")
 
     from contextlib import asynccontextmanager
 
@@ -167,6 +173,7 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
         yield
         for batcher in batchers.values():
             await batcher.stop()
+        decoders.shutdown(wait=True)
 
     app = FastAPI(title="graft serve", version="1", lifespan=lifespan,
                   description="Image classifiers trained with graft: top-k classes, novelty, metadata.")
@@ -204,7 +211,7 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
         uploads = await _uploads(request, settings)
         if len(uploads) > settings.max_images:
             raise ApiError(400, f"{len(uploads)} images in one request: the limit is {settings.max_images}")
-        rows = await run_in_threadpool(_rows, predictor, uploads)
+        rows = await asyncio.get_running_loop().run_in_executor(decoders, _rows, predictor, uploads)
         result = await batchers[name].submit(rows, None if tta == "none" else tta)
         return {"model": name, "version": predictor.version,
                 "predictions": _answer(predictor, [label for label, _ in uploads], result, top_k)}

@@ -52,6 +52,8 @@ def serve(runs, host: str = "127.0.0.1", port: int = 8000, settings=None, echo=p
     from graft.serve.app import create_app
 
     predictors = {name: load_predictor(run) for name, run in zip(model_names(runs), runs)}
+    for predictor in predictors.values():
+        predictor.warm_up()
     app = create_app(predictors, settings)
     echo(f"graft serve: http://{host}:{port}/  models: {', '.join(predictors)}  (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
