@@ -159,11 +159,10 @@ def test_lr_sweep_puts_weights_buffers_and_modes_back(trunk_and_head):
 
 
 def test_bss_regularizer_sees_the_features_the_head_gets(trunk_and_head):
-    from graft.recipes.finetune import _conservation
-    from graft.methods.regularization import BatchSpectralShrinkage
+    from graft.methods.regularization import BatchSpectralShrinkage, conservation_term
 
     trunk, head = trunk_and_head
-    penalty = _conservation("bss", 0.5, None, None, head)
+    penalty = conservation_term("bss", 0.5, None, None, head)
     features = torch.randn(6, 1280)
     logits = head(features)
     expected = BatchSpectralShrinkage(k=1, eta=0.5)(features)

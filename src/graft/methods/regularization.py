@@ -1,12 +1,17 @@
 """Conservation training: drop-in losses that keep a fine-tuned network near its source model.
 
-Each is a small ``nn.Module``; add its value to the task loss.
+Each is a small ``nn.Module``; add its value to the task loss. :func:`conservation_term`
+builds the one a run's settings name, wired to its network.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from graft.errors import GraftError
 
 
 class L2SP(nn.Module):
@@ -93,3 +98,48 @@ class BatchSpectralShrinkage(nn.Module):
         sigma = torch.linalg.svdvals(features)  # descending order
         k = min(self.k, sigma.numel())
         return self.eta * sigma[sigma.numel() - k:].pow(2).sum()
+
+
+REGULARIZERS = ("l2sp", "lwf", "bss")
+
+
+def conservation_term(kind: str | None, weight: float, source_model: nn.Module | None, features: nn.Module | None,
+                      head: nn.Module):
+    """The conservation loss ``(images [B, 3, H, W], logits [B, classes]) -> scalar`` a
+    :class:`~graft.methods.supervised.Supervised` method adds to its task loss, or None
+    for ``kind`` None.
+
+    - ``l2sp``: :class:`L2SP` over ``features.trunk``'s parameters and the ``head``'s, both
+      weighted ``weight``;
+    - ``lwf``: ``weight`` x :class:`LwFDistillation` between a frozen copy of ``source_model``
+      (the pretrained network with its own classifier) and the current features through that
+      classifier; it runs on the images themselves (``Supervised(needs_images=True)``);
+    - ``bss``: :class:`BatchSpectralShrinkage` (``eta = weight``) of the features the ``head``
+      receives, recorded by a forward pre-hook on every pass.
+
+    Raises :class:`~graft.errors.GraftError` for another ``kind``.
+    """
+    if kind is None:
+        return None
+    if kind == "l2sp":
+        penalty = L2SP(dict(features.trunk.named_parameters()), list(head.parameters()), alpha=weight, beta=weight)
+        return lambda images, logits: penalty()
+    if kind == "lwf":
+        source = copy.deepcopy(source_model).eval()
+        for p in source.parameters():
+            p.requires_grad_(False)
+        old_head = source.get_classifier()
+        distill = LwFDistillation()
+
+        def lwf(images, logits):
+            with torch.no_grad():
+                source_logits = source(images)
+            return weight * distill(old_head(features(images)), source_logits)
+
+        return lwf
+    if kind == "bss":
+        shrink = BatchSpectralShrinkage(k=1, eta=weight)
+        seen = {}
+        head.register_forward_pre_hook(lambda module, inputs: seen.__setitem__("features", inputs[0]))
+        return lambda images, logits: shrink(seen["features"])
+    raise GraftError(f"unknown regularizer {kind!r}: use l2sp, lwf or bss")

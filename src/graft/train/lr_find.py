@@ -21,8 +21,8 @@ import numpy as np
 from torch import nn
 from torch.nn import functional as F
 
-from graft.errors import GraftError
 from graft._io.progress import progress_bar
+from graft.errors import GraftError
 
 RUNNING_MEAN = 0.95  # weight of the past in the running loss that decides when to stop
 DIVERGED = 4.0  # stop once the running loss exceeds this many times its lowest value
