@@ -86,11 +86,13 @@ def current_export(run_dir, threads: int | None = None, export: bool = True):
         raise ModelError(f"{run_dir} is not a graft model: expected graft.json and weights.safetensors "
                          "(or a run folder holding model/)")
     source = model_source(model_dir)
+    session = _current_session(default_onnx_path(model_dir), source, threads)
+    if session is not None:  # the usual case, checked first: the cache path costs an import
+        return model_dir, session, False
     candidates = [default_onnx_path(model_dir), _cache_onnx_path(source)]
-    for path in candidates:
-        session = _current_session(path, source, threads)
-        if session is not None:
-            return model_dir, session, False
+    session = _current_session(candidates[1], source, threads)
+    if session is not None:
+        return model_dir, session, False
     if not export:
         raise ModelError(f"{model_dir}: no current model.onnx (run `graft export {run_dir}`)")
     from graft.artifacts.export import export_and_verify  # imports torch: once per model change
