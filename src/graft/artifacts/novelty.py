@@ -6,13 +6,17 @@ Two scores see different failures, so both are used and combined:
   feature (k = 10; Sun et al. 2022, "Out-of-distribution detection with deep nearest
   neighbors"). It flags images far from everything seen (grey squares, noise, digits), which a
   classifier may still score with confidence.
-* **energy**: ``-logsumexp(logits)`` (Liu et al. 2020, "Energy-based out-of-distribution
-  detection"), per task for a multi-task model and averaged. It flags images near the training
-  data that no class fits well (a flower for an ants/bees model), which the distance misses.
+* **doubt**: 1 - the maximum softmax probability (Hendrycks & Gimpel 2017) of a weakly
+  regularised logistic regression fitted on the standardised, unit-length training features
+  for this purpose (C = 100). It flags images near the training data that no class fits well
+  (a flower for an ants/bees model), which the distance misses. The model's own head is tuned
+  for accuracy (often strongly regularised) and its confidence separated these less well
+  (BENCHMARKS.md). Without integer training labels (a multi-task model) the doubt is the
+  model's energy, ``-logsumexp(logits)`` per task, averaged (Liu et al. 2020).
 
 Each score is turned into a tail p-value against the validation images (the fraction of them
 scoring at least as high, with an exponential tail past the highest), and the two are combined
-by Fisher's method: ``novelty = -ln p_distance - ln p_energy`` (0 for the most typical image,
+by Fisher's method: ``novelty = -ln p_distance - ln p_doubt`` (0 for the most typical image,
 about ``2 ln(n_val + 1)`` at the edge of the validation images, more beyond). The threshold is
 set on the validation images' own novelty so that at most 5 % of them are above it.
 BENCHMARKS.md has the AUROC of each score and the flag rates on far and near images.
@@ -32,22 +36,27 @@ import numpy as np
 NOVELTY_FILE = "novelty.safetensors"
 NOVELTY_FORMAT = 1
 NEIGHBOURS = 10
+DOUBT_C = 100.0  # inverse L2 strength of the doubt classifier (BENCHMARKS.md: C swept 0.01 .. 1000)
 FLAG_QUANTILE = 0.95
 MIN_VALIDATION = 5  # fewer validation images give no usable threshold: no statistics are stored
+SCORE_NAME = "fisher(knn-cosine, doubt)"
+_DOUBT_KEYS = ("doubt_weight", "doubt_bias", "doubt_mean", "doubt_scale")
 
 
 @dataclass
 class Novelty:
     """The statistics one model needs to score novelty at prediction time.
 
-    ``bank``: (n_train, d) unit-length training features; ``distance_ref`` / ``energy_ref``:
-    the validation images' scores, sorted; ``slices``: each task's logit columns (one for a
-    single-task model); ``threshold``: novelty above it is unfamiliar.
+    ``bank``: (n_train, d) unit-length training features; ``distance_ref`` / ``doubt_ref``: the
+    validation images' scores, sorted; ``doubt``: the doubt classifier's arrays (weight (C, d),
+    bias (C,), mean (d,), scale (d,)), or None to use the model's energy; ``slices``: each
+    task's logit columns; ``threshold``: novelty above it is unfamiliar.
     """
 
     bank: np.ndarray
     distance_ref: np.ndarray
-    energy_ref: np.ndarray
+    doubt_ref: np.ndarray
+    doubt: dict | None
     slices: list[tuple[int, int]]
     k: int
     threshold: float
@@ -61,17 +70,22 @@ class Novelty:
         kth = np.partition(similarity, similarity.shape[1] - k, axis=1)[:, similarity.shape[1] - k]
         return (1.0 - kth).astype(np.float64)
 
-    def energy(self, logits: np.ndarray) -> np.ndarray:
-        """(N, C) logits -> (N,) energy (higher: less like any class), averaged over tasks."""
-        return energy_score(logits, self.slices)
+    def doubt_of(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """(N,) doubt: 1 - max softmax of the doubt classifier, or the model's energy."""
+        if self.doubt is None:
+            return energy_score(logits, self.slices)
+        d = self.doubt
+        z = _standardised(features, d["doubt_mean"], d["doubt_scale"]) @ d["doubt_weight"].T + d["doubt_bias"]
+        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+        return 1.0 - 1.0 / np.exp(z).sum(axis=1)  # the top class's softmax is exp(0) / sum
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """(N,) novelty: Fisher's combination of the two scores' validation tail p-values."""
         return -np.log(_tail_p(self.distance_ref, self.distance(features))) \
-            - np.log(_tail_p(self.energy_ref, self.energy(logits)))
+            - np.log(_tail_p(self.doubt_ref, self.doubt_of(features, logits)))
 
     def judge(self, features: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(novelty (N,) float, unfamiliar (N,) bool)``."""
+        """``(novelty (N,) float, unfamiliar (N,) bool)`` for pooled features (N, d) and logits (N, C)."""
         novelty = self.score(features, logits)
         return novelty, novelty > self.threshold
 
@@ -84,9 +98,10 @@ class Novelty:
         path = Path(model_dir) / NOVELTY_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": str(NOVELTY_FORMAT), "params": json.dumps(
-            {"k": self.k, "threshold": self.threshold, "slices": self.slices, "score": SCORE_NAME})}
-        tensors = {"bank": self.bank, "distance_ref": self.distance_ref.astype(np.float32),
-                   "energy_ref": self.energy_ref.astype(np.float32)}
+            {"k": self.k, "threshold": self.threshold, "slices": self.slices, "score": SCORE_NAME,
+             "doubt": "classifier" if self.doubt else "energy"})}
+        tensors = {"bank": self.bank, "distance_ref": self.distance_ref, "doubt_ref": self.doubt_ref,
+                   **(self.doubt or {})}
         with atomic_path(path) as tmp:
             save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp), metadata=meta)
         return path
@@ -106,50 +121,77 @@ class Novelty:
         try:
             with safe_open(str(path), framework="numpy") as handle:
                 meta = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in ("bank", "distance_ref", "energy_ref")}
+                if meta.get("format") != str(NOVELTY_FORMAT):
+                    raise ValueError(f"format {meta.get('format')!r}, this graft reads {NOVELTY_FORMAT}")
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
             params = json.loads(meta["params"])
-            if meta.get("format") != str(NOVELTY_FORMAT):
-                raise ValueError(f"format {meta.get('format')!r}, this graft reads {NOVELTY_FORMAT}")
+            doubt = {key: tensors[key] for key in _DOUBT_KEYS} if params["doubt"] == "classifier" else None
             return cls(tensors["bank"], tensors["distance_ref"].astype(np.float64),
-                       tensors["energy_ref"].astype(np.float64), [tuple(s) for s in params["slices"]],
+                       tensors["doubt_ref"].astype(np.float64), doubt, [tuple(s) for s in params["slices"]],
                        int(params["k"]), float(params["threshold"]))
         except Exception as exc:  # safetensors, JSON and key errors alike: one line naming the file
             raise ModelError(f"{path}: not readable novelty statistics ({type(exc).__name__}: {exc})") from None
 
     def describe(self) -> dict:
         """JSON-ready summary for a model's metadata."""
-        return {"score": SCORE_NAME, "threshold": round(self.threshold, 4), "k": self.k,
-                "n_train": int(self.bank.shape[0]), "n_val": int(self.distance_ref.shape[0]),
-                "flag_rate_target": round(1 - FLAG_QUANTILE, 3)}
+        return {"score": SCORE_NAME, "doubt": "classifier" if self.doubt else "energy",
+                "threshold": round(self.threshold, 4), "k": self.k, "n_train": int(self.bank.shape[0]),
+                "n_val": int(self.distance_ref.shape[0]), "flag_rate_target": round(1 - FLAG_QUANTILE, 3)}
 
 
-SCORE_NAME = "fisher(knn-cosine, energy)"
+@dataclass
+class NoveltyData:
+    """What :func:`fit_novelty` learns from: training features (N_train, d) with their integer
+    labels (N_train,) (None: use the model's energy), validation features (N_val, d) with the
+    model's logits for them (N_val, C), and each task's (start, stop) logit columns."""
+
+    train_features: np.ndarray
+    train_labels: np.ndarray | None
+    val_features: np.ndarray
+    val_logits: np.ndarray
+    slices: list[tuple[int, int]] | None = None
 
 
-def fit_novelty(train_features: np.ndarray, val_features: np.ndarray, val_logits: np.ndarray,
-                slices: list[tuple[int, int]] | None = None, k: int = NEIGHBOURS) -> Novelty | None:
-    """Statistics from training features (N_train, d) and validation features (N_val, d) with
-    the model's validation logits (N_val, C); None when there are fewer than 5 validation
-    images. ``slices``: the (start, stop) logit columns of each task (default: all, one task)."""
-    train_features = np.asarray(train_features, np.float32)
-    val_features = np.asarray(val_features, np.float32)
-    val_logits = np.asarray(val_logits, np.float32)
-    if len(val_features) < MIN_VALIDATION or len(train_features) < 2:
+def fit_novelty(data: NoveltyData, k: int = NEIGHBOURS) -> Novelty | None:
+    """The statistics of one model; None when there are fewer than 5 validation images."""
+    train = np.asarray(data.train_features, np.float32)
+    val = np.asarray(data.val_features, np.float32)
+    val_logits = np.asarray(data.val_logits, np.float32)
+    if len(val) < MIN_VALIDATION or len(train) < 2:
         return None
-    slices = [tuple(map(int, s)) for s in (slices or [(0, val_logits.shape[1])])]
-    stats = Novelty(_unit_rows(train_features), np.zeros(0), np.zeros(0), slices, min(k, len(train_features)), 0.0)
-    stats.distance_ref = np.sort(stats.distance(val_features))
-    stats.energy_ref = np.sort(stats.energy(val_logits))
-    own = np.sort(stats.score(val_features, val_logits))
-    # the highest value that leaves at most (1 - FLAG_QUANTILE) of validation above it
-    stats.threshold = float(own[len(own) - int(np.floor((1 - FLAG_QUANTILE) * len(own) + 1e-9)) - 1])
+    slices = [tuple(map(int, s)) for s in (data.slices or [(0, val_logits.shape[1])])]
+    stats = Novelty(_unit_rows(train), np.zeros(0), np.zeros(0), _fit_doubt(train, data.train_labels), slices,
+                    min(k, len(train)), 0.0)
+    stats.distance_ref = np.sort(stats.distance(val))
+    stats.doubt_ref = np.sort(stats.doubt_of(val, val_logits))
+    own = np.sort(stats.score(val, val_logits))
+    # at most (1 - FLAG_QUANTILE) of validation above it, halfway to the next value: the ONNX
+    # model's float rounding must not tip a validation image sitting on the threshold over it
+    i = len(own) - int(np.floor((1 - FLAG_QUANTILE) * len(own) + 1e-9)) - 1
+    stats.threshold = float((own[i] + own[i + 1]) / 2 if i + 1 < len(own) else own[i])
     return stats
 
 
-def record_novelty(model_dir, train_features, val_features, val_logits, slices=None) -> Path | None:
+def _fit_doubt(train: np.ndarray, labels) -> dict | None:
+    """The doubt classifier's arrays, or None without usable labels (multi-task, one class)."""
+    labels = None if labels is None else np.asarray(labels)
+    if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu" or len(np.unique(labels)) < 2:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = train.mean(axis=0), train.std(axis=0) + 1e-6
+    fitted = LogisticRegression(C=DOUBT_C, max_iter=2000).fit(_standardised(train, mean, scale), labels)
+    weight, bias = fitted.coef_, fitted.intercept_
+    if weight.shape[0] == 1:  # binary: scikit-learn keeps one row; softmax wants both
+        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    return {"doubt_weight": weight.astype(np.float32), "doubt_bias": bias.astype(np.float32),
+            "doubt_mean": mean.astype(np.float32), "doubt_scale": scale.astype(np.float32)}
+
+
+def record_novelty(model_dir, data: NoveltyData) -> Path | None:
     """Fit the statistics and write them into ``model_dir`` (the training recipes' one call);
     an older statistics file is removed when there is too little validation data for new ones."""
-    stats = fit_novelty(train_features, val_features, val_logits, slices)
+    stats = fit_novelty(data)
     if stats is None:
         (Path(model_dir) / NOVELTY_FILE).unlink(missing_ok=True)
         return None
@@ -162,20 +204,23 @@ def record_novelty_of_network(model_dir, model, train_loader, val_loader) -> Pat
     import torch
 
     def run(loader):
-        features, logits = [], []
+        features, logits, labels = [], [], []
         with torch.inference_mode():
             for batch in loader:
                 pooled = model.features(batch[0])
                 features.append(pooled.float().numpy())
                 logits.append(model.head(pooled).float().numpy())
-        return np.concatenate(features), np.concatenate(logits)
+                labels.append(np.asarray(batch[1]) if torch.is_tensor(batch[1]) else None)
+        usable = all(part is not None for part in labels)
+        return np.concatenate(features), np.concatenate(logits), np.concatenate(labels) if usable else None
 
     model.eval()
-    train_features, _ = run(train_loader)
-    val_features, val_logits = run(val_loader)
+    train_features, _, train_labels = run(train_loader)
+    val_features, val_logits, _ = run(val_loader)
     slices = getattr(model.head, "slices", None)
-    return record_novelty(model_dir, train_features, val_features, val_logits,
-                          [(s.start, s.stop) for s in slices.values()] if slices else None)
+    slices = [(s.start, s.stop) for s in slices.values()] if slices else None
+    labels = train_labels if slices is None else None
+    return record_novelty(model_dir, NoveltyData(train_features, labels, val_features, val_logits, slices))
 
 
 def energy_score(logits: np.ndarray, slices) -> np.ndarray:
@@ -199,6 +244,10 @@ def _tail_p(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     beyond = values > reference[-1]
     p[beyond] = np.exp(-(values[beyond] - reference[-1]) / spread) / (n + 1.0)
     return np.maximum(p, 1e-300)
+
+
+def _standardised(features, mean, scale) -> np.ndarray:
+    return _unit_rows((np.asarray(features, np.float32) - mean) / scale)
 
 
 def _unit_rows(a: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from graft.features import cache as feature_cache
 from graft._io.artifact import write_artifact
 from graft.artifacts.config import artifact_config
-from graft.artifacts.novelty import record_novelty
+from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.heads.classical import check_head_options, fit_head
 from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class
 from graft.errors import DataError
@@ -103,8 +103,8 @@ def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, ca
     config = artifact_config(template["backbone"], template["layer"], template["preprocessing"],
                              train.classes, shipped.config, training)
     write_artifact(run.model_dir, config, extracted.trunk, shipped.state)
-    record_novelty(run.model_dir, features["train"].vectors, features["val"].vectors,
-                   shipped.logits(features["val"].vectors))
+    record_novelty(run.model_dir, NoveltyData(features["train"].vectors, features["train"].labels,
+                                              features["val"].vectors, shipped.logits(features["val"].vectors)))
 
     val_features = features["val"]
     probabilities = chosen.probabilities(val_features.vectors)

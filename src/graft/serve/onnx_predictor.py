@@ -205,6 +205,11 @@ class OnnxPredictor:
             start += size
         return [np.concatenate([part[i] for part in parts]) for i in range(len(outputs))]
 
+    def outputs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model's raw outputs for input rows: logits (N, C), probabilities (N, C), pooled features (N, D)."""
+        logits, probabilities, features = self._forward(rows, list(REQUIRED_OUTPUTS))
+        return logits, probabilities, features
+
     def warm_up(self) -> None:
         """Run every piece shape once, so a server's first requests and memory are those of later ones."""
         size, side = PIECE, self.preprocessing.size
