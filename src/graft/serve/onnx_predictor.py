@@ -13,6 +13,7 @@ is missing or stale, :func:`current_export` exports once (that step imports torc
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -56,14 +57,74 @@ def _cache_onnx_path(source: dict) -> Path:
     return cache_root() / "serve" / f"{source['weights_sha256'][:16]}-{source['config_sha256'][:16]}.onnx"
 
 
+def _options(threads: int | None, optimise: bool):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as graft._io.onnx.ort_session
+    options.log_severity_level = 3
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    return options
+
+
+def optimised_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime session of ``path``, its graph optimised once per file, ORT version and CPU.
+
+    ORT's full optimisation (fusions, the NCHWc layout for this CPU's vector width) takes ~80 ms
+    of a ~0.4 s ``graft predict``; the optimised graph is kept in graft's cache
+    (``onnx-optimised/``, named by the file's path, size, mtime, the ORT version and the CPU
+    flags: it is only valid on such a CPU) and loaded as it is next time."""
+    import onnxruntime as ort
+
+    path = Path(path).resolve()
+    info = path.stat()
+    flags = _cpu_flags()
+    folder = Path(os.environ.get("GRAFT_CACHE_DIR") or Path.home() / ".cache" / "graft").expanduser() / "onnx-optimised"
+    stem = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{info.st_size}:{info.st_mtime_ns}:{ort.__version__}:{flags}".encode()).hexdigest()[:16]
+    kept = folder / f"{stem}-{key}.onnx"
+    providers = ["CPUExecutionProvider"]
+    if kept.is_file():
+        try:
+            return ort.InferenceSession(str(kept), _options(threads, False), providers=providers)
+        except Exception:  # damaged or foreign: optimised again below
+            kept.unlink(missing_ok=True)
+    options = _options(threads, True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"{stem}-*.onnx"):  # an earlier version of this file
+            old.unlink(missing_ok=True)
+        tmp = folder / f".{kept.name}.{os.getpid()}.tmp"
+        options.optimized_model_filepath = str(tmp)
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        os.replace(tmp, kept)
+        return session
+    except OSError:  # a read-only cache: optimise every time
+        return ort.InferenceSession(str(path), _options(threads, True), providers=providers)
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return hashlib.sha256(line.encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine() + platform.processor()
+
+
 def _current_session(path: Path, source: dict, threads: int | None):
     """An ONNX Runtime session of ``path`` when it is a current export of ``source``, else None."""
-    from graft._io.onnx import ort_session
-
     if not path.is_file():
         return None
     try:
-        session = ort_session(path, threads)
+        session = optimised_session(path, threads)
     except Exception:  # not ONNX, or damaged: treated as missing and exported again
         return None
     meta = session.get_modelmeta().custom_metadata_map
