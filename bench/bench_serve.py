@@ -99,16 +99,17 @@ def summarise(rows, wall: float, concurrency: int, label: str) -> dict:
             "images_per_s": round(len(good) / wall, 1), "wall_s": round(wall, 1)}
 
 
-def batch_baseline(run: str, paths: list[str], total: int) -> float:
-    """images/s of graft's own batch predict over ``total`` images (the same list, cycled)."""
+def batch_baseline(run: str, paths: list[str], total: int) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of graft's own batch predict over ``total`` images (the
+    same list, cycled). CPU time counts every thread of this process (decoding, ORT)."""
     from graft.serve.onnx_predictor import OnnxPredictor
 
     predictor = OnnxPredictor.load(run)
     cycled = [paths[i % len(paths)] for i in range(total)]
     predictor.predict_paths(cycled[:64])  # warm
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     predictor.predict_paths(cycled, batch_size=32)
-    return total / (time.perf_counter() - start)
+    return total / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / total
 
 
 def start_server(run: str, port: int, max_batch: int, max_wait_ms: float):
@@ -174,8 +175,9 @@ def main() -> None:
     expected = [predictor.classes[int(i)] for i in answers.probabilities.argmax(1)]
     good = [("good", Path(p).read_bytes(), c) for p, c in zip(paths, expected)]
     levels = [int(c) for c in args.concurrency.split(",")]
-    baseline = batch_baseline(args.run, paths, args.requests)
-    print(f"graft's batch predict, one process: {baseline:.1f} images/s over {args.requests} images (before)")
+    baseline, baseline_cpu = batch_baseline(args.run, paths, args.requests)
+    print(f"graft's batch predict, one process: {baseline:.1f} images/s, {baseline_cpu:.1f} CPU ms/image "
+          f"over {args.requests} images (before)")
 
     port = free_port()
     server = start_server(args.run, port, args.max_batch, args.max_wait_ms)
@@ -202,10 +204,15 @@ def main() -> None:
         server.send_signal(signal.SIGINT)
         server.wait(30)
     # measured again after the server: on a shared machine the load drifts; the mean of the two is the reference
-    baseline = (baseline + batch_baseline(args.run, paths, args.requests)) / 2
+    again, again_cpu = batch_baseline(args.run, paths, args.requests)
+    baseline, baseline_cpu = (baseline + again) / 2, (baseline_cpu + again_cpu) / 2
     top = results[len(levels) - 1]
+    served_cpu = 1000 * top["server_cpu_s"] / top["good"]
+    # on a shared machine wall rates drift with the neighbours' load; CPU per image does not
     summary = {"baseline_images_per_s": round(baseline, 1), "served_images_per_s": top["images_per_s"],
-               "ratio": round(top["images_per_s"] / baseline, 3), "rss_start_mb": round(rss_start, 1),
+               "ratio": round(top["images_per_s"] / baseline, 3), "baseline_cpu_ms_per_image": round(baseline_cpu, 1),
+               "served_cpu_ms_per_image": round(served_cpu, 1), "cpu_ratio": round(baseline_cpu / served_cpu, 3),
+               "rss_start_mb": round(rss_start, 1),
                "rss_growth_mb": round(rss_end - rss_start, 1),
                "rss_growth_with_bad_mb": round(rss_after_bad - rss_start, 1),
                "errors": sum(r["wrong"] for r in results)}
