@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--near", required=True, help="Near but unfamiliar images (e.g. flowers17).")
     parser.add_argument("--far", default=None, help="Far-off images (e.g. MNIST digits).")
     parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0, help="Which --n images are drawn.")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -90,9 +91,9 @@ def main() -> None:
         raise SystemExit(f"{args.run} has no novelty statistics: train it again with this graft")
     with scratch_folder("graft-novelty-") as folder:
         sets = synthetic(folder)
-        sets["near"] = sample(args.near, args.n)
+        sets["near"] = sample(args.near, args.n, args.seed)
         if args.far:
-            sets["far"] = sample(args.far, args.n)
+            sets["far"] = sample(args.far, args.n, args.seed)
         val = sorted(p for p in Path(args.val).rglob("*") if p.is_file())
         inside = scores(stats, *outputs(predictor, val))
         outside = {name: scores(stats, *outputs(predictor, paths)) for name, paths in sets.items()}
