@@ -252,3 +252,16 @@ def test_preview_page_in_chromium(hymenoptera_run, hymenoptera_small, tmp_path):
         browser.quit()
     assert shown == expected and shown in ("ants", "bees")
     assert shot.stat().st_size > 10_000
+
+
+def test_serving_imports_neither_torch_nor_timm(digits_app, digits_run, digits_dir):
+    image = sorted(digits_dir.rglob("*.png"))[0]  # digits_app has exported model.onnx already
+    code = ("import sys\nfrom fastapi.testclient import TestClient\nfrom graft.serve.app import create_app\n"
+            "from graft.serve.runner import load_predictor\n"
+            f"app = create_app({{'d': load_predictor({str(digits_run)!r})}})\n"
+            "with TestClient(app) as client:\n"
+            f"    answer = client.post('/v1/models/d/predict', content=open({str(image)!r}, 'rb').read())\n"
+            "print(answer.status_code, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "200 []", done.stdout

@@ -75,48 +75,16 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are two output formats: choose one")
-    paths = _expand_inputs(inputs)
-    answer = None if engine == "torch" else _predict_fast(run_dir, paths, tta, strict, engine, batch_size)
-    if answer is None:
-        answer = _predict_torch(run_dir, paths, tta, strict, engine, batch_size, not no_cache, not quiet)
-    _print_predictions(answer, top_k, as_json, as_csv)
+    from graft.serve.predict import PredictOptions, predict_files
 
-
-def _predict_fast(run_dir, paths, tta, strict, engine, batch_size):
-    """(predictor fields, Batch) on ONNX Runtime, or None when only torch can answer (--engine auto)."""
-    from graft.errors import ModelError
-
-    try:
-        from graft.serve.onnx_predictor import OnnxPredictor
-
-        predictor = OnnxPredictor.load(run_dir)
-    except (ImportError, ModelError) as exc:
-        from graft._io.artifact import model_folder
-
-        if engine == "onnx" or model_folder(run_dir) is None:
-            raise
-        warnings.warn(f"ONNX Runtime cannot run this model ({exc}); predicting with torch")
-        return None
-    return predictor.classes, predictor.tasks, predictor.predict_paths(paths, tta, batch_size, strict)
-
-
-def _predict_torch(run_dir, paths, tta, strict, engine, batch_size, cache, progress):
-    """The same answer from the torch model (features through the extractor's engine)."""
-    from graft.artifacts.model import GraftModel
-    from graft.serve.onnx_predictor import Batch
-
-    model = GraftModel.load(run_dir)
-    features, probabilities = model.predict_paths(paths, strict=strict, engine=engine, batch_size=batch_size,
-                                                  cache=cache, progress=progress, tta=tta)
-    novelty, unfamiliar = model.novelty(features.vectors)
-    tasks = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
-    return model.classes, tasks, Batch(features.paths, probabilities, novelty, unfamiliar, features.skipped)
+    options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, not no_cache, not quiet)
+    _print_predictions(predict_files(run_dir, _expand_inputs(inputs), options), top_k, as_json, as_csv)
 
 
 def _print_predictions(answer, top_k, as_json, as_csv):
     from graft.serve.onnx_predictor import top_per_task
 
-    classes, tasks, batch = answer
+    classes, tasks, batch = answer.classes, answer.tasks, answer.batch
     writer = csv.writer(sys.stdout) if as_csv else None
     if writer:
         writer.writerow(["path", *(["task"] if len(tasks) > 1 else []), "rank", "class", "probability"])

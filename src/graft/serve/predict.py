@@ -1,0 +1,70 @@
+"""``graft predict``'s library side: image files -> probabilities, novelty and unfamiliar, on
+ONNX Runtime when it can answer (no torch imported), else on the torch model."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from graft.errors import ModelError
+from graft.serve.onnx_predictor import Batch
+
+
+@dataclass
+class PredictOptions:
+    """How to predict: ``tta`` None or "flip"; ``engine`` auto (ONNX Runtime, torch when it
+    cannot answer), onnx (ONNX Runtime or an error) or torch; the rest as ``graft predict``'s
+    flags (``cache`` and ``progress`` matter on the torch path only)."""
+
+    tta: str | None = None
+    strict: bool = False
+    engine: str = "auto"
+    batch_size: int = 32
+    cache: bool = True
+    progress: bool = False
+
+
+@dataclass
+class Predictions:
+    """``classes``; ``tasks``: task -> slice of columns ({None: all} for one task); ``batch``:
+    the :class:`~graft.serve.onnx_predictor.Batch`; ``engine``: "onnx" or "torch"."""
+
+    classes: list[str]
+    tasks: dict
+    batch: Batch
+    engine: str
+
+
+def predict_files(run_dir, paths, options: PredictOptions | None = None) -> Predictions:
+    """Predict image files with the run's model. The ONNX path exports model.onnx once when it
+    is missing or stale (that step imports torch). Falls back to torch, with a warning, when ONNX
+    Runtime is not installed or the model cannot be exported (``engine="auto"`` only)."""
+    options = options or PredictOptions()
+    if options.engine != "torch":
+        try:
+            from graft.serve.onnx_predictor import OnnxPredictor
+
+            predictor = OnnxPredictor.load(run_dir)
+        except (ImportError, ModelError) as exc:
+            from graft._io.artifact import model_folder
+
+            if options.engine == "onnx" or model_folder(run_dir) is None:
+                raise
+            warnings.warn(f"ONNX Runtime cannot run this model ({exc}); predicting with torch")
+        else:
+            batch = predictor.predict_paths(paths, options.tta, options.batch_size, options.strict)
+            return Predictions(predictor.classes, predictor.tasks, batch, "onnx")
+    return _predict_torch(run_dir, paths, options)
+
+
+def _predict_torch(run_dir, paths, options: PredictOptions) -> Predictions:
+    """The same answer from the torch model (features through the extractor's engine)."""
+    from graft.artifacts.model import GraftModel
+
+    model = GraftModel.load(run_dir)
+    features, probabilities = model.predict_paths(
+        paths, strict=options.strict, engine=options.engine, batch_size=options.batch_size, cache=options.cache,
+        progress=options.progress, tta=options.tta)
+    novelty, unfamiliar = model.novelty(features.vectors)
+    tasks = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
+    batch = Batch(features.paths, probabilities, novelty, unfamiliar, features.skipped)
+    return Predictions(model.classes, tasks, batch, "torch")
