@@ -15,7 +15,8 @@ Two scores see different failures, so both are used and combined:
   model's energy, ``-logsumexp(logits)`` per task, averaged (Liu et al. 2020).
 
 Each score is turned into a tail p-value against the validation images (the fraction of them
-scoring at least as high, with an exponential tail past the highest), and the two are combined
+scoring at least as high, interpolated between them, with an exponential tail past the
+highest), and the two are combined
 by Fisher's method: ``novelty = -ln p_distance - ln p_doubt`` (0 for the most typical image,
 about ``2 ln(n_val + 1)`` at the edge of the validation images, more beyond). The threshold is
 set on the validation images' own novelty so that at most 5 % of them are above it.
@@ -38,6 +39,7 @@ NOVELTY_FORMAT = 1
 NEIGHBOURS = 10
 DOUBT_C = 100.0  # inverse L2 strength of the doubt classifier (BENCHMARKS.md: C swept 0.01 .. 1000)
 FLAG_QUANTILE = 0.95
+THRESHOLD_MARGIN = 1e-3
 MIN_VALIDATION = 5  # fewer validation images give no usable threshold: no statistics are stored
 SCORE_NAME = "fisher(knn-cosine, doubt)"
 _DOUBT_KEYS = ("doubt_weight", "doubt_bias", "doubt_mean", "doubt_scale")
@@ -165,10 +167,11 @@ def fit_novelty(data: NoveltyData, k: int = NEIGHBOURS) -> Novelty | None:
     stats.distance_ref = np.sort(stats.distance(val))
     stats.doubt_ref = np.sort(stats.doubt_of(val, val_logits))
     own = np.sort(stats.score(val, val_logits))
-    # at most (1 - FLAG_QUANTILE) of validation above it, halfway to the next value: the ONNX
-    # model's float rounding must not tip a validation image sitting on the threshold over it
+    # the validation score with at most (1 - FLAG_QUANTILE) of them above it, plus a margin far
+    # above float32 rounding (the ONNX model's features differ from training's by ~1e-6) and far
+    # below the gaps between scores, so that image is not tipped over it
     i = len(own) - int(np.floor((1 - FLAG_QUANTILE) * len(own) + 1e-9)) - 1
-    stats.threshold = float((own[i] + own[i + 1]) / 2 if i + 1 < len(own) else own[i])
+    stats.threshold = float(own[i] + THRESHOLD_MARGIN)
     return stats
 
 
@@ -235,11 +238,13 @@ def energy_score(logits: np.ndarray, slices) -> np.ndarray:
 
 
 def _tail_p(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """P(reference >= value), smoothed as (count + 1) / (n + 1); past the highest reference
-    value it keeps falling as exp(-(value - highest) / spread), so far-off inputs still rank."""
+    """P(reference >= value), interpolated linearly between the sorted reference values (from
+    n / (n + 1) at the lowest to 1 / (n + 1) at the highest), so that a tiny change of a score
+    never jumps a whole step; past the highest it keeps falling as
+    exp(-(value - highest) / spread) / (n + 1), so far-off inputs still rank."""
     n = len(reference)
-    at_least = n - np.searchsorted(reference, values, side="left")
-    p = (at_least + 1.0) / (n + 1.0)
+    position = np.interp(values, reference, np.arange(n, dtype=np.float64))
+    p = (n - position) / (n + 1.0)
     spread = max(float(reference[-1] - reference[n // 2]), 1e-6)  # top half's range
     beyond = values > reference[-1]
     p[beyond] = np.exp(-(values[beyond] - reference[-1]) / spread) / (n + 1.0)
