@@ -1,6 +1,8 @@
 """Teacher-student distillation: the loss, a student that moves toward its teacher, bad input."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -102,3 +104,65 @@ def test_with_mixing_the_teacher_labels_the_mixed_images():
     assert not torch.equal(student[0], images), "the batch was not mixed"
     torch.testing.assert_close(seen[0], student[0])  # the teacher saw exactly what the student saw
     torch.testing.assert_close(out.loss, distillation_loss(student[0].flatten(1)[:, :4], seen[0].flatten(1)[:, :4] * 10, 2.0))
+
+
+@pytest.fixture(scope="module")
+def forty_to_four(tmp_path_factory):
+    """Real digits: 40 zeros and 4 ones to train on, 6 of each to validate; a teacher fitted on them."""
+    from sklearn.datasets import load_digits
+    from PIL import Image
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("forty-to-four")
+    for split, counts in (("train", {0: 40, 1: 4}), ("val", {0: 6, 1: 6})):
+        for digit, count in counts.items():
+            folder = root / split / f"d{digit}"
+            folder.mkdir(parents=True)
+            chosen = [i for i in range(len(digits.target)) if digits.target[i] == digit]
+            chosen = chosen[:count] if split == "train" else chosen[-count:]
+            for i in chosen:
+                pixels = (digits.images[i] * (255 / 16)).astype("uint8")
+                Image.fromarray(pixels).resize((32, 32)).convert("RGB").save(folder / f"{i}.png")
+    teacher = root / "teacher"
+    result = CliRunner().invoke(main, ["fit", str(root / "train"), "--val", str(root / "val"), "--image-size", "64",
+                                       "-o", str(teacher), "-q"])
+    assert result.exit_code == 0, result.output
+    return root / "train", root / "val", teacher
+
+
+def test_distill_keeps_the_balanced_sampler(forty_to_four, tmp_path):
+    """It once rebuilt its loaders with shuffle=True: 40:4 stayed 40:4 under --sampler balanced."""
+    train, val, teacher = forty_to_four
+    drawn = {}
+    for sampler in ("shuffle", "balanced"):
+        run = tmp_path / sampler
+        result = CliRunner().invoke(main, ["distill", str(train), "--val", str(val), "--teacher", str(teacher),
+                                           "--student", "tf_efficientnet_lite0", "--image-size", "64",
+                                           "--stages", "head:3", "--batch-size", "8", "--sampler", sampler,
+                                           "-o", str(run), "-q"])
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+        drawn[sampler] = np.sum([row["train_class_counts"] for row in rows], axis=0)
+    assert drawn["shuffle"][1] / drawn["shuffle"].sum() < 0.15  # 4 of 44, as the folder holds
+    assert 0.3 < drawn["balanced"][1] / drawn["balanced"].sum() < 0.7, drawn["balanced"]
+
+
+def test_distill_under_torchrun_trains_each_rank_on_its_shard(forty_to_four, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    train, val, teacher = forty_to_four
+    with socket.socket() as probe:  # a free loopback port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", port, "-m", "graft", "distill", str(train), "--val", str(val), "--teacher",
+               str(teacher), "--student", "tf_efficientnet_lite0", "--image-size", "64", "--stages", "head:1",
+               "--batch-size", "8", "-o", str(run), "-q"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads((run / "history.jsonl").read_text().splitlines()[0])
+    # 44 images over 2 ranks: 22 each, 2 full batches of 8 per rank (the whole folder would be 40)
+    assert row["world_size"] == 2 and sum(row["train_class_counts"]) == 16

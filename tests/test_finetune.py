@@ -160,7 +160,7 @@ def test_frozen_prefix_is_reused_and_gives_the_same_training(digits_dir, tmp_pat
 
 def test_lr_sweep_restores_the_model_and_finds_a_working_lr(digits_dir, tmp_path):
     """The range test on real images: weights come back unchanged; its suggestion trains."""
-    from graft.recipes.finetune import find_lr
+    from graft.recipes.lr_find import find_lr
 
     sweep = find_lr(digits_dir, tmp_path / "sweep", val_fraction=0.25, image_size=64, steps=60, progress=False)
     assert len(sweep.lrs) >= 30 and sweep.lrs == sorted(sweep.lrs)
@@ -215,7 +215,7 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
 
     from graft import create_backbone
     from graft.data.folders import scan_folder
-    from graft.recipes.finetune import ImageDataset
+    from graft.data.datasets import ImageDataset
     from graft.train.prefix import encode, onnx_runner
 
     backbone = create_backbone("tf_efficientnet_lite0")

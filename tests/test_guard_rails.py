@@ -234,11 +234,13 @@ def test_missing_validation_class_is_warned_and_macro_f1_is_one_number(digits_di
 def test_class_weights_are_sklearns_balanced():
     from sklearn.utils.class_weight import compute_class_weight
 
-    from graft.recipes.finetune import _balanced_weights
+    from graft.methods.supervised import balanced_class_weights
 
     labels = np.array([0] * 60 + [1] * 4 + [2] * 10)
     expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
-    assert np.allclose(_balanced_weights(np.bincount(labels)).numpy(), expected)
+    assert np.allclose(balanced_class_weights(labels, 3).numpy(), expected)
+    absent = balanced_class_weights(np.array([0, 0, 2]), 3).numpy()  # a class with no images weighs 0
+    assert absent[1] == 0 and np.allclose(absent[[0, 2]], compute_class_weight("balanced", classes=np.array([0, 2]), y=np.array([0, 0, 2])))
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,11 @@ def _cli(*args):
 @pytest.fixture(scope="module")
 def source_run(digits_dir, tmp_path_factory):
     """A small network pretrained from random weights on real digits."""
-    from graft.recipes.finetune import finetune
+    from graft.recipes.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("pretrained") / "run"
-    finetune(digits_dir, out, backbone="resnet10t", pretrained=False, stages="all:8", head="linear", batch_size=16,
-             base_lr_factor=1.0, lr=2e-3, image_size=32, augment="none", command="pretrain", progress=False)
+    pretrain(digits_dir, out, backbone="resnet10t", stages="all:8", head="linear", batch_size=16,
+             base_lr_factor=1.0, lr=2e-3, image_size=32, augment="none", progress=False)
     return out
 
 

@@ -79,3 +79,14 @@ def check_fits(net, image_size: int, batch_size: int, training: bool) -> int:
         warnings.warn(f"--image-size {image_size} with --batch-size {batch_size} needs about {need / GIB:.1f} GiB "
                       f"for {what}, more than half of the {have / GIB:.1f} GiB available")
     return need
+
+
+def check_training_memory(features, image_size: int, batch_size: int, whole_base: bool) -> None:
+    """Refuse what cannot even run forward; warn where training the whole base (``whole_base``) may not fit
+    (stages that train only the top keep far fewer activations, so that is no refusal)."""
+    check_fits(features, image_size, batch_size, training=False)
+    if whole_base:
+        need, have = estimate_bytes(features, image_size, batch_size, training=True), available_bytes()
+        if have is not None and need > have:
+            warnings.warn(f"training the whole network at --image-size {image_size}, --batch-size {batch_size} "
+                          f"needs about {need / GIB:.1f} GiB, more than the {have / GIB:.1f} GiB available")

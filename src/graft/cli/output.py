@@ -23,3 +23,12 @@ def print_summary(directory: Path, metrics: dict, scored_on: str = "validation")
     written = [name for name in ("metrics.json", "report.txt", "confusion_matrix.png", "predictions.csv",
                                  "report.html", "config.yaml", "model/") if (directory / name).exists()]
     click.echo(f"wrote {directory}/: {' '.join(written)}")
+
+
+def print_tasks(directory: Path, metrics: dict, scored_on: str = "validation") -> None:
+    """A multi-task run: each task's scores, then the mean."""
+    for task, m in metrics["tasks"].items():
+        click.echo(f"{task}: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  n_train {m['n_train']}  "
+                   f"n_val {m['n_val']}  (reports in {directory / task})")
+    click.echo(f"mean accuracy {metrics['accuracy']:.4f}  {metrics['seconds']:.1f} s  skipped {len(metrics['skipped'])}  "
+               f"model: {directory / 'model'}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from graft.cli.options import config_from, config_options, given_settings, run_options
-from graft.cli.output import print_summary
+from graft.cli.output import print_summary, print_tasks
 from graft.errors import GraftError
 from graft.recipes.settings import (AdaptConfig, DistillConfig, FinetuneConfig, FrozenFitConfig, LRFindConfig,
                                     MultitaskConfig, PretrainConfig)
@@ -40,7 +40,7 @@ def _interrupted(run_dir) -> None:
     raise SystemExit(130)
 
 
-def _train(ctx, config_cls, recipe, params, scored_on="validation", **overrides):
+def _train(ctx, config_cls, recipe, params, scored_on="validation", summary=print_summary, **overrides):
     """Resume (--resume) or start a run of ``recipe`` with the Config built from the options."""
     from graft.recipes.resume import resume
 
@@ -57,7 +57,7 @@ def _train(ctx, config_cls, recipe, params, scored_on="validation", **overrides)
     except KeyboardInterrupt:
         _interrupted(resume_dir or out)
     if result.metrics:  # a non-zero rank under torchrun has none: rank 0 reports
-        print_summary(result.run_dir, result.metrics, scored_on=scored_on)
+        summary(result.run_dir, result.metrics, scored_on=scored_on)
     return result
 
 
@@ -164,11 +164,7 @@ def multitask(ctx, **params):
             except ValueError:
                 raise click.UsageError(f"--task-weight {name}={value}: not a number") from None
         params["task_weights"] = weights
-    result = _train(ctx, MultitaskConfig, run_multitask, params)
-    if not result.metrics:
-        return
-    click.echo(f"mean accuracy {result.metrics['accuracy']:.4f}  {result.metrics['seconds']:.1f} s  "
-               f"skipped {len(result.metrics['skipped'])}  model: {result.run_dir / 'model'}")
+    _train(ctx, MultitaskConfig, run_multitask, params, summary=print_tasks)
 
 
 @click.command()
@@ -185,7 +181,7 @@ def resume(run_dir, strict, quiet):
     except KeyboardInterrupt:
         _interrupted(run_dir)
     if result.metrics:
-        print_summary(result.run_dir, result.metrics)
+        (print_tasks if "tasks" in result.metrics else print_summary)(result.run_dir, result.metrics)
 
 
 @click.command("lr-find")

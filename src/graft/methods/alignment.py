@@ -125,7 +125,8 @@ class DomainAdversarial(TrainingMethod):
         self.step += 1
         if self.discriminator is None:
             logits = forward(source_images)
-            return StepOutput(F.cross_entropy(logits, labels), n_source, int((logits.argmax(1) == labels).sum()))
+            return StepOutput(F.cross_entropy(logits, labels), n_source, int((logits.argmax(1) == labels).sum()),
+                              labels=labels)
         target_images = target[0]
         logits = forward(torch.cat([source_images, target_images]))
         task_loss = F.cross_entropy(logits[:n_source], labels)
@@ -141,10 +142,11 @@ class DomainAdversarial(TrainingMethod):
         # logs are summed per labelled example and averaged over the epoch by the engine
         return StepOutput(task_loss + domain_loss, n_source, correct,
                           {"domain_loss": domain_loss.item() * n_source,
-                           "domain_accuracy": domain_correct * n_source, "adversary_weight": weight * n_source})
+                           "domain_accuracy": domain_correct * n_source, "adversary_weight": weight * n_source},
+                          labels=labels)
 
     def evaluate(self, evaluated, val_loader) -> tuple[float, float, dict]:
-        from graft.train.trainer import evaluate_loader
+        from graft.methods.base import evaluate_loader
 
         loss, accuracy, _, _ = evaluate_loader(evaluated, val_loader)
         logs = {}
@@ -166,7 +168,7 @@ class DomainAdversarial(TrainingMethod):
             self.target_generator.set_state(state["target_rng"])
 
 
-def proxy_a_distance(source: "np.ndarray", target: "np.ndarray", seed: int = 0) -> float:
+def proxy_a_distance(source, target, seed: int = 0) -> float:
     """Proxy A-distance (Ben-David et al. 2007): 2 (1 - 2 err), err the held-out error of a
     linear classifier telling source from target features (equal numbers of each). 0: the
     domains are indistinguishable; 2: perfectly separable."""

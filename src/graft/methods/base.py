@@ -21,6 +21,9 @@ class StepOutput:
     count: int  # labelled examples the task loss saw (the train_loss/train_accuracy weight)
     correct: int  # of those, how many the network classified right
     logs: dict[str, float] = field(default_factory=dict)  # summed per example; averaged per epoch
+    # the class index of each labelled example the step drew ``[count]``, so an epoch can say
+    # what its sampler drew (``train_class_counts`` in history.jsonl); None when not labelled
+    labels: torch.Tensor | None = None
 
 
 def evaluate_loader(model: nn.Module, loader, with_probabilities: bool = False):

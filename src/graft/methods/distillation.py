@@ -80,4 +80,5 @@ class Distillation(TrainingMethod):
         n = len(labels)
         agree = int((logits.argmax(1) == teacher_logits.argmax(1)).sum())
         return StepOutput(loss, n, int((logits.argmax(1) == labels).sum()),
-                          {"soft_loss": soft.item() * n, "hard_loss": hard.item() * n, "teacher_agreement": agree})
+                          {"soft_loss": soft.item() * n, "hard_loss": hard.item() * n, "teacher_agreement": agree},
+                          labels=labels)

@@ -2,6 +2,7 @@
 CutMix, class weights and a conservation loss (L2-SP, LwF, BSS)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -50,4 +51,16 @@ class Supervised(TrainingMethod):
             conservation = self.regularizer(images, logits)
             loss = loss + conservation
             logs["conservation_loss"] = conservation.item() * len(targets)
-        return StepOutput(loss, len(targets), int((logits.argmax(1) == targets).sum()), logs)
+        return StepOutput(loss, len(targets), int((logits.argmax(1) == targets).sum()), logs, labels=targets)
+
+
+def balanced_class_weights(labels, classes: int) -> torch.Tensor:
+    """scikit-learn's ``class_weight="balanced"`` (n / (classes x count)) as a ``[classes]``
+    float tensor; classes absent from ``labels`` weigh 0."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    weights = np.zeros(classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return torch.as_tensor(weights, dtype=torch.float32)

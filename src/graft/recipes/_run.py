@@ -156,11 +156,10 @@ def init_distributed() -> bool:
 def score_folder(run: RunDir, model, folder: ImageFolder, *, subdir: str, title: str, batch_size: int,
                  extra: dict) -> dict:
     """Score ``model`` (a GraftModel) on a labelled ``folder``: reports in ``RUN/<subdir>/``
-    (metrics.json, report.txt, confusion matrix, predictions.csv, report.html); returns the
+    (metrics.json, report.txt, confusion matrix, predictions.csv); returns the
     short summary metrics.json of the run keeps (accuracy, macro F1, top-k, counts, folder)."""
     from torch.utils.data import DataLoader
 
-    from graft.artifacts.run_folder import write_html_safely
     from graft.data.datasets import ImageDataset
     from graft.methods.base import evaluate_loader
 
@@ -169,5 +168,4 @@ def score_folder(run: RunDir, model, folder: ImageFolder, *, subdir: str, title:
     metrics = run.write_evaluation(y_true, y_pred, model.classes, {**extra, "data_dir": str(folder.root)},
                                    subdir=subdir, title=title, probabilities=probabilities,
                                    paths=[record.path for record in folder.records], split=subdir)
-    write_html_safely(run.path, subdir=subdir)
     return held_out_summary(metrics)

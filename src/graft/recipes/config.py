@@ -71,14 +71,12 @@ class Config:
 
     @classmethod
     def from_dict(cls, saved: dict, **older_defaults):
-        """A config from saved settings; keys a later graft added take ``older_defaults``
-        (what runs written before them did) or the field's default; unknown keys are errors."""
+        """A config from settings saved in config.yaml. Keys a later graft added take
+        ``older_defaults`` (what runs written before them did) or the field's default; keys
+        that no longer name a field (written by an older graft) are left out."""
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(saved) - names)
-        if unknown:
-            raise GraftError(f"unknown setting(s) {', '.join(unknown)} for {cls.__name__}")
         values = {**{k: v for k, v in older_defaults.items() if k not in saved}, **saved}
-        return cls(**values)
+        return cls(**{k: v for k, v in values.items() if k in names})
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

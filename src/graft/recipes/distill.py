@@ -1,15 +1,20 @@
-"""Teacher-student distillation (``graft distill``): a student backbone trained from a graft
-run's outputs and the labels, on the fine-tuning engine with
-:class:`~graft.methods.distillation.Distillation` as its method."""
+"""``graft distill``: a student backbone trained from a graft run's outputs and the labels
+(Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015), on the shared
+training path with :class:`~graft.methods.distillation.Distillation` as its method."""
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from graft._io.progress import progress_bar
+from graft.data.datasets import ImageDataset
 from graft.errors import GraftError
-from graft.methods.distillation import Distillation
+from graft.methods.distillation import Distillation, TeacherOnStudentInputs
 from graft.recipes._run import FitResult, as_config
+from graft.recipes._training import Hooks, Parts, continue_training, start_training
 from graft.recipes.settings import DistillConfig
+
+__all__ = ["DistillConfig", "WithIndex", "continue_run", "distill", "teacher_outputs"]
 
 
 class WithIndex(Dataset):
@@ -18,6 +23,7 @@ class WithIndex(Dataset):
     def __init__(self, dataset):
         self.dataset = dataset
         self.records = getattr(dataset, "records", None)
+        self.augment = getattr(dataset, "augment", None)
 
     def __len__(self):
         return len(self.dataset)
@@ -33,10 +39,10 @@ def distill(config, out, *, strict: bool = False, progress: bool = True, overwri
     outputs and the labels. ``alpha=0`` is the same student trained without the teacher. Stages
     that train backbone layers see augmented images (``augment``, as in fine-tuning) and the
     teacher runs on each of those batches; head stages use its outputs on the plain images,
-    computed once. Raises GraftError when the teacher's classes differ from the data's."""
+    computed once. The loaders are fine-tuning's (``sampler`` shuffle or balanced, one shard per
+    process under torchrun). Raises GraftError when the teacher's classes differ from the data's."""
     from graft.artifacts.model import GraftModel
     from graft.data.folders import scan_folder
-    from graft.recipes.finetune import start_training
 
     config = as_config(DistillConfig, config, settings)
     teacher = GraftModel.load(config.teacher)
@@ -44,21 +50,17 @@ def distill(config, out, *, strict: bool = False, progress: bool = True, overwri
     if list(teacher.classes) != list(classes):
         raise GraftError(f"the teacher {config.teacher} knows classes {teacher.classes}, but {config.train_dir} has "
                          f"{classes}: distillation needs the same classes in the same order")
-    return start_training(config, out, strict=strict, progress=progress, overwrite=overwrite)
+    return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
 
 
-def continue_run(run, saved, *, given, strict=False, progress=True) -> FitResult:
-    """Continue a killed distillation run (the fine-tuning engine with the distillation method)."""
-    from graft.recipes.finetune import continue_run as continue_training
-
-    return continue_training(run, saved, given=given, strict=strict, progress=progress)
+def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
+    """Continue a killed distillation run (see :func:`graft.recipes.resume.resume`)."""
+    return continue_training(run, saved, DistillConfig, HOOKS, given=given, strict=strict, progress=progress)
 
 
 def teacher_outputs(teacher, folder, batch_size: int, progress: bool) -> torch.Tensor:
-    """The teacher's logits for every image of ``folder``, in order, at its own preprocessing."""
-    from graft.data.datasets import ImageDataset
-    from graft._io.progress import progress_bar
-
+    """The teacher's logits ``[N, classes]`` for every image of ``folder``, in order, at its own
+    preprocessing."""
     loader = DataLoader(ImageDataset(folder, teacher.preprocessing, "none"), batch_size=batch_size)
     bar = progress_bar(len(loader), "teacher outputs", "batch", progress)
     chunks = []
@@ -70,19 +72,17 @@ def teacher_outputs(teacher, folder, batch_size: int, progress: bool) -> torch.T
     return torch.cat(chunks)
 
 
-def distillation_method(s: dict, parts, progress: bool) -> Distillation:
-    """Index the training loaders' targets and compute the teacher's outputs once."""
+def _method(parts: Parts, strict: bool, progress: bool) -> Distillation:
+    """The teacher's outputs on every training image, computed once; the teacher itself for
+    augmented batches (resized and re-normalised to its own input)."""
     from graft.artifacts.model import GraftModel
-    from graft.methods.distillation import TeacherOnStudentInputs
 
-    teacher = GraftModel.load(s["teacher"]).eval()
-    logits = teacher_outputs(teacher, parts.train, s["batch_size"], progress)
+    c = parts.config
+    teacher = GraftModel.load(c.teacher).eval()
+    logits = teacher_outputs(teacher, parts.train, c.batch_size, progress)
     student, own = parts.preprocessing, teacher.preprocessing
     on_batches = TeacherOnStudentInputs(teacher, own.size, student.mean, student.std, own.mean, own.std)
-    for name in ("plain_loader", "train_loader"):
-        loader = getattr(parts, name)
-        if not isinstance(loader.dataset, WithIndex):
-            setattr(parts, name, DataLoader(WithIndex(loader.dataset), batch_size=loader.batch_size,
-                                            shuffle=True, generator=parts.generator, drop_last=loader.drop_last))
-    return Distillation(logits, temperature=s["temperature"], alpha=s["alpha"], teacher=on_batches,
-                        mixer=parts.mixer)
+    return Distillation(logits, temperature=c.temperature, alpha=c.alpha, teacher=on_batches, mixer=parts.mixer)
+
+
+HOOKS = Hooks(method=_method, dataset=lambda parts, dataset: WithIndex(dataset))

@@ -7,6 +7,7 @@ import warnings
 from graft.artifacts.run_folder import open_run
 from graft.data.folders import load_train_val
 from graft.recipes._run import as_config
+from graft.recipes._training import Hooks, prepare, sweep_stage
 from graft.recipes.settings import LRFindConfig
 
 __all__ = ["LRFindConfig", "find_lr"]
@@ -19,9 +20,6 @@ def find_lr(config, out, *, strict: bool = False, progress: bool = True, overwri
     :class:`~graft.train.lr_find.LRSweep` (its ``suggestion`` is the steepest-descent LR).
     With nothing but the head trainable and no augmentation, the frozen base runs once over the
     images and the sweep runs on its outputs."""
-    from graft.recipes.finetune import _prepare as prepare_network  # moves to _training with the engine
-    from graft.recipes.finetune import sweep_stage
-
     config = as_config(LRFindConfig, config, settings)
     with warnings.catch_warnings():  # its warnings come once, when the sweep loads the data
         warnings.simplefilter("ignore")
@@ -30,7 +28,7 @@ def find_lr(config, out, *, strict: bool = False, progress: bool = True, overwri
     run = open_run(out, config.COMMAND, overwrite=overwrite)
     with run.lock(config.COMMAND):
         run.write_config({"command": config.COMMAND, "settings": config.to_dict()})
-        parts = prepare_network(config.to_dict(), strict=strict, progress=progress, distributed=False)
+        parts = prepare(config, Hooks(), strict=strict, progress=progress, distributed=False)
         sweep = sweep_stage(parts, parts.plan[0], start=config.start, end=config.end, steps=config.steps,
                             progress=progress)
         sweep.save(run.path)

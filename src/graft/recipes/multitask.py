@@ -7,11 +7,9 @@ top-k and single-task artifacts load as before. Reports per task land in ``RUN/<
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,7 +102,8 @@ def _splits(s: dict) -> dict:
 def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
     from graft.backbones import create_backbone
     from graft.data.datasets import ImageDataset, readable_images
-    from graft.recipes.finetune import _curves_png, _make_head
+    from graft.recipes._training import make_head
+    from graft.reporting.plots import training_curves_png
 
     start = time.perf_counter()
     torch.manual_seed(s["seed"])
@@ -119,7 +118,7 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
         val, bad_val = readable_images(val, strict, progress)
         data[name], skipped = (train, val), skipped + bad_train + bad_val
     head = MultiTaskHead([{"name": name, "classes": train.classes,
-                           "head": _make_head(s["head"], dim, len(train.classes)).config()}
+                           "head": make_head(s["head"], dim, len(train.classes)).config()}
                           for name, (train, _) in data.items()])
     classes = [f"{name}/{c}" for name, (train, _) in data.items() for c in train.classes]
     training = {"method": COMMAND, **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor", "seed",
@@ -162,7 +161,7 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
                "best_epoch": result.best_epoch, "resumed_from_epoch": resume["epoch"] if resume else None,
                "seconds": round(time.perf_counter() - start, 3), "skipped": skipped}
     write_atomic(run.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
-    _curves_png(result.history, run.path / "curves.png")
+    training_curves_png(result.history, run.path / "curves.png")
     run.write_config({"command": COMMAND, "settings": s, "tasks": {n: t.classes for n, (t, _) in data.items()},
                       "backbone_weights": source.weights_source, "image_size": preprocessing.size})
     return FitResult(run.path, summary)

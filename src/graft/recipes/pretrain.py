@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 from graft.recipes._run import FitResult, as_config
+from graft.recipes._training import Hooks, continue_training, start_training
 from graft.recipes.settings import PretrainConfig
 
 __all__ = ["PretrainConfig", "continue_run", "pretrain"]
+
+HOOKS = Hooks()  # supervised training of every layer (PretrainConfig: random weights, the plan all:10)
 
 
 def pretrain(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
@@ -17,14 +20,10 @@ def pretrain(config, out, *, strict: bool = False, progress: bool = True, overwr
     ``config``: a :class:`~graft.recipes.settings.PretrainConfig`, or the source folder with
     its fields as keywords. Writes the run folder (model, reports, history, checkpoints);
     resumable with ``graft resume RUN``."""
-    from graft.recipes.finetune import start_training
-
     config = as_config(PretrainConfig, config, settings)
-    return start_training(config, out, strict=strict, progress=progress, overwrite=overwrite)
+    return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
 
 
-def continue_run(run, saved, *, given, strict=False, progress=True) -> FitResult:
-    """Continue a killed pretrain run (the same engine as fine-tuning)."""
-    from graft.recipes.finetune import continue_run as continue_training
-
-    return continue_training(run, saved, given=given, strict=strict, progress=progress)
+def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
+    """Continue a killed pretrain run (see :func:`graft.recipes.resume.resume`)."""
+    return continue_training(run, saved, PretrainConfig, HOOKS, given=given, strict=strict, progress=progress)

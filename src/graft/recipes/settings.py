@@ -65,6 +65,9 @@ class FrozenFitConfig(Config):
             raise GraftError("a training folder is needed (train_dir)")
         if self.val_dir is None and self.val_fraction is None:
             self.val_fraction = DEFAULT_VAL_FRACTION
+        if self.layer is not None and not str(self.layer).strip():
+            raise GraftError("--layer must name a layer (or an index) from `graft layers`; leave it out for the "
+                             "final pooled features")
         super().__post_init__()
 
 

@@ -266,3 +266,34 @@ def _matches_trunk(trunk, dataset, outputs, count: int = 2) -> bool:
     z = z.mean(dim=(2, 3)) if z.ndim == 4 else z
     got = outputs.tensors[0][:len(images)]
     return got.shape == z.shape and torch.allclose(got, z, atol=1e-3, rtol=1e-3)
+
+
+def pooled_encoder(features, preprocessing, architecture: str, batch_size: int, progress: bool):
+    """``dataset -> TensorDataset(pooled features [N, D], labels [N])`` of the current trunk of
+    ``features`` through graft's feature extractor, or None for a dataset it cannot encode (not
+    plain :class:`~graft.data.datasets.ImageDataset` images, or an image stopped decoding).
+
+    Used while the whole base is frozen: it runs in ONNX Runtime with decoding in a second
+    thread, and shares the on-disk feature cache with ``graft fit``/``extract`` (keyed by the
+    weights' hash, so a trained trunk never gets stale vectors).
+    """
+    from torch.utils.data import TensorDataset
+
+    from graft.data.datasets import ImageDataset
+    from graft.features.extractor import FeatureExtractor
+
+    def encode_pooled(dataset):
+        if not isinstance(dataset, ImageDataset) or dataset.augment != "none":
+            return None
+        extractor = FeatureExtractor.from_network(features, preprocessing, architecture, batch_size=batch_size,
+                                                  progress=progress)
+        paths = [record.path for record in dataset.records]
+        found = extractor.extract(paths, labels=[record.label for record in dataset.records],
+                                  desc="frozen base (features)")
+        if len(found) != len(paths):  # an image stopped decoding since the check: use the plain path
+            return None
+        encoded = TensorDataset(torch.from_numpy(found.vectors), torch.as_tensor(found.labels, dtype=torch.long))
+        encoded.engine = "cache" if found.cached == len(paths) else extractor.engine_
+        return encoded
+
+    return encode_pooled

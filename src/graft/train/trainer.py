@@ -19,14 +19,13 @@ from torch import nn
 
 from graft._io.progress import progress_bar
 from graft.errors import GraftError
-from graft.methods.base import TrainingMethod, evaluate_loader
+from graft.methods.base import TrainingMethod
 from graft.train.callbacks import Callback, StageRun
 from graft.train.distributed import barrier, world_size
 from graft.train.optim import check_choices, stage_optimizer
 from graft.train.stages import Stage, set_train_mode
 
-# evaluate_loader lives in graft.methods.base; named here only until graft.methods.alignment imports it from there
-__all__ = ["LoopResult", "LoopSettings", "Network", "TrainData", "Trainer", "evaluate_loader"]
+__all__ = ["LoopResult", "LoopSettings", "Network", "TrainData", "Trainer"]
 
 
 @dataclass
@@ -210,7 +209,7 @@ class Trainer:
             run.images_loader.sampler.set_epoch(self.state.epoch)
         set_train_mode(self.network.model)
         method.train()
-        total, correct, seen, logged = 0.0, 0, 0, {}
+        total, correct, seen, logged, drawn = 0.0, 0, 0, {}, None
         bar = progress_bar(method.steps_per_epoch(run.train_loader), f"{run.stage.name} epoch {self.state.epoch + 1}",
                            "batch", self.settings.progress)
         for batch in method.batches(run.train_loader, self.state.epoch):
@@ -225,6 +224,8 @@ class Trainer:
             seen += step.count
             for key, value in step.logs.items():
                 logged[key] = logged.get(key, 0.0) + value
+            if step.labels is not None:
+                drawn = _add_counts(drawn, step.labels)
             bar.update(1)
         bar.close()
         val_loss, val_accuracy, val_logs = method.evaluate(run.evaluated, run.val_loader)
@@ -242,6 +243,8 @@ class Trainer:
                # the stage's one pass of its frozen layers, on the stage's first epoch
                "frozen_encode_seconds": run.encode_seconds if first else 0.0,
                "seconds": round(time.perf_counter() - start, 3)}
+        if drawn is not None:  # what the sampler drew this epoch, per class (this process's shard)
+            row["train_class_counts"] = drawn.tolist()
         if method.name != "supervised":
             row["method"] = method.name
         row.update({key: value / max(1, seen) for key, value in logged.items()})
@@ -266,3 +269,16 @@ class Trainer:
                            else torch.empty(0, dtype=torch.uint8),
                            "method": self.method.state_dict()})
         return checkpoint
+
+
+def _add_counts(counts, labels: torch.Tensor):
+    """``counts`` (an int array per class index, or None) plus the labels of one step."""
+    import numpy as np
+
+    step = np.bincount(labels.detach().cpu().numpy().astype(np.int64))
+    if counts is None:
+        return step
+    if len(step) > len(counts):
+        counts, step = step, counts
+    counts[:len(step)] += step
+    return counts

@@ -1,0 +1,379 @@
+"""What every recipe that trains a network shares: build the source network, head, data and
+loaders from its Config; hand the recipe's method to the :class:`~graft.train.trainer.Trainer`;
+write the model and reports. A recipe (finetune, pretrain, adapt, distill) brings only its
+:class:`Hooks`: the method it trains with, and what it measures before and after."""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from graft._io.memory import check_training_memory
+from graft.artifacts.model import GraftModel
+from graft.artifacts.novelty import record_novelty_of_network
+from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+from graft.backbones import create_backbone
+from graft.data.datasets import ImageDataset, readable_images
+from graft.data.folders import ImageFolder, load_train_val
+from graft.errors import GraftError
+from graft.heads.modules import LinearHead, MLPHead
+from graft.methods import Supervised, evaluate_loader
+from graft.methods.supervised import balanced_class_weights
+from graft.methods.regularization import conservation_term
+from graft.recipes._run import (FitResult, check_data_unchanged, check_resumable, check_resume_arguments,
+                                init_distributed, load_test, manifest_of, score_folder, write_manifest)
+from graft.recipes.settings import FinetuneConfig
+from graft.reporting.plots import training_curves_png
+from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
+from graft.train.prefix import pooled_encoder
+from graft.train.distributed import is_main_process
+from graft.train.loaders import training_loader
+from graft.train.stages import parse_stages, truncated_plan
+from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
+
+
+@dataclass
+class Parts:
+    """Everything :func:`prepare` builds from a Config: data, network, loaders, loop settings."""
+
+    config: FinetuneConfig
+    plan: list
+    source: object  # the Backbone training starts from
+    preprocessing: object
+    features: object  # the feature network (trunk + pooling)
+    train: ImageFolder
+    val: ImageFolder
+    head: torch.nn.Module = None
+    model: GraftModel = None
+    skipped: list = field(default_factory=list)
+    generator: torch.Generator = None
+    train_loader: DataLoader = None
+    plain_loader: DataLoader = None
+    val_loader: DataLoader = None
+    loop: LoopSettings = None
+    mixer: object = None
+    frozen_prefix: FrozenPrefix = None
+    extras: dict = field(default_factory=dict)  # what a recipe's hooks keep (target folders, ...)
+
+
+@dataclass
+class Hooks:
+    """What a network-training recipe adds to the shared path.
+
+    ``method(parts, strict, progress) -> TrainingMethod``: how the network learns (the
+    supervised method of :func:`supervised_method` by default). ``dataset(parts, dataset) ->
+    Dataset``: what one training item is (distillation adds its index); the loaders are built
+    from it by :func:`graft.train.loaders.training_loader` whatever the method.
+    ``before(run, parts)`` runs before the first epoch of a new run, ``results(run, parts,
+    model) -> dict`` after training (extra metrics). ``keep_last``: keep the last epoch instead
+    of the best on validation (adaptation selects no epoch on the source)."""
+
+    method: Callable = None
+    dataset: Callable = None
+    before: Callable = None
+    results: Callable = None
+    keep_last: bool = False
+
+
+def supervised_method(parts: Parts, strict: bool = False, progress: bool = True) -> Supervised:
+    """Cross-entropy with the Config's mixing, class weights and conservation term."""
+    c = parts.config
+    weights = balanced_class_weights(parts.train.labels, len(parts.train.classes)) \
+        if c.class_weight == "balanced" else None
+    regularizer = conservation_term(c.regularizer, c.regularizer_weight, parts.source.model, parts.features,
+                                    parts.head)
+    return Supervised(parts.mixer, weights, regularizer, needs_images=c.regularizer == "lwf")  # LwF needs images
+
+
+def make_head(spec: str, in_features: int, num_classes: int):
+    """``linear`` or ``mlp:HIDDEN`` (FC-ReLU-Dropout(0.5)-FC) on ``in_features`` features."""
+    if spec == "linear":
+        return LinearHead(in_features, num_classes)
+    _, _, hidden = spec.partition(":")
+    return MLPHead(in_features, num_classes, hidden=int(hidden or 256), dropout=0.5)
+
+
+def source_network(c: FinetuneConfig):
+    """The backbone training starts from: pretrained weights, random ones (``pretrained`` off,
+    as ``graft pretrain``), or a fresh network holding some layers copied from a donor
+    (``transfer_layers``, from ``transfer_from`` or the backbone itself)."""
+    if not c.transfer_layers:
+        return create_backbone(c.backbone, weights=c.weights, pretrained=c.pretrained)
+    from graft.backbones.transfer import copy_layers, resolve_transfer
+
+    donor = create_backbone(c.transfer_from or c.backbone, weights=None if c.transfer_from else c.weights)
+    fresh = create_backbone(donor.architecture, pretrained=False)
+    copy_layers(donor.model, fresh.model, resolve_transfer(c.transfer_layers, fresh.model))
+    fresh.preprocessing = donor.preprocessing  # the copied layers expect the donor's input scaling
+    fresh.weights_source = f"{donor.weights_source} (layers {c.transfer_layers}), the rest random"
+    return fresh
+
+
+def _network(c: FinetuneConfig, strict: bool, progress: bool, final_pass: bool) -> Parts:
+    """Data and network of a run: the split, the source network, the readable images, the model."""
+    plan = parse_stages(c.stages)
+    train, val = load_train_val(c.train_dir, val_dir=c.val_dir, val_fraction=c.val_fraction, seed=c.seed)
+    if final_pass:  # the final refit trains on every labelled image
+        train = ImageFolder(train.root, train.classes, train.records + val.records)
+    source = source_network(c)
+    preprocessing = source.preprocessing.with_size(c.image_size) if c.image_size else source.preprocessing
+    features = source.feature_net(None)
+    check_training_memory(features, preprocessing.size, c.batch_size,
+                          whole_base=any(stage.top_blocks is None or stage.top_blocks < 0 for stage in plan))
+    train, skipped_train = readable_images(train, strict, progress)
+    val, skipped_val = readable_images(val, strict, progress)
+    parts = Parts(c, plan, source, preprocessing, features, train, val, skipped=skipped_train + skipped_val)
+    parts.head = make_head(c.head, features.output_dim(preprocessing.size), len(train.classes))
+    training = {"method": "finetune", "stages": c.stages, "head": c.head, "lr": c.lr,
+                "base_lr_factor": c.base_lr_factor, "optimizer": c.optimizer, "regularizer": c.regularizer,
+                "seed": c.seed, "train_dir": c.train_dir}
+    parts.model = GraftModel.from_backbone(source, parts.head, train.classes, preprocessing=preprocessing,
+                                           training=training, features=features)
+    return parts
+
+
+def prepare(c: FinetuneConfig, hooks: Hooks, *, strict: bool, progress: bool, distributed: bool,
+            final_pass: bool = False) -> Parts:
+    """Everything a run trains with, built from its Config (seeded first, so it repeats)."""
+    torch.manual_seed(c.seed)
+    np.random.seed(c.seed)
+    parts = _network(c, strict, progress, final_pass)
+    parts.generator = torch.Generator().manual_seed(c.seed)
+    # Which stages see augmented images: none without augmentation; head-only stages only when asked.
+    augmented = [c.augment != "none" and (stage.top_blocks != 0 or c.augment_head_stage or c.freeze_first is not None)
+                 for stage in parts.plan]
+
+    def loader(augment):
+        dataset = ImageDataset(parts.train, parts.preprocessing, augment)
+        dataset = hooks.dataset(parts, dataset) if hooks.dataset else dataset
+        return training_loader(dataset, parts.train.labels, c.batch_size, c.sampler, parts.generator, distributed,
+                               c.seed)
+
+    parts.plain_loader = loader("none")
+    parts.train_loader = loader(c.augment) if any(augmented) else parts.plain_loader
+    parts.val_loader = DataLoader(ImageDataset(parts.val, parts.preprocessing, "none"), batch_size=c.batch_size)
+    if c.mixup or c.cutmix:
+        from graft.methods.mixing import BatchMixer
+
+        parts.mixer = BatchMixer(len(parts.train.classes), mixup_alpha=c.mixup, cutmix_alpha=c.cutmix)
+    always_frozen = ()
+    if c.freeze_transferred:
+        from graft.backbones.transfer import resolve_transfer
+
+        always_frozen = tuple(resolve_transfer(c.transfer_layers, parts.features.trunk))
+    parts.loop = LoopSettings(
+        stages=parts.plan, lr=c.lr if c.lr != "auto" else 1e-3, base_lr_factor=c.base_lr_factor,
+        layer_decay=c.layer_decay, optimizer=c.optimizer, weight_decay=c.weight_decay, schedule=c.schedule,
+        freeze_first=c.freeze_first, progress=progress, distributed=distributed, augmented=augmented,
+        always_frozen=always_frozen)
+    parts.frozen_prefix = FrozenPrefix(encode_pooled=pooled_encoder(parts.features, parts.preprocessing,
+                                                                    parts.source.architecture, c.batch_size, progress))
+    return parts
+
+
+def _fit(parts: Parts, method, callbacks, resume=None):
+    network = Network(parts.model, parts.features.trunk, parts.head)
+    data = TrainData(parts.train_loader, parts.val_loader, parts.plain_loader, parts.generator)
+    return Trainer(parts.loop, callbacks).fit(method, network, data, resume=resume)
+
+
+def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, progress: bool,
+                   overwrite: bool) -> FitResult:
+    """Check everything (settings, data, test folder), then open the run folder and train."""
+    _check_plan(config)
+    with warnings.catch_warnings():  # its warnings come once, when training loads the data
+        warnings.simplefilter("ignore")
+        train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
+                                    seed=config.seed)  # data problems are reported before the run folder is touched
+    if config.test_dir is not None:
+        load_test(config.test_dir, train)
+    distributed = init_distributed()
+    main = is_main_process()
+    run = open_run(out, config.COMMAND, overwrite=overwrite) if main else RunDir(out)
+    with run.lock(config.COMMAND) if main else contextlib.nullcontext():
+        if main:
+            run.write_config({"command": config.COMMAND, "settings": config.to_dict()})
+            manifests = {"train": manifest_of(config.train_dir),
+                         "val": manifest_of(config.val_dir, train.classes) if config.val_dir else None}
+            if getattr(config, "target_dir", None):
+                from graft.data.folders import folder_manifest, scan_unlabelled
+
+                manifests["target"] = folder_manifest(scan_unlabelled(config.target_dir))
+            write_manifest(run, manifests)
+        return train_network(run, config, hooks, strict=strict, progress=progress and main, resume=None,
+                             distributed=distributed)
+
+
+def _check_plan(config: FinetuneConfig) -> None:
+    """What the Config cannot check alone: the stage plan, and mixing without augmented stages."""
+    plan = parse_stages(config.stages)
+    augmented = config.augment != "none" and (config.augment_head_stage or config.freeze_first is not None
+                                              or any(stage.top_blocks != 0 for stage in plan))
+    if (config.mixup or config.cutmix) and not augmented:
+        warnings.warn("--mixup/--cutmix apply to augmented stages only, and this plan has none "
+                      "(augmentation is off, or only head stages without --augment-head-stage)")
+
+
+# Keys that runs written before they existed lack, and what those runs did.
+OLDER_DEFAULTS = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, "cutmix": 0.0, "class_weight": None,
+                  "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True, "transfer_layers": None,
+                  "transfer_from": None, "freeze_transferred": False}
+
+
+def continue_training(run: RunDir, saved: dict, config_cls, hooks: Hooks, *, given: dict, strict: bool,
+                      progress: bool) -> FitResult:
+    """Continue a killed or interrupted run from ``RUN/checkpoints/last.pt`` with its saved
+    settings (see :func:`graft.recipes.resume.resume`)."""
+    from graft.data.augmentation import augmentation_name
+
+    settings = {**OLDER_DEFAULTS, **saved["settings"]}
+    if "augment_head_stage" not in saved["settings"]:  # older runs augmented every stage alike
+        settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
+    check_resume_arguments(run.path, settings, given)
+    check_resumable(run)
+    check_data_unchanged(run.path, {"train": settings["train_dir"], "val": settings["val_dir"],
+                                    "target": settings.get("target_dir")})
+    lr_found = settings.get("lr_found")  # a resumed run keeps the LR its sweep chose
+    config = config_cls.from_dict(settings)
+    state = load_checkpoint(run.path / "checkpoints" / "last.pt")
+    distributed = init_distributed()
+    main = is_main_process()
+    with run.lock(saved["command"]) if main else contextlib.nullcontext():
+        return train_network(run, config, hooks, strict=strict, progress=progress and main, resume=state,
+                             distributed=distributed, lr_found=lr_found)
+
+
+def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: bool, progress: bool,
+                  resume: dict | None, distributed: bool = False, lr_found: float | None = None) -> FitResult:
+    """Prepare, train (resuming from ``resume``), optionally refit (``final``), then write the
+    model, metrics.json, reports, curves and config.yaml into ``run``."""
+    start = time.perf_counter()
+    parts = prepare(config, hooks, strict=strict, progress=progress, distributed=distributed)
+    method = (hooks.method or supervised_method)(parts, strict, progress)
+    if config.lr == "auto":
+        lr_found = lr_found if lr_found is not None else _auto_lr(run, parts, method, progress, distributed)
+        parts.loop.lr = lr_found
+        parts.model.training_info["lr"] = lr_found
+    if hooks.before and is_main_process() and resume is None:
+        hooks.before(run, parts)
+    callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", patience=config.patience,
+                                   keep_last=hooks.keep_last, frozen_prefix=parts.frozen_prefix)
+    result = _fit(parts, method, callbacks, resume)
+    parts.model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
+    parts.model.eval()
+    shipped = _final_refit(run, parts, hooks, result.best_epoch, progress, distributed) if config.final \
+        else parts.model
+    if not is_main_process():  # rank 0 writes the model and reports
+        return FitResult(run.path, {})
+    record_novelty_of_network(run.model_dir, shipped, parts.plain_loader, parts.val_loader)
+    shipped.save(run.model_dir)
+    extra = {"n_train": len(parts.train), "n_val": len(parts.val), "best_epoch": result.best_epoch,
+             "final_refit": config.final, "resumed_from_epoch": resume["epoch"] if resume else None,
+             "lr": parts.loop.lr, "skipped": parts.skipped}
+    extra.update(_held_out_results(run, parts, hooks, shipped, strict, progress))
+    metrics = _write_reports(run, parts, result.history, extra, start)
+    run.write_config({"command": config.COMMAND, "settings": _saved(config, lr_found),
+                      "classes": parts.train.classes, "backbone_weights": parts.source.weights_source,
+                      "image_size": parts.preprocessing.size})
+    write_html_safely(run.path)
+    return FitResult(run.path, metrics)
+
+
+def _saved(config: FinetuneConfig, lr_found: float | None) -> dict:
+    """config.yaml's settings: the Config, and the LR ``--lr auto`` found (kept for a resume)."""
+    return {**config.to_dict(), **({"lr_found": lr_found} if lr_found is not None else {})}
+
+
+def _held_out_results(run: RunDir, parts: Parts, hooks: Hooks, model, strict: bool, progress: bool) -> dict:
+    """The test folder scored once, with the epoch validation chose; the recipe's own results."""
+    c, extra = parts.config, {}
+    if c.test_dir:
+        test, skipped = readable_images(load_test(c.test_dir, parts.train), strict, progress)
+        extra["test"] = score_folder(run, model, test, subdir="test", title=f"{test.root.name} (test)",
+                                     batch_size=c.batch_size, extra={"n_test": len(test), "skipped": skipped})
+    if hooks.results:
+        extra.update(hooks.results(run, parts, model))
+    return extra
+
+
+def _write_reports(run: RunDir, parts: Parts, history: list[dict], extra: dict, start: float) -> dict:
+    _, _, y_true, y_pred, probabilities = evaluate_loader(parts.model, parts.val_loader, with_probabilities=True)
+    extra["seconds"] = round(time.perf_counter() - start, 3)
+    metrics = run.write_evaluation(y_true, y_pred, parts.train.classes, extra,
+                                   title=f"{parts.train.root.name} (fine-tuned)", probabilities=probabilities,
+                                   paths=[record.path for record in parts.val.records])
+    training_curves_png(history, run.path / "curves.png")
+    run.write_split(parts.train, parts.val)
+    return metrics
+
+
+def _final_refit(run: RunDir, parts: Parts, hooks: Hooks, best_epoch: int, progress: bool, distributed: bool):
+    """``--final``: train again from the source weights on training + validation images for the
+    epochs validation chose (the plan cut at the best epoch), keeping the last epoch. The
+    validation scores stay those of the first run; this model has no held-out set left."""
+    final = parts.config.replace(stages=truncated_plan(parts.plan, max(best_epoch, 1)), patience=None,
+                                 lr=parts.loop.lr)
+    again = prepare(final, hooks, strict=False, progress=progress, distributed=distributed, final_pass=True)
+    method = (hooks.method or supervised_method)(again, False, progress)
+    callbacks = standard_callbacks(run.path / "checkpoints" / "final", run.path / "history-final.jsonl",
+                                   keep_last=True, frozen_prefix=again.frozen_prefix)
+    result = _fit(again, method, callbacks)
+    again.model.training_info.update({"final_refit": True, "final_plan": final.stages,
+                                      "epochs_run": len(result.history), "n_fitted": len(again.train)})
+    return again.model.eval()
+
+
+def _auto_lr(run: RunDir, parts: Parts, method, progress: bool, distributed: bool) -> float:
+    """``--lr auto``: rank 0 range-tests the first stage and every process uses its suggestion."""
+    lr, failure = None, None
+    if is_main_process():
+        try:
+            sweep = sweep_stage(parts, parts.plan[0], needs_images=method.needs_images, progress=progress)
+            sweep.save(run.path)
+            lr = sweep.suggestion
+            run.write_config({"command": parts.config.COMMAND, "settings": _saved(parts.config, lr)})
+        except GraftError as exc:
+            if not distributed:
+                raise
+            failure = str(exc)
+    if distributed:  # every rank learns the LR, or the error, so none waits forever
+        import torch.distributed as dist
+
+        box = [lr, failure]
+        dist.broadcast_object_list(box, src=0)
+        lr, failure = box
+    if failure is not None:
+        raise GraftError(failure)
+    return float(lr)
+
+
+def sweep_stage(parts: Parts, stage, *, needs_images: bool = False, start=1e-6, end=1.0, steps=100, progress=True):
+    """LR range test with ``stage``'s trainable set, on its frozen prefix's outputs when it can."""
+    from graft.train.lr_find import lr_sweep
+    from graft.train.optim import OPTIMIZERS, freeze_for_stage, param_groups
+    from graft.train.prefix import cached_prefix_loaders
+
+    loop = parts.loop
+    freeze_for_stage(loop, stage, parts.features.trunk, parts.head)
+    forward, loader = parts.model, parts.train_loader if loop.stage_augmented(0) else parts.plain_loader
+    if not loop.stage_augmented(0) and not needs_images:
+        cached = cached_prefix_loaders(parts.features.trunk, parts.head, loader, None, parts.generator, progress,
+                                       parts.frozen_prefix.encode_pooled)
+        if cached is not None:
+            forward, loader = cached[0], cached[1]
+
+    def make_optimizer(lr):
+        groups = param_groups(loop, parts.features.trunk, parts.head, lr)
+        return OPTIMIZERS[loop.optimizer](groups, loop.weight_decay)
+
+    state = parts.generator.get_state()
+    try:
+        return lr_sweep(forward, loader, make_optimizer, start=start, end=end, steps=steps, progress=progress)
+    finally:
+        parts.generator.set_state(state)  # the sweep does not change the training run's shuffles
