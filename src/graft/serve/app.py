@@ -105,13 +105,25 @@ def decode_upload(predictor, data: bytes, label: str) -> np.ndarray:
     memory-backed /dev/shm where there is one, since those rules read files)."""
     if not data:
         raise ApiError(400, f"{label}: empty file (0 bytes)")
-    with tempfile.NamedTemporaryFile(dir=_SCRATCH, prefix="graft-upload-") as tmp:
+    try:
+        try:
+            return _decode_via_file(predictor, data, _SCRATCH)
+        except OSError:  # a full /dev/shm (containers often give it 64 MB): the system temp folder
+            if _SCRATCH is None:
+                raise
+            return _decode_via_file(predictor, data, None)
+    except ImageDecodeError as exc:
+        raise ApiError(400, f"{label}: {exc.reason}") from None
+    except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as exc:
+        # a decoder failing in a way graft's rules do not name: still the upload's fault, not a 500
+        raise ApiError(400, f"{label}: cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def _decode_via_file(predictor, data: bytes, folder: str | None) -> np.ndarray:
+    with tempfile.NamedTemporaryFile(dir=folder, prefix="graft-upload-") as tmp:
         tmp.write(data)
         tmp.flush()
-        try:
-            return predictor.decode(tmp.name)
-        except ImageDecodeError as exc:
-            raise ApiError(400, f"{label}: {exc.reason}") from None
+        return predictor.decode(tmp.name)
 
 
 async def _uploads(request: Request, settings: ServeSettings) -> list[tuple[str, bytes]]:
