@@ -7,7 +7,7 @@ image body; ``?top_k=``, ``?tta=flip``), ``GET /v1/models``, ``GET /v1/models/{n
 Bad input is answered 4xx with ``{"error": "<one line>"}``: 400 not an image / truncated /
 too many pixels / an empty or malformed request, 404 an unknown model, 413 a body over the
 limit, 422 a bad ``top_k`` or ``tta``. Images are decoded by graft's own rules
-(:func:`graft.data.folders.load_image`), so the answers are those of ``graft predict``.
+(:func:`graft.data.decode.load_image`), so the answers are those of ``graft predict``.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Predictions from a run's ``model.onnx`` with ONNX Runtime + PIL + numpy alone (no torch, no timm).
 
 ``graft predict`` and ``graft serve`` both use :class:`OnnxPredictor`. Images are decoded and
-preprocessed by graft's own rules (:func:`graft.data.folders.load_image`,
+preprocessed by graft's own rules (:func:`graft.data.decode.load_image`,
 :class:`graft.data.preprocess.Preprocessing`), so the numbers are those of
 :meth:`graft.artifacts.model.GraftModel.predict_paths` (to float32 rounding, < 1e-4).
 
@@ -24,7 +24,7 @@ import numpy as np
 from graft._io.artifact import model_folder, read_artifact_config
 from graft.artifacts.novelty import Novelty
 from graft.artifacts.version import model_source
-from graft.data.folders import load_image
+from graft.data.decode import load_image
 from graft.data.preprocess import Preprocessing
 from graft.errors import GraftError, ImageDecodeError, ModelError
 
