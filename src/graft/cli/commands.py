@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from graft.cli.inspect import common_data_options
+from graft.cli.options import data_options
 from graft.errors import GraftError
 
 
@@ -65,8 +65,8 @@ def _expand_inputs(inputs) -> list[Path]:
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: path,rank,class,probability.")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
               help="Test-time augmentation: flip averages each image's and its mirror's probabilities.")
-@common_data_options
-def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_size, no_cache, quiet):
+@data_options
+def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_size, cache, quiet):
     """Top-k classes with probabilities for images (files or folders).
 
     Runs the run's model.onnx on ONNX Runtime without torch (exporting it once when it is missing
@@ -77,7 +77,7 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
         raise click.UsageError("--json and --csv are two output formats: choose one")
     from graft.serve.predict import PredictOptions, predict_files
 
-    options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, not no_cache, not quiet)
+    options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, cache, not quiet)
     _print_predictions(predict_files(run_dir, _expand_inputs(inputs), options), top_k, as_json, as_csv)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from graft.cli.inspect import common_data_options
+from graft.cli.options import data_options
 from graft.cli.output import print_summary
 from graft.defaults import DEFAULT_BACKBONE
 
@@ -14,13 +14,13 @@ from graft.defaults import DEFAULT_BACKBONE
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data", type=click.Path())
-@common_data_options
-def evaluate(run_dir, data, strict, engine, batch_size, no_cache, quiet):
+@data_options
+def evaluate(run_dir, data, strict, engine, batch_size, cache, quiet):
     """Score a saved model on a labelled class-folder tree; reports land in RUN_DIR/eval/<DATA>/."""
     from graft.recipes.frozen import evaluate as run_evaluation
 
     directory, metrics = run_evaluation(run_dir, data, strict=strict, engine=engine, batch_size=batch_size,
-                                        cache=not no_cache, progress=not quiet)
+                                        cache=cache, progress=not quiet)
     print_summary(directory, metrics, scored_on=f"evaluated on {data}")
 
 

@@ -11,7 +11,7 @@ import dataclasses
 
 import click
 
-from graft.recipes.settings import Config, open_ends
+from graft.recipes.config import open_ends
 
 
 class LearningRate(click.ParamType):
@@ -33,48 +33,43 @@ class LearningRate(click.ParamType):
 
 def _click_type(f: dataclasses.Field):
     meta, kind = f.metadata, str(f.type)
+    low, high = meta.get("low"), meta.get("high")
+    low_open, high_open = open_ends(meta)
     if meta.get("lr"):
         return LearningRate()
     if "choices" in meta:
         return click.Choice(list(meta["choices"]))
     if meta.get("path"):
         return click.Path()
-    low, high = meta.get("low"), meta.get("high")
-    low_open, high_open = open_ends(meta)
     if kind.startswith("int"):
         return click.IntRange(low, high) if low is not None or high is not None else int
     if kind.startswith("float"):
-        if low is None and high is None:
-            return float
-        return click.FloatRange(low, high, min_open=low_open, max_open=high_open and high is not None)
+        return float if low is None and high is None else click.FloatRange(low, high, min_open=low_open,
+                                                                           max_open=high_open and high is not None)
     return str
 
 
-def _flag(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
 def field_option(f: dataclasses.Field):
-    """The click parameter for one Config field (an argument, a flag or a valued option)."""
-    meta = f.metadata
+    """The click parameter for one Config field: an argument, a flag (a bool field that is on by
+    default gets the field's ``flag`` that turns it off) or a valued option."""
+    meta, kind, text = f.metadata, str(f.type), f.metadata.get("help", "")
     if meta.get("argument"):
-        if str(f.type).startswith("dict"):
-            return click.argument(f.name, metavar=meta["argument"].upper(), nargs=-1)
-        return click.argument(f.name, metavar=meta["argument"].upper(), type=click.Path())
-    names = [_flag(f), f.name] + ([meta["short"]] if meta.get("short") else [])
-    if str(f.type) == "bool":
-        return click.option(*names, is_flag=True, default=False, help=meta.get("help", ""))
-    if str(f.type).startswith("dict"):
-        return click.option(*names, multiple=True, help=meta.get("help", ""))
-    default = f.default if f.default is not dataclasses.MISSING else None
-    return click.option(*names, type=_click_type(f), default=default, show_default=default is not None,
-                        help=meta.get("help", ""))
+        many = kind.startswith("dict")
+        return click.argument(f.name, metavar=meta["argument"].upper(), nargs=-1 if many else 1,
+                              type=None if many else click.Path())
+    names = [meta.get("flag") or "--" + f.name.replace("_", "-"), f.name] + ([meta["short"]] if "short" in meta else [])
+    if kind == "bool":
+        return click.option(*names, is_flag=True, flag_value=not f.default, default=f.default, help=text)
+    if kind.startswith("dict"):
+        return click.option(*names, multiple=True, help=text)
+    return click.option(*names, type=_click_type(f), default=f.default, show_default=f.default is not None, help=text)
 
 
-def config_options(config: type[Config], exclude: tuple[str, ...] = ()):
+def config_options(config, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None):
     """Decorator adding an option for every field of ``config`` the CLI shows (all but
-    ``hidden`` ones and ``exclude``), in the field order."""
-    chosen = [f for f in dataclasses.fields(config) if not f.metadata.get("hidden") and f.name not in exclude]
+    ``hidden`` ones and ``exclude``; or just ``only``), in the field order."""
+    chosen = [f for f in dataclasses.fields(config) if not f.metadata.get("hidden") and f.name not in exclude
+              and (only is None or f.name in only)]
 
     def decorate(fn):
         for f in reversed(chosen):
@@ -84,22 +79,28 @@ def config_options(config: type[Config], exclude: tuple[str, ...] = ()):
     return decorate
 
 
-def config_from(config: type[Config], params: dict, **overrides) -> Config:
+def config_from(config, params: dict, **overrides):
     """The Config built from parsed click parameters (fields the command shows) and ``overrides``."""
     names = {f.name for f in dataclasses.fields(config)}
-    values = {k: v for k, v in params.items() if k in names}
-    values.update(overrides)
-    return config(**values)
+    return config(**{**{k: v for k, v in params.items() if k in names}, **overrides})
 
 
-def given_settings(ctx: click.Context, config: type[Config]) -> dict:
+def given_settings(ctx: click.Context, config) -> dict:
     """The Config fields the user typed on the command line (not defaults), for --resume checks."""
     from click.core import ParameterSource
 
-    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     names = {f.name for f in dataclasses.fields(config)}
-    return {name: value for name, value in ctx.params.items()
-            if name in names and ctx.get_parameter_source(name) in typed}
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: v for k, v in ctx.params.items() if k in names and ctx.get_parameter_source(k) in typed}
+
+
+def data_options(fn):
+    """How images are read and run (the frozen engine, batch size, cache), --strict, --quiet."""
+    from graft.recipes.settings import FrozenFitConfig
+
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
+    fn = click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
+    return config_options(FrozenFitConfig, only=("engine", "batch_size", "cache"))(fn)
 
 
 def run_options(fn, resume: bool = True):
@@ -108,8 +109,8 @@ def run_options(fn, resume: bool = True):
     fn = click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
     if resume:
         fn = click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
-                          help="Continue this killed or interrupted run with its saved settings (repeating a "
-                               "setting with another value is an error; a finished run is not extended).")(fn)
+                          help="Continue this killed or interrupted run with its saved settings (as `graft resume`; "
+                               "repeating a setting with another value is an error).")(fn)
     fn = click.option("--overwrite", is_flag=True, help="Write into a non-empty -o folder: graft's own outputs "
                                                         "there are removed first, other files are kept.")(fn)
     return click.option("--out", "-o", type=click.Path(file_okay=False), default=None,

@@ -65,6 +65,12 @@ class Config:
                                      f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}"
                                      f"{')' if high_open or high is None else ']'}, got {value!r}")
 
+    @classmethod
+    def flag(cls, name: str) -> str:
+        """How the command line names field ``name`` (``--val-split``, ``DATA``), for messages."""
+        meta = next(f.metadata for f in fields(cls) if f.name == name)
+        return meta.get("flag") or (meta["argument"].upper() if "argument" in meta else "--" + name.replace("_", "-"))
+
     def to_dict(self) -> dict:
         """The settings as saved in config.yaml."""
         return dataclasses.asdict(self)

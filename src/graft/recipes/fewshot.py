@@ -38,6 +38,10 @@ class FewShotResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def text(self) -> str:
+        return (f"{self.ways}-way {self.shots}-shot {self.head:9s} {100 * self.mean:5.1f} % +- "
+                f"{100 * self.interval:.1f} ({self.episodes} episodes, {self.queries} queries per class)")
+
 
 def simpleshot_transform(features: np.ndarray, mean: np.ndarray) -> np.ndarray:
     centred = np.asarray(features, np.float64) - mean

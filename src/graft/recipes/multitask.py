@@ -8,7 +8,6 @@ top-k and single-task artifacts load as before. Reports per task land in ``RUN/<
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ from graft.data.folders import folder_manifest, load_train_val, scan_folder
 from graft.errors import GraftError
 from graft._io.files import write_atomic
 from graft.recipes._run import FitResult
-from graft.recipes.settings import MultitaskConfig
+from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
 from graft.heads.modules import MultiTaskHead
 from graft.artifacts.model import GraftModel
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
@@ -30,23 +29,7 @@ from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 from graft.methods.multitask import MultiTask
 from graft.train.stages import parse_stages
 
-TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 COMMAND = "multitask"
-
-
-def parse_tasks(specs, what: str = "task") -> dict[str, str]:
-    """``["name=DIR", ...]`` -> {name: DIR}; names are identifiers and must not clash."""
-    tasks: dict[str, str] = {}
-    for spec in specs:
-        name, sep, folder = str(spec).partition("=")
-        if not sep or not folder:
-            raise GraftError(f"{what} {spec!r}: expected NAME=DIR")
-        if not TASK_NAME.match(name):
-            raise GraftError(f"{what} name {name!r}: use a letter, then letters, digits, '-' or '_'")
-        if name in tasks:
-            raise GraftError(f"task names clash: {name!r} is given twice ({tasks[name]} and {folder})")
-        tasks[name] = folder
-    return tasks
 
 
 def multitask(config, out=None, *, strict: bool = False, progress: bool = True, overwrite: bool = False,

@@ -9,6 +9,7 @@ name, choices, bounds) as plain data: this module imports neither click nor torc
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,7 +20,7 @@ from graft.recipes.config import Config, absolute_path, check_head_spec, comma_l
 
 __all__ = ["AdaptConfig", "AdviseConfig", "Config", "DistillConfig", "FewshotConfig", "FinetuneConfig",
            "FrozenFitConfig", "LRFindConfig", "MultitaskConfig", "PretrainConfig", "check_head_spec", "comma_list",
-           "open_ends", "setting"]
+           "open_ends", "parse_tasks", "setting"]
 
 OPTIMIZER_NAMES = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULE_NAMES = ("cosine", "onecycle")
@@ -58,11 +59,11 @@ class FrozenFitConfig(Config):
     engine: str = setting("auto", "Frozen inference engine (auto: ONNX Runtime when installed).",
                           choices=("auto", "onnx", "torch"))
     batch_size: int = setting(32, "Images per batch.", low=1)
-    cache: bool = setting(True, "Read and write the on-disk feature cache.", hidden=True)
+    cache: bool = setting(True, "Do not read or write the feature cache.", flag="--no-cache")
 
     def __post_init__(self):
         if self.train_dir is None:
-            raise GraftError("a training folder is needed (train_dir)")
+            raise GraftError(f"missing {self.flag('train_dir')}: the labelled training folder")
         if self.val_dir is None and self.val_fraction is None:
             self.val_fraction = DEFAULT_VAL_FRACTION
         if self.layer is not None and not str(self.layer).strip():
@@ -122,7 +123,7 @@ class FinetuneConfig(Config):
                                          "chose (reports in RUN/test/).", flag="--test", path=True)
     final: bool = setting(False, "After training, train again on training + validation images for the epochs "
                                  "validation chose, and save that model.")
-    pretrained: bool = setting(True, "Start from pretrained weights (off: random initialisation).", hidden=True)
+    pretrained: bool = setting(True, "Random initial weights instead of pretrained ones.", flag="--from-scratch")
     transfer_layers: str | None = setting(None, "first:K, last:K or NAME[,NAME...]: copy these layers into a freshly "
                                                 "initialised network of the same architecture; the rest starts random.")
     transfer_from: str | None = setting(None, "Where the copied layers come from: a backbone name or a graft run "
@@ -131,7 +132,7 @@ class FinetuneConfig(Config):
 
     def __post_init__(self):
         if self.train_dir is None:
-            raise GraftError("a training folder is needed (train_dir)")
+            raise GraftError(f"missing {self.flag('train_dir')}: the labelled training folder")
         if self.val_dir is None and self.val_fraction is None:
             self.val_fraction = DEFAULT_VAL_FRACTION
         self.augment = augmentation_name(self.augment)
@@ -265,8 +266,13 @@ class MultitaskConfig(Config):
     augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)
 
     def __post_init__(self):
-        self.tasks = {name: absolute_path(folder) for name, folder in self.tasks.items()}
-        self.val_dirs = {name: absolute_path(folder) for name, folder in self.val_dirs.items()}
+        self.tasks = {name: absolute_path(folder) for name, folder in parse_tasks(self.tasks).items()}
+        self.val_dirs = {name: absolute_path(folder) for name, folder in parse_tasks(self.val_dirs, "--val").items()}
+        weights = parse_tasks(self.task_weights, "--task-weight")
+        try:
+            self.task_weights = {name: float(value) for name, value in weights.items()}
+        except ValueError:
+            raise GraftError(f"--task-weight {weights}: each weight must be a number") from None
         self.augment = augmentation_name(self.augment)
         check_head_spec(self.head)
         super().__post_init__()
@@ -328,3 +334,24 @@ class AdviseConfig(Config):
         if self.val_dir and self.val_fraction:
             raise GraftError("--val and --val-split: choose one")
         super().__post_init__()
+
+
+TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+
+
+def parse_tasks(specs, what: str = "task") -> dict:
+    """``["name=DIR", ...]`` (or a dict, as given) -> {name: DIR}; names are identifiers and
+    must not clash. Raises GraftError naming the bad entry."""
+    if isinstance(specs, dict):
+        specs = [f"{name}={value}" for name, value in specs.items()]
+    tasks: dict[str, str] = {}
+    for spec in specs:
+        name, sep, folder = str(spec).partition("=")
+        if not sep or not folder:
+            raise GraftError(f"{what} {spec!r}: expected NAME=DIR")
+        if not TASK_NAME.match(name):
+            raise GraftError(f"{what} name {name!r}: use a letter, then letters, digits, '-' or '_'")
+        if name in tasks:
+            raise GraftError(f"task names clash: {name!r} is given twice ({tasks[name]} and {folder})")
+        tasks[name] = folder
+    return tasks

@@ -86,3 +86,16 @@ def write_split(path: Path, train, val) -> Path:
         for record in folder.records if folder is not None else []:
             writer.writerow([str(record.path), folder.classes[record.label], subset])
     return write_atomic(Path(path), buffer.getvalue())
+
+
+def layers_table(infos, transferred: set | None = None) -> list[str]:
+    """``graft layers`` as text lines: index, name, type, output shape, parameters, trainable
+    (and whether ``--transfer-layers`` copies it), then the total."""
+    mark = "  transferred" if transferred else ""
+    lines = [f"{'idx':>3}  {'name':22s} {'type':24s} {'output':18s} {'params':>10}  trainable{mark}"]
+    for i in infos:
+        shape = "x".join(str(d) for d in i.output_shape) or "-"
+        copy = ("  copied" if i.name in transferred else "  -") if transferred else ""
+        lines.append(f"{i.index:>3}  {i.name:22s} {i.type:24s} {shape:18s} {i.params:>10,}  "
+                     f"{'yes' if i.trainable else 'no':9s}{copy}")
+    return lines + [f"total parameters: {sum(i.params for i in infos):,}"]

@@ -49,18 +49,22 @@ def predict_files(run_dir, paths, options: PredictOptions | None = None) -> Pred
 
             if options.engine == "onnx" or model_folder(run_dir) is None:
                 raise
-            warnings.warn(f"ONNX Runtime cannot run this model ({exc}); predicting with torch")
+            return _predict_torch(run_dir, paths, options, why_not_onnx=str(exc))
         else:
             batch = predictor.predict_paths(paths, options.tta, options.batch_size, options.strict)
             return Predictions(predictor.classes, predictor.tasks, batch, "onnx")
     return _predict_torch(run_dir, paths, options)
 
 
-def _predict_torch(run_dir, paths, options: PredictOptions) -> Predictions:
-    """The same answer from the torch model (features through the extractor's engine)."""
+def _predict_torch(run_dir, paths, options: PredictOptions, why_not_onnx: str | None = None) -> Predictions:
+    """The same answer from the torch model (features through the extractor's engine). A model
+    that does not load is its own one-line error; one that loads but ONNX Runtime could not run
+    is predicted here, with a warning saying why."""
     from graft.artifacts.model import GraftModel
 
     model = GraftModel.load(run_dir)
+    if why_not_onnx is not None:
+        warnings.warn(f"ONNX Runtime cannot run this model ({why_not_onnx}); predicting with torch")
     features, probabilities = model.predict_paths(
         paths, strict=options.strict, engine=options.engine, batch_size=options.batch_size, cache=options.cache,
         progress=options.progress, tta=options.tta)
