@@ -1,12 +1,8 @@
 """The ``graft`` command line: parse arguments, call the library, print. No logic of its own."""
 from __future__ import annotations
 
-import csv
 import importlib
-import json
-import sys
 import warnings
-from pathlib import Path
 
 import click
 
@@ -41,22 +37,6 @@ def main():
     """graft: transfer learning for image classifiers, fast and offline on a CPU."""
 
 
-def _expand_inputs(inputs) -> list[Path]:
-    from graft.data.folders import is_hidden
-
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if p.is_file()
-                                and not any(is_hidden(part) for part in p.relative_to(path).parts)))
-        else:
-            paths.append(path)  # a missing file is reported by the extractor, not dropped here
-    if not paths:
-        raise GraftError("no image files found in " + ", ".join(map(str, inputs)))
-    return paths
-
-
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
@@ -75,38 +55,13 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are two output formats: choose one")
+    from graft.data.folders import image_files
     from graft.serve.predict import PredictOptions, predict_files
 
     options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, cache, not quiet)
-    _print_predictions(predict_files(run_dir, _expand_inputs(inputs), options), top_k, as_json, as_csv)
-
-
-def _print_predictions(answer, top_k, as_json, as_csv):
-    from graft.serve.onnx_predictor import top_per_task
-
-    classes, tasks, batch = answer.classes, answer.tasks, answer.batch
-    writer = csv.writer(sys.stdout) if as_csv else None
-    if writer:
-        writer.writerow(["path", *(["task"] if len(tasks) > 1 else []), "rank", "class", "probability"])
-    for i, (path, probs) in enumerate(zip(batch.paths, batch.probabilities)):
-        tops = top_per_task(classes, tasks, probs, top_k)
-        novelty = None if batch.novelty is None else round(float(batch.novelty[i]), 4)
-        unfamiliar = None if batch.unfamiliar is None else bool(batch.unfamiliar[i])
-        if as_json:
-            listed = {task: [{"class": c, "probability": round(p, 6)} for c, p in top] for task, top in tops.items()}
-            row = {"path": path, "top": listed[None]} if None in listed else {"path": path, "tasks": listed}
-            click.echo(json.dumps({**row, "novelty": novelty, "unfamiliar": unfamiliar}))
-        elif writer:
-            for task, top in tops.items():
-                for rank, (c, p) in enumerate(top, 1):
-                    writer.writerow([path, *([task] if task else []), rank, c, f"{p:.6f}"])
-        else:
-            flag = f"\tunfamiliar (novelty {novelty:.1f})" if unfamiliar else ""
-            click.echo(f"{path}\t" + "  |  ".join((f"{task}: " if task else "") + "  ".join(
-                f"{c} {p:.3f}" for c, p in top) for task, top in tops.items()) + flag)
-    for item in batch.skipped:
-        if as_json:
-            click.echo(json.dumps({"path": item["path"], "error": item["reason"]}))
+    answer = predict_files(run_dir, image_files(inputs), options)
+    for line in answer.lines(top_k, "json" if as_json else "csv" if as_csv else "table"):
+        click.echo(line)
 
 
 for _module in ("train", "inspect", "deploy"):

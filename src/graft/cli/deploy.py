@@ -52,19 +52,14 @@ def export(run_dir, fmt, out, input_type):
 @click.option("--quiet", "-q", is_flag=True)
 def demo(data, out, backbone, image_size, quiet):
     """The whole path on real data: features, logistic regression, report, pictures."""
-    from graft.features.cache import cache_root
-    from graft.recipes.demo import write_digits_dataset
-    from graft.recipes.frozen import fit_frozen
+    from graft.recipes.demo import demo as run_demo
 
     if data is None:
-        data = write_digits_dataset(cache_root() / "demo" / "sklearn-digits")
-        image_size = image_size or 128
-        click.echo(f"demo data: scikit-learn's 1797 handwritten digits, written to {data}")
-    result = fit_frozen(data, out, val_fraction=0.25, backbone=backbone, image_size=image_size,
-                        progress=not quiet)
+        click.echo("demo data: scikit-learn's 1797 handwritten digits, written to graft's cache")
+    data, result = run_demo(out, data, backbone=backbone, image_size=image_size, progress=not quiet)
     print_summary(result.run_dir, result.metrics)
-    click.echo(f"confusion matrix picture: {result.run_dir / 'confusion_matrix.png'}")
-    click.echo(f"try: graft predict {result.run_dir} {Path(data) / sorted(p.name for p in Path(data).iterdir())[0]}")
+    click.echo(f"confusion matrix picture: {result.run_dir / 'confusion_matrix.png'}\n"
+               f"try: graft predict {result.run_dir} {data / sorted(p.name for p in data.iterdir())[0]}")
 
 
 @click.command()

@@ -1,10 +1,6 @@
-"""Command-line options generated from the recipes' Config dataclasses.
-
-A recipe's Config is the only place a default is written; :func:`config_options` turns its
-fields into click options (flag, type, bounds, choices, help and default all read from the
-field), and :func:`config_from` turns the parsed options back into the Config. So ``graft
-finetune --help`` and ``FinetuneConfig()`` cannot disagree.
-"""
+"""Options generated from the recipes' Config dataclasses: a Config is the only place a default
+is written; :func:`config_options` turns its fields into click options (flag, type, bounds,
+choices, help, default) and :func:`config_from` turns the parsed options back into the Config."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,21 +22,16 @@ class LearningRate(click.ParamType):
             lr = float(value)
         except ValueError:
             self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
-        if lr <= 0:
-            self.fail(f"{value!r} must be positive", param, ctx)
-        return lr
+        return lr if lr > 0 else self.fail(f"{value!r} must be positive", param, ctx)
 
 
 def _click_type(f: dataclasses.Field):
     meta, kind = f.metadata, str(f.type)
     low, high = meta.get("low"), meta.get("high")
     low_open, high_open = open_ends(meta)
-    if meta.get("lr"):
-        return LearningRate()
-    if "choices" in meta:
-        return click.Choice(list(meta["choices"]))
-    if meta.get("path"):
-        return click.Path()
+    if meta.get("lr") or "choices" in meta or meta.get("path"):
+        return LearningRate() if meta.get("lr") else click.Choice(list(meta["choices"])) if "choices" in meta \
+            else click.Path()
     if kind.startswith("int"):
         return click.IntRange(low, high) if low is not None or high is not None else int
     if kind.startswith("float"):
@@ -50,8 +41,8 @@ def _click_type(f: dataclasses.Field):
 
 
 def field_option(f: dataclasses.Field):
-    """The click parameter for one Config field: an argument, a flag (a bool field that is on by
-    default gets the field's ``flag`` that turns it off) or a valued option."""
+    """One field's parameter: an argument, a flag (a bool that is on by default gets the field's
+    ``flag`` that turns it off), a repeatable NAME=VALUE option (a dict) or a valued option."""
     meta, kind, text = f.metadata, str(f.type), f.metadata.get("help", "")
     if meta.get("argument"):
         many = kind.startswith("dict")
@@ -66,8 +57,8 @@ def field_option(f: dataclasses.Field):
 
 
 def config_options(config, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None):
-    """Decorator adding an option for every field of ``config`` the CLI shows (all but
-    ``hidden`` ones and ``exclude``; or just ``only``), in the field order."""
+    """Decorator: an option for every shown field of ``config`` (not ``hidden``, not in
+    ``exclude``; or just ``only``), in field order."""
     chosen = [f for f in dataclasses.fields(config) if not f.metadata.get("hidden") and f.name not in exclude
               and (only is None or f.name in only)]
 
@@ -80,13 +71,13 @@ def config_options(config, exclude: tuple[str, ...] = (), only: tuple[str, ...] 
 
 
 def config_from(config, params: dict, **overrides):
-    """The Config built from parsed click parameters (fields the command shows) and ``overrides``."""
+    """The Config from parsed click parameters (the fields among them) and ``overrides``."""
     names = {f.name for f in dataclasses.fields(config)}
     return config(**{**{k: v for k, v in params.items() if k in names}, **overrides})
 
 
 def given_settings(ctx: click.Context, config) -> dict:
-    """The Config fields the user typed on the command line (not defaults), for --resume checks."""
+    """The Config fields the user typed (not defaults), for --resume checks."""
     from click.core import ParameterSource
 
     names = {f.name for f in dataclasses.fields(config)}
@@ -94,19 +85,21 @@ def given_settings(ctx: click.Context, config) -> dict:
     return {k: v for k, v in ctx.params.items() if k in names and ctx.get_parameter_source(k) in typed}
 
 
+def _quiet_strict(fn):
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
+    return click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
+
+
 def data_options(fn):
-    """How images are read and run (the frozen engine, batch size, cache), --strict, --quiet."""
+    """How images are read and run (frozen engine, batch size, cache), --strict, --quiet."""
     from graft.recipes.settings import FrozenFitConfig
 
-    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
-    fn = click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
-    return config_options(FrozenFitConfig, only=("engine", "batch_size", "cache"))(fn)
+    return config_options(FrozenFitConfig, only=("engine", "batch_size", "cache"))(_quiet_strict(fn))
 
 
 def run_options(fn, resume: bool = True):
-    """-o/--out, --overwrite, --strict, --quiet (and --resume) shared by every training command."""
-    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
-    fn = click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
+    """-o/--out, --overwrite, --strict, --quiet (and --resume) of every training command."""
+    fn = _quiet_strict(fn)
     if resume:
         fn = click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
                           help="Continue this killed or interrupted run with its saved settings (as `graft resume`; "

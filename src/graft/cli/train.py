@@ -13,24 +13,13 @@ from graft.recipes import settings as s
 
 _NOT_FINETUNING = ("freeze_first", "regularizer", "regularizer_weight", "transfer_layers", "transfer_from",
                    "freeze_transferred")
-# name -> (Config, recipe function, fields the command does not show, help)
-TRAINING = {
-    "fit": (s.FrozenFitConfig, "frozen:fit_frozen", (),
-            "Frozen features + a classical head (C chosen by cross-validation) -> a run folder."),
-    "finetune": (s.FinetuneConfig, "finetune:finetune", ("pretrained",),
-                 "Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR. Checkpoints are "
-                 "written every epoch; after a kill or Ctrl-C, `graft resume RUN` continues where it stopped."),
-    "pretrain": (s.PretrainConfig, "pretrain:pretrain", _NOT_FINETUNING[:3] + ("pretrained", "layer_decay"),
-                 "Train a network from random initialisation on a labelled source folder; the run folder is then "
-                 "a backbone for every other command (--backbone RUN)."),
-    "adapt": (s.AdaptConfig, "adapt:adapt", _NOT_FINETUNING + ("test_dir", "final"),
-              "Domain adaptation: learn from a labelled --source folder and unlabelled --target images (DANN by "
-              "default; --adversary none is source-only: the target never enters the network)."),
-    "distill": (s.DistillConfig, "distill:distill", _NOT_FINETUNING + ("pretrained",),
-                "Teacher-student: train --student on DATA from a graft run's softened outputs and the labels."),
-    "multitask": (s.MultitaskConfig, "multitask:multitask", (),
-                  "One shared network, one head per task: graft multitask flowers=DIR insects=DIR -o RUN."),
-}
+# name -> (Config, recipe function, fields the command does not show); each Config's HELP is its --help
+TRAINING = {"fit": (s.FrozenFitConfig, "frozen:fit_frozen", ()),
+            "finetune": (s.FinetuneConfig, "finetune:finetune", ("pretrained",)),
+            "pretrain": (s.PretrainConfig, "pretrain:pretrain", _NOT_FINETUNING[:3] + ("pretrained", "layer_decay")),
+            "adapt": (s.AdaptConfig, "adapt:adapt", _NOT_FINETUNING + ("test_dir", "final")),
+            "distill": (s.DistillConfig, "distill:distill", _NOT_FINETUNING + ("pretrained",)),
+            "multitask": (s.MultitaskConfig, "multitask:multitask", ())}
 
 
 def _recipe(path: str):
@@ -74,13 +63,13 @@ def _run(ctx: click.Context, config_cls, recipe: str, params: dict):
 
 
 def _training_command(name: str):
-    config_cls, recipe, exclude, text = TRAINING[name]
+    config_cls, recipe, exclude = TRAINING[name]
 
     @click.pass_context
     def command(ctx, **params):
         _run(ctx, config_cls, recipe, params)
 
-    command.__doc__ = text
+    command.__doc__ = config_cls.HELP
     return click.command(name)(config_options(config_cls, exclude)(run_options(command, resume=name != "fit")))
 
 

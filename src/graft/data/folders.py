@@ -383,3 +383,20 @@ def manifest_changes(before: dict, after: dict, most: int = 3) -> list[str]:
             shown = ", ".join(sorted(names)[:most]) + (" ..." if len(names) > most else "")
             changes.append(f"{len(names)} file(s) {what} ({shown})")
     return changes
+
+
+def image_files(inputs) -> list[Path]:
+    """Files and folders (searched recursively, hidden entries skipped) -> the files to read, in
+    order. A missing file stays in the list: decoding reports it, nothing is dropped here.
+    Raises DataError when nothing is left."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if p.is_file()
+                                and not any(is_hidden(part) for part in p.relative_to(path).parts)))
+        else:
+            paths.append(path)
+    if not paths:
+        raise DataError("no image files found in " + ", ".join(map(str, inputs)))
+    return paths

@@ -31,3 +31,18 @@ def write_digits_dataset(root: Path, per_class: int | None = None) -> Path:
         pixels = np.clip(image * (255.0 / 16.0), 0, 255).astype(np.uint8)
         Image.fromarray(pixels, mode="L").resize((32, 32), Image.Resampling.NEAREST).save(path)
     return root
+
+
+def demo(out, data=None, *, backbone: str | None = None, image_size: int | None = None, progress: bool = True):
+    """``graft demo``: the frozen path on real data, end to end (features, logistic regression,
+    report, pictures). Without ``data``, scikit-learn's digits are written to graft's cache first
+    and read at 128 px. Returns ``(data folder, FitResult)``."""
+    from graft.defaults import DEFAULT_BACKBONE
+    from graft.features.cache import cache_root
+    from graft.recipes.frozen import fit_frozen
+
+    if data is None:
+        data = write_digits_dataset(cache_root() / "demo" / "sklearn-digits")
+        image_size = image_size or 128
+    return Path(data), fit_frozen(data, out, val_fraction=0.25, backbone=backbone or DEFAULT_BACKBONE,
+                                  image_size=image_size, progress=progress)

@@ -34,6 +34,9 @@ DEFAULT_VAL_FRACTION = 0.2
 class FrozenFitConfig(Config):
     """``graft fit``: frozen backbone features + a classical head (scikit-learn)."""
 
+    # the command's --help
+    HELP: ClassVar[str] = "Frozen features + a classical head (C chosen by cross-validation) -> a run folder."
+
     PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir")
 
     train_dir: str = setting(None, "Training class-folder tree.", argument="data", path=True)
@@ -77,6 +80,11 @@ class FinetuneConfig(Config):
     """``graft finetune``: head transplant and staged unfreezing of a pretrained backbone, with
     optional conservation training (L2-SP, Li et al. 2018; LwF, Li & Hoiem 2016; BSS, Chen et
     al. 2019) and layer transfer. Also the base of every recipe that trains a network."""
+
+    # the command's --help
+    HELP: ClassVar[str] = ("Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR. "
+                           "Checkpoints are written every epoch; after a kill or Ctrl-C, `graft resume RUN` "
+                           "continues where it stopped.")
 
     PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir", "weights")
     COMMAND: ClassVar[str] = "finetune"
@@ -149,6 +157,10 @@ class PretrainConfig(FinetuneConfig):
     """``graft pretrain``: a network trained from random initialisation on a labelled source
     folder; its run folder is then a backbone for every other command (``--backbone RUN``)."""
 
+    # the command's --help
+    HELP: ClassVar[str] = ("Train a network from random initialisation on a labelled source folder; the run folder"
+                           " is then a backbone for every other command (--backbone RUN).")
+
     COMMAND: ClassVar[str] = "pretrain"
 
     backbone: str = setting(None, "Any timm architecture (e.g. resnet10t, tf_efficientnet_lite0).", flag="--arch")
@@ -170,6 +182,11 @@ class AdaptConfig(FinetuneConfig):
     """``graft adapt``: domain-adversarial training (DANN, Ganin et al. JMLR 2016; CDAN, Long
     et al. NeurIPS 2018) from a labelled source folder (``train_dir``) and unlabelled target
     images. ``adversary="none"`` is source-only: the same run without the target."""
+
+    # the command's --help
+    HELP: ClassVar[str] = ("Domain adaptation: learn from a labelled --source folder and unlabelled --target "
+                           "images (DANN by default; --adversary none is source-only: the target never enters the "
+                           "network).")
 
     PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("target_dir", "target_val_dir")
     COMMAND: ClassVar[str] = "adapt"
@@ -198,6 +215,10 @@ class AdaptConfig(FinetuneConfig):
 class DistillConfig(FinetuneConfig):
     """``graft distill``: a student backbone trained from a teacher run's temperature-softened
     outputs and the labels (Hinton, Vinyals & Dean 2015)."""
+
+    # the command's --help
+    HELP: ClassVar[str] = ("Teacher-student: train --student on DATA from a graft run's softened outputs and the "
+                           "labels.")
 
     PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("teacher",)
     COMMAND: ClassVar[str] = "distill"
@@ -243,6 +264,9 @@ class LRFindConfig(FinetuneConfig):
 class MultitaskConfig(Config):
     """``graft multitask``: one shared backbone, one head per task; every step draws a batch of
     every task; fixed or learned uncertainty task weights (Kendall, Gal & Cipolla, CVPR 2018)."""
+
+    # the command's --help
+    HELP: ClassVar[str] = "One shared network, one head per task: graft multitask flowers=DIR insects=DIR -o RUN."
 
     COMMAND: ClassVar[str] = "multitask"
 

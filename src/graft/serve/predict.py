@@ -33,6 +33,41 @@ class Predictions:
     batch: Batch
     engine: str
 
+    def lines(self, top_k: int = 3, fmt: str = "table"):
+        """``graft predict``'s output, line by line: ``table`` (path, then each task's top-k and a
+        flag when unfamiliar), ``json`` (one object per image with novelty and unfamiliar; a
+        skipped file is a row with its error) or ``csv`` (path, task, rank, class, probability)."""
+        import csv
+        import io
+        import json
+
+        from graft.serve.onnx_predictor import top_per_task
+
+        batch, several = self.batch, len(self.tasks) > 1
+        if fmt == "csv":
+            yield "path," + ("task," if several else "") + "rank,class,probability"
+        for i, (path, probs) in enumerate(zip(batch.paths, batch.probabilities)):
+            tops = top_per_task(self.classes, self.tasks, probs, top_k)
+            novelty = None if batch.novelty is None else round(float(batch.novelty[i]), 4)
+            unfamiliar = None if batch.unfamiliar is None else bool(batch.unfamiliar[i])
+            if fmt == "json":
+                listed = {task: [{"class": c, "probability": round(p, 6)} for c, p in top] for task, top in tops.items()}
+                row = {"path": path, "top": listed[None]} if None in listed else {"path": path, "tasks": listed}
+                yield json.dumps({**row, "novelty": novelty, "unfamiliar": unfamiliar})
+            elif fmt == "csv":
+                for task, top in tops.items():
+                    for rank, (c, p) in enumerate(top, 1):
+                        out = io.StringIO()
+                        csv.writer(out, lineterminator="").writerow([path, *([task] if task else []), rank, c,
+                                                                     f"{p:.6f}"])
+                        yield out.getvalue()
+            else:
+                flag = f"\tunfamiliar (novelty {novelty:.1f})" if unfamiliar else ""
+                yield f"{path}\t" + "  |  ".join((f"{task}: " if task else "") + "  ".join(
+                    f"{c} {p:.3f}" for c, p in top) for task, top in tops.items()) + flag
+        if fmt == "json":
+            yield from (json.dumps({"path": item["path"], "error": item["reason"]}) for item in batch.skipped)
+
 
 def predict_files(run_dir, paths, options: PredictOptions | None = None) -> Predictions:
     """Predict image files with the run's model. The ONNX path exports model.onnx once when it
