@@ -26,7 +26,8 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from graft.serve.app import ServeSettings, create_app  # noqa: E402
+from graft.serve.app import create_app  # noqa: E402
+from graft.serve.settings import ServeSettings  # noqa: E402
 from graft.serve.onnx_predictor import OnnxPredictor  # noqa: E402
 from graft.serve.runner import load_predictor  # noqa: E402
 

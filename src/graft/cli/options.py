@@ -7,7 +7,7 @@ import dataclasses
 
 import click
 
-from graft.recipes.config import open_ends
+from graft.config import open_ends
 
 
 class LearningRate(click.ParamType):

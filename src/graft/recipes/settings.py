@@ -16,7 +16,7 @@ from typing import ClassVar
 from graft.data.augmentation import AUGMENTATIONS, augmentation_name
 from graft.defaults import DEFAULT_BACKBONE, HEAD_NAMES
 from graft.errors import GraftError
-from graft.recipes.config import Config, absolute_path, check_head_spec, comma_list, open_ends, setting
+from graft.config import Config, absolute_path, check_head_spec, comma_list, open_ends, setting
 
 __all__ = ["AdaptConfig", "AdviseConfig", "Config", "DistillConfig", "FewshotConfig", "FinetuneConfig",
            "FrozenFitConfig", "LRFindConfig", "MultitaskConfig", "PretrainConfig", "check_head_spec", "comma_list",

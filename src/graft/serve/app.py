@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,25 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from graft.errors import ImageDecodeError
 from graft.serve.batcher import DynamicBatcher
+from graft.serve.settings import ServeSettings
 from graft.serve.page import preview_page
 
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-@dataclass
-class ServeSettings:
-    """How the server batches and what it accepts.
-
-    ``max_batch`` images or ``max_wait_ms`` after the first waiting request, whichever comes
-    first, make a batch; ``max_body_bytes`` caps a request body (413 beyond it);
-    ``max_images`` caps the images in one request."""
-
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_images: int = 64
-    default_top_k: int = 5
-    decode_threads: int = 0  # 0: one per CPU core
 
 
 class ApiError(Exception):

@@ -44,9 +44,22 @@ def model_names(runs) -> list[str]:
     return names
 
 
-def serve(runs, host: str = "127.0.0.1", port: int = 8000, settings=None, echo=print) -> None:
-    """Serve ``runs`` on ``host:port`` until interrupted (SIGINT/SIGTERM: uvicorn finishes the
-    requests in flight, then the batchers stop)."""
+def serve(runs, settings=None, echo=print) -> None:
+    """Serve ``runs`` on ``settings.host:settings.port`` until interrupted (SIGINT/SIGTERM:
+    uvicorn finishes the requests in flight, then the batchers stop). Raises GraftError when
+    the ``serve`` extra (fastapi, uvicorn, python-multipart) is not installed."""
+    import importlib.util
+
+    from graft.errors import GraftError
+    from graft.serve.settings import ServeSettings
+
+    settings = settings or ServeSettings()
+    host, port = settings.host, settings.port
+    missing = [package for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"),
+                                               ("python_multipart", "python-multipart"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise GraftError(f"graft serve needs {', '.join(missing)}: pip install 'graft[serve]'")
     import uvicorn
 
     from graft.serve.app import create_app

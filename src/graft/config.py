@@ -1,4 +1,4 @@
-"""The machinery of the recipes' settings: :class:`Config` (validation on construction, the
+"""The machinery of typed settings (the recipes', the server's): :class:`Config` (validation on construction, the
 config.yaml schema) and :func:`setting` (a field with its command-line description). The
 settings themselves are in :mod:`graft.recipes.settings`."""
 from __future__ import annotations
