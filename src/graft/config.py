@@ -4,6 +4,7 @@ settings themselves are in :mod:`graft.recipes.settings`."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -39,6 +40,8 @@ class Config:
 
     # Path settings made absolute, so a saved run does not depend on the working folder.
     PATHS: ClassVar[tuple[str, ...]] = ()
+    # Fields the command built from this Config does not show (library only).
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         for name in self.PATHS:
@@ -105,3 +108,24 @@ def comma_list(value) -> list[str] | None:
         return None
     items = value.split(",") if isinstance(value, str) else list(value)
     return [str(v).strip() for v in items if str(v).strip()] or None
+
+
+TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+
+
+def parse_tasks(specs, what: str = "task") -> dict:
+    """``["name=DIR", ...]`` (or a dict, as given) -> {name: DIR}; names are identifiers and
+    must not clash. Raises GraftError naming the bad entry."""
+    if isinstance(specs, dict):
+        specs = [f"{name}={value}" for name, value in specs.items()]
+    tasks: dict[str, str] = {}
+    for spec in specs:
+        name, sep, folder = str(spec).partition("=")
+        if not sep or not folder:
+            raise GraftError(f"{what} {spec!r}: expected NAME=DIR")
+        if not TASK_NAME.match(name):
+            raise GraftError(f"{what} name {name!r}: use a letter, then letters, digits, '-' or '_'")
+        if name in tasks:
+            raise GraftError(f"task names clash: {name!r} is given twice ({tasks[name]} and {folder})")
+        tasks[name] = folder
+    return tasks

@@ -1,14 +1,45 @@
-"""Commands that use a trained model: evaluate, export, report, demo (predict and serve live
-in their own modules)."""
+"""Commands that use a trained model: predict, serve (options from ServeSettings), evaluate,
+export, report; and demo."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
-from graft.cli.options import data_options
-from graft.cli.output import print_summary
-from graft.defaults import DEFAULT_BACKBONE
+from graft.cli.options import as_json, config_from, config_options, data_options, echo_summary, quiet
+from graft.serve.settings import ServeSettings
+from graft.recipes.settings import FrozenFitConfig
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "-k", type=click.IntRange(1), default=3, show_default=True)
+@as_json
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,rank,class,probability.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="Test-time augmentation: flip averages each image's and its mirror's probabilities.")
+@data_options
+def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_size, cache, quiet):
+    """Top-k classes for images (files or folders) on the run's model.onnx in ONNX Runtime, without
+    torch (--engine torch: on torch); --json rows carry novelty and unfamiliar."""
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are two output formats: choose one")
+    from graft.data.folders import image_files
+    from graft.serve.predict import PredictOptions, predict_files
+
+    options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, cache, not quiet)
+    answer = predict_files(run_dir, image_files(inputs), options)
+    for line in answer.lines(top_k, "json" if as_json else "csv" if as_csv else "table"):
+        click.echo(line)
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@config_options(ServeSettings, exclude=("max_images", "default_top_k", "decode_threads"))
+def serve(runs, **params):
+    """Serve models: POST /v1/models/NAME/predict, GET /v1/models, /health, /docs, a preview at /."""
+    from graft.serve.runner import serve as run_server
+
+    run_server(runs, config_from(ServeSettings, params), echo=click.echo)
 
 
 @click.command()
@@ -21,22 +52,18 @@ def evaluate(run_dir, data, strict, engine, batch_size, cache, quiet):
 
     directory, metrics = run_evaluation(run_dir, data, strict=strict, engine=engine, batch_size=batch_size,
                                         cache=cache, progress=not quiet)
-    print_summary(directory, metrics, scored_on=f"evaluated on {data}")
+    echo_summary(directory, metrics, f"evaluated on {data}")
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Output file (default RUN_DIR/model.onnx); never inside RUN_DIR/model/, and an existing "
-                   "file is replaced only if it is an earlier graft export.")
-@click.option("--input", "input_type", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
-              help="float: normalised float32 (N,3,S,S); uint8: cropped RGB pixels (N,S,S,3), normalised inside.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Default RUN/model.onnx; never RUN/model/.")
+@click.option("--input", "input_type", type=click.Choice(["float", "uint8"]), default="float",
+              help="float: normalised (N,3,S,S); uint8: cropped RGB pixels (N,S,S,3), normalised inside.")
 def export(run_dir, fmt, out, input_type):
-    """Export a model to ONNX (outputs: logits, probabilities) and check it against torch.
-
-    Class names, preprocessing and the full input recipe travel in the ONNX metadata.
-    """
+    """Export a model to ONNX (outputs: logits, probabilities, pooled features) and check it
+    against torch; classes, preprocessing and the input recipe travel in the ONNX metadata."""
     from graft.artifacts.export import export_and_verify
 
     path, max_diff = export_and_verify(run_dir, out, input_type=input_type)
@@ -44,20 +71,16 @@ def export(run_dir, fmt, out, input_type):
 
 
 @click.command()
-@click.option("--data", type=click.Path(), default=None,
-              help="Run on this class-folder tree instead of the embedded digits.")
+@click.option("--data", type=click.Path(), help="A class-folder tree instead of the embedded digits.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-@click.option("--backbone", "-b", default=DEFAULT_BACKBONE, show_default=True)
-@click.option("--image-size", type=click.IntRange(32), default=None)
-@click.option("--quiet", "-q", is_flag=True)
+@config_options(FrozenFitConfig, only=("backbone", "image_size"))
+@quiet
 def demo(data, out, backbone, image_size, quiet):
     """The whole path on real data: features, logistic regression, report, pictures."""
     from graft.recipes.demo import demo as run_demo
 
-    if data is None:
-        click.echo("demo data: scikit-learn's 1797 handwritten digits, written to graft's cache")
     data, result = run_demo(out, data, backbone=backbone, image_size=image_size, progress=not quiet)
-    print_summary(result.run_dir, result.metrics)
+    echo_summary(result.run_dir, result.metrics)
     click.echo(f"confusion matrix picture: {result.run_dir / 'confusion_matrix.png'}\n"
                f"try: graft predict {result.run_dir} {data / sorted(p.name for p in data.iterdir())[0]}")
 
@@ -67,14 +90,9 @@ def demo(data, out, backbone, image_size, quiet):
 @click.option("--eval", "eval_name", default=None, help="The report of RUN_DIR/eval/NAME instead of the run's own.")
 def report(run_dir, eval_name):
     """(Re)write RUN_DIR/report.html: one self-contained page to open in a browser."""
-    from graft.errors import GraftError
     from graft.reporting.html import write_html_report
 
-    subdir = f"eval/{eval_name}" if eval_name else None
-    target = Path(run_dir) / (subdir or "")
-    if not (target / "metrics.json").is_file():
-        raise GraftError(f"{target} holds no metrics.json: not a finished graft run or evaluation")
-    click.echo(f"wrote {write_html_report(run_dir, subdir)}")
+    click.echo(f"wrote {write_html_report(run_dir, f'eval/{eval_name}' if eval_name else None)}")
 
 
-COMMANDS = (evaluate, export, demo, report)
+COMMANDS = (predict, serve, evaluate, export, demo, report)

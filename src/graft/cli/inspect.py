@@ -6,29 +6,24 @@ import json
 
 import click
 
-from graft.cli.options import config_from, config_options, data_options
-from graft.cli.output import print_summary
+from graft.cli.options import as_json, config_from, config_options, data_options, echo_summary, quiet
 from graft.defaults import DEFAULT_BACKBONE
 from graft.recipes.settings import AdviseConfig, FewshotConfig, FrozenFitConfig
-
-_BACKBONE = ("backbone", "weights", "layer", "image_size")
-
 
 @click.command()
 def backbones():
     """List the registered backbones and where their weights come from."""
     from graft.backbones import list_backbones
 
-    for entry in list_backbones():
-        click.echo(f"{entry.name:28s} {entry.source:44s} {entry.description}")
-    click.echo("\nAny timm architecture also works with --weights FILE (or online, from timm's hub).")
+    click.echo("\n".join(f"{e.name:28s} {e.source:44s} {e.description}" for e in list_backbones())
+               + "\n\nAny timm architecture also works with --weights FILE (or online, from timm's hub).")
 
 
 @click.command()
 @click.argument("backbone", default=DEFAULT_BACKBONE)
 @config_options(FrozenFitConfig, only=("weights", "image_size"))
 @click.option("--transfer-layers", default=None, help="Mark the layers this first:K / last:K / NAME,... spec copies.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@as_json
 def layers(backbone, weights, image_size, transfer_layers, as_json):
     """List a backbone's layers: index, name, type, output shape, parameters, trainable.
     BACKBONE is a registered name, a timm architecture (with --weights) or a graft run folder."""
@@ -47,7 +42,7 @@ def layers(backbone, weights, image_size, transfer_layers, as_json):
 @click.command()
 @click.argument("data", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .npz (features, labels, paths, classes).")
-@config_options(FrozenFitConfig, only=_BACKBONE)
+@config_options(FrozenFitConfig, only=("backbone", "weights", "layer", "image_size"))
 @data_options
 def extract(data, out, strict, quiet, **params):
     """Write frozen backbone features of a class-folder tree to an .npz file."""
@@ -65,8 +60,8 @@ def extract(data, out, strict, quiet, **params):
 
 @click.command()
 @config_options(AdviseConfig)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="The advice as one JSON object (graft.recipes.advise.Advice).")
+@quiet
+@as_json
 def advise(quiet, as_json, **params):
     """Measure DATA (size, similarity to ImageNet, LogME of candidate backbones and layers) and
     say which strategy, backbone, layer, input size and head to use, with the command to run."""
@@ -78,9 +73,9 @@ def advise(quiet, as_json, **params):
 
 @click.command()
 @config_options(AdviseConfig)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
-@click.option("--overwrite", is_flag=True)
+@quiet
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty -o folder (graft's outputs are removed).")
 def auto(quiet, out, overwrite, **params):
     """Advise, then run the recommendation into OUT (the advice is kept as OUT/advice.json)."""
     from graft.recipes.advise import advise as measure
@@ -91,14 +86,13 @@ def auto(quiet, out, overwrite, **params):
     click.echo(f"{advice.text()}\nrunning it now: about {advice.estimated_seconds:.0f} s expected")
     result = run_advice(advice, out, val_dir=config.val_dir, val_fraction=config.val_fraction, progress=not quiet,
                         overwrite=overwrite)
-    if result.metrics:
-        print_summary(result.run_dir, result.metrics)
+    echo_summary(result.run_dir, result.metrics)
 
 
 @click.command()
 @config_options(FewshotConfig)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per (shots, head).")
-@click.option("--quiet", "-q", is_flag=True)
+@as_json
+@quiet
 def fewshot(as_json, quiet, **params):
     """N-way K-shot episodes on frozen features: mean accuracy with a 95 % interval."""
     from graft.recipes.fewshot import fewshot as run_fewshot

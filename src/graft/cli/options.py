@@ -16,13 +16,10 @@ class LearningRate(click.ParamType):
     name = "LR|auto"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, float) or value == "auto":
-            return value
         try:
-            lr = float(value)
+            return value if isinstance(value, float) or value == "auto" else float(value)
         except ValueError:
             self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
-        return lr if lr > 0 else self.fail(f"{value!r} must be positive", param, ctx)
 
 
 def _click_type(f: dataclasses.Field):
@@ -85,21 +82,25 @@ def given_settings(ctx: click.Context, config) -> dict:
     return {k: v for k, v in ctx.params.items() if k in names and ctx.get_parameter_source(k) in typed}
 
 
-def _quiet_strict(fn):
-    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(fn)
-    return click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(fn)
+quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+as_json = click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+
+
+def quiet_strict(fn):
+    return click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")(
+        quiet(fn))
 
 
 def data_options(fn):
     """How images are read and run (frozen engine, batch size, cache), --strict, --quiet."""
     from graft.recipes.settings import FrozenFitConfig
 
-    return config_options(FrozenFitConfig, only=("engine", "batch_size", "cache"))(_quiet_strict(fn))
+    return config_options(FrozenFitConfig, only=("engine", "batch_size", "cache"))(quiet_strict(fn))
 
 
 def run_options(fn, resume: bool = True):
     """-o/--out, --overwrite, --strict, --quiet (and --resume) of every training command."""
-    fn = _quiet_strict(fn)
+    fn = quiet_strict(fn)
     if resume:
         fn = click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
                           help="Continue this killed or interrupted run with its saved settings (as `graft resume`; "
@@ -108,3 +109,11 @@ def run_options(fn, resume: bool = True):
                                                         "there are removed first, other files are kept.")(fn)
     return click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
                         help="Run folder to write (new, empty, or an earlier run of the same command).")(fn)
+
+
+def echo_summary(directory, metrics: dict, scored_on: str | None = None) -> None:
+    """A run's summary (graft.reporting.summary); nothing for a non-zero rank under torchrun."""
+    from graft.reporting.summary import training_summary
+
+    if metrics:
+        click.echo(training_summary(directory, metrics, scored_on))

@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import Dataset
 
 from graft._io.progress import progress_bar
+from graft.data.augmentation import augmentation_name
 from graft.data.folders import ImageFolder, load_image
 from graft.data.preprocess import Preprocessing
 from graft.errors import ImageDecodeError
-from graft.data.augmentation import augmentation_name
 
 
 class ImageDataset(Dataset):

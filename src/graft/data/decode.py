@@ -15,7 +15,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from graft.errors import ImageDecodeError
 
-
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 

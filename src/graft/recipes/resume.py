@@ -5,7 +5,7 @@ from __future__ import annotations
 from graft.errors import GraftError
 from graft.recipes._run import FitResult, is_resumable, read_saved
 
-__all__ = ["is_resumable", "resume", "resumable_commands"]
+__all__ = ["interrupted_hint", "is_resumable", "resume", "resumable_commands"]
 
 
 def _registry() -> dict:
@@ -34,3 +34,10 @@ def resume(run_dir, *, given: dict | None = None, strict: bool = False, progress
     if saved_command not in recipes:
         raise GraftError(f"cannot resume: {run.path} was not written by graft {', '.join(recipes)}")
     return recipes[saved_command].continue_run(run, config, given=given or {}, strict=strict, progress=progress)
+
+
+def interrupted_hint(run_dir) -> str:
+    """What to tell a user whose training run in ``run_dir`` was interrupted (Ctrl-C)."""
+    if run_dir and is_resumable(run_dir):
+        return f"interrupted: every finished epoch is saved; continue with `graft resume {run_dir}`"
+    return "interrupted before the first epoch finished: nothing to resume; run the same command again to start over"

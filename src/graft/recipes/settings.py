@@ -9,14 +9,13 @@ name, choices, bounds) as plain data: this module imports neither click nor torc
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from graft.config import Config, absolute_path, check_head_spec, comma_list, open_ends, parse_tasks, setting
 from graft.data.augmentation import AUGMENTATIONS, augmentation_name
 from graft.defaults import DEFAULT_BACKBONE, HEAD_NAMES
 from graft.errors import GraftError
-from graft.config import Config, absolute_path, check_head_spec, comma_list, open_ends, setting
 
 __all__ = ["AdaptConfig", "AdviseConfig", "Config", "DistillConfig", "FewshotConfig", "FinetuneConfig",
            "FrozenFitConfig", "LRFindConfig", "MultitaskConfig", "PretrainConfig", "check_head_spec", "comma_list",
@@ -28,12 +27,19 @@ REGULARIZERS = ("l2sp", "lwf", "bss")
 ADVERSARY_NAMES = ("dann", "cdan", "none")
 WEIGHTING_NAMES = ("fixed", "uncertainty")
 DEFAULT_VAL_FRACTION = 0.2
+# fine-tuning settings the recipes that do not fine-tune a pretrained network leave out of their command
+_NOT_FINETUNING = ("freeze_first", "regularizer", "regularizer_weight", "transfer_layers", "transfer_from",
+                   "freeze_transferred")
 
 
 @dataclass
 class FrozenFitConfig(Config):
     """``graft fit``: frozen backbone features + a classical head (scikit-learn)."""
 
+    RECIPE: ClassVar[str] = "frozen:fit_frozen"  # graft.recipes.MODULE:FUNCTION
+    COMMAND: ClassVar[str] = "fit"
+    # fields its command does not show
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = ()
     # the command's --help
     HELP: ClassVar[str] = "Frozen features + a classical head (C chosen by cross-validation) -> a run folder."
 
@@ -81,6 +87,9 @@ class FinetuneConfig(Config):
     optional conservation training (L2-SP, Li et al. 2018; LwF, Li & Hoiem 2016; BSS, Chen et
     al. 2019) and layer transfer. Also the base of every recipe that trains a network."""
 
+    RECIPE: ClassVar[str] = "finetune:finetune"  # graft.recipes.MODULE:FUNCTION
+    # fields its command does not show
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = ("pretrained",)
     # the command's --help
     HELP: ClassVar[str] = ("Fine-tune: new head on the frozen base, then unfreeze more with a smaller LR. "
                            "Checkpoints are written every epoch; after a kill or Ctrl-C, `graft resume RUN` "
@@ -157,6 +166,10 @@ class PretrainConfig(FinetuneConfig):
     """``graft pretrain``: a network trained from random initialisation on a labelled source
     folder; its run folder is then a backbone for every other command (``--backbone RUN``)."""
 
+    RECIPE: ClassVar[str] = "pretrain:pretrain"  # graft.recipes.MODULE:FUNCTION
+    # fields its command does not show
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = ("freeze_first", "regularizer", "regularizer_weight", "pretrained",
+                                             "layer_decay")
     # the command's --help
     HELP: ClassVar[str] = ("Train a network from random initialisation on a labelled source folder; the run folder"
                            " is then a backbone for every other command (--backbone RUN).")
@@ -183,6 +196,9 @@ class AdaptConfig(FinetuneConfig):
     et al. NeurIPS 2018) from a labelled source folder (``train_dir``) and unlabelled target
     images. ``adversary="none"`` is source-only: the same run without the target."""
 
+    RECIPE: ClassVar[str] = "adapt:adapt"  # graft.recipes.MODULE:FUNCTION
+    # fields its command does not show
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = _NOT_FINETUNING + ("test_dir", "final")
     # the command's --help
     HELP: ClassVar[str] = ("Domain adaptation: learn from a labelled --source folder and unlabelled --target "
                            "images (DANN by default; --adversary none is source-only: the target never enters the "
@@ -216,6 +232,9 @@ class DistillConfig(FinetuneConfig):
     """``graft distill``: a student backbone trained from a teacher run's temperature-softened
     outputs and the labels (Hinton, Vinyals & Dean 2015)."""
 
+    RECIPE: ClassVar[str] = "distill:distill"  # graft.recipes.MODULE:FUNCTION
+    # fields its command does not show
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = _NOT_FINETUNING + ("pretrained",)
     # the command's --help
     HELP: ClassVar[str] = ("Teacher-student: train --student on DATA from a graft run's softened outputs and the "
                            "labels.")
@@ -244,6 +263,10 @@ class LRFindConfig(FinetuneConfig):
     stage of the model ``finetune`` would build: ``steps`` batches at exponentially growing LR
     from ``start`` to ``end``."""
 
+    RECIPE: ClassVar[str] = "lr_find:find_lr"  # graft.recipes.MODULE:FUNCTION
+    # fields its command does not show
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = _NOT_FINETUNING + ("lr", "schedule", "mixup", "cutmix", "patience",
+                                                               "test_dir", "final", "pretrained")
     COMMAND: ClassVar[str] = "lr-find"
 
     stage: str = setting("head", "Which parameters train during the sweep: head, topN or all.")
@@ -265,6 +288,9 @@ class MultitaskConfig(Config):
     """``graft multitask``: one shared backbone, one head per task; every step draws a batch of
     every task; fixed or learned uncertainty task weights (Kendall, Gal & Cipolla, CVPR 2018)."""
 
+    RECIPE: ClassVar[str] = "multitask:multitask"  # graft.recipes.MODULE:FUNCTION
+    # fields its command does not show
+    CLI_HIDDEN: ClassVar[tuple[str, ...]] = ()
     # the command's --help
     HELP: ClassVar[str] = "One shared network, one head per task: graft multitask flowers=DIR insects=DIR -o RUN."
 
@@ -358,24 +384,3 @@ class AdviseConfig(Config):
         if self.val_dir and self.val_fraction:
             raise GraftError("--val and --val-split: choose one")
         super().__post_init__()
-
-
-TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
-
-
-def parse_tasks(specs, what: str = "task") -> dict:
-    """``["name=DIR", ...]`` (or a dict, as given) -> {name: DIR}; names are identifiers and
-    must not clash. Raises GraftError naming the bad entry."""
-    if isinstance(specs, dict):
-        specs = [f"{name}={value}" for name, value in specs.items()]
-    tasks: dict[str, str] = {}
-    for spec in specs:
-        name, sep, folder = str(spec).partition("=")
-        if not sep or not folder:
-            raise GraftError(f"{what} {spec!r}: expected NAME=DIR")
-        if not TASK_NAME.match(name):
-            raise GraftError(f"{what} name {name!r}: use a letter, then letters, digits, '-' or '_'")
-        if name in tasks:
-            raise GraftError(f"task names clash: {name!r} is given twice ({tasks[name]} and {folder})")
-        tasks[name] = folder
-    return tasks

@@ -130,13 +130,17 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     """Write ``report.html`` into ``run_dir`` (or ``run_dir/subdir`` for ``graft evaluate``);
     returns its path.
 
-    Needs the folder's metrics.json (FileNotFoundError otherwise); predictions.csv, config.yaml,
+    Needs the folder's metrics.json (GraftError otherwise); predictions.csv, config.yaml,
     model/graft.json, curves.png, lr_find.png and test/ are shown when present.
     """
     import yaml
 
     root = Path(run_dir)
     target = root / subdir if subdir else root
+    if not (target / "metrics.json").is_file():
+        from graft.errors import GraftError
+
+        raise GraftError(f"{target} holds no metrics.json: not a finished graft run or evaluation")
     model_json = root / "model" / "graft.json"
     model = json.loads(model_json.read_text()) if model_json.is_file() else {}
     config_path = root / "config.yaml"

@@ -28,15 +28,19 @@ def run_summary(directory: Path, metrics: dict, scored_on: str = "validation") -
     return "\n".join(lines)
 
 
-def training_summary(directory: Path, metrics: dict) -> str:
-    """A training run's summary (per task for a multi-task run), then what only some runs have:
-    the target domain's scores, the proxy A-distance, the training curves."""
+def training_summary(directory: Path, metrics: dict, scored_on: str | None = None) -> str:
+    """A run's summary (per task for a multi-task run), then what only some runs have: the
+    target domain's scores, the proxy A-distance, the training curves. Empty for no metrics (a
+    non-zero rank under torchrun: rank 0 reports)."""
+    if not metrics:
+        return ""
     if "tasks" in metrics:
         lines = [f"{task}: " + _scores(m, f"n_train {m['n_train']}  n_val {m['n_val']}  (reports in "
                                           f"{directory / task})") for task, m in metrics["tasks"].items()]
         return "\n".join(lines + [f"mean accuracy {metrics['accuracy']:.4f}  {metrics['seconds']:.1f} s  "
                                   f"skipped {len(metrics['skipped'])}  model: {directory / 'model'}"])
-    lines = [run_summary(directory, metrics, "source validation" if "adversary" in metrics else "validation")]
+    lines = [run_summary(directory, metrics, scored_on or ("source validation" if "adversary" in metrics
+                                                           else "validation"))]
     if metrics.get("target"):
         target = metrics["target"]
         lines.append(f"target ({target['data_dir']}): accuracy {100 * target['accuracy']:.1f} %  "

@@ -70,4 +70,8 @@ def serve(runs, settings=None, echo=print) -> None:
     app = create_app(predictors, settings)
     echo(f"graft serve: http://{host}:{port}/  models: {', '.join(predictors)}  (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    echo("graft serve: stopped")

@@ -37,6 +37,12 @@ class LRSweep:
     min_loss_lr: float        # LR at the smoothed loss minimum (the classic rule: use a tenth of it)
     stopped_early: bool       # True when the loss diverged before ``end``
 
+    def text(self) -> str:
+        """Two lines: the range swept, and the suggestion."""
+        stopped = " (loss diverged there)" if self.stopped_early else ""
+        return (f"swept {self.lrs[0]:.2g} .. {self.lrs[-1]:.2g} over {len(self.lrs)} steps{stopped}\n"
+                f"suggested lr {self.suggestion:.3g}  (steepest descent; lowest loss at {self.min_loss_lr:.3g})")
+
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write ``lr_find.json`` and ``lr_find.png`` (loss vs LR, log scale, suggestion marked)."""
         import matplotlib
