@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # (on the project's CPU machines pip takes them from local disk).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install clean system-packages
+.PHONY: demo test lint install clean system-packages
 
 # Debian packages some tests use: a font with CJK glyphs (class names in pictures) and a
 # headless browser (report.html). Installed when missing and we are root with apt-get (CI);
@@ -32,7 +32,12 @@ system-packages:
 	    || echo "could not install $$missing: the tests that need them skip"; \
 	else echo "not installing $$missing (needs root and apt-get): the tests that need them skip"; fi
 
-test: $(VENV)/.installed system-packages
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
+
+test: $(VENV)/.installed system-packages lint
 	GRAFT_NO_PROGRESS=1 $(PY) -m pytest -q
 
 clean:

@@ -21,7 +21,7 @@ from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 
 ROW_KEYS = ["epoch", "stage", "augmented", "mixed", "lrs", "lrs_end", "train_loss", "train_accuracy", "val_loss",
             "val_accuracy", "trainable_backbone_params", "world_size", "frozen_units_reused", "frozen_units_onnx",
-            "frozen_engine", "frozen_encode_seconds", "seconds"]
+            "frozen_engine", "frozen_encode_seconds", "seconds", "train_class_counts"]
 
 
 @pytest.fixture(scope="module")
