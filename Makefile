@@ -34,7 +34,6 @@ system-packages:
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.installed system-packages lint

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
 from common import save_rows, scratch_folder
 
 DIGITS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "digits"
@@ -43,7 +44,8 @@ def main() -> None:
                 started = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    result = adapt(DIGITS / "mnist-2000", DIGITS / "usps-1800", run, target_val_dir=DIGITS / "usps-test",
+                    result = adapt(DIGITS / "mnist-2000", DIGITS / "usps-1800", run,
+                                   target_val_dir=DIGITS / "usps-test",
                                    adversary=adversary, adversary_weight=args.adversary_weight, stages=args.stages,
                                    lr=args.lr, backbone=args.backbone, pretrained=args.pretrained,
                                    image_size=args.image_size, batch_size=args.batch_size, head=args.head, seed=seed,

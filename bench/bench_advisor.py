@@ -19,9 +19,9 @@ import time
 import warnings
 from pathlib import Path
 
-from common import save_rows, scratch_folder
-
 import numpy as np
+
+from common import save_rows, scratch_folder
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 BACKBONE = "tf_efficientnet_lite0"

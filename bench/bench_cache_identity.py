@@ -28,7 +28,6 @@ def content_hash(path: Path) -> str:
 
 def main() -> None:
     from bench_engines import best_pass  # bench/ is on the path when run as a script
-
     from graft.features.cache import file_identity
 
     parser = argparse.ArgumentParser()

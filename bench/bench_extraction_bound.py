@@ -32,9 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["GRAFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-bound-")
 
+    from graft._io.onnx import OnnxRunner
     from graft.data.folders import load_image, scan_folder
     from graft.features.extractor import FeatureExtractor
-    from graft._io.onnx import OnnxRunner
 
     paths = scan_folder(args.data).paths[: args.limit]
     for path in paths:  # page cache warm for every measurement alike

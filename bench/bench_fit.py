@@ -64,7 +64,8 @@ def cpu_seconds() -> tuple[float, float]:
     user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
     tick = os.sysconf("SC_CLK_TCK")
     own = os.times()
-    return (user + nice + system + irq + softirq) / tick, own.user + own.system + own.children_user + own.children_system
+    mine = own.user + own.system + own.children_user + own.children_system
+    return (user + nice + system + irq + softirq) / tick, mine
 
 
 def measured(fn, *args) -> dict:

@@ -78,8 +78,8 @@ def main() -> None:
     started = time.perf_counter()
     for name, (train, val) in splits.items():
         maps[name] = [pooled_maps(model, backbone.preprocessing, folder.paths) for folder in (train, val)]
-        print(f"extracted {name} in {time.perf_counter() - started:.0f} s (eager torch, {torch.get_num_threads()} threads)",
-              flush=True)
+        print(f"extracted {name} in {time.perf_counter() - started:.0f} s (eager torch, "
+              f"{torch.get_num_threads()} threads)", flush=True)
     rows = [(("head",), pool, power, False) for pool in POOLS for power in (False, True)]
     rows += [(("head", inner), pool, power, False) for inner in ("b6", "b5") for pool in ("avg", "gem")
              for power in (False, True)]

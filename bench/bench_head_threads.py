@@ -17,12 +17,11 @@ FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowers
 
 
 def main() -> None:
-    import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from graft.heads import classical
     from graft.data.folders import load_train_val
     from graft.features.extractor import FeatureExtractor
+    from graft.heads import classical
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)

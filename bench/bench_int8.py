@@ -43,7 +43,13 @@ def calibration_crops(preprocessing, rng) -> np.ndarray:
 
 
 def quantize(fp32: Path, calibration: np.ndarray, out: Path, input_name: str) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Batches(CalibrationDataReader):
@@ -65,10 +71,10 @@ def quantize(fp32: Path, calibration: np.ndarray, out: Path, input_name: str) ->
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     os.environ["GRAFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-int8-")
-    from graft.heads.classical import fit_head
+    from graft._io.onnx import OnnxRunner
     from graft.data.folders import load_image, load_train_val
     from graft.features.extractor import FeatureExtractor
-    from graft._io.onnx import OnnxRunner
+    from graft.heads.classical import fit_head
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -17,7 +17,8 @@ from pathlib import Path
 from common import save_rows, scratch_folder
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-FLOWERS, INSECTS, INSECTS_VAL = DATASETS / "flowers17", DATASETS / "hymenoptera" / "train", DATASETS / "hymenoptera" / "val"
+FLOWERS = DATASETS / "flowers17"
+INSECTS, INSECTS_VAL = DATASETS / "hymenoptera" / "train", DATASETS / "hymenoptera" / "val"
 
 
 def main() -> None:

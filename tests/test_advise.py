@@ -60,8 +60,13 @@ def test_leep_rewards_source_predictions_that_determine_the_label():
 
 
 def test_quadrants_and_input_size():
-    from graft.recipes.advise import (LARGE_PER_CLASS, SIMILAR_CONFIDENCE, choose_strategy, quadrant,
-                              recommended_input_size)
+    from graft.recipes.advise import (
+        LARGE_PER_CLASS,
+        SIMILAR_CONFIDENCE,
+        choose_strategy,
+        quadrant,
+        recommended_input_size,
+    )
 
     assert quadrant(LARGE_PER_CLASS - 1, 0.01, 0.0) == ("small", "similar")
     assert quadrant(LARGE_PER_CLASS, -0.01, 1.0) == ("large", "different")

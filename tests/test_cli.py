@@ -108,7 +108,8 @@ def test_bad_files_are_skipped_listed_and_strict_fails(digits_dir, tmp_path):
     assert "warning: skipping" in result.output and "broken.png" in result.output
     skipped = json.loads((tmp_path / "r" / "metrics.json").read_text())["skipped"]
     assert [s["path"].endswith("broken.png") for s in skipped] == [True]
-    strict = CliRunner().invoke(main, ["fit", str(data), "--image-size", "96", "--strict", "-o", str(tmp_path / "s"), "-q"])
+    strict = CliRunner().invoke(main, ["fit", str(data), "--image-size", "96", "--strict", "-o", str(tmp_path / "s"),
+                                       "-q"])
     assert strict.exit_code == 2 and "broken.png" in strict.output
 
 

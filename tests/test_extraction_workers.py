@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from graft.features.workers import MIN_IMAGES, process_count
 from graft.features.extractor import FeatureExtractor
+from graft.features.workers import MIN_IMAGES, process_count
 
 
 def test_worker_processes_match_one_process(digits_dir, tmp_path):

@@ -122,7 +122,8 @@ def test_ddp_with_two_cpu_processes(digits_dir, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
     run = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", port,
                "-m", "graft", "finetune", str(digits_dir), "--val-split", "0.25", "--image-size", "64",
                "--batch-size", "8", "--stages", "head:1,top1:1", "-o", str(run), "-q"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -214,8 +215,8 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
     from torch.utils.data import DataLoader
 
     from graft import create_backbone
-    from graft.data.folders import scan_folder
     from graft.data.datasets import ImageDataset
+    from graft.data.folders import scan_folder
     from graft.train.prefix import encode, onnx_runner
 
     backbone = create_backbone("tf_efficientnet_lite0")

@@ -10,9 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from graft.errors import GraftError
-from graft.methods.regularization import BatchSpectralShrinkage
 from graft.methods.mixing import BatchMixer, soft_target_cross_entropy
-
+from graft.methods.regularization import BatchSpectralShrinkage
 
 # ---------------------------------------------------------------- BSS
 

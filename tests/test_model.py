@@ -87,9 +87,10 @@ def test_non_linear_heads_and_inner_cuts_round_trip(digits_dir, tmp_path, head, 
 
 
 def test_onnx_export_matches_torch(fitted_run, tmp_path, digits_dir):
-    from graft.data.folders import load_image
-    from graft.artifacts.export import export_and_verify
     import onnxruntime
+
+    from graft.artifacts.export import export_and_verify
+    from graft.data.folders import load_image
 
     path, max_diff = export_and_verify(fitted_run.run_dir, tmp_path / "m.onnx")
     assert max_diff <= 1e-4

@@ -27,9 +27,9 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from graft.serve.app import create_app  # noqa: E402
-from graft.serve.settings import ServeSettings  # noqa: E402
 from graft.serve.onnx_predictor import OnnxPredictor  # noqa: E402
 from graft.serve.runner import load_predictor  # noqa: E402
+from graft.serve.settings import ServeSettings  # noqa: E402
 
 
 @pytest.fixture(scope="module")

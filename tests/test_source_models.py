@@ -31,8 +31,8 @@ def source_run(digits_dir, tmp_path_factory):
 
 
 def test_run_folder_is_a_backbone_with_the_saved_trunk(source_run, digits_dir, tmp_path):
-    from graft.features.extractor import FeatureExtractor
     from graft.artifacts.model import GraftModel
+    from graft.features.extractor import FeatureExtractor
 
     saved = GraftModel.load(source_run)
     paths = sorted((digits_dir / "4").iterdir())[:4]
@@ -100,9 +100,9 @@ def test_transfer_copies_exactly_the_chosen_layers(source_run):
 
 
 def test_frozen_transferred_layers_stay_equal_after_training(source_run, digits_dir, tmp_path):
+    from graft.artifacts.model import GraftModel
     from graft.backbones import create_backbone
     from graft.recipes.finetune import finetune
-    from graft.artifacts.model import GraftModel
 
     result = finetune(digits_dir, tmp_path / "ft", backbone="resnet10t", transfer_layers="first:4",
                       transfer_from=str(source_run), freeze_transferred=True, stages="all:1", image_size=32,

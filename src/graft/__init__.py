@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 _WHERE = {
     "Backbone": "backbones", "create_backbone": "backbones", "list_backbones": "backbones",
     "register_backbone": "backbones",
-    "ImageFolder": "data.folders", "load_image": "data.folders", "load_train_val": "data.folders", "scan_folder": "data.folders",
+    "ImageFolder": "data.folders", "load_image": "data.folders", "load_train_val": "data.folders",
+    "scan_folder": "data.folders",
     "stratified_split": "data.folders",
     "DataError": "errors", "GraftError": "errors", "ImageDecodeError": "errors", "ModelError": "errors",
     "FeatureExtractor": "features.extractor", "Features": "features.extractor",

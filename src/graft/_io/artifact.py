@@ -94,7 +94,8 @@ def _config_problem(config) -> str | None:
     for key, kind in (("size", int), ("interpolation", str), ("crop_pct", (int, float)), ("mean", list), ("std", list)):
         if not isinstance(prep.get(key), kind) or isinstance(prep.get(key), bool):
             return f"'preprocessing.{key}' is missing or of the wrong type ({prep.get(key)!r})"
-    if len(prep["mean"]) != 3 or len(prep["std"]) != 3 or not all(isinstance(v, (int, float)) for v in prep["mean"] + prep["std"]):
+    numbers = all(isinstance(v, (int, float)) for v in prep["mean"] + prep["std"])
+    if len(prep["mean"]) != 3 or len(prep["std"]) != 3 or not numbers:
         return "'preprocessing.mean' and 'preprocessing.std' must be three numbers each"
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         return f"'classes' must be a non-empty list of class names, found {str(classes)[:80]}"

@@ -17,9 +17,9 @@ from graft._io.artifact import CONFIG_FILE, WEIGHTS_FILE, read_artifact_config, 
 from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import Novelty
 from graft.backbones import Backbone, PooledFeatures, create_backbone, state_mismatch
+from graft.data.preprocess import Preprocessing
 from graft.errors import GraftError, ModelError
 from graft.heads.modules import build_head, head_probabilities
-from graft.data.preprocess import Preprocessing
 
 
 class GraftModel(nn.Module):

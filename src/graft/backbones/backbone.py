@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from graft.errors import ModelError
 from graft.data.preprocess import Preprocessing
+from graft.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ def state_mismatch(module: nn.Module, state: dict, most: int = 3) -> str | None:
                 if k in state and tuple(state[k].shape) != tuple(own[k].shape)
                 and not (own[k].ndim == 0 and tuple(state[k].shape) == (1,))]
     parts = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape (saved vs expected)", reshaped)):
+    kinds = (("missing", missing), ("unexpected", unexpected), ("of another shape (saved vs expected)", reshaped))
+    for what, keys in kinds:
         if keys:
             shown = ", ".join(keys[:most]) + (f", ... {len(keys) - most} more" if len(keys) > most else "")
             parts.append(f"{len(keys)} {what}: {shown}")

@@ -12,10 +12,10 @@ import re
 
 import torch
 
-from graft.errors import ModelError
 from graft.backbones.backbone import Backbone
 from graft.backbones.registry import register_backbone
 from graft.backbones.timm_weights import preprocessing_of
+from graft.errors import ModelError
 
 # efficientnet_pytorch module names -> timm names, per block kind. Blocks without an
 # expansion conv are timm DepthwiseSeparableConv (dw, bn1, pw, bn2); the others are

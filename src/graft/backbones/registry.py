@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from graft.backbones.backbone import Backbone
 from graft.defaults import DEFAULT_BACKBONE  # noqa: F401  (re-exported)
 from graft.errors import ModelError
-from graft.backbones.backbone import Backbone
 
 
 @dataclass(frozen=True)

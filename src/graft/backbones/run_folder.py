@@ -18,9 +18,9 @@ def from_run_folder(name):
     from safetensors.torch import load_file
 
     from graft._io.artifact import WEIGHTS_FILE, read_artifact_config
-    from graft.data.preprocess import Preprocessing
     from graft.backbones.backbone import Backbone, state_mismatch
     from graft.backbones.timm_weights import _create
+    from graft.data.preprocess import Preprocessing
 
     folder = model_folder(name)
     if folder is None:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from graft.errors import ModelError
-from graft.data.preprocess import Preprocessing
 from graft.backbones.backbone import Backbone, state_mismatch
+from graft.data.preprocess import Preprocessing
+from graft.errors import ModelError
 
 
 def preprocessing_of(model: torch.nn.Module) -> Preprocessing:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from graft.cli.options import as_json, config_from, config_options, data_options, echo_summary, quiet
-from graft.serve.settings import ServeSettings
 from graft.recipes.settings import FrozenFitConfig
+from graft.serve.settings import ServeSettings
 
 
 @click.command()

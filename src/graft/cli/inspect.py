@@ -10,6 +10,7 @@ from graft.cli.options import as_json, config_from, config_options, data_options
 from graft.defaults import DEFAULT_BACKBONE
 from graft.recipes.settings import AdviseConfig, FewshotConfig, FrozenFitConfig
 
+
 @click.command()
 def backbones():
     """List the registered backbones and where their weights come from."""

@@ -167,7 +167,8 @@ def record_source(key: str, record: dict) -> None:
     """Remember ``record`` (extractor key, backbone info, layer, preprocessing) under ``key``."""
     path = cache_root() / "sources" / f"{key}.json"
     try:
-        write_atomic(path, json.dumps({**record, "fingerprint": source_fingerprint(record["backbone"]["weights_source"])}))
+        fingerprint = source_fingerprint(record["backbone"]["weights_source"])
+        write_atomic(path, json.dumps({**record, "fingerprint": fingerprint}))
     except OSError as exc:
         warnings.warn(f"cannot write the feature cache's source record {path} ({_reason(exc)})")
 

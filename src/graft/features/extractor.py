@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from graft.features.cache import FEATURE_FORMAT, cache_root, file_identity, open_feature_cache, stable_hash
+from graft._io.progress import progress_bar
 from graft.data.folders import ImageFolder, load_image
+from graft.data.preprocess import Preprocessing
 from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import DataError, GraftError, ImageDecodeError
-from graft.data.preprocess import Preprocessing
-from graft._io.progress import progress_bar
+from graft.features.cache import FEATURE_FORMAT, cache_root, file_identity, open_feature_cache, stable_hash
 
 # torch and timm are imported only when a network is built or run (fit, extraction misses):
 # answering from the cache must not pay their start-up.
@@ -92,7 +92,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         images or more, on ONNX Runtime), a number, or 0 to stay in this process.
     """
 
-    def __init__(self, backbone=DEFAULT_BACKBONE, layer=None, weights=None, image_size=None,
+    # scikit-learn's convention: every hyper-parameter is an __init__ keyword (get_params / clone)
+    def __init__(self, backbone=DEFAULT_BACKBONE, layer=None, weights=None, image_size=None,  # noqa: PLR0913
                  batch_size=32, engine="auto", cache=True, progress=False, decode_workers=1, flip=False,
                  processes="auto"):
         self.backbone = backbone
@@ -269,7 +270,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 flush()
         bar.close()
 
-    def _run_in_processes(self, paths, identities, todo, vectors, skipped, strict, cache, desc, workers):
+    def _run_in_processes(self, paths, identities, todo, vectors, skipped, strict, cache, desc, workers):  # noqa: PLR0913
         """``_run`` with decoding and inference in worker processes (see graft.features.workers)."""
         from graft.features.workers import extract_in_processes
 

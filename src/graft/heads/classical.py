@@ -179,7 +179,7 @@ def _full_class_rows(rows: np.ndarray, present: np.ndarray, num_classes: int, fi
     return out
 
 
-def _linear_head(coef, intercept, mean, scale, present, num_classes, name, params, cv) -> FittedHead:
+def _linear_head(coef, intercept, mean, scale, present, num_classes, name, params, cv) -> FittedHead:  # noqa: PLR0913
     """W (x - m)/s + b == (W/s) x + (b - W m/s): standardisation folded into one FC layer."""
     weight = coef / scale
     bias = intercept - weight @ mean

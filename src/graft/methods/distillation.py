@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from graft.methods.mixing import soft_target_cross_entropy
 from graft.methods.base import StepOutput, TrainingMethod
+from graft.methods.mixing import soft_target_cross_entropy
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -24,16 +24,25 @@ from graft.data.folders import ImageFolder, load_train_val
 from graft.errors import GraftError
 from graft.heads.modules import LinearHead, MLPHead
 from graft.methods import Supervised, evaluate_loader
-from graft.methods.supervised import balanced_class_weights
 from graft.methods.regularization import conservation_term
-from graft.recipes._run import (FitResult, check_data_unchanged, check_resumable, check_resume_arguments,
-                                init_distributed, load_test, manifest_of, score_folder, write_manifest)
+from graft.methods.supervised import balanced_class_weights
+from graft.recipes._run import (
+    FitResult,
+    check_data_unchanged,
+    check_resumable,
+    check_resume_arguments,
+    init_distributed,
+    load_test,
+    manifest_of,
+    score_folder,
+    write_manifest,
+)
 from graft.recipes.settings import FinetuneConfig
 from graft.reporting.plots import training_curves_png
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
-from graft.train.prefix import pooled_encoder
 from graft.train.distributed import is_main_process
 from graft.train.loaders import training_loader
+from graft.train.prefix import pooled_encoder
 from graft.train.stages import parse_stages, truncated_plan
 from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 

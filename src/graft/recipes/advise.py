@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from graft.data.folders import ImageFolder, load_train_val
-from graft.recipes.settings import DEFAULT_BACKBONE, FinetuneConfig, AdviseConfig, comma_list
 from graft.errors import DataError
+from graft.recipes.settings import DEFAULT_BACKBONE, AdviseConfig, FinetuneConfig, comma_list
 
 ADVICE_SCHEMA = 1
 LARGE_PER_CLASS = 500  # median training images per class from which fine-tuning everything pays
@@ -150,14 +150,38 @@ def choose_strategy(size: str, similarity: str, per_class_median: float) -> tupl
     return "finetune-all", ["a large target unlike ImageNet: fine-tune everything, for longer"]
 
 
+def _measure(pairs, sample, image_size, progress: bool):
+    """LogME of every (backbone, layer) candidate on ``sample``, seconds per image of each cold
+    extraction, and the first last-layer candidate's ImageNet probabilities for LEEP."""
+    from graft.backbones import create_backbone
+    from graft.features.extractor import FeatureExtractor
+    from graft.ranking.scores import logme
+
+    candidates, per_image_seconds, source_probabilities, sample_labels = [], {}, None, None
+    for backbone, layer in pairs:
+        source = create_backbone(backbone)
+        extractor = FeatureExtractor(source, layer=layer, image_size=image_size, progress=progress).fit()
+        began = time.perf_counter()
+        found = extractor.extract_folder(sample, desc=f"advice {backbone} {layer or ''}".strip())
+        if found.cached < len(found):
+            per_image_seconds[(backbone, layer)] = (time.perf_counter() - began) / (len(found) - found.cached)
+        candidates.append(Candidate(backbone, layer, logme(found.vectors, found.labels), int(found.vectors.shape[1])))
+        if layer is None and source_probabilities is None:  # the source model's own ImageNet head
+            classifier = source.model.get_classifier()
+            weight = classifier.weight.detach().numpy().astype(np.float64)
+            logits = found.vectors.astype(np.float64) @ weight.T + classifier.bias.detach().numpy()
+            logits -= logits.max(1, keepdims=True)
+            source_probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+            sample_labels = found.labels
+    return candidates, per_image_seconds, source_probabilities, sample_labels
+
+
 def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Advice:
     """Measure the data and choose a strategy; ``config`` is an
     :class:`~graft.recipes.settings.AdviseConfig`, or the folder with its fields as keywords
     (``backbones``/``layers`` as lists or comma-separated). Raises DataError for a class with
     fewer than two images, or no readable image."""
-    from graft.backbones import create_backbone
-    from graft.features.extractor import FeatureExtractor
-    from graft.ranking.scores import leep, logme
+    from graft.ranking.scores import leep
 
     if not isinstance(config, AdviseConfig):
         for key in ("backbones", "layers"):
@@ -187,22 +211,7 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     backbones = list(backbones or DEFAULT_CANDIDATE_BACKBONES)
     pairs = [(b, None) for b in backbones]
     pairs += [(backbones[0], layer) for layer in (layers if layers is not None else INNER_LAYERS)]
-    candidates, per_image_seconds, source_probabilities, sample_labels = [], {}, None, None
-    for backbone, layer in pairs:
-        source = create_backbone(backbone)
-        extractor = FeatureExtractor(source, layer=layer, image_size=image_size, progress=progress).fit()
-        began = time.perf_counter()
-        found = extractor.extract_folder(sample, desc=f"advice {backbone} {layer or ''}".strip())
-        if found.cached < len(found):
-            per_image_seconds[(backbone, layer)] = (time.perf_counter() - began) / (len(found) - found.cached)
-        candidates.append(Candidate(backbone, layer, logme(found.vectors, found.labels), int(found.vectors.shape[1])))
-        if layer is None and source_probabilities is None:  # the source model's own ImageNet head
-            classifier = source.model.get_classifier()
-            weight = classifier.weight.detach().numpy().astype(np.float64)
-            logits = found.vectors.astype(np.float64) @ weight.T + classifier.bias.detach().numpy()
-            logits -= logits.max(1, keepdims=True)
-            source_probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-            sample_labels = found.labels
+    candidates, per_image_seconds, source_probabilities, sample_labels = _measure(pairs, sample, image_size, progress)
     if source_probabilities is None:
         raise DataError("the advice needs at least one candidate at the last layer (LEEP)")
     candidates.sort(key=lambda c: -c.logme)
@@ -228,7 +237,8 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
         data=str(Path(data)), n_images=len(train), n_classes=len(train.classes), per_class_min=int(counts.min()),
         per_class_median=float(np.median(counts)), balance=float(counts.max() / counts.min()),
         median_short_side=median_side, image_size=image_size, leep=leep(source_probabilities, sample_labels),
-        source_confidence=confidence, layer_gap=gap, size=size, similarity=similarity, quadrant=f"{size} + {similarity}",
+        source_confidence=confidence, layer_gap=gap, size=size, similarity=similarity,
+        quadrant=f"{size} + {similarity}",
         strategy=strategy, backbone=pick.backbone, layer=pick.layer, head=head, command=command,
         estimated_seconds=float(estimate), candidates=candidates, reasons=reasons,
         seconds=round(time.perf_counter() - start, 2))

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from graft.features import cache as feature_cache
 from graft._io.artifact import write_artifact
-from graft.artifacts.config import artifact_config
-from graft.artifacts.novelty import NoveltyData, record_novelty
-from graft.heads.classical import check_head_options, fit_head
-from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class
-from graft.errors import DataError
-from graft.features.extractor import Features, gather_features
 from graft._io.files import atomic_path
 from graft._io.memory import check_fits
+from graft.artifacts.config import artifact_config
+from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class
+from graft.errors import DataError
+from graft.features import cache as feature_cache
+from graft.features.extractor import Features, gather_features
+from graft.heads.classical import check_head_options, fit_head
 from graft.recipes._run import FitResult, as_config, held_out_summary, load_test
 from graft.recipes.settings import FrozenFitConfig
 

@@ -14,20 +14,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from graft.data.folders import folder_manifest, load_train_val, scan_folder
-from graft.errors import GraftError
 from graft._io.files import write_atomic
-from graft.recipes._run import FitResult
-from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
-from graft.heads.modules import MultiTaskHead
 from graft.artifacts.model import GraftModel
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+from graft.data.folders import folder_manifest, load_train_val, scan_folder
+from graft.errors import GraftError
+from graft.heads.modules import MultiTaskHead
 from graft.methods import evaluate_loader
+from graft.methods.multitask import MultiTask
+from graft.recipes._run import FitResult
+from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
 from graft.train.callbacks import load_checkpoint, standard_callbacks
 from graft.train.loaders import training_loader
-from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
-from graft.methods.multitask import MultiTask
 from graft.train.stages import parse_stages
+from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 
 COMMAND = "multitask"
 

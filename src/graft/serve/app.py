@@ -25,8 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from graft.errors import ImageDecodeError
 from graft.serve.batcher import DynamicBatcher
-from graft.serve.settings import ServeSettings
 from graft.serve.page import preview_page
+from graft.serve.settings import ServeSettings
 
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 

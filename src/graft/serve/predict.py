@@ -51,7 +51,8 @@ class Predictions:
             novelty = None if batch.novelty is None else round(float(batch.novelty[i]), 4)
             unfamiliar = None if batch.unfamiliar is None else bool(batch.unfamiliar[i])
             if fmt == "json":
-                listed = {task: [{"class": c, "probability": round(p, 6)} for c, p in top] for task, top in tops.items()}
+                listed = {task: [{"class": c, "probability": round(p, 6)} for c, p in top]
+                          for task, top in tops.items()}
                 row = {"path": path, "top": listed[None]} if None in listed else {"path": path, "tasks": listed}
                 yield json.dumps({**row, "novelty": novelty, "unfamiliar": unfamiliar})
             elif fmt == "csv":
