@@ -165,3 +165,13 @@ def test_distill_under_torchrun_trains_each_rank_on_its_shard(forty_to_four, tmp
     row = json.loads((run / "history.jsonl").read_text().splitlines()[0])
     # 44 images over 2 ranks: 22 each, 2 full batches of 8 per rank (the whole folder would be 40)
     assert row["world_size"] == 2 and sum(row["train_class_counts"]) == 16
+
+
+def test_out_may_not_be_the_teacher_it_reads(forty_to_four):
+    """It once deleted the teacher's model with --overwrite, then failed: 'not a graft model'."""
+    train, val, teacher = forty_to_four
+    before = (teacher / "model" / "weights.safetensors").read_bytes()
+    result = CliRunner().invoke(main, ["distill", str(train), "--val", str(val), "--teacher", str(teacher),
+                                       "--student", "tf_efficientnet_lite0", "-o", str(teacher), "--overwrite"])
+    assert result.exit_code == 2 and "the teacher run" in result.output and "choose another -o" in result.output
+    assert (teacher / "model" / "weights.safetensors").read_bytes() == before

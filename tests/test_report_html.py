@@ -60,8 +60,8 @@ def test_report_renders_what_metrics_say_and_a_cell_click_shows_its_images(real_
 
     # the per-class table
     table = section.split('class="grid sortable per-class"', 1)[1].split("</table>", 1)[0]
-    rows = re.findall(r"<tr><td>([^<]*)</td>.*?<td data-value=\"(\d+)\">\d+</td></tr>", table)
-    shown = {unescape(m[0]): int(m[1]) for m in rows}
+    table_rows = re.findall(r"<tr><td>([^<]*)</td>.*?<td data-value=\"(\d+)\">\d+</td></tr>", table)
+    shown = {unescape(m[0]): int(m[1]) for m in table_rows}
     assert shown == {name: row["support"] for name, row in metrics["per_class"].items()}
     # the confusion matrix: every image once, the diagonal is the correct ones
     cells = {(int(t), int(p)): int(n) for t, p, n in

@@ -94,6 +94,42 @@ def test_second_process_is_refused_and_a_killed_ones_lock_is_taken_over(digits_d
     assert (out / ".graft.lock").read_text() == "", "an orderly finish releases the lock"
 
 
+def test_a_refused_second_process_removes_nothing(digits_dir, tmp_path):
+    """It once cleared the run's config.yaml and data.json before finding the folder locked, so the
+    first run could not be resumed after a kill. The lock is now taken before anything is touched."""
+    out = tmp_path / "run"
+    fit_frozen(digits_dir, out, **FAST)
+    before = sorted(p.name for p in out.iterdir())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from graft.artifacts.run_folder import RunLock; "
+         f"RunLock({str(out)!r}, 'fit').acquire(); print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for overwrite in (False, True):
+            with pytest.raises(GraftError, match="in use by another graft process"):
+                fit_frozen(digits_dir, out, overwrite=overwrite, **FAST)
+        assert sorted(p.name for p in out.iterdir()) == before
+        assert (out / "config.yaml").is_file() and (out / "model" / "graft.json").is_file()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_any_training_run_with_checkpoints_is_not_wiped_by_a_new_run(digits_dir, tmp_path):
+    """Only finetune used to refuse; a new pretrain (adapt, distill, multitask) run silently wiped them."""
+    from graft.recipes.pretrain import pretrain
+
+    out = tmp_path / "pre"
+    pretrain(digits_dir, out, backbone="resnet10t", stages="all:1", image_size=32, batch_size=16, progress=False)
+    (out / "metrics.json").unlink()  # as a killed run leaves it: checkpoints, no metrics
+    last = (out / "checkpoints" / "last.pt").read_bytes()
+    code, output = _cli("pretrain", digits_dir, "--arch", "resnet10t", "--stages", "all:1", "--image-size", 32,
+                        "-o", out, "-q")
+    assert code == 2 and "graft resume" in output and "--overwrite" in output
+    assert (out / "checkpoints" / "last.pt").read_bytes() == last
+
+
 def test_resume_rejects_changed_settings_and_changed_data(digits_dir, tmp_path):
     import shutil
 

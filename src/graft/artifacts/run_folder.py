@@ -50,7 +50,9 @@ class RunDir:
             raise GraftError(f"cannot create run folder {self.path}: {exc.strerror or exc}") from None
 
     def lock(self, command: str) -> "RunLock":
-        return RunLock(self.path, command)
+        """The folder's lock: the one :func:`open_run` already holds, or a new one to acquire."""
+        held, self.held_lock = getattr(self, "held_lock", None), None
+        return held if held is not None else RunLock(self.path, command)
 
     def saved_command(self) -> str | None:
         """The command named in this folder's config.yaml, or None."""
@@ -130,21 +132,37 @@ def write_html_safely(run_dir: Path, subdir: str | None = None) -> Path | None:
 def open_run(path: str | Path, command: str, *, overwrite: bool = False) -> RunDir:
     """The run folder for a new run of ``command``, checked and made ready before any work.
 
+    The folder's lock is taken first, so a second process fails before it removes or rewrites
+    anything; the run holds it (``run.lock(command)`` hands it back) until released. Then:
+
     * missing or empty: created;
     * ``overwrite``: graft's own outputs are removed first, the user's other files stay;
-    * a fine-tuning run with checkpoints: refused (``--resume`` or ``--overwrite``);
+    * a training run with checkpoints (finetune, pretrain, adapt, distill, multitask): refused
+      (``graft resume`` or ``--overwrite``);
     * an earlier run of the same command: its outputs are replaced (nothing stale is left);
     * anything else (another command's run, files graft did not write): refused.
 
     The folder must be writable: that is checked here, not after an hour of training.
     """
     run = RunDir(path)
+    held = run.lock(command).acquire()
+    try:
+        _check_replaceable(run, command, overwrite)
+        _check_writable(run.path)
+    except BaseException:
+        held.release()
+        raise
+    run.held_lock = held
+    return run
+
+
+def _check_replaceable(run: RunDir, command: str, overwrite: bool) -> None:
     entries = [e.name for e in run.path.iterdir() if e.name != LOCK_FILE]
     if entries and not overwrite:
         previous = run.saved_command()
-        if previous == command == "finetune" and (run.path / "checkpoints" / "last.pt").exists():
-            raise GraftError(f"{run.path} holds a finetune run with checkpoints: continue it with "
-                             f"--resume {run.path}, or start over with --overwrite")
+        if previous == command and (run.path / "checkpoints" / "last.pt").exists():
+            raise GraftError(f"{run.path} holds a {command} run with checkpoints: continue it with "
+                             f"`graft resume {run.path}` (or --resume {run.path}), or start over with --overwrite")
         if previous != command:
             what = f"a graft {previous} run" if previous else \
                 f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} graft did not write ({_names(entries)})"
@@ -152,8 +170,6 @@ def open_run(path: str | Path, command: str, *, overwrite: bool = False) -> RunD
                              "or pass --overwrite (graft's own outputs are removed, other files are kept)")
     if entries:
         run.clear_outputs()
-    _check_writable(run.path)
-    return run
 
 
 def _names(entries: list[str], most: int = 3) -> str:
@@ -186,6 +202,8 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import fcntl
 
+        if self._fd is not None:  # already held (taken by open_run before it touched the folder)
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

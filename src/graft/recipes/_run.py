@@ -50,6 +50,20 @@ def load_test(test_dir, train: ImageFolder) -> ImageFolder:
     return test
 
 
+def check_not_an_input(out, inputs: dict) -> None:
+    """``-o`` may never be a run folder this command reads (a teacher, a ``--backbone`` or
+    ``--transfer-from`` run): with ``--overwrite`` it would be cleared before it is read.
+    ``inputs``: {what: path or name}; names that are not folders are skipped."""
+    target = Path(out).expanduser().resolve()
+    for what, source in inputs.items():
+        if not source or not Path(source).expanduser().is_dir():
+            continue
+        folder = Path(source).expanduser().resolve()
+        if target == folder or target in folder.parents or folder in target.parents:
+            raise GraftError(f"-o {out} is (or holds, or is inside) the {what} run {folder} this command reads: "
+                             "choose another -o")
+
+
 def held_out_summary(metrics: dict) -> dict:
     """What metrics.json keeps of a test evaluation beside the validation numbers."""
     keys = ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "n_target_val", "data_dir")

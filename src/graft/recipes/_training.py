@@ -29,6 +29,7 @@ from graft.methods.supervised import balanced_class_weights
 from graft.recipes._run import (
     FitResult,
     check_data_unchanged,
+    check_not_an_input,
     check_resumable,
     check_resume_arguments,
     init_distributed,
@@ -202,6 +203,8 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
                                     seed=config.seed)  # data problems are reported before the run folder is touched
     if config.test_dir is not None:
         load_test(config.test_dir, train)
+    check_not_an_input(out, {"teacher": getattr(config, "teacher", None), "--backbone": config.backbone,
+                             "--transfer-from": config.transfer_from})
     distributed = init_distributed()
     main = is_main_process()
     run = open_run(out, config.COMMAND, overwrite=overwrite) if main else RunDir(out)
