@@ -3,6 +3,7 @@ resumes that match the run they continue, evaluation reports that do not collide
 the user's permissions, exports that stay out of the model folder."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,20 +76,27 @@ def test_unwritable_output_is_one_line(digits_dir, tmp_path):
     assert code == 2 and "cannot create run folder" in output and "Traceback" not in output
 
 
-def test_second_process_is_refused_and_a_killed_ones_lock_is_taken_over(digits_dir, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
+@contextlib.contextmanager
+def _another_process_holding(out):
+    """A real second process holding RUN/.graft.lock until the block ends (then SIGKILL, as a crash)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from graft.artifacts.run_folder import RunLock; "
          f"RunLock({str(out)!r}, 'fit').acquire(); print('locked', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(GraftError, match=f"in use by another graft process: pid {holder.pid}"):
-            fit_frozen(digits_dir, out, **FAST)
+        yield holder
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def test_second_process_is_refused_and_a_killed_ones_lock_is_taken_over(digits_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with _another_process_holding(out) as holder:
+        with pytest.raises(GraftError, match=f"in use by another graft process: pid {holder.pid}"):
+            fit_frozen(digits_dir, out, **FAST)
     with pytest.warns(UserWarning, match=f"taking over the lock of process {holder.pid}"):
         fit_frozen(digits_dir, out, **FAST)
     assert (out / ".graft.lock").read_text() == "", "an orderly finish releases the lock"
@@ -100,20 +108,12 @@ def test_a_refused_second_process_removes_nothing(digits_dir, tmp_path):
     out = tmp_path / "run"
     fit_frozen(digits_dir, out, **FAST)
     before = sorted(p.name for p in out.iterdir())
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from graft.artifacts.run_folder import RunLock; "
-         f"RunLock({str(out)!r}, 'fit').acquire(); print('locked', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with _another_process_holding(out):
         for overwrite in (False, True):
             with pytest.raises(GraftError, match="in use by another graft process"):
                 fit_frozen(digits_dir, out, overwrite=overwrite, **FAST)
         assert sorted(p.name for p in out.iterdir()) == before
         assert (out / "config.yaml").is_file() and (out / "model" / "graft.json").is_file()
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
 
 
 def test_any_training_run_with_checkpoints_is_not_wiped_by_a_new_run(digits_dir, tmp_path):
