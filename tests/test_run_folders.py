@@ -181,7 +181,10 @@ def test_ctrl_c_before_the_first_epoch_does_not_suggest_a_resume(hymenoptera_sma
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert not (out / "checkpoints" / "last.pt").exists(), "the interrupt came too late to test this"
-    assert process.returncode == 130
+    # 130, or killed by SIGINT (a shell shows both as 130): CPython exits by SIGINT when the
+    # interrupt landed inside an exec() (a dataclass or lazy import being built), even though
+    # graft caught it and printed its hint
+    assert process.returncode in (130, -signal.SIGINT)
     assert "nothing to resume" in err and "--resume" not in err
     assert "Traceback" not in err
 
