@@ -120,7 +120,11 @@ def test_multitask_resumes_after_sigkill_with_the_same_history(digits_dir, parit
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    resumed = CliRunner().invoke(main, ["multitask", "--resume", str(killed), "-q"])
+    # the tasks and options repeated as typed (NAME=DIR lists, relative paths) are the saved ones
+    repeated = ["multitask", "digit=" + os.path.relpath(digits_dir), f"parity={parity_dir}", *OPTIONS]
+    changed = CliRunner().invoke(main, [*repeated, f"--val=digit={parity_dir}", "--resume", str(killed)])
+    assert changed.exit_code == 2 and "val_dirs" in changed.output, changed.output
+    resumed = CliRunner().invoke(main, [*repeated, "--resume", str(killed)])
     assert resumed.exit_code == 0, resumed.output
     straight = tmp_path / "straight"
     subprocess.run(command(straight), env=env, check=True, stdout=subprocess.DEVNULL)

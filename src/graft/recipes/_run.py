@@ -107,13 +107,18 @@ def check_resumable(run: RunDir) -> None:
                          "run the same command again without --resume to start over")
 
 
-def check_resume_arguments(run_dir: Path, saved: dict, given: dict) -> None:
+def check_resume_arguments(run_dir: Path, saved: dict, given: dict, config_cls=None) -> None:
     """Settings repeated on the command line must equal the saved ones (a run cannot change
-    course halfway); every difference is listed in one error."""
+    course halfway); every difference is listed in one error. With ``config_cls`` the typed
+    values are read as the Config reads them (NAME=DIR lists become dicts, paths absolute)."""
     conflicts = []
+    unknown = sorted(set(given) - set(saved))
+    if unknown:
+        raise GraftError(f"unknown setting {unknown[0]!r}")
+    if config_cls is not None and given:
+        typed = config_cls.from_dict({**saved, **given}).to_dict()
+        given = {key: typed[key] for key in given}
     for key, value in given.items():
-        if key not in saved:
-            raise GraftError(f"unknown setting {key!r}")
         if key in ("train_dir", "val_dir", "test_dir", "target_dir", "target_val_dir", "teacher", "weights") \
                 and value:
             value = str(Path(value).expanduser().resolve())

@@ -247,7 +247,7 @@ def continue_training(run: RunDir, saved: dict, config_cls, hooks: Hooks, *, giv
     settings = {**OLDER_DEFAULTS, **saved["settings"]}
     if "augment_head_stage" not in saved["settings"]:  # older runs augmented every stage alike
         settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
-    check_resume_arguments(run.path, settings, given)
+    check_resume_arguments(run.path, settings, given, config_cls)
     check_resumable(run)
     check_data_unchanged(run.path, {"train": settings["train_dir"], "val": settings["val_dir"],
                                     "target": settings.get("target_dir")})

@@ -64,7 +64,7 @@ def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False,
     from graft.recipes._run import check_resumable, check_resume_arguments
 
     settings = saved["settings"]
-    check_resume_arguments(run.path, settings, given)
+    check_resume_arguments(run.path, settings, given, MultitaskConfig)
     check_resumable(run)
     before = json.loads((run.path / "data.json").read_text())
     problems = [f"{folder}: {change}" for name, folder in settings["tasks"].items()
