@@ -154,11 +154,48 @@ def test_scan_with_classes_unknown_folder(tmp_path):
     assert "'zebra'" in message and "'a'" in message and "'b'" in message
 
 
-def test_scan_with_classes_empty_folder_still_error(tmp_path):
-    make_tree(tmp_path, {"a": 1})
-    (tmp_path / "b").mkdir()
-    with pytest.raises(DataError, match="'b'"):
-        scan_folder(tmp_path, classes=["a", "b"])
+def test_scored_folder_empty_class_is_a_missing_class(tmp_path):
+    """A validation/test/evaluate folder: an empty class folder is warned as a missing one is
+    (issue 20 #14); a training tree's empty class stays an error; all empty is an error."""
+    make_tree(tmp_path / "train", {"a": 2, "b": 2})
+    for val, made in (("empty", True), ("missing", False)):
+        save_rgb(tmp_path / val / "a" / "img.png", colour=(200, 0, 0))
+        if made:
+            (tmp_path / val / "b").mkdir()
+        with pytest.warns(UserWarning, match=f"class\\(es\\) 'b' have no validation images in {tmp_path / val}"):
+            _, scored = load_train_val(tmp_path / "train", val_dir=tmp_path / val)
+        assert scored.class_counts() == {"a": 1, "b": 0}
+    (tmp_path / "none" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no files in the class folders of"):
+        scan_folder(tmp_path / "none", classes=["a", "b"])
+
+
+def _both_forms(root: Path, name: str, counts=(2, 1)) -> tuple[str, str]:
+    """``name`` as two folders, composed (NFC) and decomposed (NFD), as macOS writes it."""
+    import unicodedata
+
+    composed, decomposed = unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)
+    assert composed != decomposed
+    for form, n in zip((composed, decomposed), counts):
+        for i in range(n):
+            save_rgb(root / form / f"{len(form)}-{i}.png")
+    assert len([p for p in root.iterdir() if p.is_dir()]) >= 2  # the file system kept both
+    return composed, decomposed
+
+
+def test_class_names_in_two_unicode_forms_are_one_class(tmp_path):
+    """Issue 20 #10: NFC "Ämeisen" and NFD "Ämeisen" folders are one class, everywhere names meet."""
+    composed, decomposed = _both_forms(tmp_path / "train", "Ämeisen")
+    make_tree(tmp_path / "train", {"Bienen": 2})
+    with pytest.warns(UserWarning, match="named 'Ämeisen' in different Unicode forms"):
+        folder = scan_folder(tmp_path / "train")
+    assert folder.classes == ["Bienen", composed]
+    assert folder.class_counts() == {"Bienen": 2, composed: 3}
+    # a validation folder written in the other form, and a class list in it, match the same class
+    make_tree(tmp_path / "val", {decomposed: 1, "Bienen": 1})
+    val = scan_folder(tmp_path / "val", classes=[decomposed, "Bienen"])
+    assert val.classes == [composed, "Bienen"] and val.labels.tolist() == [0, 1]
+    assert scan_folder(tmp_path / "val", classes=folder.classes).labels.tolist() == [0, 1]
 
 
 # ---------------------------------------------------------------- stratified_split

@@ -9,6 +9,7 @@ to decode.
 from __future__ import annotations
 
 import os
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,13 +111,34 @@ def _files_under(class_dir: Path) -> list[Path]:
     return sorted(found)
 
 
+def class_name(name) -> str:
+    """A class or task name in the one Unicode form graft compares names in (NFC): macOS and
+    AirDrop write decomposed names (NFD, "A" + combining diaeresis), most other tools composed
+    ones, and Linux keeps both as different folders that look identical."""
+    return unicodedata.normalize("NFC", str(name))
+
+
+def _class_dirs(root_path: Path, class_dirs: list[Path]) -> dict[str, list[Path]]:
+    """{class name (NFC): its folders}: two folders whose names differ only in Unicode form are
+    one class (with a warning), not two classes that look the same."""
+    by_name: dict[str, list[Path]] = {}
+    for folder in class_dirs:
+        by_name.setdefault(class_name(folder.name), []).append(folder)
+    for name, folders in by_name.items():
+        if len(folders) > 1:
+            warnings.warn(f"{len(folders)} folders in {root_path} are named {name!r} in different Unicode forms "
+                          "(composed NFC / decomposed NFD): read as one class", stacklevel=3)
+    return dict(sorted(by_name.items()))
+
+
 def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
     """List the images of a ``root/<class>/<image>`` tree (images may be nested deeper).
 
     Without ``classes`` the class names are the sorted sub-folder names, and at least two
     are required. With ``classes`` (scanning a validation folder against the training
     classes) labels are positions in that list, every sub-folder must be one of them, and a
-    listed class may be absent.
+    listed class may be absent or empty (see :func:`warn_unscored_classes`). Names are
+    compared in NFC (:func:`class_name`). Raises DataError naming the folder and the problem.
     """
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     if not root_path.exists():
@@ -137,19 +159,20 @@ def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
             f"one sub-folder per class"
         )
 
+    folders_of = _class_dirs(root_path, class_dirs)
     if classes is None:
-        class_names = [d.name for d in class_dirs]
+        class_names = list(folders_of)
         if len(class_names) == 1:
             raise DataError(
                 f"found only one class '{class_names[0]}' in {root_path}: "
                 f"a classifier needs at least two"
             )
     else:
-        class_names = [str(c) for c in classes]
+        class_names = [class_name(c) for c in classes]
         duplicates = sorted({c for c in class_names if class_names.count(c) > 1})
         if duplicates:
             raise DataError(f"class list has duplicates: {', '.join(duplicates)}")
-        unknown = [d.name for d in class_dirs if d.name not in class_names]
+        unknown = [name for name in folders_of if name not in class_names]
         if unknown:
             raise DataError(
                 f"folder(s) {', '.join(repr(u) for u in unknown)} in {root_path} are not known "
@@ -158,15 +181,18 @@ def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
     label_of = {name: label for label, name in enumerate(class_names)}
 
     records: list[Record] = []
-    for class_dir in class_dirs:
-        files = _files_under(class_dir)
-        if not files:
+    for name, folders in folders_of.items():
+        files = sorted(path for folder in folders for path in _files_under(folder))
+        # A scored folder's empty class is a class without images, as a missing one: the
+        # caller warns (its recall is not measured). Training cannot learn a class from nothing.
+        if not files and classes is None:
             raise DataError(
-                f"class folder '{class_dir.name}' has no files ({class_dir}): "
+                f"class folder '{name}' has no files ({folders[0]}): "
                 f"an empty class cannot be learned"
             )
-        label = label_of[class_dir.name]
-        records.extend(Record(path, label) for path in files)
+        records.extend(Record(path, label_of[name]) for path in files)
+    if not records:
+        raise DataError(f"no files in the class folders of {root_path}")
     records.sort(key=lambda r: (r.label, r.path))
     return ImageFolder(root_path, class_names, records)
 
@@ -263,11 +289,17 @@ def load_train_val(
         train, val = whole, None
     _warn_imbalance(train)
     if val is not None:
-        missing = [name for name, n in val.class_counts().items() if n == 0]
-        if missing:
-            warnings.warn(f"class(es) {', '.join(repr(m) for m in missing)} have no validation images: "
-                          "their recall is not measured and they do not count in the macro F1", stacklevel=2)
+        warn_unscored_classes(val, "validation")
     return train, val
+
+
+def warn_unscored_classes(folder: ImageFolder, what: str) -> None:
+    """One warning naming the classes a scored folder (validation, test, evaluate) has no
+    images of, whether their folder is missing or empty."""
+    missing = [name for name, n in folder.class_counts().items() if n == 0]
+    if missing:
+        warnings.warn(f"class(es) {', '.join(repr(m) for m in missing)} have no {what} images in {folder.root}: "
+                      "their recall is not measured and they do not count in the macro F1", stacklevel=3)
 
 
 def take_per_class(folder: ImageFolder, per_class: int, seed: int = 0) -> ImageFolder:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from graft._io.files import write_atomic
 from graft.artifacts.run_folder import RunDir
-from graft.data.folders import ImageFolder, folder_manifest, manifest_changes, scan_folder
+from graft.data.folders import ImageFolder, folder_manifest, manifest_changes, scan_folder, warn_unscored_classes
 from graft.errors import DataError, GraftError
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -47,6 +47,7 @@ def load_test(test_dir, train: ImageFolder) -> ImageFolder:
     test = scan_folder(test_dir, classes=train.classes)
     if os.path.samefile(test.root, train.root):
         raise DataError(f"test folder is the training folder: {test.root}")
+    warn_unscored_classes(test, "test")
     return test
 
 

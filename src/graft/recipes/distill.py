@@ -42,12 +42,12 @@ def distill(config, out, *, strict: bool = False, progress: bool = True, overwri
     computed once. The loaders are fine-tuning's (``sampler`` shuffle or balanced, one shard per
     process under torchrun). Raises GraftError when the teacher's classes differ from the data's."""
     from graft.artifacts.model import GraftModel
-    from graft.data.folders import scan_folder
+    from graft.data.folders import class_name, scan_folder
 
     config = as_config(DistillConfig, config, settings)
     teacher = GraftModel.load(config.teacher)
     classes = scan_folder(config.train_dir).classes
-    if list(teacher.classes) != list(classes):
+    if [class_name(c) for c in teacher.classes] != list(classes):  # one Unicode form, as scanning
         raise GraftError(f"the teacher {config.teacher} knows classes {teacher.classes}, but {config.train_dir} has "
                          f"{classes}: distillation needs the same classes in the same order")
     return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)

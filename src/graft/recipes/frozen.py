@@ -21,7 +21,7 @@ from graft._io.memory import check_fits
 from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
-from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class
+from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class, warn_unscored_classes
 from graft.errors import DataError
 from graft.features import cache as feature_cache
 from graft.features.extractor import Features, gather_features
@@ -212,6 +212,7 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
     start = time.perf_counter()
     model = GraftModel.load(run_dir)
     folder = scan_folder(data_dir, classes=model.classes)
+    warn_unscored_classes(folder, "evaluation")
     features, probabilities = model.predict_paths(
         folder.paths, strict=strict, engine=engine, batch_size=batch_size, cache=cache, progress=progress)
     label_of = dict(zip(map(str, folder.paths), folder.labels))
