@@ -70,6 +70,29 @@ def test_extract_writes_features(digits_dir, tmp_path):
 
     with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
         assert z["features"].shape == (120, 112) and len(z["labels"]) == 120
+    assert "labelled by 10 class folders (0, 1, 2, 3, 4, ...)" in result.output
+
+
+def test_extract_reads_unlabelled_images_flat_or_nested(digits_dir, tmp_path):
+    """Issue 20 #19: a folder of unlabelled images (flat, or nested in one or mixed folders)."""
+    import numpy as np
+
+    flat, nested = tmp_path / "flat", tmp_path / "nested"
+    flat.mkdir()
+    (nested / "2024" / "may").mkdir(parents=True)
+    for i, image in enumerate(sorted((digits_dir / "3").iterdir())[:4]):
+        shutil.copy2(image, flat / f"{i}.png")
+        shutil.copy2(image, (nested / "2024" / "may" if i % 2 else nested) / f"{i}.png")  # files beside a folder
+    for data in (flat, nested):
+        result = run("extract", data, "--image-size", "64", "-o", tmp_path / f"{data.name}.npz", "-q")
+        assert result.exit_code == 0, result.output
+        assert "4 images x 1280 features, unlabelled images (no class folders)" in result.output
+        with np.load(tmp_path / f"{data.name}.npz", allow_pickle=False) as z:
+            assert z["features"].shape == (4, 1280) and len(z["labels"]) == 0 and len(z["classes"]) == 0
+    empty = tmp_path / "empty"
+    (empty / "a").mkdir(parents=True)
+    result = run("extract", empty, "-o", tmp_path / "e.npz", "-q")
+    assert result.exit_code == 2 and f"no images in {empty}" in result.output, result.output
 
 
 def _missing(root):

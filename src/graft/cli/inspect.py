@@ -46,17 +46,17 @@ def layers(backbone, weights, image_size, transfer_layers, as_json):
 @config_options(FrozenFitConfig, only=("backbone", "weights", "layer", "image_size"))
 @data_options
 def extract(data, out, strict, quiet, **params):
-    """Write frozen backbone features of a class-folder tree to an .npz file."""
-    from graft.data.folders import scan_folder
+    """Write frozen backbone features of DATA to an .npz file: class folders with their labels, or
+    unlabelled images (a flat or nested folder); the last line says which it read."""
+    from graft.data.folders import scan_images
     from graft.features.extractor import FeatureExtractor
 
     config = config_from(FrozenFitConfig, params, train_dir=data)
     extractor = FeatureExtractor(config.backbone, layer=config.layer, weights=config.weights,
                                  image_size=config.image_size, batch_size=config.batch_size, engine=config.engine,
                                  cache=config.cache, progress=not quiet).fit()
-    features = extractor.extract_folder(scan_folder(data), strict=strict)
-    click.echo(f"wrote {features.save(out)}: {features.vectors.shape[0]} images x {features.vectors.shape[1]} "
-               f"features ({features.cached} from cache, {len(features.skipped)} skipped)")
+    features = extractor.extract_folder(scan_images(data), strict=strict)
+    click.echo(f"wrote {features.save(out)}: {features.summary()}")
 
 
 @click.command()

@@ -197,18 +197,35 @@ def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
     return ImageFolder(root_path, class_names, records)
 
 
-def scan_unlabelled(root) -> ImageFolder:
+def scan_unlabelled(root, need: str = "the target domain needs unlabelled images to adapt to") -> ImageFolder:
     """Every image file below ``root`` (at any depth), for a domain whose labels are not used:
-    a flat folder, or class folders whose names are ignored. Labels are all -1."""
+    a flat folder, or class folders whose names are ignored. Labels are all -1. ``need``
+    says, in the error for a folder without files, what the images were for."""
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     if not root_path.exists():
-        raise DataError(f"target folder does not exist: {root_path}")
+        raise DataError(f"folder does not exist: {root_path}")
     if not root_path.is_dir():
-        raise DataError(f"target path is not a folder: {root_path}")
+        raise DataError(f"path is not a folder: {root_path}")
     files = _files_under(root_path)
     if not files:
-        raise DataError(f"no images in {root_path}: the target domain needs unlabelled images to adapt to")
+        raise DataError(f"no images in {root_path}: {need}")
     return ImageFolder(root_path, [], [Record(path, -1) for path in files])
+
+
+def scan_images(root) -> ImageFolder:
+    """Any folder of images, labelled or not, for reading features (``graft extract``).
+
+    A class-folder tree (two or more sub-folders, no files beside them) is read as
+    :func:`scan_folder` reads it, with its labels; anything else (a flat folder, a single
+    sub-folder, files beside sub-folders) as unlabelled images: every file at any depth,
+    ``classes`` empty and labels -1. Raises DataError for a missing folder or one with no files.
+    """
+    root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if root_path.is_dir():
+        entries = [e for e in root_path.iterdir() if not _is_hidden(e.name)]
+        if not any(not e.is_dir() for e in entries) and sum(e.is_dir() for e in entries) >= 2:
+            return scan_folder(root_path)
+    return scan_unlabelled(root_path, "it has no files at any depth")
 
 
 def stratified_split(

@@ -45,6 +45,16 @@ class Features:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def summary(self) -> str:
+        """One line: how many vectors, and whether they are labelled (by which class folders)."""
+        if self.classes:
+            shown = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+            what = f"labelled by {len(self.classes)} class folders ({shown})"
+        else:
+            what = "unlabelled images (no class folders)"
+        return (f"{self.vectors.shape[0]} images x {self.vectors.shape[1]} features, {what}; "
+                f"{self.cached} from cache, {len(self.skipped)} skipped")
+
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` (no pickled objects: loads with ``allow_pickle=False``)."""
         path = Path(path)
@@ -216,8 +226,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                                strict, compute)
 
     def extract_folder(self, folder: ImageFolder, strict: bool = False, desc: str | None = None) -> Features:
-        return self.extract(folder.paths, labels=folder.labels, classes=folder.classes,
-                            strict=strict, desc=desc or f"features {folder.root.name}")
+        labelled = bool(folder.classes)  # an unlabelled folder (scan_images, scan_unlabelled) has none
+        return self.extract(folder.paths, labels=folder.labels if labelled else None,
+                            classes=folder.classes if labelled else None, strict=strict,
+                            desc=desc or f"features {folder.root.name}")
 
     def _run(self, paths, identities, todo, vectors, skipped, strict, cache, desc):
         from graft.features.workers import process_count
