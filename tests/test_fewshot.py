@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from graft.cli import main
 from graft.errors import DataError
-from graft.recipes.fewshot import run_episodes
+from graft.recipes.fewshot import draw_episodes, fewshot, run_episodes, usable_queries
 
 
 def _separable(n_per_class=20, classes=8, dim=16, spread=0.05, seed=0):
@@ -50,6 +50,26 @@ def test_fewshot_cli_on_real_digits(digits_dir):
     by = {(r["shots"], r["head"]): r for r in rows}
     assert set(by) == {(1, "prototype"), (1, "logreg"), (5, "prototype"), (5, "logreg")}
     assert by[(5, "prototype")]["mean"] > by[(1, "prototype")]["mean"] > 0.2  # chance is 0.2
+
+
+def test_every_shot_count_is_scored_on_the_same_queries():
+    """Issue 20 #8: support comes from the largest shot count's slots, so 1-shot and 5-shot
+    episodes share their queries (and classes); a 1-shot support is part of the 5-shot one."""
+    _, labels = _separable(n_per_class=8, classes=6)
+    one = list(draw_episodes(labels, 4, 1, 20, queries=3, seed=2, support_slots=5))
+    five = list(draw_episodes(labels, 4, 5, 20, queries=3, seed=2, support_slots=5))
+    for (support_1, query_1), (support_5, query_5) in zip(one, five):
+        assert np.array_equal(query_1, query_5) and len(query_1) == 4 * 3
+        assert set(support_1) <= set(support_5) and not set(support_5) & set(query_5)
+    assert usable_queries(labels, 5, 15) == 3
+
+
+def test_fewshot_prints_the_queries_it_really_scored(digits_dir, tmp_path):
+    """Issue 20 #8: 12 images per class, 5 shots: 7 queries per class are left, not 15."""
+    with pytest.warns(UserWarning, match="--queries 15: class '0' has 12 readable image\\(s\\), so every episode "
+                                         "scores 7 queries per class after 5 support images"):
+        rows = fewshot(digits_dir, ways=3, shots="1,5", episodes=4, queries=15, image_size=64, progress=False)
+    assert [r.queries for r in rows] == [7, 7, 7, 7] and "(4 episodes, 7 queries per class)" in rows[0].text()
 
 
 def test_too_many_shots_is_one_line(digits_dir, tmp_path):

@@ -15,6 +15,7 @@ The result is the mean accuracy over episodes with a 95 % interval (1.96 standar
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -76,25 +77,52 @@ def check_episode_sizes(labels: np.ndarray, classes: list[str], ways: int, shots
         raise DataError(f"--queries must be at least 1, got {queries}")
 
 
-def run_episodes(features: np.ndarray, labels: np.ndarray, ways: int, shots: int, episodes: int, queries: int = 15,
-                 head: str = "prototype", seed: int = 0) -> FewShotResult:
-    """Mean accuracy of ``head`` over ``episodes`` random N-way K-shot episodes (seeded)."""
+def draw_episodes(labels: np.ndarray, ways: int, shots: int, episodes: int, queries: int, seed: int = 0,
+                  support_slots: int | None = None):
+    """Yield ``(support, query)`` index arrays of ``episodes`` seeded N-way episodes.
+
+    Each class drawn is shuffled once; its first ``support_slots`` (default ``shots``) images
+    are kept for support, of which the first ``shots`` are used, and the next ``queries`` are
+    its queries. The draws do not depend on ``shots``: runs with the same ``support_slots`` and
+    seed score every shot count on the same query images. Every class has ``queries`` queries:
+    pass at most the smallest class's images minus ``support_slots`` (see :func:`usable_queries`).
+    """
     labels = np.asarray(labels)
-    transformed = simpleshot_transform(features, np.asarray(features, np.float64).mean(0))
-    rng = np.random.default_rng(seed)
+    slots = shots if support_slots is None else support_slots
+    if slots < shots:
+        raise GraftError(f"support_slots {slots} is smaller than shots {shots}")
+    if queries < 1:
+        raise DataError(f"no query images are left after {slots} support images in the smallest class")
     by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    eligible = [c for c, members in by_class.items() if len(members) > shots]
-    accuracies = []
+    eligible = [c for c, members in by_class.items() if len(members) >= slots + queries]
+    if len(eligible) < ways:
+        raise DataError(f"only {len(eligible)} class(es) have {slots} support + {queries} query images; "
+                        f"{ways}-way episodes need {ways}")
+    rng = np.random.default_rng(seed)
     for _ in range(episodes):
         chosen = rng.choice(eligible, size=ways, replace=False)
-        support, query = [], []
-        for c in chosen:
-            members = rng.permutation(by_class[c])
-            support.append(members[:shots])
-            query.append(members[shots:shots + queries])
-        s, q = np.concatenate(support), np.concatenate(query)
-        accuracies.append(_episode_accuracy(head, transformed[s], labels[s], transformed[q], labels[q]))
-    accuracies = np.asarray(accuracies)
+        shuffled = [rng.permutation(by_class[c]) for c in chosen]
+        yield (np.concatenate([members[:shots] for members in shuffled]),
+               np.concatenate([members[slots:slots + queries] for members in shuffled]))
+
+
+def usable_queries(labels: np.ndarray, support_slots: int, queries: int) -> int:
+    """Queries per class every class can give after ``support_slots`` support images: at most
+    ``queries``, at least 1 when the smallest class has more images than support slots."""
+    return max(0, min(queries, int(np.unique(np.asarray(labels), return_counts=True)[1].min()) - support_slots))
+
+
+def run_episodes(features: np.ndarray, labels: np.ndarray, ways: int, shots: int, episodes: int,  # noqa: PLR0913
+                 queries: int = 15, head: str = "prototype", seed: int = 0, *,
+                 support_slots: int | None = None) -> FewShotResult:
+    """Mean accuracy of ``head`` over ``episodes`` random N-way K-shot episodes (seeded; see
+    :func:`draw_episodes`). ``features``: [N, D]; ``labels``: [N] integers. ``queries`` is
+    lowered to what the smallest class allows (:func:`usable_queries`); the result records it."""
+    labels = np.asarray(labels)
+    queries = usable_queries(labels, shots if support_slots is None else support_slots, queries)  # the real count
+    transformed = simpleshot_transform(features, np.asarray(features, np.float64).mean(0))
+    accuracies = np.asarray([_episode_accuracy(head, transformed[s], labels[s], transformed[q], labels[q])
+                             for s, q in draw_episodes(labels, ways, shots, episodes, queries, seed, support_slots)])
     interval = 1.96 * accuracies.std(ddof=1) / np.sqrt(len(accuracies)) if len(accuracies) > 1 else float("nan")
     return FewShotResult(ways, shots, head, episodes, queries, float(accuracies.mean()), float(interval))
 
@@ -125,5 +153,12 @@ def fewshot(config, *, progress: bool = True, **settings) -> list[FewShotResult]
                                  image_size=config.image_size, progress=progress).fit()
     found = extractor.extract_folder(folder)
     check_episode_sizes(found.labels, folder.classes, ways, shots, queries)  # after unreadable files are gone
-    return [run_episodes(found.vectors, found.labels, ways, k, episodes, queries, head, seed)
+    # Every row is scored on the same queries: support is drawn from the largest shot count's slots.
+    used = usable_queries(found.labels, max(shots), queries)
+    if used < queries:
+        counts = np.bincount(found.labels, minlength=len(folder.classes))
+        warnings.warn(f"--queries {queries}: class '{folder.classes[int(counts.argmin())]}' has {int(counts.min())} "
+                      f"readable image(s), so every episode scores {used} queries per class after {max(shots)} "
+                      "support images", stacklevel=2)
+    return [run_episodes(found.vectors, found.labels, ways, k, episodes, used, head, seed, support_slots=max(shots))
             for k in shots for head in heads]
