@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves half of one, with the permissions a user expects.
+"""Writing files so that a crash never leaves half of one, with the permissions a user expects;
+reading back the files graft wrote, where a damaged one is one clear error.
 
 Everything graft writes goes to a temporary name in the target's folder first and is renamed
 into place. ``tempfile.mkstemp`` creates its file 0600 whatever the umask; the file is given
@@ -8,6 +9,7 @@ rename, so run folders shared with a group stay readable by it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -41,3 +43,73 @@ def write_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def _damaged(path: Path, what: str):
+    from graft.errors import GraftError
+
+    return GraftError(f"{path}: {what}; the file is damaged or cut short (graft writes it whole), so restore it or "
+                      "run the command that wrote it again")
+
+
+def read_text(path: str | Path) -> str:
+    """A file graft wrote, as text; GraftError (one line naming it) when it cannot be read."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        from graft.errors import GraftError
+
+        raise GraftError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _damaged(path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def read_json(path: str | Path, kind: type = dict):
+    """A JSON file graft wrote (metrics.json, data.json, ...), which must hold a ``kind``;
+    GraftError naming the file when it is truncated, edited into invalid JSON or holds another type."""
+    path = Path(path)
+    try:
+        value = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise _damaged(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(value, kind):
+        raise _damaged(path, f"expected a JSON {kind.__name__}, found {type(value).__name__}")
+    return value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping graft wrote (config.yaml); an empty file is ``{}``. GraftError when it does not parse."""
+    import yaml
+
+    path = Path(path)
+    try:
+        value = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise _damaged(path, "not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+    if not isinstance(value, dict):
+        raise _damaged(path, f"expected a YAML mapping, found {type(value).__name__}")
+    return value
+
+
+def read_json_lines(path: str | Path, needed: int | None = None) -> list[dict]:
+    """The rows of a JSON-lines file (history.jsonl), at most ``needed``. A last line without its
+    newline that does not parse is dropped (a kill while the row was appended); any other bad
+    row is a GraftError naming the file and line."""
+    path = Path(path)
+    text, rows = read_text(path), []
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if needed is not None and len(rows) >= needed:
+            break
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if row is None and number == len(lines) and not text.endswith("\n"):
+            break
+        if not isinstance(row, dict):
+            raise _damaged(path, f"line {number} is not a JSON object")
+        rows.append(row)
+    return rows

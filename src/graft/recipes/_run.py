@@ -3,12 +3,13 @@ the data manifest a resume is checked against, resume checks, scoring a labelled
 folder into ``RUN/<sub>/``, and the result a recipe returns."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from graft._io.files import write_atomic
+from graft._io.files import read_json, read_yaml, write_atomic
 from graft.artifacts.run_folder import RunDir
 from graft.data.folders import ImageFolder, folder_manifest, manifest_changes, scan_folder, warn_unscored_classes
 from graft.errors import DataError, GraftError
@@ -87,14 +88,12 @@ def manifest_of(root, classes=None) -> dict:
 
 def read_saved(run_dir) -> tuple[RunDir, dict]:
     """(run, config.yaml) of a training run folder, or a GraftError saying why it is none."""
-    import yaml
-
     run = RunDir(run_dir)
     config_path = run.path / "config.yaml"
     if not config_path.exists():
         raise GraftError(f"cannot resume: {config_path} does not exist (not a graft training run folder)")
-    config = yaml.safe_load(config_path.read_text()) or {}
-    if not isinstance(config, dict) or "settings" not in config:
+    config = read_yaml(config_path)
+    if not isinstance(config.get("settings"), dict):
         raise GraftError(f"cannot resume: {config_path} holds no saved settings")
     return run, config
 
@@ -112,6 +111,8 @@ def check_resume_arguments(run_dir: Path, saved: dict, given: dict, config_cls=N
     """Settings repeated on the command line must equal the saved ones (a run cannot change
     course halfway); every difference is listed in one error. With ``config_cls`` the typed
     values are read as the Config reads them (NAME=DIR lists become dicts, paths absolute)."""
+    if config_cls is not None:
+        _check_whole(run_dir, saved, config_cls)
     conflicts = []
     unknown = sorted(set(given) - set(saved))
     if unknown:
@@ -131,13 +132,23 @@ def check_resume_arguments(run_dir: Path, saved: dict, given: dict, config_cls=N
                          + "; ".join(conflicts) + ". Leave them out, or start a new run with another -o")
 
 
+def _check_whole(run_dir: Path, saved: dict, config_cls) -> None:
+    """A config.yaml cut short still parses, without its last settings. A setting that is off by
+    default (None, False, 0) may be missing: runs written before it existed did without it."""
+    missing = [f.name for f in dataclasses.fields(config_cls) if f.name not in saved
+               and f.default not in (None, False, 0) and not f.metadata.get("hidden")]
+    if missing:
+        raise GraftError(f"cannot resume: {Path(run_dir) / 'config.yaml'} lacks the setting(s) {', '.join(missing)}; "
+                         "the file is damaged or cut short, so restore it or start the run again with --overwrite")
+
+
 def check_data_unchanged(run_dir: Path, roots: dict) -> None:
     """``roots``: {manifest key: folder}. Files gone, added or rewritten, or a class added since
     the run started, are one error listing them (the split or the images would differ)."""
     manifest_path = run_dir / "data.json"
     if not manifest_path.exists():  # run folders written before manifests existed
         return
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(manifest_path)
     train_classes = (manifest.get("train") or {}).get("classes")
     problems = []
     for part, root in roots.items():

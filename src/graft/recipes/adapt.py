@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from graft._io.files import write_atomic
+from graft._io.files import read_json, write_atomic
 from graft.data.datasets import ImageDataset, readable_images
 from graft.data.folders import scan_folder, scan_unlabelled
 from graft.errors import DataError
@@ -97,7 +97,7 @@ def domain_distance(parts: Parts) -> float:
 def _record_distance(run_path: Path, key: str, value: float) -> dict:
     """Add ``key`` to RUN/domain.json (the proxy A-distance before and after adaptation)."""
     path = run_path / "domain.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
+    data = read_json(path) if path.exists() else {}
     data[key] = round(value, 4)
     write_atomic(path, json.dumps(data, indent=1) + "\n")
     return data

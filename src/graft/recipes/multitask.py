@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from graft._io.files import write_atomic
+from graft._io.files import read_json, write_atomic
 from graft.artifacts.model import GraftModel
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
 from graft.data.folders import folder_manifest, load_train_val, scan_folder
@@ -66,7 +66,7 @@ def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False,
     settings = saved["settings"]
     check_resume_arguments(run.path, settings, given, MultitaskConfig)
     check_resumable(run)
-    before = json.loads((run.path / "data.json").read_text())
+    before = read_json(run.path / "data.json")
     problems = [f"{folder}: {change}" for name, folder in settings["tasks"].items()
                 for change in manifest_changes(before[name], folder_manifest(scan_folder(folder)))]
     if problems:

@@ -22,7 +22,7 @@ import io
 import json
 from pathlib import Path
 
-from graft._io.files import write_atomic
+from graft._io.files import read_json, read_text, read_yaml, write_atomic
 from graft.reporting.tables import read_predictions
 
 THUMBNAIL_PX = 96
@@ -111,10 +111,16 @@ def _figure(row: dict, thumbs: dict, index: dict) -> dict:
 
 def _section(directory: Path, name: str, title: str, model: dict, config: dict) -> dict:
     """Everything one evaluation folder's section shows."""
-    metrics = json.loads((directory / "metrics.json").read_text())
+    metrics = read_json(directory / "metrics.json")
     predictions = read_predictions(directory / "predictions.csv") if (directory / "predictions.csv").is_file() else []
     classes = list(metrics.get("per_class", {}))
     index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({row[k] for row in predictions for k in ("true_class", "predicted_class")} - set(index))
+    if unknown:
+        from graft.errors import GraftError
+
+        raise GraftError(f"{directory / 'predictions.csv'} names class {unknown[0]!r}, which "
+                         f"{directory / 'metrics.json'} does not list: the two files come from different runs")
     ordered = sorted(predictions, key=lambda r: -float(r["loss"]))
     thumbs = {row["path"]: _thumbnail(row["path"]) for row in ordered[:MAX_THUMBNAILS]}
     images = [_figure(row, thumbs, index) for row in ordered]
@@ -133,8 +139,6 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     Needs the folder's metrics.json (GraftError otherwise); predictions.csv, config.yaml,
     model/graft.json, curves.png, lr_find.png and test/ are shown when present.
     """
-    import yaml
-
     root = Path(run_dir)
     target = root / subdir if subdir else root
     if not (target / "metrics.json").is_file():
@@ -142,10 +146,10 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
 
         raise GraftError(f"{target} holds no metrics.json: not a finished graft run or evaluation")
     model_json = root / "model" / "graft.json"
-    model = json.loads(model_json.read_text()) if model_json.is_file() else {}
+    model = read_json(model_json) if model_json.is_file() else {}
     config_path = root / "config.yaml"
-    config_text = config_path.read_text() if config_path.is_file() else ""
-    config = (yaml.safe_load(config_text) or {}) if config_text else {}
+    config_text = read_text(config_path) if config_path.is_file() else ""
+    config = read_yaml(config_path) if config_text else {}
     name = root.name if not subdir else f"{root.name} / {subdir}"
     sections = [_section(target, "validation", f"{name}: {'evaluation' if subdir else 'validation'}", model, config)]
     if not subdir and (root / "test" / "metrics.json").is_file():

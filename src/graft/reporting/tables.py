@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graft._io.files import write_atomic
+from graft._io.files import read_text, write_atomic
 from graft.reporting.metrics import classification_metrics
 
 PREDICTION_COLUMNS = ("path", "split", "true_class", "predicted_class", "probability", "true_class_probability",
@@ -42,9 +42,21 @@ def write_predictions(path: Path, paths, y_true, probabilities, classes, split: 
 
 
 def read_predictions(path: Path) -> list[dict]:
-    """The rows of a ``predictions.csv``, as ``{column: text}`` (:data:`PREDICTION_COLUMNS`)."""
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a ``predictions.csv``, as ``{column: text}`` (:data:`PREDICTION_COLUMNS`).
+    Raises GraftError naming the file and line when a column is missing, a row is cut short or a
+    number does not parse (a truncated or edited file)."""
+    from graft.errors import GraftError
+
+    rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
+    for number, row in enumerate(rows, 2):
+        try:
+            if None in row.values() or None in row:  # a short or a long row
+                raise ValueError
+            float(row["probability"]), float(row["loss"])
+        except (KeyError, ValueError):
+            raise GraftError(f"{path}: line {number} does not hold the columns {','.join(PREDICTION_COLUMNS)}; the "
+                             "file is damaged or cut short, so run the command that wrote it again") from None
+    return rows
 
 
 def report_text(y_true, y_pred, classes: list[str], metrics: dict | None = None) -> str:

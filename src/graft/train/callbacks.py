@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from graft._io.files import atomic_path
+from graft._io.files import atomic_path, read_json_lines
 from graft.errors import GraftError
 from graft.train.distributed import is_main_process
 from graft.train.stages import Stage
@@ -78,11 +78,16 @@ class Callback:
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by :class:`Checkpoint`; tensors and plain values only
-    (``weights_only``). Raises :class:`GraftError` naming the file when it is missing."""
+    (``weights_only``). Raises :class:`GraftError` naming the file when it is missing or damaged."""
+    import pickle
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise GraftError(f"cannot resume: {path} does not exist") from exc
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise GraftError(f"cannot resume: {path} is damaged or cut short ({str(exc).splitlines()[0][:120]}); "
+                         "start the run again with --overwrite") from None
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -164,8 +169,7 @@ class HistoryWriter(Callback):
         epochs = trainer.state.resumed_epoch
         if epochs is None:
             return
-        rows = [json.loads(line) for line in self.path.read_text().splitlines()][:epochs] \
-            if self.path.exists() else []
+        rows = read_json_lines(self.path, needed=epochs) if self.path.exists() else []
         trainer.state.history[:0] = rows
         if is_main_process():
             self.path.write_text("".join(json.dumps(row) + "\n" for row in rows))
