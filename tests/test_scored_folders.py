@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import unicodedata
+import warnings
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,69 @@ def test_empty_class_in_a_scored_folder_warns_as_a_missing_one(unicode_run, digi
     assert fitted.metrics["n_val"] == 8
     code, output = _cli("evaluate", result.run_dir, val, "-q")
     assert code == 0, output
+
+
+@pytest.fixture(scope="module")
+def three_digits(digits_dir, tmp_path_factory):
+    """Real digits 0-2: 6 training, 3 validation and 3 test images per class, disjoint."""
+    root = tmp_path_factory.mktemp("three")
+    names = {"0": "0", "1": "1", "2": "2"}
+    return tuple(_digits(digits_dir, root / part, names, images)
+                 for part, images in (("train", slice(0, 6)), ("val", slice(6, 9)), ("test", slice(9, 12))))
+
+
+def test_test_folder_may_not_be_validation_and_final_never_trains_on_it(three_digits, tmp_path):
+    """Issue 20 #5: --test = --val is refused; with --final a test sharing validation images (by
+    content) is refused, in fit and in finetune, before a run folder exists; without --final warned."""
+    train, val, _ = three_digits
+    copy = shutil.copytree(val, tmp_path / "copy-of-val")
+    for test, final, message in ((val, False, f"test folder is the validation folder: {val}"),
+                                 (copy, True, "--final trains on the validation images, and 9 of 9 test images are "
+                                              "among them")):
+        flags = ["--val", val, "--test", test, *(["--final"] if final else []), "--image-size", "64", "-q"]
+        for command in ("fit", "finetune"):
+            code, output = _cli(command, train, *flags, "-o", tmp_path / command)
+            assert code == 2 and message in output and len(output.strip().splitlines()) == 1, output
+            assert not (tmp_path / command).exists()
+    with pytest.warns(UserWarning, match="9 of 9 test image\\(s\\) are also validation images, which chose the model"):
+        result = fit_frozen(train, tmp_path / "run", val_dir=val, test_dir=copy, image_size=64, progress=False)
+    assert result.metrics["test"]["n_test"] == 9
+
+
+def test_scored_images_that_were_trained_on_are_warned_in_every_command(three_digits, tmp_path):
+    """Issue 20 #6: a test or evaluate folder holding byte copies of training images is warned
+    about (one line naming a pair), and evaluate knows what a --final model trained on."""
+    train, val, test = three_digits
+    leaky = shutil.copytree(test, tmp_path / "leaky")
+    for i, image in enumerate(sorted((train / "1").iterdir())[:2]):
+        shutil.copy2(image, leaky / "1" / f"copied-{i}.png")
+    with pytest.warns(UserWarning, match=f"2 of 11 test image\\(s\\) are also training images \\(same content\\), "
+                                         f"e.g. {leaky / '1'}/copied-0.png = {train / '1'}"):
+        result = fit_frozen(train, tmp_path / "run", val_dir=val, test_dir=leaky, image_size=64, progress=False)
+    code, output = _cli("evaluate", result.run_dir, leaky, "-q")
+    assert code == 0 and "warning: 2 of 11 evaluation image(s) are also images the model was trained on" in output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the model's own validation images: no warning without --final
+        evaluate(result.run_dir, val, progress=False)
+        evaluate(result.run_dir, test, progress=False)
+    final = fit_frozen(train, tmp_path / "final", val_dir=val, final=True, image_size=64, progress=False)
+    with pytest.warns(UserWarning, match="9 of 9 evaluation image\\(s\\) are also images the model was trained on"):
+        evaluate(final.run_dir, val, progress=False)
+
+
+def test_adapt_target_val_sharing_source_or_target_images_is_warned(three_digits, tmp_path):
+    """Issue 20 #6 for adapt: --target-val images that are source (or adapted-to target) images."""
+    from graft.errors import GraftError
+    from graft.recipes.adapt import adapt
+
+    def said(target, target_val):
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(GraftError):  # the bad plan stops it
+            warnings.simplefilter("always")
+            adapt(train, tmp_path / "run", target_dir=target, target_val_dir=target_val, stages="nonsense:1",
+                  progress=False)
+        return sorted(str(w.message).split(" (same content)")[0] for w in caught if "target-val" in str(w.message))
+
+    train, val, test = three_digits
+    assert said(test, val) == []  # disjoint: nothing to say
+    assert said(val, train) == ["18 of 18 target-val image(s) are also labelled source images"]
+    assert said(val, val) == ["9 of 9 target-val image(s) are also --target images (adapted to, unlabelled)"]

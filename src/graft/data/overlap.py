@@ -9,29 +9,58 @@ from pathlib import Path
 
 def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
     """Groups (two or more) of files with the same content: the same file reached twice
-    (symlinks, hard links) or byte-identical copies. Only files whose sizes collide are read."""
+    (symlinks, hard links, or listed twice) or byte-identical copies. Only files whose sizes
+    collide are read."""
+    return [[paths[i] for i in group] for group in _same_content(paths)]
+
+
+def _same_content(paths: list[Path]) -> list[list[int]]:
+    """:func:`duplicate_groups` as positions in ``paths`` (a path listed twice is two positions)."""
     import hashlib
 
-    by_size: dict[int, list[Path]] = {}
-    for path in paths:
+    by_size: dict[int, list[int]] = {}
+    for index, path in enumerate(paths):
         try:
-            by_size.setdefault(os.stat(path).st_size, []).append(path)
+            by_size.setdefault(os.stat(path).st_size, []).append(index)
         except OSError:
             continue  # reported when it fails to decode
-    groups: dict[str, list[Path]] = {}
+    groups: dict[str, list[int]] = {}
     for size, same_size in by_size.items():
         if len(same_size) < 2 or size == 0:
             continue
-        for path in same_size:
+        for index in same_size:
             try:
                 digest = hashlib.blake2b()
-                with open(path, "rb") as handle:
+                with open(paths[index], "rb") as handle:
                     for chunk in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(chunk)
             except OSError:
                 continue
-            groups.setdefault(f"{size}:{digest.hexdigest()}", []).append(path)
+            groups.setdefault(f"{size}:{digest.hexdigest()}", []).append(index)
     return [group for group in groups.values() if len(group) > 1]
+
+
+def shared_images(scored: list[Path], other: list[Path]) -> list[tuple[Path, Path]]:
+    """``(scored file, file of ``other`` with the same content)`` for every file of ``scored``
+    that is also in ``other``: the same path, a link to it, or a byte-identical copy."""
+    paths = list(scored) + list(other)
+    pairs = []
+    for group in _same_content(paths):
+        mine = [i for i in group if i < len(scored)]
+        theirs = [i for i in group if i >= len(scored)]
+        if theirs:
+            pairs += [(paths[i], paths[theirs[0]]) for i in mine]
+    return sorted(pairs)
+
+
+def warn_trained_on(scored: list[Path], what: str, trained: list[Path], where: str = "training images") -> int:
+    """One warning when images of a scored set (``what``: "test", "evaluation", ...) are also
+    in ``trained`` by content: their score measures memory, not generalisation. Returns how many."""
+    pairs = shared_images(scored, trained)
+    if pairs:
+        warnings.warn(f"{len(pairs)} of {len(scored)} {what} image(s) are also {where} (same content), e.g. "
+                      f"{pairs[0][0]} = {pairs[0][1]}: the {what} score will be optimistic", stacklevel=3)
+    return len(pairs)
 
 
 def warn_duplicates(train, val, split: bool) -> None:
@@ -50,15 +79,19 @@ def warn_duplicates(train, val, split: bool) -> None:
         elif split:
             within.append(group)
 
-    def example(groups):
-        return " = ".join(str(p) for p in groups[0][:2])
+    def example(groups, differ=lambda path: path):
+        """Two files of the first group that show the problem (two classes, train and val)."""
+        group = groups[0]
+        other = next((p for p in group[1:] if differ(p) != differ(group[0])), group[1])
+        return f"{group[0]} = {other}"
 
     if cross_class:
         warnings.warn(f"{len(cross_class)} file(s) are in more than one class folder (same content), e.g. "
-                      f"{example(cross_class)}: they teach contradicting labels", stacklevel=3)
+                      f"{example(cross_class, lambda p: source[p][1])}: they teach contradicting labels", stacklevel=3)
     if train_val:
         warnings.warn(f"{len(train_val)} validation image(s) are also in the training folder (same content), e.g. "
-                      f"{example(train_val)}: validation accuracy will be optimistic", stacklevel=3)
+                      f"{example(train_val, lambda p: source[p][0])}: validation accuracy will be optimistic",
+                      stacklevel=3)
     if within:
         warnings.warn(f"{len(within)} image(s) have identical copies in the same class, e.g. {example(within)}: "
                       "a validation split can put one copy on each side", stacklevel=3)

@@ -11,7 +11,15 @@ from pathlib import Path
 
 from graft._io.files import read_json, read_yaml, write_atomic
 from graft.artifacts.run_folder import RunDir
-from graft.data.folders import ImageFolder, folder_manifest, manifest_changes, scan_folder, warn_unscored_classes
+from graft.data.folders import (
+    ImageFolder,
+    folder_manifest,
+    load_train_val,
+    manifest_changes,
+    scan_folder,
+    warn_unscored_classes,
+)
+from graft.data.overlap import shared_images, warn_trained_on
 from graft.errors import DataError, GraftError
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -43,13 +51,42 @@ def as_config(config_cls, data, settings: dict):
     return config_cls(train_dir=data, **settings)
 
 
-def load_test(test_dir, train: ImageFolder) -> ImageFolder:
-    """A labelled test folder scored against the training classes; it must not be training data."""
+def load_test(test_dir, train: ImageFolder, val: ImageFolder | None = None, *, final: bool = False) -> ImageFolder:
+    """A labelled test folder scored against the training classes. Refused (DataError) when it
+    is the training or the validation folder, or, with ``final`` (the model then trains on the
+    validation images too), when it shares images with validation; warned when it shares
+    images with training or validation (by content: copies, links) or lacks classes."""
     test = scan_folder(test_dir, classes=train.classes)
-    if os.path.samefile(test.root, train.root):
-        raise DataError(f"test folder is the training folder: {test.root}")
+    for what, folder in (("training", train), ("validation", val)):
+        if folder is not None and os.path.samefile(test.root, folder.root):
+            raise DataError(f"test folder is the {what} folder: {test.root}: a test score needs images the model "
+                            "neither trained on nor was chosen on")
     warn_unscored_classes(test, "test")
+    if val is not None and final:
+        shared = shared_images(test.paths, val.paths)
+        if shared:
+            raise DataError(f"--final trains on the validation images, and {len(shared)} of {len(test)} test images "
+                            f"are among them (same content), e.g. {shared[0][0]} = {shared[0][1]}: give a test "
+                            "folder without validation images, or leave out --final")
+    warn_trained_on(test.paths, "test", train.paths)
+    if val is not None and not final:
+        warn_trained_on(test.paths, "test", val.paths, "validation images, which chose the model")
     return test
+
+
+def check_test(config, train: ImageFolder | None = None, val: ImageFolder | None = None) -> None:
+    """:func:`load_test`'s refusals and warnings for ``config.test_dir`` (if any), before a
+    network trains; ``train``/``val`` are read from the Config when not given."""
+    if not getattr(config, "test_dir", None):
+        return
+    if train is None:
+        import warnings
+
+        with warnings.catch_warnings():  # the training data's own warnings come when training loads it
+            warnings.simplefilter("ignore")
+            train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
+                                        seed=config.seed)
+    load_test(config.test_dir, train, val, final=config.final)
 
 
 def check_not_an_input(out, inputs: dict) -> None:

@@ -30,6 +30,7 @@ from graft.recipes._run import (
     FitResult,
     check_data_unchanged,
     check_not_an_input,
+    check_test,
     check_resumable,
     check_resume_arguments,
     init_distributed,
@@ -201,8 +202,7 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
         warnings.simplefilter("ignore")
         train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                     seed=config.seed)  # data problems are reported before the run folder is touched
-    if config.test_dir is not None:
-        load_test(config.test_dir, train)
+    check_test(config, train, val)
     check_not_an_input(out, {"teacher": getattr(config, "teacher", None), "--backbone": config.backbone,
                              "--transfer-from": config.transfer_from})
     distributed = init_distributed()
@@ -253,6 +253,7 @@ def continue_training(run: RunDir, saved: dict, config_cls, hooks: Hooks, *, giv
                                     "target": settings.get("target_dir")})
     lr_found = settings.get("lr_found")  # a resumed run keeps the LR its sweep chose
     config = config_cls.from_dict(settings)
+    check_test(config)  # what a test folder shares with the training images is said before training goes on
     state = load_checkpoint(run.path / "checkpoints" / "last.pt")
     distributed = init_distributed()
     main = is_main_process()
@@ -306,7 +307,10 @@ def _held_out_results(run: RunDir, parts: Parts, hooks: Hooks, model, strict: bo
     """The test folder scored once, with the epoch validation chose; the recipe's own results."""
     c, extra = parts.config, {}
     if c.test_dir:
-        test, skipped = readable_images(load_test(c.test_dir, parts.train), strict, progress)
+        with warnings.catch_warnings():  # said before training (start_training, continue_training)
+            warnings.simplefilter("ignore")
+            test = load_test(c.test_dir, parts.train)
+        test, skipped = readable_images(test, strict, progress)
         extra["test"] = score_folder(run, model, test, subdir="test", title=f"{test.root.name} (test)",
                                      batch_size=c.batch_size, extra={"n_test": len(test), "skipped": skipped})
     if hooks.results:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from graft._io.files import read_json, write_atomic
 from graft.data.datasets import ImageDataset, readable_images
 from graft.data.folders import scan_folder, scan_unlabelled
+from graft.data.overlap import warn_trained_on
 from graft.errors import DataError
 from graft.methods.alignment import DomainAdversarial, proxy_a_distance
 from graft.recipes._run import FitResult, as_config, score_folder
@@ -36,10 +37,14 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
     folder with its fields as keywords. RUN/domain.json holds the proxy A-distance (Ben-David
     et al. 2007) before and after. Raises DataError for an empty or unreadable target."""
     config = as_config(AdaptConfig, config, settings)
-    scan_unlabelled(config.target_dir)  # an empty or missing target fails before anything is written
+    target = scan_unlabelled(config.target_dir)  # an empty or missing target fails before anything is written
     if config.target_val_dir is not None:
-        classes = scan_folder(config.train_dir).classes
-        scan_folder(config.target_val_dir, classes=classes)  # must use the source's classes
+        source = scan_folder(config.train_dir)
+        scored = scan_folder(config.target_val_dir, classes=source.classes)  # must use the source's classes
+        warn_trained_on(scored.paths, "target-val", source.paths, "labelled source images")
+        if config.adversary != "none":  # source-only never reads the target
+            warn_trained_on(scored.paths, "target-val", target.paths, "--target images (adapted to, unlabelled)")
+    config = fitted_to_images(config)
     return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
 
 

@@ -22,6 +22,7 @@ from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
 from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class, warn_unscored_classes
+from graft.data.overlap import warn_trained_on
 from graft.errors import DataError
 from graft.features import cache as feature_cache
 from graft.features.extractor import Features, gather_features
@@ -69,7 +70,7 @@ def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, over
         train = take_per_class(train, config.shots, config.seed)
     folders = {"train": train, "val": val}
     if config.test_dir is not None:
-        folders["test"] = load_test(config.test_dir, train)
+        folders["test"] = load_test(config.test_dir, train, val, final=config.final)
     run = open_run(out, "fit", overwrite=overwrite)
     settings = {"command": "fit", **config.to_dict(), "strict": strict, "classes": train.classes}
     cache = settings.pop("cache")
@@ -213,11 +214,13 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
     model = GraftModel.load(run_dir)
     folder = scan_folder(data_dir, classes=model.classes)
     warn_unscored_classes(folder, "evaluation")
+    run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
+    warn_trained_on(folder.paths, "evaluation", fitted_images(run.path, (model.training_info or {}).get("final_refit")),
+                    f"images the model was trained on ({run.path / 'split.csv'})")
     features, probabilities = model.predict_paths(
         folder.paths, strict=strict, engine=engine, batch_size=batch_size, cache=cache, progress=progress)
     label_of = dict(zip(map(str, folder.paths), folder.labels))
     labels = np.array([label_of[p] for p in features.paths], dtype=np.int64)
-    run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
     target = Path("eval") / evaluation_folder_name(run.path / "eval", Path(data_dir).resolve())
     metrics = run.write_evaluation(labels, probabilities.argmax(1), model.classes, {
         "n_val": len(features), "data_dir": str(Path(data_dir).resolve()),
@@ -226,6 +229,19 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
         split="evaluate")
     write_html_safely(run.path, str(target))
     return run.path / target, metrics
+
+
+def fitted_images(run_dir: Path, final_refit: bool) -> list[Path]:
+    """The images a run's model was fitted on, from its split.csv: the training rows, and the
+    validation rows too after a ``--final`` refit. Empty without a split.csv (a bare model)."""
+    import csv
+
+    subsets = ("train", "val") if final_refit else ("train",)
+    try:
+        with open(Path(run_dir) / "split.csv", newline="") as handle:
+            return [Path(row["path"]) for row in csv.DictReader(handle) if row.get("subset") in subsets]
+    except (OSError, KeyError, csv.Error):  # no split.csv, or not one graft wrote: nothing to compare with
+        return []
 
 
 def evaluation_folder_name(eval_root: Path, data_dir: Path) -> str:
