@@ -44,7 +44,6 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
         warn_trained_on(scored.paths, "target-val", source.paths, "labelled source images")
         if config.adversary != "none":  # source-only never reads the target
             warn_trained_on(scored.paths, "target-val", target.paths, "--target images (adapted to, unlabelled)")
-    config = fitted_to_images(config)
     return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
 
 
