@@ -78,15 +78,11 @@ def advise(quiet, as_json, **params):
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty -o folder (graft's outputs are removed).")
 def auto(quiet, out, overwrite, **params):
-    """Advise, then run the recommendation into OUT (the advice is kept as OUT/advice.json)."""
-    from graft.recipes.advise import advise as measure
-    from graft.recipes.advise import run_advice
+    """Advise, score the best candidates and graft fit's defaults on validation, keep the best in OUT
+    (OUT/advice.json records every score)."""
+    from graft.recipes.auto import auto as run_auto
 
-    config = config_from(AdviseConfig, params)
-    advice = measure(config, progress=not quiet, out=out)
-    click.echo(f"{advice.text()}\nrunning it now: about {advice.estimated_seconds:.0f} s expected")
-    result = run_advice(advice, out, val_dir=config.val_dir, val_fraction=config.val_fraction, progress=not quiet,
-                        overwrite=overwrite)
+    result = run_auto(config_from(AdviseConfig, params), out, progress=not quiet, overwrite=overwrite, say=click.echo)
     echo_summary(result.run_dir, result.metrics)
 
 

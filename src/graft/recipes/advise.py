@@ -1,15 +1,24 @@
-"""The strategy advisor: measure a labelled folder's size and its similarity to the source
-domain, rank candidate backbones and cut layers by LogME, and say what to run.
+"""The strategy advisor: ``graft advise`` measures a labelled folder and says what to run (a dry
+run); ``graft auto`` (:mod:`graft.recipes.auto`) then checks the best candidates on validation.
 
-The seeds' four-quadrant rule (small/large target x similar/different to the source) decides
-the strategy; "similar" is measured with the pretrained network itself instead of guessed.
-The deciding measure is whether the network's last, most ImageNet-specific layer transfers
-better (higher LogME) than its inner, more generic layers: on photos of objects it does, on
-digits it does not. LEEP and the source model's confidence on its own ImageNet classes are
-reported beside it; on these datasets neither separates the two kinds (an ImageNet network is
-confidently wrong on digits, and unsure on flowers).
-Everything is computed from frozen features of a stratified sample, through graft's feature
-cache, so a second advice on the same folder takes seconds.
+Three things are measured apart, because each calls for something different:
+
+* size: training images per class (the seeds' small / large): frozen features or fine-tuning
+  everything;
+* domain: is the target like the source network's ImageNet photos? Measured at the network's
+  own input size (224 px for lite0; tiny images upscaled), so small images are judged on what
+  they show and not on how few pixels they have. Two signals must both say "similar": the
+  last, most ImageNet-specific layer transfers better (higher LogME) than the best inner layer
+  (on photos it does, on digits it does not), and LEEP is at least ``SIMILAR_LEEP_GAIN`` of the
+  way from chance to certainty (upscaled digits fail this one);
+* resolution: the images' short side; for small images the last layer's LogME at the
+  network's size (upscaled) against a small, cheap input twice their size.
+
+The seeds' four quadrants (small/large x similar/different) order the candidate plans;
+``graft fit``'s defaults are always among those ``graft auto`` checks. Everything is computed
+from frozen features of a stratified sample through graft's feature cache, which the full
+extractions of ``graft auto`` then reuse. LogME: You et al., ICML 2021; LEEP: Nguyen et al.,
+ICML 2020.
 """
 from __future__ import annotations
 
@@ -23,22 +32,14 @@ import numpy as np
 
 from graft.data.folders import ImageFolder, load_train_val
 from graft.errors import DataError
-from graft.recipes.settings import DEFAULT_BACKBONE, AdviseConfig, FinetuneConfig, comma_list
+from graft.recipes.plans import ORDER, Measurement, Plan, candidate_plans, choose_checks
+from graft.recipes.settings import AdviseConfig, comma_list
 
-ADVICE_SCHEMA = 1
+ADVICE_SCHEMA = 2
 LARGE_PER_CLASS = 500  # median training images per class from which fine-tuning everything pays
-SIMILAR_CONFIDENCE = 0.3  # fallback without inner candidates: mean top-1 ImageNet probability
+SIMILAR_LEEP_GAIN = 0.2  # LEEP from chance (0) to certain (1); digits measure 0.03-0.15, photos 0.29-0.77
 INNER_LAYERS = ("blocks.5", "blocks.4")  # lite0's inner cuts among the default candidates
 DEFAULT_CANDIDATE_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
-STRATEGIES = ("frozen-last", "frozen-inner", "finetune-top", "finetune-all")
-
-
-@dataclass
-class Candidate:
-    backbone: str
-    layer: str | None
-    logme: float
-    dim: int
 
 
 @dataclass
@@ -52,51 +53,78 @@ class Advice:
     per_class_median: float
     balance: float  # largest class / smallest class
     median_short_side: float
-    image_size: int | None  # recommended input size (None: the backbone's own)
+    native_size: int  # the first backbone's input px: where the domain is measured
+    small_size: int | None  # a cheap input for small images (None: they are not small)
+    layer_gap: float | None  # at native_size: LogME of the last layer minus the best inner layer
     leep: float
+    leep_gain: float  # LEEP from chance (0) to certain (1)
     source_confidence: float
-    layer_gap: float | None  # LogME of the best last layer minus the best inner layer: > 0 means similar
+    upscale_gain: float | None  # small images: last-layer LogME at native_size minus at small_size
     size: str  # small | large
     similarity: str  # similar | different
+    resolution: str  # low | fine
     quadrant: str
+    driver: str  # size | domain | resolution: what moved the recommendation
+    sure: float  # share of resampled measurements that give the same similarity call
     strategy: str
     backbone: str
     layer: str | None
     head: str
+    image_size: int | None
     command: list[str]
-    estimated_seconds: float
-    candidates: list[Candidate] = field(default_factory=list)
+    estimated_seconds: float  # the recommended plan
+    checks: list[str] = field(default_factory=list)  # what graft auto checks on validation, in order
+    check_seconds: float = 0.0  # their estimated time in all
+    plans: list[Plan] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    budget_minutes: float = 0.0
     seconds: float = 0.0
     schema: int = ADVICE_SCHEMA
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def plan(self, name: str) -> Plan:
+        return next(p for p in self.plans if p.name == name)
+
+    def words(self) -> list[str]:
+        """The quadrant's words, each with the numbers behind it."""
+        gap = "no inner layer measured" if self.layer_gap is None else \
+            f"last layer LogME {self.layer_gap:+.3f} over the best inner layer"
+        side = f"{self.median_short_side:.0f} px short side"
+        resolution = (f"low ({side}; last-layer LogME at {self.native_size} px, upscaled, {self.upscale_gain:+.3f} "
+                      f"over {self.small_size} px; the domain is measured at {self.native_size} px, so low "
+                      "resolution is not read as dissimilarity)" if self.resolution == "low" else f"fine ({side})")
+        return [f"size: {self.size} ({self.per_class_median:.0f} per class; large from {LARGE_PER_CLASS})",
+                f"domain: {self.similarity} to ImageNet (at {self.native_size} px: {gap}; LEEP {self.leep:.3f}, "
+                f"{100 * self.leep_gain:.0f} % of the way from chance to certain, similar from "
+                f"{100 * SIMILAR_LEEP_GAIN:.0f} %; source model confidence {self.source_confidence:.2f})",
+                f"resolution: {resolution}"]
+
     def text(self) -> str:
-        lines = [
-            f"{self.data}: {self.n_images} training images, {self.n_classes} classes, "
-            f"{self.per_class_min}-{self.per_class_median:.0f} per class (min-median), balance {self.balance:.1f}x, "
-            f"images about {self.median_short_side:.0f} px on the short side",
-            f"similarity to ImageNet: last-layer minus inner-layer LogME "
-            f"{'-' if self.layer_gap is None else f'{self.layer_gap:+.3f}'}, LEEP {self.leep:.3f}, "
-            f"source model confidence {self.source_confidence:.2f} -> {self.similarity}",
-            f"quadrant: {self.quadrant}",
-            "candidates by LogME (higher transfers better):",
-        ]
-        for c in self.candidates:
-            lines.append(f"  {c.logme:8.4f}  {c.backbone}  layer {c.layer or 'final pooled'}  ({c.dim} features)")
-        lines += [f"recommended: {self.strategy} with {self.backbone}, layer {self.layer or 'final pooled'}, "
-                  f"head {self.head}" + (f", input {self.image_size} px" if self.image_size else ""),
-                  *[f"  because {r}" for r in self.reasons],
+        sure = "sure" if self.sure >= 0.9 else "fairly sure" if self.sure >= 0.7 else "unsure"
+        lines = [f"{self.data}: {self.n_images} training images, {self.n_classes} classes, "
+                 f"{self.per_class_min}-{self.per_class_median:.0f} per class (min-median), "
+                 f"balance {self.balance:.1f}x", *self.words(),
+                 f"quadrant: {self.quadrant}; what drove the advice: {self.driver}",
+                 f"how sure: {sure}: the similarity call held in {100 * self.sure:.0f} % of resampled measurements; "
+                 "the plan is a guess until `graft auto` scores it on validation",
+                 "LogME of the measured features (higher transfers better):"]
+        lines += [f"  {m.logme:8.4f}  {m.backbone}  {m.layer or 'last layer'}  {m.image_size} px  ({m.dim} features)"
+                  for m in self.measurements]
+        lines += [f"recommended: {self.plan(self.strategy).describe()}", *[f"  because {r}" for r in self.reasons],
                   f"run: {shlex.join(self.command)}",
                   f"expected time: about {_duration(self.estimated_seconds)} on this machine "
-                  f"(advice took {self.seconds:.1f} s)"]
+                  f"(advice took {self.seconds:.1f} s)",
+                  "graft auto would score on validation: " + ", ".join(
+                      f"{self.plan(n).describe()} ~{_duration(self.plan(n).estimated_seconds)}" for n in self.checks)
+                  + f"; about {_duration(self.check_seconds)} in all (budget {self.budget_minutes:g} min)"]
         return "\n".join(lines)
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _sample(folder: ImageFolder, per_class: int, seed: int) -> ImageFolder:
@@ -122,172 +150,182 @@ def _short_sides(paths, most: int = 200) -> list[int]:
 
 
 def recommended_input_size(median_short_side: float, native: int = 224) -> int | None:
-    """Tiny images gain nothing from a 224 px input: twice their size, in steps of 32, at least
-    64 (below that the network's last feature map vanishes), or None for the native size."""
+    """A cheap input for tiny images: twice their size, in steps of 32, at least 64 (below that
+    the network's last feature map vanishes); None when the images are not small."""
     if median_short_side >= native / 2:
         return None
     return int(max(64, min(native, 32 * np.ceil(2 * median_short_side / 32))))
 
 
-def quadrant(per_class_median: float, layer_gap: float | None, source_confidence: float) -> tuple[str, str]:
-    size = "large" if per_class_median >= LARGE_PER_CLASS else "small"
-    similar = layer_gap > 0 if layer_gap is not None else source_confidence >= SIMILAR_CONFIDENCE
-    return size, "similar" if similar else "different"
+def leep_gain(leep_value: float, n_classes: int) -> float:
+    """LEEP rescaled from chance (-log classes -> 0) to certain (0 -> 1)."""
+    chance = np.log(max(n_classes, 2))
+    return float((leep_value + chance) / chance)
 
 
-def choose_strategy(size: str, similarity: str, per_class_median: float) -> tuple[str, list[str]]:
-    if size == "small" and similarity == "similar":
-        return "frozen-last", ["a small target close to ImageNet: the last layer's features already separate it; "
-                               "a linear classifier on them is the best-measured choice"]
-    if size == "small":
-        # measured (bench_advisor.py): on mnist-2000 and usps-1800 (135-150 per class) an inner layer
-        # with an RBF SVM beat both short fine-tuning plans by 5-8 points
-        return "frozen-inner", ["a small target unlike ImageNet: an earlier layer's more generic features with an "
-                                "RBF SVM, no weights trained"]
-    if similarity == "similar":
-        return "finetune-all", ["a large target close to ImageNet: fine-tune the whole network from the "
-                                "pretrained weights"]
-    return "finetune-all", ["a large target unlike ImageNet: fine-tune everything, for longer"]
+def similarity_call(layer_gap: float | None, gain: float) -> str:
+    """``similar`` when the last layer beats the inner ones (or none was measured) and LEEP is
+    at least ``SIMILAR_LEEP_GAIN`` of the way from chance to certain, both at the native size."""
+    return "similar" if gain >= SIMILAR_LEEP_GAIN and (layer_gap is None or layer_gap > 0) else "different"
 
 
-def _measure(pairs, sample, image_size, progress: bool):
-    """LogME of every (backbone, layer) candidate on ``sample``, seconds per image of each cold
-    extraction, and the first last-layer candidate's ImageNet probabilities for LEEP."""
+def size_call(per_class_median: float) -> str:
+    return "large" if per_class_median >= LARGE_PER_CLASS else "small"
+
+
+def _softmax(vectors: np.ndarray, classifier) -> np.ndarray:
+    weight = classifier.weight.detach().numpy().astype(np.float64)
+    logits = vectors.astype(np.float64) @ weight.T + classifier.bias.detach().numpy()
+    logits -= logits.max(1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+def _measure(backbones, layers, median_side, sample, progress: bool):
+    """LogME of every measured (backbone, layer, input px) on ``sample`` with the seconds per
+    image of each cold extraction; the features by (backbone, layer, px); the first backbone's
+    softmax over its own ImageNet classes (for LEEP); its native px; the small input (or None)."""
     from graft.backbones import create_backbone
     from graft.features.extractor import FeatureExtractor
     from graft.ranking.scores import logme
 
-    candidates, per_image_seconds, source_probabilities, sample_labels = [], {}, None, None
-    for backbone, layer in pairs:
-        source = create_backbone(backbone)
-        extractor = FeatureExtractor(source, layer=layer, image_size=image_size, progress=progress).fit()
+    built = {backbones[0]: create_backbone(backbones[0])}
+    native = built[backbones[0]].preprocessing.size
+    small = recommended_input_size(median_side, native)
+    pairs = [(backbones[0], layer, size) for size in [None] + ([small] if small else []) for layer in [None, *layers]]
+    pairs += [(b, None, None) for b in backbones[1:]]
+    measured, found_by, probabilities = [], {}, None
+    for backbone, layer, size in pairs:
+        source = built.get(backbone) or built.setdefault(backbone, create_backbone(backbone))
+        extractor = FeatureExtractor(source, layer=layer, image_size=size, progress=progress).fit()
         began = time.perf_counter()
-        found = extractor.extract_folder(sample, desc=f"advice {backbone} {layer or ''}".strip())
-        if found.cached < len(found):
-            per_image_seconds[(backbone, layer)] = (time.perf_counter() - began) / (len(found) - found.cached)
-        candidates.append(Candidate(backbone, layer, logme(found.vectors, found.labels), int(found.vectors.shape[1])))
-        if layer is None and source_probabilities is None:  # the source model's own ImageNet head
-            classifier = source.model.get_classifier()
-            weight = classifier.weight.detach().numpy().astype(np.float64)
-            logits = found.vectors.astype(np.float64) @ weight.T + classifier.bias.detach().numpy()
-            logits -= logits.max(1, keepdims=True)
-            source_probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-            sample_labels = found.labels
-    return candidates, per_image_seconds, source_probabilities, sample_labels
+        found = extractor.extract_folder(sample, desc=f"advice {backbone} {layer or 'last'} {size or 'native'}")
+        cold = len(found) - found.cached
+        px = extractor.preprocessing_.size
+        rate = (time.perf_counter() - began) / cold if cold else None
+        measured.append(Measurement(backbone, layer, px, logme(found.vectors, found.labels),
+                                    int(found.vectors.shape[1]), rate))
+        found_by[(backbone, layer, px)] = found
+        if probabilities is None:  # the first pair: the first backbone's last layer at its own size
+            probabilities = _softmax(found.vectors, source.model.get_classifier())
+    return measured, found_by, probabilities, native, small
+
+
+def _sureness(last, inner, probabilities, labels, call: str, seed: int, rounds: int = 20) -> float:
+    """Share of random 80 % subsamples of the measured images that give the same similarity call."""
+    from graft.ranking.scores import leep, logme
+
+    rng = np.random.default_rng(seed)
+    same = 0
+    for _ in range(rounds):
+        keep = np.sort(rng.permutation(len(labels))[: max(4, int(0.8 * len(labels)))])
+        y = labels[keep]
+        gap = logme(last[keep], y) - max(logme(f[keep], y) for f in inner) if inner else None
+        same += similarity_call(gap, leep_gain(leep(probabilities[keep], y), len(np.unique(y)))) == call
+    return same / rounds
+
+
+def _why(size: str, similarity: str, resolution: str, pick: Plan, native: int) -> tuple[str, list[str]]:
+    """What drove the recommendation (size, domain, resolution) and the reasons, in words."""
+    drivers, reasons = [], []
+    if size == "large":
+        drivers.append("size")
+        reasons.append("a large target: fine-tuning everything has the images to pay for it")
+    if similarity == "different":
+        drivers.append("domain")
+        reasons.append("a target unlike ImageNet: the last layer is the least reusable; an inner layer's more "
+                       "generic features with an RBF SVM, or training the top")
+    elif size == "small":
+        drivers.append("domain")
+        reasons.append("a small target close to ImageNet: its last-layer features already separate it; a short "
+                       "fine-tune of the top blocks may add a little")
+    if resolution == "low":
+        px = pick.image_size or native
+        if px != native:
+            drivers.append("resolution")
+        reasons.append(f"small images: {px} px input ({'cheaper, ' if px != native else ''}"
+                       "the higher LogME of the two measured sizes)" if pick.frozen else
+                       f"small images: fine-tuning at {px} px")
+    return ", ".join(drivers) or "domain", reasons
 
 
 def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Advice:
-    """Measure the data and choose a strategy; ``config`` is an
+    """Measure the data and choose what to try; ``config`` is an
     :class:`~graft.recipes.settings.AdviseConfig`, or the folder with its fields as keywords
     (``backbones``/``layers`` as lists or comma-separated). Raises DataError for a class with
     fewer than two images, or no readable image."""
     from graft.ranking.scores import leep
 
-    if not isinstance(config, AdviseConfig):
-        for key in ("backbones", "layers"):
-            if isinstance(settings.get(key), (list, tuple)):
-                settings[key] = ",".join(settings[key])
-        config = AdviseConfig(data=config, **settings)
-    data, val_dir, val_fraction, seed = config.data, config.val_dir, config.val_fraction, config.seed
-    backbones, layers = comma_list(config.backbones), comma_list(config.layers)
-    sample_per_class = config.sample_per_class
+    config = advise_config(config, settings)
     start = time.perf_counter()
-    with warnings.catch_warnings():  # advice reports balance itself
-        warnings.simplefilter("ignore")
-        train, _ = load_train_val(data, val_dir=val_dir,
-                                  val_fraction=val_fraction if val_dir is None else None, seed=seed)
-    counts = np.array([n for n in train.class_counts().values()])
+    train, val = split(config)
+    counts = np.array(list(train.class_counts().values()))
     if counts.min() < 2:
         small = [c for c, n in train.class_counts().items() if n < 2]
         raise DataError(f"class(es) {', '.join(repr(c) for c in small)} in {train.root} have fewer than two "
                         "training images: nothing can be measured or learned from them")
-    sample = _sample(train, sample_per_class, seed)
+    sample = _sample(train, config.sample_per_class, config.seed)
     sides = _short_sides([str(p) for p in sample.paths])
     if not sides:
         raise DataError(f"no readable image in {train.root}")
     median_side = float(np.median(sides))
-    image_size = recommended_input_size(median_side)
-
-    backbones = list(backbones or DEFAULT_CANDIDATE_BACKBONES)
-    pairs = [(b, None) for b in backbones]
-    pairs += [(backbones[0], layer) for layer in (layers if layers is not None else INNER_LAYERS)]
-    candidates, per_image_seconds, source_probabilities, sample_labels = _measure(pairs, sample, image_size, progress)
-    if source_probabilities is None:
-        raise DataError("the advice needs at least one candidate at the last layer (LEEP)")
-    candidates.sort(key=lambda c: -c.logme)
-    confidence = float(source_probabilities.max(1).mean())
-    last = [c for c in candidates if c.layer is None]
-    inner = [c for c in candidates if c.layer is not None]
-    gap = last[0].logme - inner[0].logme if inner else None
-    size, similarity = quadrant(float(np.median(counts)), gap, confidence)
-    strategy, reasons = choose_strategy(size, similarity, float(np.median(counts)))
-
-    pick = (inner or last)[0] if strategy == "frozen-inner" else last[0]
-    head = "rbf-svm" if strategy == "frozen-inner" else "logreg"
-    reasons.append(f"{pick.backbone} at {pick.layer or 'its last layer'} has the highest LogME "
-                   f"({pick.logme:.4f}) among the {'inner' if pick.layer else 'last-layer'} candidates")
-    if image_size:
-        reasons.append(f"the images are about {median_side:.0f} px: a {image_size} px input loses nothing and "
-                       "runs several times faster than 224 px")
-    command = _command(strategy, data, val_dir, val_fraction, pick, head, image_size, out)
-    rate = per_image_seconds.get((pick.backbone, pick.layer)) or _DEFAULT_SECONDS_PER_IMAGE
-    n_all = len(train) + (0 if val_dir is None else len(load_train_val(data, val_dir=val_dir)[1]))
-    estimate = n_all * rate * (1 if strategy.startswith("frozen") else _FINETUNE_COST)
+    backbones = comma_list(config.backbones) or list(DEFAULT_CANDIDATE_BACKBONES)
+    layers = comma_list(config.layers)
+    layers = list(INNER_LAYERS if layers is None else layers)
+    measured, found, probabilities, native, small = _measure(backbones, layers, median_side, sample, progress)
+    first = backbones[0]
+    last = found[(first, None, native)]
+    inner = [found[(first, layer, native)].vectors for layer in layers]
+    logme_of = {(m.backbone, m.layer, m.image_size): m.logme for m in measured}
+    gap = (logme_of[(first, None, native)] - max(logme_of[(first, layer, native)] for layer in layers)
+           if layers else None)
+    leep_value = leep(probabilities, last.labels)
+    gain = leep_gain(leep_value, len(train.classes))
+    similarity = similarity_call(gap, gain)
+    size = size_call(float(np.median(counts)))
+    n_all = len(train) + len(val)
+    natives = {m.backbone: m.image_size for m in measured if m.layer is None and m.image_size != small}
+    natives[first] = native
+    plans = candidate_plans(measured, natives, small, n_all, len(sample))
+    checks = choose_checks(plans, ORDER[(size, similarity)], 60 * config.budget)
+    strategy = next((n for n in ORDER[(size, similarity)] if n in checks), "defaults")
+    pick = next(p for p in plans if p.name == strategy)
+    driver, reasons = _why(size, similarity, "low" if small else "fine", pick, native)
+    if pick.logme is not None:
+        reasons.append(f"{pick.backbone} at {pick.layer or 'its last layer'}, {pick.image_size or native} px has the "
+                       f"highest LogME ({pick.logme:.4f}) among the {'inner' if pick.layer else 'last-layer'} "
+                       "candidates")
     return Advice(
-        data=str(Path(data)), n_images=len(train), n_classes=len(train.classes), per_class_min=int(counts.min()),
-        per_class_median=float(np.median(counts)), balance=float(counts.max() / counts.min()),
-        median_short_side=median_side, image_size=image_size, leep=leep(source_probabilities, sample_labels),
-        source_confidence=confidence, layer_gap=gap, size=size, similarity=similarity,
-        quadrant=f"{size} + {similarity}",
-        strategy=strategy, backbone=pick.backbone, layer=pick.layer, head=head, command=command,
-        estimated_seconds=float(estimate), candidates=candidates, reasons=reasons,
+        data=str(Path(config.data)), n_images=len(train), n_classes=len(train.classes),
+        per_class_min=int(counts.min()), per_class_median=float(np.median(counts)),
+        balance=float(counts.max() / counts.min()), median_short_side=median_side, native_size=native,
+        small_size=small, layer_gap=gap, leep=leep_value, leep_gain=gain,
+        source_confidence=float(probabilities.max(1).mean()),
+        upscale_gain=logme_of[(first, None, native)] - logme_of[(first, None, small)] if small else None,
+        size=size, similarity=similarity, resolution="low" if small else "fine", quadrant=f"{size} + {similarity}",
+        driver=driver, sure=_sureness(last.vectors, inner, probabilities, last.labels, similarity, config.seed),
+        strategy=strategy, backbone=pick.backbone, layer=pick.layer, head=pick.head, image_size=pick.image_size,
+        command=pick.command(config.data, config.val_dir, config.val_fraction, out),
+        estimated_seconds=pick.estimated_seconds, checks=checks,
+        check_seconds=round(sum(p.estimated_seconds for p in plans if p.name in checks), 1), plans=plans,
+        measurements=measured, reasons=reasons, budget_minutes=config.budget,
         seconds=round(time.perf_counter() - start, 2))
 
 
-_DEFAULT_SECONDS_PER_IMAGE = 0.02  # lite0, 224 px, cold, 2 cores (BENCHMARKS.md); used when all was cached
-# Fine-tuning the default plan costs about this many cold extractions of the data (head epochs are
-# nearly free, each augmented top epoch is a forward + backward pass): from BENCHMARKS.md's timings.
-_FINETUNE_COST = 8.0
-STAGES_FOR = {"finetune-top": FinetuneConfig.stages, "finetune-all": "head:10,all:8"}
+def advise_config(config, settings: dict) -> AdviseConfig:
+    """An AdviseConfig from one, or from the folder and keywords (lists allowed for backbones/layers)."""
+    if isinstance(config, AdviseConfig):
+        return config
+    for key in ("backbones", "layers"):
+        if isinstance(settings.get(key), (list, tuple)):
+            settings[key] = ",".join(settings[key])
+    return AdviseConfig(data=config, **settings)
 
 
-def _command(strategy, data, val_dir, val_fraction, pick: Candidate, head, image_size, out) -> list[str]:
-    command = ["graft", "fit" if strategy.startswith("frozen") else "finetune", str(data)]
-    if val_dir:
-        command += ["--val", str(val_dir)]
-    elif val_fraction:
-        command += ["--val-split", str(val_fraction)]
-    if pick.backbone != DEFAULT_BACKBONE:
-        command += ["--backbone", pick.backbone]
-    if strategy.startswith("frozen"):
-        if pick.layer:
-            command += ["--layer", pick.layer]
-        if head != "logreg":
-            command += ["--head", head]
-    else:
-        command += ["--stages", STAGES_FOR[strategy]]
-    if image_size:
-        command += ["--image-size", str(image_size)]
-    return command + ["-o", str(out)]
+def split(config: AdviseConfig) -> tuple[ImageFolder, ImageFolder]:
+    """The training and validation images ``graft fit`` would use with the same settings."""
+    from graft.recipes.settings import DEFAULT_VAL_FRACTION
 
-
-def run_advice(advice: Advice, out, *, val_dir=None, val_fraction=None, progress: bool = True, overwrite=False):
-    """``graft auto``: run what ``advice`` recommends into ``out`` and keep the advice there."""
-    import json
-
-    from graft._io.files import write_atomic
-
-    if advice.strategy.startswith("frozen"):
-        from graft.recipes.frozen import fit_frozen
-
-        result = fit_frozen(advice.data, out, val_dir=val_dir, val_fraction=val_fraction, backbone=advice.backbone,
-                            layer=advice.layer, head=advice.head, image_size=advice.image_size, progress=progress,
-                            overwrite=overwrite)
-    else:
-        from graft.recipes.finetune import finetune
-
-        result = finetune(advice.data, out, val_dir=val_dir, val_fraction=val_fraction, backbone=advice.backbone,
-                          stages=STAGES_FOR[advice.strategy], image_size=advice.image_size, progress=progress,
-                          overwrite=overwrite)
-    write_atomic(Path(out) / "advice.json", json.dumps(advice.to_dict(), indent=2) + "\n")
-    return result
+    with warnings.catch_warnings():  # advice reports balance itself; the runs warn again
+        warnings.simplefilter("ignore")
+        fraction = None if config.val_dir else (config.val_fraction or DEFAULT_VAL_FRACTION)
+        return load_train_val(config.data, val_dir=config.val_dir, val_fraction=fraction, seed=config.seed)

@@ -376,6 +376,8 @@ class AdviseConfig(Config):
     layers: str | None = setting(None, "Inner layers of the first backbone to rank too, comma-separated (default "
                                        "blocks.5,blocks.4).")
     sample_per_class: int = setting(25, "Images per class measured (LogME and LEEP settle with a few dozen).", low=2)
+    budget: float = setting(10.0, "graft auto: estimated minutes its checks on validation may take; fine-tuning "
+                                  "is tried only when it fits (0: frozen candidates only).", low=0)
     seed: int = setting(0, "Random seed of the sample and split.")
 
     def __post_init__(self):
