@@ -132,3 +132,29 @@ def test_adapt_target_val_sharing_source_or_target_images_is_warned(three_digits
     assert said(test, val) == []  # disjoint: nothing to say
     assert said(val, train) == ["18 of 18 target-val image(s) are also labelled source images"]
     assert said(val, val) == ["9 of 9 target-val image(s) are also --target images (adapted to, unlabelled)"]
+
+
+def test_output_inside_or_holding_an_input_folder_is_refused(three_digits, tmp_path):
+    """-o inside DATA, --val or --test (or holding one, or a run inside the evaluated folder)
+    would read graft's own outputs as data next time, or remove the data with the run."""
+    train, val, test = three_digits
+    data = shutil.copytree(train, tmp_path / "data")
+    outer = tmp_path / "outer"
+    held = shutil.copytree(test, outer / "test")  # a folder named like a run's test/ output
+    cases = [(["fit", data], data / "run", f"is inside the DATA folder {data}"),
+             (["fit", data, "--val", val], val / "runs" / "r", f"is inside the --val folder {val}"),
+             (["finetune", data, "--test", held], outer, f"holds the --test folder {held}"),
+             (["multitask", f"a={data}", f"b={val}"], data, f"is the task a folder {data}"),
+             (["extract", data], data / "features.npz", f"is inside the DATA folder {data}")]
+    for args, out, message in cases:
+        code, output = _cli(*args, "-o", out, "--image-size", "64", "-q")
+        assert code == 2 and message in output and "choose another -o" in output, (args, output)
+        assert len(output.strip().splitlines()) == 1, output
+    assert sorted(p.name for p in data.iterdir()) == ["0", "1", "2"] and sorted(outer.iterdir()) == [held]
+    run = fit_frozen(data, data.parent / "fit", image_size=64, progress=False).run_dir
+    inside = shutil.copytree(run, test / "run")
+    try:
+        code, output = _cli("evaluate", inside, test, "-q")
+    finally:
+        shutil.rmtree(inside)
+    assert code == 2 and f"the reports folder {inside / 'eval'} is inside the evaluated folder {test}" in output, output

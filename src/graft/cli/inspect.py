@@ -48,15 +48,11 @@ def layers(backbone, weights, image_size, transfer_layers, as_json):
 def extract(data, out, strict, quiet, **params):
     """Write frozen backbone features of DATA to an .npz file: class folders with their labels, or
     unlabelled images (a flat or nested folder); the last line says which it read."""
-    from graft.data.folders import scan_images
-    from graft.features.extractor import FeatureExtractor
+    from graft.recipes.frozen import extract as write_features
 
-    config = config_from(FrozenFitConfig, params, train_dir=data)
-    extractor = FeatureExtractor(config.backbone, layer=config.layer, weights=config.weights,
-                                 image_size=config.image_size, batch_size=config.batch_size, engine=config.engine,
-                                 cache=config.cache, progress=not quiet).fit()
-    features = extractor.extract_folder(scan_images(data), strict=strict)
-    click.echo(f"wrote {features.save(out)}: {features.summary()}")
+    features, path = write_features(config_from(FrozenFitConfig, params, train_dir=data), out, strict=strict,
+                                    progress=not quiet)
+    click.echo(f"wrote {path}: {features.summary()}")
 
 
 @click.command()

@@ -7,6 +7,32 @@ import warnings
 from pathlib import Path
 
 
+def check_output_outside(out, inputs: dict, named: str = "-o", remedy: str = "choose another -o") -> None:
+    """Refuse (GraftError, one line) an output path that is, holds, or lies inside a folder the
+    command reads: inside, graft's files would be read as data (or as classes) next time;
+    holding it, clearing or replacing the run folder could delete the data. ``inputs``:
+    {what it is ("DATA folder", "teacher run", ...): path}; entries that are not folders
+    (model names, files, None) are skipped."""
+    from graft.errors import GraftError
+
+    target = Path(os.path.realpath(os.path.expanduser(os.fspath(out))))  # links resolved, as the folders'
+    for what, source in inputs.items():
+        if not source or not Path(os.path.expanduser(os.fspath(source))).is_dir():
+            continue
+        folder = Path(os.path.realpath(os.path.expanduser(os.fspath(source))))
+        if target == folder:
+            relation = "is"
+        elif folder in target.parents:
+            relation = "is inside"
+        elif target in folder.parents:
+            relation = "holds"
+        else:
+            continue
+        raise GraftError(f"{named} {out} {relation} the {what} {folder} this command reads: graft's outputs must "
+                         "stay outside its inputs (they would be read as data, or the data removed with the run); "
+                         f"{remedy}")
+
+
 def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
     """Groups (two or more) of files with the same content: the same file reached twice
     (symlinks, hard links, or listed twice) or byte-identical copies. Only files whose sizes

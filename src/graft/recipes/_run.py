@@ -19,7 +19,7 @@ from graft.data.folders import (
     scan_folder,
     warn_unscored_classes,
 )
-from graft.data.overlap import shared_images, warn_trained_on
+from graft.data.overlap import check_output_outside, shared_images, warn_trained_on
 from graft.errors import DataError, GraftError
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -89,18 +89,21 @@ def check_test(config, train: ImageFolder | None = None, val: ImageFolder | None
     load_test(config.test_dir, train, val, final=config.final)
 
 
-def check_not_an_input(out, inputs: dict) -> None:
-    """``-o`` may never be a run folder this command reads (a teacher, a ``--backbone`` or
-    ``--transfer-from`` run): with ``--overwrite`` it would be cleared before it is read.
-    ``inputs``: {what: path or name}; names that are not folders are skipped."""
-    target = Path(out).expanduser().resolve()
-    for what, source in inputs.items():
-        if not source or not Path(source).expanduser().is_dir():
-            continue
-        folder = Path(source).expanduser().resolve()
-        if target == folder or target in folder.parents or folder in target.parents:
-            raise GraftError(f"-o {out} is (or holds, or is inside) the {what} run {folder} this command reads: "
-                             "choose another -o")
+def check_not_an_input(out, config) -> None:
+    """``-o`` may not be, hold, or lie inside any folder the command of ``config`` (a recipe's
+    Config) reads: its data, --val, --test, target and transfer-set folders, multitask tasks,
+    a teacher, a ``--backbone`` or ``--transfer-from`` run. One GraftError naming both."""
+    inputs = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in ("tasks", "val_dirs"):  # multitask: NAME=DIR
+            inputs.update({(f"task {name} folder" if f.name == "tasks" else f"--val {name} folder"): folder
+                           for name, folder in value.items()})
+        elif isinstance(value, str) and f.name in ("teacher", "backbone", "transfer_from"):
+            inputs[f"{config.flag(f.name).lstrip('-')} run"] = value
+        elif isinstance(value, str) and f.metadata.get("path"):
+            inputs[f"{config.flag(f.name)} folder"] = value
+    check_output_outside(out, inputs)
 
 
 def held_out_summary(metrics: dict) -> dict:

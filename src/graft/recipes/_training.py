@@ -203,8 +203,7 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
         train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                     seed=config.seed)  # data problems are reported before the run folder is touched
     check_test(config, train, val)
-    check_not_an_input(out, {"teacher": getattr(config, "teacher", None), "--backbone": config.backbone,
-                             "--transfer-from": config.transfer_from})
+    check_not_an_input(out, config)
     distributed = init_distributed()
     main = is_main_process()
     run = open_run(out, config.COMMAND, overwrite=overwrite) if main else RunDir(out)

@@ -22,15 +22,15 @@ from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
 from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class, warn_unscored_classes
-from graft.data.overlap import warn_trained_on
+from graft.data.overlap import check_output_outside, warn_trained_on
 from graft.errors import DataError
 from graft.features import cache as feature_cache
 from graft.features.extractor import Features, gather_features
 from graft.heads.classical import check_head_options, fit_head
-from graft.recipes._run import FitResult, as_config, held_out_summary, load_test
+from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary, load_test
 from graft.recipes.settings import FrozenFitConfig
 
-__all__ = ["FitResult", "FrozenFitConfig", "evaluate", "fit_frozen"]
+__all__ = ["FitResult", "FrozenFitConfig", "evaluate", "extract", "fit_frozen"]
 
 
 
@@ -71,6 +71,7 @@ def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, over
     folders = {"train": train, "val": val}
     if config.test_dir is not None:
         folders["test"] = load_test(config.test_dir, train, val, final=config.final)
+    check_not_an_input(out, config)
     run = open_run(out, "fit", overwrite=overwrite)
     settings = {"command": "fit", **config.to_dict(), "strict": strict, "classes": train.classes}
     cache = settings.pop("cache")
@@ -212,9 +213,11 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
 
     start = time.perf_counter()
     model = GraftModel.load(run_dir)
+    run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
+    check_output_outside(run.path / "eval", {"evaluated folder": data_dir}, "the reports folder",
+                         "move the run folder out of the data")
     folder = scan_folder(data_dir, classes=model.classes)
     warn_unscored_classes(folder, "evaluation")
-    run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
     warn_trained_on(folder.paths, "evaluation", fitted_images(run.path, (model.training_info or {}).get("final_refit")),
                     f"images the model was trained on ({run.path / 'split.csv'})")
     features, probabilities = model.predict_paths(
@@ -229,6 +232,22 @@ def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, c
         split="evaluate")
     write_html_safely(run.path, str(target))
     return run.path / target, metrics
+
+
+def extract(config: FrozenFitConfig, out, *, strict: bool = False, progress: bool = True):
+    """Frozen features of ``config.train_dir`` written to ``out`` (.npz): class folders with
+    their labels, or unlabelled images (:func:`graft.data.folders.scan_images`). Returns the
+    :class:`~graft.features.extractor.Features` (``.summary()`` says which it read) and the path."""
+    from graft.data.folders import scan_images
+    from graft.features.extractor import FeatureExtractor
+
+    folder = scan_images(config.train_dir)
+    check_output_outside(out, {"DATA folder": config.train_dir})  # the .npz would be read as an image next time
+    extractor = FeatureExtractor(config.backbone, layer=config.layer, weights=config.weights,
+                                 image_size=config.image_size, batch_size=config.batch_size, engine=config.engine,
+                                 cache=config.cache, progress=progress).fit()
+    features = extractor.extract_folder(folder, strict=strict)
+    return features, features.save(out)
 
 
 def fitted_images(run_dir: Path, final_refit: bool) -> list[Path]:

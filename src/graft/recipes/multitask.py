@@ -22,7 +22,7 @@ from graft.errors import GraftError
 from graft.heads.modules import MultiTaskHead
 from graft.methods import evaluate_loader
 from graft.methods.multitask import MultiTask
-from graft.recipes._run import FitResult
+from graft.recipes._run import FitResult, check_not_an_input
 from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
 from graft.train.callbacks import load_checkpoint, standard_callbacks
 from graft.train.loaders import training_loader
@@ -50,6 +50,7 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
     parse_stages(config.stages)
     settings = config.to_dict()
     splits = _splits(settings)  # data problems are reported before the run folder is touched
+    check_not_an_input(out, config)
     run = open_run(out, COMMAND, overwrite=overwrite)
     with run.lock(COMMAND):
         run.write_config({"command": COMMAND, "settings": settings})
