@@ -1,15 +1,21 @@
-"""Multi-task (issue #8): flowers17 and hymenoptera in one network vs each alone, same plan,
-image size, batch size and augmentation; per-task validation accuracy and wall time.
+"""Multi-task at single-task speed (issues #8, #18): flowers17 and hymenoptera in one network vs
+each alone with `graft finetune`, same plan, image size, batch size and augmentation; per-task
+validation accuracy, wall time, and the ratio of the multi-task run's wall time to the two
+single runs' together (the bar: at most 1.3x, each task within 0.5 points of its single run).
 
-    python bench/bench_multitask.py            # about 15-20 minutes on 2 cores
+    python bench/bench_multitask.py                       # about 5 minutes on a quiet 2-core machine
+    python bench/bench_multitask.py --sampling proportional,together --weighting fixed,uncertainty
 
-Alone: `graft finetune` (its head stage trains on cached plain features, as a user gets it).
-Together: `graft multitask flowers=... insects=...` (every step a batch of each task; the
-smaller task cycled). flowers17: 25 % stratified split, seed 0; hymenoptera: its val folder.
+Alone: `graft finetune` (head stages on cached plain features, frozen layers of augmented
+stages in ONNX Runtime). Together: `graft multitask flowers=... insects=...`, which now takes
+the same paths. Each arm starts from its own empty feature cache (GRAFT_CACHE_DIR), so every
+arm pays its own feature extraction and ONNX export. flowers17: 25 % stratified split, seed 0;
+hymenoptera: its val folder.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +27,14 @@ FLOWERS = DATASETS / "flowers17"
 INSECTS, INSECTS_VAL = DATASETS / "hymenoptera" / "train", DATASETS / "hymenoptera" / "val"
 
 
+def timed(function, cache: Path):
+    """(result, seconds) of ``function()`` run against an empty feature cache at ``cache``."""
+    os.environ["GRAFT_CACHE_DIR"] = str(cache)
+    started = time.perf_counter()
+    result = function()
+    return result, round(time.perf_counter() - started, 1)
+
+
 def main() -> None:
     from graft.recipes.finetune import finetune
     from graft.recipes.multitask import multitask
@@ -28,33 +42,36 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stages", default="head:3,top2:3")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--sampling", default="proportional", help="comma list: proportional, together")
+    parser.add_argument("--weighting", default="fixed", help="comma list: fixed, uncertainty")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     common = {"stages": args.stages, "image_size": args.image_size, "batch_size": 32, "seed": 0, "progress": False}
     rows = {}
-    with scratch_folder("bench-multitask-") as scratch:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name, data, val in (("flowers", FLOWERS, None), ("insects", INSECTS, INSECTS_VAL)):
-                started = time.perf_counter()
-                result = finetune(data, scratch / name, val_dir=val, val_fraction=None if val else 0.25, **common)
-                rows[f"{name} alone"] = {"accuracy": {name: result.metrics["accuracy"]},
-                                         "seconds": round(time.perf_counter() - started, 1)}
-                print(f"{name} alone: {result.metrics['accuracy']:.4f}  {rows[f'{name} alone']['seconds']} s",
-                      flush=True)
-            for weighting in ("fixed", "uncertainty"):
-                started = time.perf_counter()
-                result = multitask({"flowers": str(FLOWERS), "insects": str(INSECTS)}, scratch / f"mt-{weighting}",
-                                   val_dirs={"insects": str(INSECTS_VAL)}, val_fraction=0.25, weighting=weighting,
-                                   **common)
+    with scratch_folder("bench-multitask-") as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, data, val in (("flowers", FLOWERS, None), ("insects", INSECTS, INSECTS_VAL)):
+            result, seconds = timed(lambda: finetune(data, scratch / name, val_dir=val,
+                                                     val_fraction=None if val else 0.25, **common),
+                                    scratch / "cache-alone")
+            rows[f"{name} alone"] = {"accuracy": {name: result.metrics["accuracy"]}, "seconds": seconds}
+            print(f"{name} alone: {result.metrics['accuracy']:.4f}  {seconds} s", flush=True)
+        alone = {name: rows[f"{name} alone"]["accuracy"][name] for name in ("flowers", "insects")}
+        alone_seconds = rows["flowers alone"]["seconds"] + rows["insects alone"]["seconds"]
+        for sampling in args.sampling.split(","):
+            for weighting in args.weighting.split(","):
+                label = f"together ({sampling}, {weighting})"
+                result, seconds = timed(lambda: multitask(
+                    {"flowers": str(FLOWERS), "insects": str(INSECTS)}, scratch / label.replace(" ", ""),
+                    val_dirs={"insects": str(INSECTS_VAL)}, val_fraction=0.25, weighting=weighting,
+                    task_sampling=sampling, **common), scratch / f"cache-{sampling}-{weighting}")
                 accuracy = {task: m["accuracy"] for task, m in result.metrics["tasks"].items()}
-                rows[f"together ({weighting})"] = {"accuracy": accuracy,
-                                                   "seconds": round(time.perf_counter() - started, 1)}
-                print(f"together ({weighting}): " + "  ".join(f"{t} {a:.4f}" for t, a in accuracy.items())
-                      + f"  {rows[f'together ({weighting})']['seconds']} s", flush=True)
-        alone = rows["flowers alone"]["seconds"] + rows["insects alone"]["seconds"]
-        print(f"wall: both alone {alone:.1f} s; together (fixed) {rows['together (fixed)']['seconds']:.1f} s "
-              f"= {rows['together (fixed)']['seconds'] / alone:.2f}x")
+                rows[label] = {"accuracy": accuracy, "seconds": seconds, "ratio": round(seconds / alone_seconds, 3),
+                               "points_vs_alone": {t: round(100 * (a - alone[t]), 2) for t, a in accuracy.items()}}
+                print(f"{label}: " + "  ".join(f"{t} {a:.4f} ({100 * (a - alone[t]):+.2f} pt)"
+                                               for t, a in accuracy.items())
+                      + f"  {seconds} s = {seconds / alone_seconds:.2f}x both alone ({alone_seconds:.1f} s)",
+                      flush=True)
         save_rows(rows, args.json)
 
 

@@ -88,10 +88,11 @@ def test_the_shared_trunk_gets_gradients_from_each_task():
     model = nn.Sequential(trunk, head)
     loaders = {"a": DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4),
                "b": DataLoader(TensorDataset(torch.randn(12, 4), torch.randint(0, 3, (12,))), batch_size=4)}
-    batch = next(MultiTask(loaders, {}, head.slices).batches(None, 0))
+    batch = next(MultiTask(loaders, {}, head.slices, sampling="together").batches(None, 0))
     grads = {}
     for only in ("a", "b"):
-        method = MultiTask(loaders, {}, head.slices, weights={"a": float(only == "a"), "b": float(only == "b")})
+        method = MultiTask(loaders, {}, head.slices, weights={"a": float(only == "a"), "b": float(only == "b")},
+                           sampling="together")
         model.zero_grad()
         method.training_step(model, batch, False).loss.backward()
         grads[only] = trunk.weight.grad.clone()
@@ -99,8 +100,12 @@ def test_the_shared_trunk_gets_gradients_from_each_task():
         other = "b" if only == "a" else "a"
         assert head.heads[other].fc.weight.grad.abs().sum() == 0  # the other task's head is untouched
     assert not torch.allclose(grads["a"], grads["b"])
-    # every step draws from every task: the smaller task is cycled, not dropped
-    assert MultiTask(loaders, {}, head.slices).steps_per_epoch(None) == 3
+    # together: every step draws from every task, the smaller task is cycled, not dropped
+    assert MultiTask(loaders, {}, head.slices, sampling="together").steps_per_epoch(None) == 3
+    # proportional: one task per step, every batch of every task once, spread evenly
+    proportional = MultiTask(loaders, {}, head.slices)
+    drawn = [list(step) for step in proportional.batches(None, 0)]
+    assert proportional.steps_per_epoch(None) == 5 and drawn == [["b"], ["a"], ["b"], ["a"], ["b"]]
 
 
 def test_multitask_resumes_after_sigkill_with_the_same_history(digits_dir, parity_dir, tmp_path):

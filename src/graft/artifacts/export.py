@@ -11,7 +11,10 @@ forms:
 Three outputs: ``logits`` (N, C), ``probabilities`` (N, C) and ``features`` (N, D), the pooled
 backbone features the head reads (what :mod:`graft.artifacts.novelty` scores). The metadata
 ``graft.source`` holds the digests of the model folder's files, so ``graft predict`` and
-``graft serve`` can tell a current export from a stale one.
+``graft serve`` can tell a current export from a stale one. A multi-task model's columns hold
+every task's classes side by side (``probabilities`` is a softmax per task, so a row sums to the
+number of tasks): ``graft.tasks`` lists each task's ``name``, its columns ``start:stop`` (Python
+slice, end excluded) and its ``classes``.
 """
 from __future__ import annotations
 
@@ -155,6 +158,11 @@ def _write_metadata(path: Path, model: GraftModel, input_type: str, source: dict
         "graft.backbone": json.dumps(config["backbone"]),
         "graft.source": json.dumps(source),
     }
+    slices = getattr(model.head, "slices", None)
+    if slices:  # a multi-task head: whose columns are whose (each task's probabilities sum to 1)
+        entries["graft.tasks"] = json.dumps([
+            {"name": task["name"], "start": slices[task["name"]].start, "stop": slices[task["name"]].stop,
+             "classes": task["classes"]} for task in model.head.tasks])
     del proto.metadata_props[:]
     for key, value in entries.items():
         entry = proto.metadata_props.add()

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from graft._io.files import read_json, write_atomic
 from graft.artifacts.model import GraftModel
-from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+from graft.artifacts.run_folder import GRAFT_OUTPUTS, RunDir, open_run, write_html_safely
+from graft.data.datasets import ImageDataset
 from graft.data.folders import folder_manifest, load_train_val, scan_folder
 from graft.errors import GraftError
 from graft.heads.modules import MultiTaskHead
@@ -24,8 +25,9 @@ from graft.methods import evaluate_loader
 from graft.methods.multitask import MultiTask
 from graft.recipes._run import FitResult, check_not_an_input
 from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
-from graft.train.callbacks import load_checkpoint, standard_callbacks
+from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
 from graft.train.loaders import training_loader
+from graft.train.prefix import pooled_encoder
 from graft.train.stages import parse_stages
 from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 
@@ -44,6 +46,7 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
         raise GraftError(f"pass settings in the MultitaskConfig or as keywords, not both: {', '.join(settings)}")
     if len(config.tasks) < 2:
         raise GraftError("multitask needs at least two tasks (NAME=DIR NAME=DIR ...); one task is graft finetune")
+    check_task_names(config.tasks)
     unknown = sorted(set(config.val_dirs) - set(config.tasks)) + sorted(set(config.task_weights) - set(config.tasks))
     if unknown:
         raise GraftError(f"--val / --task-weight name task(s) that are not given: {', '.join(unknown)}")
@@ -57,6 +60,20 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
         write_atomic(run.path / "data.json", json.dumps(
             {name: folder_manifest(scan_folder(folder)) for name, folder in settings["tasks"].items()}) + "\n")
         return _train(run, settings, splits, strict=strict, progress=progress, resume=None)
+
+
+# Entries of a run folder a task's report folder (RUN/<task>/) would write into: the folders among
+# graft's own outputs (task names have no dots). Compared case-blind: macOS and Windows folders are.
+RESERVED_TASK_NAMES = tuple(name for name in GRAFT_OUTPUTS if "." not in name)
+
+
+def check_task_names(tasks) -> None:
+    """Raise GraftError (one line) for a task named like a run folder's own entry (``model``,
+    ``checkpoints``, ``eval``, ``test``): its reports would land in it."""
+    taken = [name for name in tasks if name.casefold() in RESERVED_TASK_NAMES]
+    if taken:
+        raise GraftError(f"task name {taken[0]!r} is taken by the run folder's own {taken[0].casefold()}/ "
+                         f"(reserved: {', '.join(RESERVED_TASK_NAMES)}): name the task otherwise")
 
 
 def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
@@ -85,7 +102,7 @@ def _splits(s: dict) -> dict:
 
 def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
     from graft.backbones import create_backbone
-    from graft.data.datasets import ImageDataset, readable_images
+    from graft.data.datasets import readable_images
     from graft.recipes._training import make_head
     from graft.reporting.plots import training_curves_png
 
@@ -105,26 +122,11 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
                            "head": make_head(s["head"], dim, len(train.classes)).config()}
                           for name, (train, _) in data.items()])
     classes = [f"{name}/{c}" for name, (train, _) in data.items() for c in train.classes]
-    training = {"method": COMMAND, **{k: s[k] for k in ("stages", "head", "lr", "base_lr_factor", "seed",
-                                                        "weighting")}}
+    training = {"method": COMMAND, **{k: s.get(k) for k in ("stages", "head", "lr", "base_lr_factor", "seed",
+                                                            "weighting", "task_sampling")}}
     model = GraftModel.from_backbone(source, head, classes, preprocessing=preprocessing, training=training,
                                      features=features)
-    generators = {name: torch.Generator().manual_seed(s["seed"] + i) for i, name in enumerate(data)}
-    plan = parse_stages(s["stages"])
-    augmented = s["augment"] != "none"
-    train_loaders = {name: training_loader(ImageDataset(train, preprocessing, s["augment"]), train.labels,
-                                           s["batch_size"], generator=generators[name])
-                     for name, (train, _) in data.items()}
-    val_loaders = {name: DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=s["batch_size"])
-                   for name, (_, val) in data.items()}
-    method = MultiTask(train_loaders, val_loaders, head.slices, weighting=s["weighting"],
-                       weights=s["task_weights"], generators=generators)
-    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], progress=progress,
-                        augmented=[augmented] * len(plan))
-    first = next(iter(data))
-    result = Trainer(loop, standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl")).fit(
-        method, Network(model, features.trunk, head), TrainData(train_loaders[first], val_loaders[first]),
-        resume=resume)
+    result, val_loaders = _fit(run, s, model, source, features, data, progress=progress, resume=resume)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval().save(run.model_dir)
     per_task = {}
@@ -149,3 +151,38 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
     run.write_config({"command": COMMAND, "settings": s, "tasks": {n: t.classes for n, (t, _) in data.items()},
                       "backbone_weights": source.weights_source, "image_size": preprocessing.size})
     return FitResult(run.path, summary)
+
+
+def _fit(run: RunDir, s: dict, model: GraftModel, source, features, data: dict, *, progress: bool,
+         resume: dict | None):
+    """Train every task together; returns (the trainer's result, the validation loaders).
+
+    Head-only stages train on plain images (unless ``augment_head_stage``), so the engine's
+    frozen-prefix callback gives each task its pooled features once per stage (ONNX Runtime
+    and the on-disk feature cache, as ``graft finetune``) and the epochs run only the heads;
+    stages that train the top of the base cache or run their frozen layers in ONNX Runtime."""
+    preprocessing = model.preprocessing
+    generators = {name: torch.Generator().manual_seed(s["seed"] + i) for i, name in enumerate(data)}
+    plan = parse_stages(s["stages"])
+    head_augmented = s.get("augment_head_stage", True)  # runs written before the setting augmented every stage
+    augmented = [s["augment"] != "none" and (stage.top_blocks != 0 or head_augmented) for stage in plan]
+
+    def loaders(augment: str) -> dict:
+        return {name: training_loader(ImageDataset(train, preprocessing, augment), train.labels, s["batch_size"],
+                                      generator=generators[name]) for name, (train, _) in data.items()}
+
+    plain = loaders("none")
+    train_loaders = loaders(s["augment"]) if any(augmented) else plain
+    val_loaders = {name: DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=s["batch_size"])
+                   for name, (_, val) in data.items()}
+    method = MultiTask(train_loaders, val_loaders, model.head.slices, weighting=s["weighting"],
+                       weights=s["task_weights"], generators=generators,
+                       sampling=s.get("task_sampling", "together"))  # what runs written before the setting did
+    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], progress=progress,
+                        augmented=augmented)
+    frozen = FrozenPrefix(encode_pooled=pooled_encoder(features, preprocessing, source.architecture,
+                                                       s["batch_size"], progress))
+    callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", frozen_prefix=frozen)
+    result = Trainer(loop, callbacks).fit(method, Network(model, features.trunk, model.head),
+                                          TrainData(train_loaders, val_loaders, plain), resume=resume)
+    return result, val_loaders

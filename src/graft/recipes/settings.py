@@ -302,6 +302,9 @@ class MultitaskConfig(Config):
                                   flag="--val-split", low=0, high=1, open=True)
     weighting: str = setting("fixed", "Sum of task losses with fixed weights, or learned uncertainty weights.",
                              choices=WEIGHTING_NAMES)
+    task_sampling: str = setting("proportional", "Each step a batch of one task, interleaved so an epoch sees every "
+                                                 "image once (the cost of separate runs), or a batch of every task "
+                                                 "(smaller tasks cycled).", choices=("proportional", "together"))
     task_weights: dict = setting({}, "TASK=W: fixed loss weight (default 1).", flag="--task-weight")
     backbone: str = setting(DEFAULT_BACKBONE, "Backbone: a registered name, a timm architecture, or a graft run "
                                               "folder.", short="-b")
@@ -311,9 +314,11 @@ class MultitaskConfig(Config):
     stages: str = setting("head:5,top2:5", "Stage plan NAME:EPOCHS,...")
     lr: float = setting(1e-3, "Head learning rate.", low=0, open=True)
     base_lr_factor: float = setting(0.1, "Unfrozen backbone layers train at lr x this.", low=0, open=True)
-    batch_size: int = setting(32, "Images per task in each step.", low=1)
+    batch_size: int = setting(32, "Images per task batch.", low=1)
     seed: int = setting(0, "Random seed.")
     augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)
+    augment_head_stage: bool = setting(False, "Augment head-only stages too (by default they train on plain "
+                                              "images, so the frozen base runs once per stage).")
 
     def __post_init__(self):
         self.tasks = {name: absolute_path(folder) for name, folder in parse_tasks(self.tasks).items()}

@@ -204,6 +204,9 @@ class FrozenPrefix(Callback):
       cache);
     - augmented stages (``in_onnx``): the prefix runs in ONNX Runtime on every batch.
 
+    A stage's loaders may be dicts of named loaders (a multi-task method's tasks): each task's
+    frozen outputs are cached, and one trainable suffix serves them all.
+
     Off under DDP and for methods that need the images themselves (``needs_images``). The
     random stream of the run is the same with or without it (the encoding runs under a forked
     RNG), so the losses match the plain path's and resumed runs repeat uninterrupted ones.
@@ -241,7 +244,8 @@ class FrozenPrefix(Callback):
         else:
             run.forward, run.train_loader, run.val_loader, run.frozen_units_reused = found
             run.evaluated = run.forward
-            run.frozen_engine = getattr(run.train_loader.dataset, "engine", None)
+            loaders = run.train_loader if isinstance(run.train_loader, dict) else {None: run.train_loader}
+            run.frozen_engine = getattr(next(iter(loaders.values())).dataset, "engine", None)
 
 
 def standard_callbacks(checkpoint_dir: Path, history_path: Path, *, patience: int | None = None,

@@ -190,40 +190,74 @@ def cached_prefix_loaders(trunk, head, train_loader, val_loader, generator, prog
     """(suffix model, train loader, val loader or None, units reused) over cached frozen-prefix
     outputs, or None when nothing is frozen, the net does not split, or the outputs are too big.
 
+    ``train_loader`` / ``val_loader`` may also be dicts of named loaders with the same keys
+    (the tasks of a multi-task run, one network): the prefix is split and exported once, each
+    loader's outputs are cached, and the loaders come back as dicts under the same keys.
+
     The cached training loader draws like ``train_loader`` (shuffled by ``generator``, or the
-    same weighted sampler). ``encode_pooled(dataset) -> TensorDataset | None``, when given,
-    supplies the pooled outputs of a wholly frozen trunk (graft's feature extractor: ONNX
-    Runtime and the on-disk feature cache); they are checked against the trunk before use.
+    same weighted sampler; with ``generator`` None, by the loader's own generator).
+    ``encode_pooled(dataset) -> TensorDataset | None``, when given, supplies the pooled
+    outputs of a wholly frozen trunk (graft's feature extractor: ONNX Runtime and the on-disk
+    feature cache); they are checked against the trunk before use.
     """
     split = frozen_prefix_length(trunk)
     if split == 0:
         return None
-    train_outputs = val_outputs = None
+    several = isinstance(train_loader, dict)
+    trains = train_loader if several else {None: train_loader}
+    vals = val_loader if several else {None: val_loader}
+    outputs = None
     if encode_pooled is not None and split == len(layer_units(trunk)):
-        train_outputs = encode_pooled(train_loader.dataset)
-        if train_outputs is not None and _matches_trunk(trunk, train_loader.dataset, train_outputs):
-            val_outputs = encode_pooled(val_loader.dataset) if val_loader is not None else None
-            suffix_model = SuffixModel(nn.Sequential(), head)
-        else:
-            train_outputs = None
-    if train_outputs is None:
-        parts = _split_frozen(trunk, head, val_loader if val_loader is not None else train_loader)
+        outputs = _pooled_outputs(trunk, trains, vals, encode_pooled)
+        suffix_model = SuffixModel(nn.Sequential(), head)
+    if outputs is None:
+        first = next(iter(trains))
+        parts = _split_frozen(trunk, head, vals[first] if vals[first] is not None else trains[first])
         if parts is None:
             return None
         prefix, suffix_model, sample, split = parts
-        runner = onnx_runner(prefix, sample)  # one export serves both passes
-        ordered = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size)
-        train_outputs = encode(prefix, ordered, progress, "frozen layers (train)", runner)
-        if val_loader is not None:
-            val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner)
-    if train_outputs is None or (val_loader is not None and val_outputs is None):
-        return None
+        runner = onnx_runner(prefix, sample)  # one export serves every pass
+        outputs = {}
+        for key, loader in trains.items():
+            name = "" if key is None else f"{key} "
+            ordered = DataLoader(loader.dataset, batch_size=loader.batch_size)
+            train_outputs = encode(prefix, ordered, progress, f"frozen layers ({name}train)", runner)
+            val_outputs = encode(prefix, vals[key], progress, f"frozen layers ({name}val)", runner) \
+                if vals[key] is not None else None
+            if train_outputs is None or (vals[key] is not None and val_outputs is None):
+                return None
+            outputs[key] = train_outputs, val_outputs
+    cached = {key: _cached_loaders(loader, vals[key], generator, *outputs[key]) for key, loader in trains.items()}
+    if several:
+        return suffix_model, {k: c[0] for k, c in cached.items()}, {k: c[1] for k, c in cached.items()}, split
+    return suffix_model, cached[None][0], cached[None][1], split
+
+
+def _pooled_outputs(trunk, trains: dict, vals: dict, encode_pooled) -> dict | None:
+    """{key: (train outputs, val outputs or None)} from ``encode_pooled``, or None when one
+    dataset cannot be encoded that way or its vectors differ from the trunk's own."""
+    outputs = {}
+    for key, loader in trains.items():
+        train_outputs = encode_pooled(loader.dataset)
+        if train_outputs is None or not _matches_trunk(trunk, loader.dataset, train_outputs):
+            return None
+        val_outputs = encode_pooled(vals[key].dataset) if vals[key] is not None else None
+        if vals[key] is not None and val_outputs is None:
+            return None
+        outputs[key] = train_outputs, val_outputs
+    return outputs
+
+
+def _cached_loaders(train_loader, val_loader, generator, train_outputs, val_outputs):
+    """Loaders over cached outputs that draw like ``train_loader`` and batch like ``val_loader``."""
+    if generator is None:  # the loader's own: a RandomSampler's or a WeightedRandomSampler's
+        generator = getattr(train_loader.sampler, "generator", None)
     sampler = _resampler_like(train_loader.sampler, generator)
     train_cached = DataLoader(train_outputs, batch_size=train_loader.batch_size, shuffle=sampler is None,
                               sampler=sampler, generator=generator if sampler is None else None,
                               drop_last=train_loader.drop_last)
     val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size) if val_loader is not None else None
-    return suffix_model, train_cached, val_cached, split
+    return train_cached, val_cached
 
 
 def _resampler_like(sampler, generator):
@@ -238,21 +272,28 @@ def _resampler_like(sampler, generator):
 def onnx_prefix_stage(trunk, head, train_loader, val_loader, progress: bool = False):
     """For augmented stages: (model whose frozen prefix runs in ONNX Runtime per batch, suffix
     model, validation loader over the prefix's cached outputs, units) or None when nothing is
-    frozen, the net does not split, or the prefix does not export and match torch."""
-    parts = _split_frozen(trunk, head, val_loader if val_loader is not None else train_loader)
+    frozen, the net does not split, or the prefix does not export and match torch.
+
+    ``train_loader`` / ``val_loader`` may be dicts of named loaders (the tasks of a multi-task
+    run); the validation loaders then come back as a dict under the same keys."""
+    several = isinstance(val_loader, dict)
+    vals = val_loader if several else {None: val_loader}
+    trains = train_loader if isinstance(train_loader, dict) else {None: train_loader}
+    parts = _split_frozen(trunk, head, next((v for v in vals.values() if v is not None), next(iter(trains.values()))))
     if parts is None:
         return None
     prefix, suffix_model, sample, split = parts
     runner = onnx_runner(prefix, sample)
     if runner is None:
         return None
-    val_cached = None
-    if val_loader is not None:
-        val_outputs = encode(prefix, val_loader, progress, "frozen layers (val)", runner)
-        if val_outputs is None:
+    cached = {}
+    for key, loader in vals.items():
+        outputs = encode(prefix, loader, progress, f"frozen layers ({'' if key is None else key + ' '}val)", runner) \
+            if loader is not None else None
+        if loader is not None and outputs is None:
             return None
-        val_cached = DataLoader(val_outputs, batch_size=val_loader.batch_size)
-    return OnnxPrefixThen(runner, suffix_model), suffix_model, val_cached, split
+        cached[key] = DataLoader(outputs, batch_size=loader.batch_size) if loader is not None else None
+    return OnnxPrefixThen(runner, suffix_model), suffix_model, cached if several else cached[None], split
 
 
 def _matches_trunk(trunk, dataset, outputs, count: int = 2) -> bool:

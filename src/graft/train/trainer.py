@@ -205,7 +205,8 @@ class Trainer:
     def _run_epoch(self, run: StageRun, n_base: int, first: bool) -> dict:
         method, optimizer, scheduler = self.method, self.optimizer, self.scheduler
         start = time.perf_counter()
-        if hasattr(run.images_loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
+        # DistributedSampler: a new shuffle per epoch (a multi-task stage's loaders are a dict, without one)
+        if hasattr(getattr(run.images_loader, "sampler", None), "set_epoch"):
             run.images_loader.sampler.set_epoch(self.state.epoch)
         set_train_mode(self.network.model)
         method.train()
