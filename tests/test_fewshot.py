@@ -72,6 +72,16 @@ def test_fewshot_prints_the_queries_it_really_scored(digits_dir, tmp_path):
     assert [r.queries for r in rows] == [7, 7, 7, 7] and "(4 episodes, 7 queries per class)" in rows[0].text()
 
 
+def test_copies_that_can_be_support_and_query_are_warned(digits_dir, tmp_path):
+    """Issue 20 #6 for fewshot: the scored queries and the support come from one folder."""
+    import shutil
+
+    data = shutil.copytree(digits_dir, tmp_path / "data")
+    shutil.copy2(data / "4" / "0000.png", data / "4" / "copy.png")
+    with pytest.warns(UserWarning, match=f"1 image\\(s\\) of {data} have identical copies .* as support and "):
+        fewshot(data, ways=2, shots="1", episodes=2, queries=2, heads="prototype", image_size=64, progress=False)
+
+
 def test_too_many_shots_is_one_line(digits_dir, tmp_path):
     result = CliRunner().invoke(main, ["fewshot", str(digits_dir), "--shots", "12", "-q"])
     assert result.exit_code == 2 and "--shots 12 is too large" in result.output

@@ -133,6 +133,7 @@ def fewshot(config, *, progress: bool = True, **settings) -> list[FewShotResult]
     ``config``: a :class:`~graft.recipes.settings.FewshotConfig`, or the folder with its fields
     as keywords. Raises DataError when a class has too few images for ``shots + queries``."""
     from graft.data.folders import scan_folder
+    from graft.data.overlap import duplicate_groups
     from graft.features.extractor import FeatureExtractor
 
     if not isinstance(config, FewshotConfig):
@@ -142,6 +143,11 @@ def fewshot(config, *, progress: bool = True, **settings) -> list[FewShotResult]
     if not shots:
         raise DataError("--shots names no number of shots")
     folder = scan_folder(data)
+    copies = duplicate_groups(folder.paths)  # support and queries are drawn from one folder
+    if copies:
+        warnings.warn(f"{len(copies)} image(s) of {folder.root} have identical copies (same content), e.g. "
+                      f"{copies[0][0]} = {copies[0][1]}: an episode can hold one copy as support and the other as a "
+                      "query, so the accuracy will be optimistic", stacklevel=2)
     shots = sorted(set(int(k) for k in shots))
     if min(shots) < 1:
         raise DataError(f"--shots must be positive, got {min(shots)}")
