@@ -132,6 +132,11 @@ def test_adapt_target_val_sharing_source_or_target_images_is_warned(three_digits
     assert said(test, val) == []  # disjoint: nothing to say
     assert said(val, train) == ["18 of 18 target-val image(s) are also labelled source images"]
     assert said(val, val) == ["9 of 9 target-val image(s) are also --target images (adapted to, unlabelled)"]
+    empty = shutil.copytree(test, tmp_path / "empty")
+    shutil.rmtree(empty / "2")
+    (empty / "2").mkdir()  # issue 20 #14: an empty class folder in --target-val is a class without images
+    assert said(val, empty) == [f"class(es) '2' have no target-val images in {empty}: their recall is not measured "
+                                "and they do not count in the macro F1"]
 
 
 def test_output_inside_or_holding_an_input_folder_is_refused(three_digits, tmp_path):

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from graft._io.files import read_json, write_atomic
 from graft.data.datasets import ImageDataset, readable_images
-from graft.data.folders import scan_folder, scan_unlabelled
+from graft.data.folders import scan_folder, scan_unlabelled, warn_unscored_classes
 from graft.data.overlap import warn_trained_on
 from graft.errors import DataError
 from graft.methods.alignment import DomainAdversarial, proxy_a_distance
@@ -41,6 +41,7 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
     if config.target_val_dir is not None:
         source = scan_folder(config.train_dir)
         scored = scan_folder(config.target_val_dir, classes=source.classes)  # must use the source's classes
+        warn_unscored_classes(scored, "target-val")
         warn_trained_on(scored.paths, "target-val", source.paths, "labelled source images")
         if config.adversary != "none":  # source-only never reads the target
             warn_trained_on(scored.paths, "target-val", target.paths, "--target images (adapted to, unlabelled)")
