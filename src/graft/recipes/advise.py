@@ -180,11 +180,14 @@ def _softmax(vectors: np.ndarray, classifier) -> np.ndarray:
     return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
 
 
-def _measure(backbones, layers, median_side, sample, progress: bool):
+def _measure(backbones, layers, median_side, sample, progress: bool, optional: bool = False):
     """LogME of every measured (backbone, layer, input px) on ``sample`` with the seconds per
     image of each cold extraction; the features by (backbone, layer, px); the first backbone's
-    softmax over its own ImageNet classes (for LEEP); its native px; the small input (or None)."""
+    softmax over its own ImageNet classes (for LEEP); its native px; the small input (or None).
+    ``optional``: backbones after the first whose weights are not installed (graft[lite]) are
+    skipped with one warning instead of stopping the advice."""
     from graft.backbones import create_backbone
+    from graft.errors import ModelError
     from graft.features.extractor import FeatureExtractor
     from graft.ranking.scores import logme
 
@@ -195,8 +198,15 @@ def _measure(backbones, layers, median_side, sample, progress: bool):
     pairs += [(b, None, None) for b in backbones[1:]]
     measured, found_by, probabilities = [], {}, None
     for backbone, layer, size in pairs:
-        source = built.get(backbone) or built.setdefault(backbone, create_backbone(backbone))
+        try:
+            source = built.get(backbone) or built.setdefault(backbone, create_backbone(backbone))
+        except ModelError as exc:
+            if not optional or backbone == backbones[0]:
+                raise
+            warnings.warn(f"advice skips the optional candidate {backbone}: {exc}")
+            continue
         extractor = FeatureExtractor(source, layer=layer, image_size=size, progress=progress).fit()
+        extractor.engine_  # noqa: B018 -- the ONNX export (cold cache) is a fixed cost, not a per-image one
         began = time.perf_counter()
         found = extractor.extract_folder(sample, desc=f"advice {backbone} {layer or 'last'} {size or 'native'}")
         cold = len(found) - found.cached
@@ -271,7 +281,8 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     backbones = comma_list(config.backbones) or list(DEFAULT_CANDIDATE_BACKBONES)
     layers = comma_list(config.layers)
     layers = list(INNER_LAYERS if layers is None else layers)
-    measured, found, probabilities, native, small = _measure(backbones, layers, median_side, sample, progress)
+    measured, found, probabilities, native, small = _measure(backbones, layers, median_side, sample, progress,
+                                                             optional=not config.backbones)
     first = backbones[0]
     last = found[(first, None, native)]
     inner = [found[(first, layer, native)].vectors for layer in layers]
@@ -282,10 +293,9 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     gain = leep_gain(leep_value, len(train.classes))
     similarity = similarity_call(gap, gain)
     size = size_call(float(np.median(counts)))
-    n_all = len(train) + len(val)
     natives = {m.backbone: m.image_size for m in measured if m.layer is None and m.image_size != small}
     natives[first] = native
-    plans = candidate_plans(measured, natives, small, n_all, len(sample))
+    plans = candidate_plans(measured, natives, small, len(train), len(val), len(sample))
     checks = choose_checks(plans, ORDER[(size, similarity)], 60 * config.budget)
     strategy = next((n for n in ORDER[(size, similarity)] if n in checks), "defaults")
     pick = next(p for p in plans if p.name == strategy)

@@ -14,9 +14,11 @@ ORDER = {("small", "similar"): ("finetune-top", "frozen-last", "frozen-inner"),
          ("large", "different"): ("finetune-all", "frozen-inner", "frozen-last")}
 CHECKED = 2  # plans auto checks on validation besides the defaults
 _DEFAULT_SECONDS_PER_IMAGE = 0.02  # lite0, 224 px, cold, 2 cores (BENCHMARKS.md); used when all was cached
-# Fine-tuning costs this many cold extractions per epoch of a stage that trains backbone layers
-# (forward + backward, augmented), on top of one for the head stage: from BENCHMARKS.md's timings.
-_EPOCH_COST = {"top": 1.5, "all": 2.5}
+# A training image in an epoch that trains backbone layers costs this many frozen passes (forward
+# + backward through the top blocks or all); eager torch training runs _TORCH times slower per
+# image than the ONNX extraction measured: from BENCHMARKS.md's fine-tuning timings.
+_EPOCH_COST = {"top": 2.0, "all": 3.0}
+_TORCH = 1.5
 
 
 @dataclass
@@ -69,19 +71,24 @@ class Plan:
         return f"{self.name} ({self.backbone}, {what}, {self.image_size or 'native'} px)"
 
 
-def stage_cost(stages: str) -> float:
-    """Cold extractions a fine-tuning plan costs: one for the head stages, more per deeper epoch."""
-    cost = 1.0
+def stage_cost(stages: str, n_train: int, n_val: int) -> float:
+    """Image passes a fine-tuning plan costs: a head stage runs the frozen base once over training
+    and validation images; an epoch that trains backbone layers runs forward and backward over
+    the training images (augmented) and forward over the validation images."""
+    cost = 0.0
     for stage in stages.split(","):
         name, _, epochs = stage.partition(":")
-        if name != "head":
-            cost += int(epochs) * _EPOCH_COST["all" if name == "all" else "top"]
+        if name == "head":
+            cost += n_train + n_val
+        else:
+            cost += int(epochs) * (n_train * _EPOCH_COST["all" if name == "all" else "top"] + n_val)
     return cost
 
 
-def candidate_plans(measured: list[Measurement], natives: dict, small: int | None, n_all: int,
+def candidate_plans(measured: list[Measurement], natives: dict, small: int | None, n_train: int, n_val: int,
                     n_sample: int) -> list[Plan]:
     """Every candidate plan the measurements support, with its estimated seconds."""
+    n_all = n_train + n_val
     def rate(backbone, layer, px):
         found = [m.seconds_per_image for m in measured
                  if (m.backbone, m.layer, m.image_size) == (backbone, layer, px) and m.seconds_per_image]
@@ -107,7 +114,7 @@ def candidate_plans(measured: list[Measurement], natives: dict, small: int | Non
     first = measured[0].backbone
     px = small or natives[first]
     for name, stages in STAGES_FOR.items():
-        seconds = n_all * rate(first, None, px) * stage_cost(stages) + 10
+        seconds = _TORCH * rate(first, None, px) * stage_cost(stages, n_train, n_val) + 20
         plans.append(Plan(name, first, head="linear", image_size=small, stages=stages,
                           estimated_seconds=round(seconds, 1)))
     return plans
