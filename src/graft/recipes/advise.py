@@ -39,7 +39,9 @@ ADVICE_SCHEMA = 2
 LARGE_PER_CLASS = 500  # median training images per class from which fine-tuning everything pays
 SIMILAR_LEEP_GAIN = 0.2  # LEEP from chance (0) to certain (1); digits measure 0.03-0.15, photos 0.29-0.77
 INNER_LAYERS = ("blocks.5", "blocks.4")  # lite0's inner cuts among the default candidates
-DEFAULT_CANDIDATE_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
+# lite0 alone: a cold advice on flowers17 with lite2 too took 180 CPU-seconds (BENCHMARKS.md), and
+# auto would extract every image again at 260 px; --backbones adds it
+DEFAULT_CANDIDATE_BACKBONES = ("tf_efficientnet_lite0",)
 
 
 @dataclass
@@ -301,7 +303,8 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     pick = next(p for p in plans if p.name == strategy)
     driver, reasons = _why(size, similarity, "low" if small else "fine", pick, native)
     if pick.logme is not None:
-        reasons.append(f"{pick.backbone} at {pick.layer or 'its last layer'}, {pick.image_size or native} px has the "
+        px = pick.image_size or natives[pick.backbone]
+        reasons.append(f"{pick.backbone} at {pick.layer or 'its last layer'}, {px} px has the "
                        f"highest LogME ({pick.logme:.4f}) among the {'inner' if pick.layer else 'last-layer'} "
                        "candidates")
     return Advice(

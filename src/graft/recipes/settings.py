@@ -376,8 +376,8 @@ class AdviseConfig(Config):
     val_dir: str | None = setting(None, "Validation class-folder tree.", flag="--val", path=True)
     val_fraction: float | None = setting(None, "Hold out this stratified fraction of DATA.", flag="--val-split",
                                          low=0, high=1, open=True)
-    backbones: str | None = setting(None, "Backbones to rank, comma-separated (default tf_efficientnet_lite0,"
-                                          "tf_efficientnet_lite2).")
+    backbones: str | None = setting(None, "Backbones to rank, comma-separated (default tf_efficientnet_lite0; "
+                                          "tf_efficientnet_lite2 too costs time).")
     layers: str | None = setting(None, "Inner layers of the first backbone to rank too, comma-separated (default "
                                        "blocks.5,blocks.4).")
     sample_per_class: int = setting(25, "Images per class measured (LogME and LEEP settle with a few dozen).", low=2)
