@@ -118,3 +118,29 @@ def test_frozen_transferred_layers_stay_equal_after_training(source_run, digits_
     code, output = _cli("finetune", digits_dir, "--backbone", "resnet10t", "--transfer-layers", "nosuch",
                         "--transfer-from", source_run, "-o", tmp_path / "bad", "--image-size", 32, "-q")
     assert code == 2 and "no layer 'nosuch'" in output
+    assert not (tmp_path / "bad").exists(), "refused before the run folder is made"
+
+
+def test_transfer_from_another_architecture_trains_the_backbone_or_is_refused(source_run, digits_dir, tmp_path):
+    """--transfer-from names a resnet10t run: into a resnet14t (same stem shapes) the stem is
+    copied and a resnet14t is trained and saved, as config.yaml says; into an EfficientNet the
+    layers do not exist, and that is one line before anything is written."""
+    import yaml
+
+    from graft.artifacts.model import GraftModel
+    from graft.backbones import create_backbone
+
+    code, output = _cli("finetune", digits_dir, "--backbone", "resnet14t", "--transfer-layers", "first:6",
+                        "--transfer-from", source_run, "--freeze-transferred", "--stages", "all:1", "--image-size", 32,
+                        "--augment", "none", "-o", tmp_path / "ok", "-q")
+    assert code == 0, output
+    saved = GraftModel.load(tmp_path / "ok")
+    config = yaml.safe_load((tmp_path / "ok" / "config.yaml").read_text())
+    assert config["settings"]["backbone"] == "resnet14t" == saved.config()["backbone"]["architecture"]
+    donor = create_backbone(str(source_run)).model.state_dict()
+    assert torch.equal(saved.features.trunk.state_dict()["conv1.0.weight"], donor["conv1.0.weight"])
+    code, output = _cli("finetune", digits_dir, "--backbone", "tf_efficientnet_lite0", "--transfer-layers", "first:2",
+                        "--transfer-from", source_run, "-o", tmp_path / "no", "-q")
+    assert code == 2 and "is a resnet10t" in output and "tf_efficientnet_lite0" in output, output
+    assert len(output.strip().splitlines()) == 1 and not (tmp_path / "no").exists()
+

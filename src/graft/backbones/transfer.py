@@ -55,3 +55,30 @@ def copy_layers(source: nn.Module, target: nn.Module, units: list[str]) -> list[
                 tensor.copy_(theirs[key])
                 copied.append(f"{unit}.{key}")
     return copied
+
+
+def transferred_network(backbone: str, layers: str, *, donor: str | None = None, weights: str | None = None,
+                        pretrained: bool = True):
+    """A freshly initialised ``backbone`` holding ``layers`` (a :func:`resolve_transfer` spec)
+    copied from ``donor`` (a backbone name or graft run folder; default ``backbone`` itself with
+    ``weights``). The network trained is always ``backbone``'s architecture; a donor of another
+    architecture works when those layers exist in both with the same shapes, else GraftError
+    naming both. The donor's preprocessing comes along (its layers expect its input scaling).
+    ``pretrained=False`` builds the donor untrained: a quick check that the copy fits."""
+    from graft.backbones import create_backbone
+
+    source = create_backbone(donor or backbone, weights=None if donor else weights, pretrained=pretrained)
+    architecture = create_backbone(backbone, weights=weights, pretrained=False).architecture if donor \
+        else source.architecture
+    fresh = create_backbone(architecture, pretrained=False)
+    try:
+        copy_layers(source.model, fresh.model, resolve_transfer(layers, fresh.model))
+    except GraftError as exc:
+        if source.architecture == architecture:
+            raise
+        raise GraftError(f"--transfer-from {donor} is a {source.architecture} and --backbone {backbone} a "
+                         f"{architecture}: {exc}; copy layers that both have with the same shapes (`graft layers`), "
+                         "or a --transfer-from of the same architecture") from None
+    fresh.preprocessing = source.preprocessing
+    fresh.weights_source = f"{source.weights_source} (layers {layers}), the rest random"
+    return fresh

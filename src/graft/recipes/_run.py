@@ -106,6 +106,23 @@ def check_not_an_input(out, config) -> None:
     check_output_outside(out, inputs)
 
 
+def check_on_network(c) -> None:
+    """What only the network can tell, checked before the run folder is touched (an untrained
+    copy, so it is quick): the ``topN`` stages and ``--freeze-first`` fit its layers, and
+    ``--transfer-layers`` copy into it from ``--transfer-from``."""
+    from graft.backbones import create_backbone
+    from graft.train.stages import check_plan, parse_stages
+
+    if getattr(c, "transfer_layers", None):
+        from graft.backbones.transfer import transferred_network
+
+        network = transferred_network(c.backbone, c.transfer_layers, donor=c.transfer_from, weights=c.weights,
+                                      pretrained=False)
+    else:
+        network = create_backbone(c.backbone, weights=c.weights, pretrained=False)
+    check_plan(parse_stages(c.stages), network.feature_net(None).trunk, getattr(c, "freeze_first", None))
+
+
 def held_out_summary(metrics: dict) -> dict:
     """What metrics.json keeps of a test evaluation beside the validation numbers."""
     keys = ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "n_target_val", "data_dir")

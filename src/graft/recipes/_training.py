@@ -30,6 +30,7 @@ from graft.recipes._run import (
     FitResult,
     check_data_unchanged,
     check_not_an_input,
+    check_on_network,
     check_resumable,
     check_resume_arguments,
     check_test,
@@ -116,14 +117,9 @@ def source_network(c: FinetuneConfig):
     (``transfer_layers``, from ``transfer_from`` or the backbone itself)."""
     if not c.transfer_layers:
         return create_backbone(c.backbone, weights=c.weights, pretrained=c.pretrained)
-    from graft.backbones.transfer import copy_layers, resolve_transfer
+    from graft.backbones.transfer import transferred_network
 
-    donor = create_backbone(c.transfer_from or c.backbone, weights=None if c.transfer_from else c.weights)
-    fresh = create_backbone(donor.architecture, pretrained=False)
-    copy_layers(donor.model, fresh.model, resolve_transfer(c.transfer_layers, fresh.model))
-    fresh.preprocessing = donor.preprocessing  # the copied layers expect the donor's input scaling
-    fresh.weights_source = f"{donor.weights_source} (layers {c.transfer_layers}), the rest random"
-    return fresh
+    return transferred_network(c.backbone, c.transfer_layers, donor=c.transfer_from, weights=c.weights)
 
 
 def _network(c: FinetuneConfig, strict: bool, progress: bool, final_pass: bool) -> Parts:
@@ -203,6 +199,7 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
         train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                     seed=config.seed)  # data problems are reported before the run folder is touched
     check_test(config, train, val)
+    check_on_network(config)
     check_not_an_input(out, config)
     distributed = init_distributed()
     main = is_main_process()

@@ -23,7 +23,7 @@ from graft.errors import GraftError
 from graft.heads.modules import MultiTaskHead
 from graft.methods import evaluate_loader
 from graft.methods.multitask import MultiTask
-from graft.recipes._run import FitResult, check_not_an_input
+from graft.recipes._run import FitResult, check_not_an_input, check_on_network
 from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
 from graft.train.loaders import training_loader
@@ -50,7 +50,7 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
     unknown = sorted(set(config.val_dirs) - set(config.tasks)) + sorted(set(config.task_weights) - set(config.tasks))
     if unknown:
         raise GraftError(f"--val / --task-weight name task(s) that are not given: {', '.join(unknown)}")
-    parse_stages(config.stages)
+    check_on_network(config)
     settings = config.to_dict()
     splits = _splits(settings)  # data problems are reported before the run folder is touched
     check_not_an_input(out, config)

@@ -23,7 +23,7 @@ from torch import nn
 from graft.backbones import layer_units
 from graft.errors import GraftError
 
-_STAGE = re.compile(r"^(head|all|top(\d+))$")
+_STAGE = re.compile(r"^(head|all|top([1-9]\d*))$")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def parse_stages(plan: str) -> list[Stage]:
         name, _, epochs = part.partition(":")
         if not _STAGE.match(name) or not epochs.isdigit() or int(epochs) < 1:
             raise GraftError(f"bad stage {part!r} in {plan!r}: write NAME:EPOCHS with NAME one of "
-                             "head, topN (e.g. top2), all, and EPOCHS >= 1, e.g. head:5,top2:5,all:3")
+                             "head, topN (N >= 1, e.g. top2), all, and EPOCHS >= 1, e.g. head:5,top2:5,all:3")
         stages.append(Stage(name, int(epochs)))
     if not stages:
         raise GraftError("empty stage plan; e.g. head:5,top2:5,all:3")
@@ -68,7 +68,7 @@ def _trainable_units(trunk: nn.Module, top_blocks: int | None) -> set[str]:
         return set()
     blocks = block_units(trunk)
     if top_blocks > len(blocks):
-        raise GraftError(f"top{top_blocks}: the backbone has only {len(blocks)} blocks")
+        raise GraftError(f"--stages top{top_blocks}: the backbone has only {len(blocks)} blocks (see `graft layers`)")
     first = units.index(blocks[-top_blocks])
     return set(units[first:])
 
@@ -84,13 +84,7 @@ def apply_stage(trunk: nn.Module, head: nn.Module, stage: Stage | None = None,
         p.requires_grad_(True)
     units = [name for name, _ in layer_units(trunk)]
     if freeze_first is not None:
-        if isinstance(freeze_first, str) and not freeze_first.isdigit():
-            if freeze_first not in units:
-                raise GraftError(f"--freeze-first {freeze_first!r}: no such layer; see `graft layers`")
-            k = units.index(freeze_first) + 1
-        else:
-            k = int(freeze_first)
-        trainable = set(units[k:])
+        trainable = set(units[frozen_count(units, freeze_first):])
     else:
         if stage is None:
             raise GraftError("apply_stage needs a stage or freeze_first")
@@ -104,6 +98,29 @@ def apply_stage(trunk: nn.Module, head: nn.Module, stage: Stage | None = None,
             if unit in trainable:
                 names.append(f"{unit}.{pname}")
     return names
+
+
+def frozen_count(units: list[str], freeze_first: int | str) -> int:
+    """How many leading layer units ``--freeze-first`` (a count or a unit name) freezes; GraftError
+    for a name the network lacks or a count beyond its layers (nothing would train but the head)."""
+    if isinstance(freeze_first, str) and not freeze_first.isdigit():
+        if freeze_first not in units:
+            raise GraftError(f"--freeze-first {freeze_first!r}: no such layer; see `graft layers`")
+        return units.index(freeze_first) + 1
+    if not 0 <= int(freeze_first) <= len(units):
+        raise GraftError(f"--freeze-first {freeze_first}: the network has {len(units)} layers (see `graft layers`); "
+                         f"give 0..{len(units)}, or a layer name")
+    return int(freeze_first)
+
+
+def check_plan(plan: list[Stage], trunk: nn.Module, freeze_first: int | str | None = None) -> None:
+    """Check a plan against the network before training: every ``topN`` has N blocks to
+    unfreeze and ``freeze_first`` names a layer or a count within the network."""
+    if freeze_first is not None:
+        frozen_count([name for name, _ in layer_units(trunk)], freeze_first)
+        return
+    for stage in plan:
+        _trainable_units(trunk, stage.top_blocks)
 
 
 def set_train_mode(model: nn.Module) -> nn.Module:
