@@ -63,10 +63,14 @@ class TrainingMethod:
     ``needs_images``: a training step needs the images themselves, so the engine must not
     replace a frozen prefix by its cached outputs (LwF runs the source model on the images;
     DANN and multi-task batches are not one loader's).
+
+    ``loss_scale``: how many times a uniform guess's cross-entropy (ln classes) the method's
+    loss is at chance; the divergence guard stops a run whose loss goes far beyond it.
     """
 
     name = "method"
     needs_images = False
+    loss_scale = 1.0
 
     def setup(self, model: nn.Module, trunk: nn.Module, head: nn.Module, total_steps: int) -> None:
         """Called once before training: the network, and the run's total optimizer steps."""

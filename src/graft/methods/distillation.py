@@ -59,6 +59,7 @@ class Distillation(TrainingMethod):
                  teacher: torch.nn.Module | None = None, mixer=None):
         self.teacher_logits, self.teacher, self.mixer = teacher_logits, teacher, mixer
         self.temperature, self.alpha = temperature, alpha
+        self.loss_scale = alpha * temperature ** 2 + (1 - alpha)  # the soft term is scaled by T^2
 
     def mixes(self, augmented: bool) -> bool:
         # Mixed images need the teacher on the batch itself, not its cached plain outputs.

@@ -326,8 +326,10 @@ class MultitaskConfig(Config):
         weights = parse_tasks(self.task_weights, "--task-weight")
         try:
             self.task_weights = {name: float(value) for name, value in weights.items()}
+            if not all(0 <= w < float("inf") for w in self.task_weights.values()):
+                raise ValueError
         except ValueError:
-            raise GraftError(f"--task-weight {weights}: each weight must be a number") from None
+            raise GraftError(f"--task-weight {weights}: each weight must be a number >= 0") from None
         self.augment = augmentation_name(self.augment)
         check_head_spec(self.head)
         super().__post_init__()

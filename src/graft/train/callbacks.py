@@ -194,6 +194,29 @@ class NonFiniteLossGuard(Callback):
                              f"far is kept in {self.best_path}")
 
 
+class DivergenceGuard(Callback):
+    """Stop with one clear line when an epoch's mean training loss is far above chance: more
+    than ``factor`` times a uniform guess's cross-entropy, ln(classes) (at least 1), times the
+    method's ``loss_scale``. Such a run (the learning rate is too high) can still score well on
+    validation while its probabilities are all 0 or 1, so it must not end as a success. Runs
+    before the checkpoint, which then keeps the last sound epoch."""
+
+    def __init__(self, factor: float = 10.0):
+        self.factor = factor
+
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        import math
+
+        classes = len(getattr(trainer.network.model, "classes", ()) or ()) or 2
+        chance = max(math.log(classes), 1.0) * getattr(trainer.method, "loss_scale", 1.0)
+        loss = row["train_loss"]
+        if math.isfinite(loss) and loss <= self.factor * chance:
+            return
+        raise GraftError(f"training diverged: train loss {loss:.3g} in stage {row['stage']}, epoch {row['epoch']} "
+                         f"is far above chance ({chance:.2f}, a uniform guess over {classes} classes) at learning "
+                         f"rate {max(row['lrs']):.3g}: use --lr auto (an LR range test picks it) or a smaller --lr")
+
+
 class FrozenPrefix(Callback):
     """While a stage trains only the top of the network, its frozen leading layers need not
     run in torch every epoch (mechanics: :mod:`graft.train.prefix`):
@@ -250,9 +273,10 @@ class FrozenPrefix(Callback):
 
 def standard_callbacks(checkpoint_dir: Path, history_path: Path, *, patience: int | None = None,
                        keep_last: bool = False, frozen_prefix: FrozenPrefix | None = None) -> list[Callback]:
-    """What every graft training run uses, in the order they must run: early stopping
-    (its count goes into the checkpoint), checkpoints, the history line, the non-finite loss
-    guard, and the frozen-prefix stage hook (``FrozenPrefix()`` unless given)."""
+    """What every graft training run uses, in the order they must run: the divergence guard
+    (before a diverged epoch is saved), early stopping (its count goes into the checkpoint),
+    checkpoints, the history line, the non-finite loss guard, and the frozen-prefix stage hook
+    (``FrozenPrefix()`` unless given)."""
     checkpoint = Checkpoint(checkpoint_dir, keep_last=keep_last)
-    return [EarlyStopping(patience), checkpoint, HistoryWriter(history_path),
+    return [DivergenceGuard(), EarlyStopping(patience), checkpoint, HistoryWriter(history_path),
             NonFiniteLossGuard(checkpoint.best_path), frozen_prefix or FrozenPrefix()]
