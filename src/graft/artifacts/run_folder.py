@@ -37,8 +37,16 @@ __all__ = ["GRAFT_OUTPUTS", "LOCK_FILE", "PREDICTION_COLUMNS", "RunDir", "RunLoc
 # Everything a graft command writes into a run folder; --overwrite removes these and nothing else.
 GRAFT_OUTPUTS = ("model", "model.onnx", "config.yaml", "metrics.json", "report.txt", "confusion_matrix.png",
                  "history.jsonl", "history-final.jsonl", "curves.png", "checkpoints", "eval", "lr_find.png",
-                 "lr_find.json", "data.json", "predictions.csv", "split.csv", "test", "report.html", "advice.json")
+                 "lr_find.json", "data.json", "predictions.csv", "split.csv", "test", "report.html", "advice.json",
+                 "target", "domain.json")
 LOCK_FILE = ".graft.lock"
+# What graft writes inside those folders (model/, checkpoints/[final/], eval/NAME/, test/, target/).
+INNER_OUTPUTS = ("graft.json", "weights.safetensors", "novelty.safetensors", "best.pt", "last.pt", "metrics.json",
+                 "report.txt", "confusion_matrix.png", "predictions.csv", "report.html")
+
+
+def _written_by_graft(name: str) -> bool:
+    return name in INNER_OUTPUTS or (name.startswith(".") and name.endswith(".tmp"))  # a crashed atomic write
 
 
 class RunDir:
@@ -65,7 +73,15 @@ class RunDir:
         return config.get("command") if isinstance(config, dict) else None
 
     def clear_outputs(self) -> list[str]:
-        """Remove graft's own outputs (and nothing else); returns the names removed."""
+        """Remove graft's own outputs (and nothing else); returns the names removed. Refused
+        (GraftError, before anything is removed) when one of graft's folders (model/,
+        checkpoints/, eval/, test/, target/) holds a file graft does not write there."""
+        foreign = [str(path.relative_to(self.path)) for name in GRAFT_OUTPUTS if (self.path / name).is_dir()
+                   and not (self.path / name).is_symlink() for path in sorted((self.path / name).rglob("*"))
+                   if not path.is_dir() and not _written_by_graft(path.name)]
+        if foreign:
+            raise GraftError(f"--overwrite removes only what graft wrote, and {self.path} holds other files inside "
+                             f"graft's folders: {_names(foreign)}; move them out of the run folder first")
         removed = []
         for name in GRAFT_OUTPUTS:
             target = self.path / name
@@ -156,10 +172,34 @@ def open_run(path: str | Path, command: str, *, overwrite: bool = False) -> RunD
     return run
 
 
-def _check_replaceable(run: RunDir, command: str, overwrite: bool) -> None:
+def check_run_folder(path: str | Path, commands: tuple[str, ...], *, overwrite: bool = False) -> None:
+    """What :func:`open_run` would refuse, said before a long analysis (``graft auto``), with
+    nothing removed and the lock let go at once: ``path`` is in use, holds another command's
+    run, a finished or resumable one, or files graft did not write (without ``overwrite``), or
+    cannot be written. ``commands``: those that may write it (auto's winner: fit or finetune)."""
+    path = Path(path)
+    if not path.exists():
+        parent = next(p for p in path.absolute().parents if p.exists())
+        if not os.access(parent, os.W_OK):
+            raise GraftError(f"cannot create run folder {path}: {parent} is not writable")
+        return
+    if not path.is_dir():
+        raise GraftError(f"-o {path} is a file, not a folder")
+    RunLock(path, commands[0]).acquire().release()
+    run = RunDir(path)
+    _check_replaceable(run, run.saved_command() if run.saved_command() in commands else commands[0], overwrite,
+                       clear=False)
+    _check_writable(run.path)
+
+
+def _check_replaceable(run: RunDir, command: str, overwrite: bool, clear: bool = True) -> None:
     entries = [e.name for e in run.path.iterdir() if e.name != LOCK_FILE]
     if entries and not overwrite:
         previous = run.saved_command()
+        if previous == command and (run.path / "checkpoints" / "last.pt").exists() \
+                and (run.path / "metrics.json").exists():
+            raise GraftError(f"{run.path} holds a finished {command} run (metrics.json written, nothing to resume): "
+                             "choose another -o, or pass --overwrite to replace it")
         if previous == command and (run.path / "checkpoints" / "last.pt").exists():
             raise GraftError(f"{run.path} holds a {command} run with checkpoints: continue it with "
                              f"`graft resume {run.path}` (or --resume {run.path}), or start over with --overwrite")
@@ -168,7 +208,7 @@ def _check_replaceable(run: RunDir, command: str, overwrite: bool) -> None:
                 f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} graft did not write ({_names(entries)})"
             raise GraftError(f"output folder {run.path} is not empty: it holds {what}. Choose another -o, "
                              "or pass --overwrite (graft's own outputs are removed, other files are kept)")
-    if entries:
+    if entries and clear:
         run.clear_outputs()
 
 

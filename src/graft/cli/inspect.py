@@ -76,8 +76,10 @@ def advise(quiet, as_json, **params):
 def auto(quiet, out, overwrite, **params):
     """Advise, score the best candidates and graft fit's defaults on validation, keep the best in OUT
     (OUT/advice.json records every score)."""
+    from graft.artifacts.run_folder import check_run_folder
     from graft.recipes.auto import auto as run_auto
 
+    check_run_folder(out, ("fit", "finetune"), overwrite=overwrite)  # before minutes of analysis
     result = run_auto(config_from(AdviseConfig, params), out, progress=not quiet, overwrite=overwrite, say=click.echo)
     echo_summary(result.run_dir, result.metrics)
 
