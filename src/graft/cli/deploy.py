@@ -12,7 +12,7 @@ from graft.serve.settings import ServeSettings
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--top-k", "-k", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--top-k", "-k", type=click.IntRange(1), default=3, show_default=True, help="Classes per image.")
 @as_json
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: path,rank,class,probability.")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
@@ -57,7 +57,7 @@ def evaluate(run_dir, data, strict, engine, batch_size, cache, quiet):
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="File format.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Default RUN/model.onnx; never RUN/model/.")
 @click.option("--input", "input_type", type=click.Choice(["float", "uint8"]), default="float",
               help="float: normalised (N,3,S,S); uint8: cropped RGB pixels (N,S,S,3), normalised inside.")
@@ -72,7 +72,8 @@ def export(run_dir, fmt, out, input_type):
 
 @click.command()
 @click.option("--data", type=click.Path(), help="A class-folder tree instead of the embedded digits.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+              help="Run folder to write.")
 @config_options(FrozenFitConfig, only=("backbone", "image_size"))
 @quiet
 def demo(data, out, backbone, image_size, quiet):

@@ -277,12 +277,13 @@ def stratified_split(
 
 
 def load_train_val(
-    train_dir, val_dir=None, val_fraction=None, seed: int = 0
+    train_dir, val_dir=None, val_fraction=None, seed: int = 0, balanced: bool = False
 ) -> tuple[ImageFolder, ImageFolder | None]:
     """The training folder and its validation set: a separate folder, a split, or none.
 
     Warns about what would make the numbers misleading: the same file in two classes or in
-    both training and validation, a largest class more than 5x the smallest, and classes
+    both training and validation, a largest class more than 5x the smallest (unless
+    ``balanced``: the run already weighs or samples the classes equally), and classes
     without validation images.
     """
     if val_dir is not None and val_fraction is not None:
@@ -304,7 +305,8 @@ def load_train_val(
         train, val = stratified_split(whole, val_fraction, seed)
     else:
         train, val = whole, None
-    _warn_imbalance(train)
+    if not balanced:
+        _warn_imbalance(train)
     if val is not None:
         warn_unscored_classes(val, "validation")
     return train, val

@@ -125,7 +125,8 @@ def source_network(c: FinetuneConfig):
 def _network(c: FinetuneConfig, strict: bool, progress: bool, final_pass: bool) -> Parts:
     """Data and network of a run: the split, the source network, the readable images, the model."""
     plan = parse_stages(c.stages)
-    train, val = load_train_val(c.train_dir, val_dir=c.val_dir, val_fraction=c.val_fraction, seed=c.seed)
+    train, val = load_train_val(c.train_dir, val_dir=c.val_dir, val_fraction=c.val_fraction, seed=c.seed,
+                                balanced="balanced" in (c.class_weight, c.sampler))
     if final_pass:  # the final refit trains on every labelled image
         train = ImageFolder(train.root, train.classes, train.records + val.records)
     source = source_network(c)

@@ -65,7 +65,7 @@ def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, over
     config = as_config(FrozenFitConfig, config, settings)
     check_head_options(config.head, config.class_weight)
     train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
-                                seed=config.seed)
+                                seed=config.seed, balanced=config.class_weight == "balanced")
     if config.shots is not None:  # K labelled images per class; the rest of the training folder is not used
         train = take_per_class(train, config.shots, config.seed)
     folders = {"train": train, "val": val}

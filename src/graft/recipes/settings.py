@@ -144,7 +144,7 @@ class FinetuneConfig(Config):
     transfer_layers: str | None = setting(None, "first:K, last:K or NAME[,NAME...]: copy these layers into a freshly "
                                                 "initialised network of the same architecture; the rest starts random.")
     transfer_from: str | None = setting(None, "Where the copied layers come from: a backbone name or a graft run "
-                                              "folder (default: --backbone).")
+                                              "folder (default: the network trained, pretrained).")
     freeze_transferred: bool = setting(False, "Keep the copied layers frozen in every stage.")
 
     def __post_init__(self):
@@ -312,7 +312,7 @@ class MultitaskConfig(Config):
     image_size: int | None = setting(None, "Input resolution (default: the weights' own).", low=32)
     head: str = setting("linear", "Each task's head: linear, or mlp:HIDDEN.")
     stages: str = setting("head:5,top2:5", "Stage plan NAME:EPOCHS,...")
-    lr: float = setting(1e-3, "Head learning rate.", low=0, open=True)
+    lr: float = setting(1e-3, "Head learning rate (no 'auto': see `graft lr-find`).", lr=True, low=0, open=True)
     base_lr_factor: float = setting(0.1, "Unfrozen backbone layers train at lr x this.", low=0, open=True)
     batch_size: int = setting(32, "Images per task batch.", low=1)
     seed: int = setting(0, "Random seed.")
@@ -332,6 +332,8 @@ class MultitaskConfig(Config):
             raise GraftError(f"--task-weight {weights}: each weight must be a number >= 0") from None
         self.augment = augmentation_name(self.augment)
         check_head_spec(self.head)
+        if self.lr == "auto":  # the range test sweeps one loader; a multi-task step draws several
+            raise GraftError("multitask has no --lr auto: run `graft lr-find DIR` on its largest task, pass its LR")
         super().__post_init__()
 
 
