@@ -1,5 +1,6 @@
 """Teacher-student distillation: the loss, a student that moves toward its teacher, bad input."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,72 @@ def test_out_may_not_be_the_teacher_it_reads(forty_to_four):
                                        "--student", "tf_efficientnet_lite0", "-o", str(teacher), "--overwrite"])
     assert result.exit_code == 2 and "the teacher run" in result.output and "choose another -o" in result.output
     assert (teacher / "model" / "weights.safetensors").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def transfer_folder(forty_to_four, tmp_path_factory):
+    """Ten unlabelled real digits (0s and 1s the labelled folders lack): six in nested folders
+    whose names mean nothing, four flat, and one file that is no image."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("transfer") / "photos"
+    chosen = [i for i in range(len(digits.target)) if digits.target[i] in (0, 1)][60:70]
+    for n, i in enumerate(chosen):
+        folder = root / "2023" / ("ones" if n % 2 else "misc") if n < 6 else root
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (digits.images[i] * (255 / 16)).astype("uint8")
+        Image.fromarray(pixels).resize((32, 32)).convert("RGB").save(folder / f"u{i}.png")
+    (root / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+def _distill(train, val, teacher, run, *extra):
+    return CliRunner().invoke(main, ["distill", str(train), "--val", str(val), "--teacher", str(teacher),
+                                     "--student", "tf_efficientnet_lite0", "--image-size", "64", "--stages",
+                                     "head:1", "--batch-size", "64", "--alpha", "0.8", "-o", str(run), "-q", *extra])
+
+
+def test_unlabelled_images_are_learnt_from_the_teachers_soft_targets(forty_to_four, transfer_folder, tmp_path):
+    train, val, teacher = forty_to_four
+    result = _distill(train, val, teacher, tmp_path / "with", "--unlabelled", str(transfer_folder))
+    assert result.exit_code == 0, result.output
+    assert "skipping" in result.output and "broken.png" in result.output  # warned, then skipped
+    run = tmp_path / "with"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_train"] == 44 and metrics["n_unlabelled"] == 10
+    assert [Path(s["path"]).name for s in metrics["skipped"]] == ["broken.png"]
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    # one batch of 54: every transfer image drawn once, and only the 44 labelled ones counted as labelled
+    assert [row["transfer_images"] for row in rows] == [10]
+    assert [sum(row["train_class_counts"]) for row in rows] == [44]
+    listed = json.loads((run / "data.json").read_text())["unlabelled"]["files"]  # what a resume compares
+    assert sorted(Path(name).name for name in listed) == sorted(p.name for p in transfer_folder.rglob("*.png"))
+    assert len(listed) == 11 and "2023/misc/u" in " ".join(listed)
+    without = tmp_path / "without"
+    assert _distill(train, val, teacher, without).exit_code == 0
+    assert "transfer_images" not in json.loads((without / "history.jsonl").read_text().splitlines()[0])
+    assert (run / "model" / "weights.safetensors").read_bytes() != \
+        (without / "model" / "weights.safetensors").read_bytes()
+    # a resume checks the transfer set too: an image added since the run started is refused
+    (run / "metrics.json").unlink()
+    (transfer_folder / "added.png").write_bytes((next(transfer_folder.rglob("u*.png"))).read_bytes())
+    try:
+        resumed = CliRunner().invoke(main, ["resume", str(run), "-q"])
+    finally:
+        (transfer_folder / "added.png").unlink()
+    assert resumed.exit_code == 2 and "data changed" in resumed.output and "added.png" in resumed.output
+
+
+def test_unlabelled_folder_without_a_readable_image_is_one_line(forty_to_four, tmp_path):
+    train, val, teacher = forty_to_four
+    empty = tmp_path / "nothing"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "a.jpg").write_bytes(b"not a jpeg")
+    result = _distill(train, val, teacher, tmp_path / "run", "--unlabelled", str(empty))
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(empty) in lines[0], result.output
+    assert "no readable image" in lines[0]
+    assert not (tmp_path / "run").exists()

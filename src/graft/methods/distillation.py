@@ -48,18 +48,26 @@ class Distillation(TrainingMethod):
     """Batches whose targets are ``(label, index)`` pairs. On plain (un-augmented) stages the
     teacher's outputs are ``teacher_logits[index]``, computed once for every training image;
     on augmented stages ``teacher`` (a :class:`TeacherOnStudentInputs`) runs on the very batch
-    the student sees. With ``mixer`` (a :class:`~graft.methods.mixing.BatchMixer`) augmented
-    batches are mixed first and the teacher labels the mixed images: Beyer et al. (2022) found
-    such "function matching" on mixed views the strongest distillation recipe, because the
-    teacher's outputs on images it never trained on carry more than the one-hot label."""
+    the student sees (None: the cached outputs there too). With ``mixer`` (a
+    :class:`~graft.methods.mixing.BatchMixer`) augmented batches are mixed first and the teacher
+    labels the mixed images: Beyer et al. (2022) found such "function matching" on mixed views
+    the strongest distillation recipe, because the teacher's outputs on images it never trained
+    on carry more than the one-hot label.
+
+    Label -1 marks a transfer-set image (Hinton et al. 2015): it adds to the soft term only,
+
+        loss = alpha * soft(every image) + (1 - alpha) * CE(images with a label),
+
+    and each epoch row counts them (``transfer_images``)."""
 
     name = "distill"
 
     def __init__(self, teacher_logits: torch.Tensor, temperature: float = 4.0, alpha: float = 0.5,
-                 teacher: torch.nn.Module | None = None, mixer=None):
+                 teacher: torch.nn.Module | None = None, mixer=None, transfer_set: bool = False):
         self.teacher_logits, self.teacher, self.mixer = teacher_logits, teacher, mixer
         self.temperature, self.alpha = temperature, alpha
         self.loss_scale = alpha * temperature ** 2 + (1 - alpha)  # the soft term is scaled by T^2
+        self.transfer_set, self.transfer_seen = transfer_set, 0
 
     def mixes(self, augmented: bool) -> bool:
         # Mixed images need the teacher on the batch itself, not its cached plain outputs.
@@ -68,18 +76,32 @@ class Distillation(TrainingMethod):
     def training_step(self, forward, batch, augmented: bool) -> StepOutput:
         inputs, targets = batch
         labels, indices = targets[:, 0], targets[:, 1]
+        known = labels >= 0
+        self.transfer_seen += int((~known).sum())
         mixed = self.mixes(augmented)
         if mixed:
-            inputs, label_mix = self.mixer(inputs, labels)
+            inputs, label_mix = self.mixer(inputs, labels.clamp(min=0))
+            known = known & known.flip(0)  # the mixer blends each image with the batch's reverse
             labels = label_mix.argmax(1)  # accuracy against the dominant label
         logits = forward(inputs)
         teacher_logits = self.teacher(inputs) if augmented and self.teacher is not None \
             else self.teacher_logits[indices]
         soft = distillation_loss(logits, teacher_logits, self.temperature)
-        hard = soft_target_cross_entropy(logits, label_mix) if mixed else F.cross_entropy(logits, labels)
+        n = int(known.sum())
+        if n == 0:  # a batch of transfer-set images only
+            hard = logits.sum() * 0.0
+        else:
+            hard = soft_target_cross_entropy(logits[known], label_mix[known]) if mixed \
+                else F.cross_entropy(logits[known], labels[known])
         loss = self.alpha * soft + (1 - self.alpha) * hard
-        n = len(labels)
-        agree = int((logits.argmax(1) == teacher_logits.argmax(1)).sum())
-        return StepOutput(loss, n, int((logits.argmax(1) == labels).sum()),
-                          {"soft_loss": soft.item() * n, "hard_loss": hard.item() * n, "teacher_agreement": agree},
-                          labels=labels)
+        agree = float((logits.argmax(1) == teacher_logits.argmax(1)).float().mean())
+        return StepOutput(loss, n, int((logits[known].argmax(1) == labels[known]).sum()),
+                          {"soft_loss": soft.item() * n, "hard_loss": hard.item() * n, "teacher_agreement": agree * n},
+                          labels=labels[known])
+
+    def evaluate(self, evaluated, val_loader) -> tuple[float, float, dict]:
+        loss, accuracy, logs = super().evaluate(evaluated, val_loader)
+        if self.transfer_set:  # how many transfer-set images this epoch drew (this process's shard)
+            logs["transfer_images"] = self.transfer_seen
+        self.transfer_seen = 0
+        return loss, accuracy, logs

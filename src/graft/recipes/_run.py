@@ -211,9 +211,10 @@ def check_data_unchanged(run_dir: Path, roots: dict) -> None:
     for part, root in roots.items():
         if manifest.get(part) is None or root is None:
             continue
-        classes = None if part in ("train", "target") or train_classes is None else train_classes
+        unlabelled = part in ("target", "unlabelled")  # adapt's target, distill's transfer set
+        classes = None if part == "train" or unlabelled or train_classes is None else train_classes
         try:
-            now = scan_folder(root, classes=classes) if part != "target" else _unlabelled(root)
+            now = _unlabelled(root) if unlabelled else scan_folder(root, classes=classes)
         except DataError as exc:
             problems.append(str(exc))
             continue

@@ -210,10 +210,11 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
             run.write_config({"command": config.COMMAND, "settings": config.to_dict()})
             manifests = {"train": manifest_of(config.train_dir),
                          "val": manifest_of(config.val_dir, train.classes) if config.val_dir else None}
-            if getattr(config, "target_dir", None):
-                from graft.data.folders import folder_manifest, scan_unlabelled
+            for part in ("target", "unlabelled"):  # adapt's target, distill's transfer set: any layout
+                if getattr(config, f"{part}_dir", None):
+                    from graft.data.folders import folder_manifest, scan_unlabelled
 
-                manifests["target"] = folder_manifest(scan_unlabelled(config.target_dir))
+                    manifests[part] = folder_manifest(scan_unlabelled(getattr(config, f"{part}_dir")))
             write_manifest(run, manifests)
         return train_network(run, config, hooks, strict=strict, progress=progress and main, resume=None,
                              distributed=distributed)
@@ -247,7 +248,7 @@ def continue_training(run: RunDir, saved: dict, config_cls, hooks: Hooks, *, giv
     check_resume_arguments(run.path, settings, given, config_cls)
     check_resumable(run)
     check_data_unchanged(run.path, {"train": settings["train_dir"], "val": settings["val_dir"],
-                                    "target": settings.get("target_dir")})
+                                    "target": settings.get("target_dir"), "unlabelled": settings.get("unlabelled_dir")})
     lr_found = settings.get("lr_found")  # a resumed run keeps the LR its sweep chose
     config = config_cls.from_dict(settings)
     check_test(config)  # what a test folder shares with the training images is said before training goes on

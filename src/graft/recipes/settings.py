@@ -239,7 +239,7 @@ class DistillConfig(FinetuneConfig):
     HELP: ClassVar[str] = ("Teacher-student: train --student on DATA from a graft run's softened outputs and the "
                            "labels.")
 
-    PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("teacher",)
+    PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("teacher", "unlabelled_dir")
     COMMAND: ClassVar[str] = "distill"
 
     teacher: str | None = setting(None, "A graft run folder or model: the teacher.", path=True)
@@ -248,6 +248,12 @@ class DistillConfig(FinetuneConfig):
     alpha: float = setting(0.5, "Weight of the teacher's soft targets; 1 - alpha on the labels (0 = no teacher).",
                            low=0, high=1)
     stages: str = setting("head:5,top2:5", "Stage plan NAME:EPOCHS,...")
+    unlabelled_dir: str | None = setting(None, "Transfer set: unlabelled images (any layout, folder names ignored) "
+                                               "learnt from the teacher's soft targets.", flag="--unlabelled",
+                                         path=True)
+    teacher_inputs: str = setting("augmented", "Augmented stages: the teacher labels the student's crop at each "
+                                               "step, or each plain image once (faster).",
+                                  choices=("augmented", "plain"))
 
     def __post_init__(self):
         if not self.teacher:
@@ -255,6 +261,10 @@ class DistillConfig(FinetuneConfig):
         if not self.backbone:
             raise GraftError("distill needs a student backbone (--student)")
         super().__post_init__()
+        if self.unlabelled_dir and self.sampler == "balanced":
+            raise GraftError("--sampler balanced draws by label and --unlabelled images have none: use the default")
+        if (self.mixup or self.cutmix) and self.teacher_inputs == "plain":
+            raise GraftError("--mixup/--cutmix need --teacher-inputs augmented (the teacher labels mixed images)")
 
 
 @dataclass
