@@ -63,8 +63,8 @@ def main() -> None:
             for alpha in (float(a) for a in args.alphas.split(",")):
                 name = "student without teacher" if alpha == 0 else f"student with teacher (alpha {alpha:g})"
                 started = time.perf_counter()
-                student = distill(teacher_run, FLOWERS, scratch / name.replace(" ", "-"),
-                                  student="tf_efficientnet_lite0", image_size=args.student_size,
+                student = distill(FLOWERS, scratch / name.replace(" ", "-"), teacher=str(teacher_run),
+                                  backbone="tf_efficientnet_lite0", image_size=args.student_size,
                                   stages=args.student_stages, temperature=args.temperature, alpha=alpha,
                                   mixup=args.mixup, cutmix=args.cutmix, val_fraction=0.25, progress=False)
                 rows[name] = {"size": args.student_size, "alpha": alpha, "accuracy": student.metrics["accuracy"],

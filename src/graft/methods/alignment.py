@@ -8,7 +8,9 @@ its maximum as ``2 / (1 + exp(-10 p)) - 1`` over training progress ``p``.
 
 CDAN (Long et al., "Conditional Adversarial Domain Adaptation", NeurIPS 2018) conditions the
 discriminator on the classifier's predictions: it sees the outer product of the features and
-the softmax, so it aligns class-conditional distributions rather than the marginals.
+the softmax, so it aligns class-conditional distributions rather than the marginals; each
+example's domain loss is weighted by the certainty of its prediction (CDAN+E, the paper's
+entropy conditioning), so uncertain target predictions steer the alignment less.
 """
 from __future__ import annotations
 
@@ -137,7 +139,8 @@ class DomainAdversarial(TrainingMethod):
             features = torch.bmm(probabilities.unsqueeze(2), features.unsqueeze(1)).flatten(1)
         domain_logits = self.discriminator(reverse_gradient(features, weight)).squeeze(1)
         domains = torch.cat([torch.ones(n_source), torch.zeros(len(target_images))])
-        domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domains)
+        example_weights = entropy_weights(probabilities, n_source) if self.adversary == "cdan" else None
+        domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domains, weight=example_weights)
         domain_correct = float(((domain_logits > 0).float() == domains).float().mean())
         # logs are summed per labelled example and averaged over the epoch by the engine
         return StepOutput(task_loss + domain_loss, n_source, correct,
@@ -166,6 +169,18 @@ class DomainAdversarial(TrainingMethod):
         self.step = int(state["step"])
         if self.target_generator is not None and "target_rng" in state:
             self.target_generator.set_state(state["target_rng"])
+
+
+def entropy_weights(probabilities: torch.Tensor, n_source: int) -> torch.Tensor:
+    """CDAN+E's entropy conditioning (Long et al. 2018, eq. 7): each example's domain loss is
+    weighted by ``1 + exp(-H(p))``, so confident predictions count more than uncertain ones,
+    normalised so each domain weighs the same in all (as the paper's code), the mean weight 1.
+    ``probabilities``: ``[source + target, classes]``, detached. Returns ``[source + target]``."""
+    entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(1)
+    weights = 1.0 + torch.exp(-entropy)
+    source, target = weights[:n_source], weights[n_source:]
+    both = torch.cat([source / source.sum(), target / target.sum()])
+    return both * len(weights) / 2
 
 
 def proxy_a_distance(source, target, seed: int = 0) -> float:

@@ -16,16 +16,20 @@ from graft._io.files import read_json, write_atomic
 from graft.data.datasets import ImageDataset, readable_images
 from graft.data.folders import scan_folder, scan_unlabelled, warn_unscored_classes
 from graft.data.overlap import warn_trained_on
+from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import DataError
 from graft.methods.alignment import DomainAdversarial, proxy_a_distance
 from graft.recipes._run import FitResult, as_config, score_folder
 from graft.recipes._training import Hooks, Parts, continue_training, start_training
 from graft.recipes.settings import AdaptConfig
 
-__all__ = ["AdaptConfig", "adapt", "continue_run", "domain_distance"]
+__all__ = ["AdaptConfig", "adapt", "continue_run", "domain_distance", "fitted_to_images"]
 
 # Most images per domain for the proxy A-distance: enough for a stable linear probe, cheap.
 DISTANCE_SAMPLE = 1000
+# Below this median shorter side (px), ``backbone="auto"`` trains SMALL_BACKBONE from random weights.
+SMALL_IMAGES = 64
+SMALL_BACKBONE = "resnet10t"
 
 
 def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
@@ -45,7 +49,46 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
         warn_trained_on(scored.paths, "target-val", source.paths, "labelled source images")
         if config.adversary != "none":  # source-only never reads the target
             warn_trained_on(scored.paths, "target-val", target.paths, "--target images (adapted to, unlabelled)")
+    config = fitted_to_images(config)
     return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
+
+
+def _median_short_side(paths, most: int = 200) -> float:
+    """Median shorter side (px) of up to ``most`` of ``paths``, evenly spread; only headers are read."""
+    from PIL import Image
+
+    sides = []
+    for path in paths[::max(1, len(paths) // most)][:most]:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except Exception:  # unreadable: the run reports it when it loads the images
+            continue
+    return float(np.median(sides)) if sides else float("inf")
+
+
+def fitted_to_images(config: AdaptConfig) -> AdaptConfig:
+    """The Config with ``backbone="auto"`` and ``image_size=None`` chosen from the source
+    images' median shorter side. Digit-sized images (under ``SMALL_IMAGES`` px) get
+    ``SMALL_BACKBONE`` from random weights at the next multiple of 32 px; ImageNet features
+    would need them upscaled to 224 px (minutes per epoch, gigabytes, issue 18). Larger images
+    get the pretrained default backbone at twice their side (steps of 32, at least 64 px), or
+    its own size from 112 px up, as ``graft advise`` recommends. A backbone that is a run
+    folder or a file keeps its own size."""
+    if config.backbone != "auto" and (config.image_size is not None or Path(config.backbone).exists()):
+        return config
+    side = _median_short_side(scan_folder(config.train_dir).paths)
+    small = side < SMALL_IMAGES
+    changes = {}
+    if config.backbone == "auto":
+        changes = {"backbone": SMALL_BACKBONE if small else DEFAULT_BACKBONE,
+                   "pretrained": config.pretrained and not small}
+    if config.image_size is None:
+        if not changes.get("pretrained", config.pretrained):
+            changes["image_size"] = int(min(224, 32 * np.ceil(side / 32)))
+        elif side < 112:
+            changes["image_size"] = int(max(64, 32 * np.ceil(2 * side / 32)))
+    return config.replace(**changes)
 
 
 def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:

@@ -212,11 +212,17 @@ class AdaptConfig(FinetuneConfig):
                                      flag="--target", path=True)
     target_val_dir: str | None = setting(None, "Labelled target images, scored each epoch and at the end "
                                                "(RUN/target/); never trained on.", flag="--target-val", path=True)
+    backbone: str = setting("auto", "Backbone (name, timm architecture, run folder), or auto: from the source images' "
+                                    "size (under 64 px: resnet10t from random weights; else " + DEFAULT_BACKBONE + ").",
+                            short="-b")
+    image_size: int | None = setting(None, "Input resolution (default: from the source images' size; 32 px for "
+                                           "digits).", low=32)
     adversary: str = setting("dann", "none: source-only, the same run without the adversary and the target.",
                              choices=ADVERSARY_NAMES)
-    adversary_weight: float = setting(1.0, "Largest gradient-reversal weight (ramped up from 0 over training).",
+    adversary_weight: float = setting(0.3, "Largest gradient-reversal weight (ramped up from 0 over training).",
                                       low=0)
-    stages: str = setting("all:10", "Stage plan NAME:EPOCHS,...")
+    stages: str = setting("all:12", "Stage plan NAME:EPOCHS,...")
+    lr: float | str = setting(2e-3, "Learning rate, or 'auto'.", lr=True, low=0, open=True)
     base_lr_factor: float = setting(1.0, "Backbone layers train at lr x this.", low=0, open=True)
     batch_size: int = setting(64, "Images per batch (per domain).", low=1)
     augment: str = setting("none", "none suits digits and text (a mirrored 2 is no 2).", choices=AUGMENTATIONS)

@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page per evaluation, to look at rather than read.
 
 Built only from what an evaluation folder already holds (metrics.json, predictions.csv and,
-for a training run, config.yaml, model/graft.json, curves.png, lr_find.png, test/), so
+for a training run, config.yaml, model/graft.json, curves.png, lr_find.png, test/, target/), so
 ``graft report RUN`` can write it again for any run. Everything is inline: thumbnails and
 plots as data URIs, CSS and a little JavaScript; the page opens from disk with no network.
 
@@ -27,6 +27,7 @@ from graft.reporting.tables import read_predictions
 
 THUMBNAIL_PX = 96
 MAX_THUMBNAILS = 3000  # beyond this the page would pass tens of MB; paths are still listed
+TARGET_SAMPLES = 4  # target images per class shown on their own: what the new domain looks like
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,8 +110,19 @@ def _figure(row: dict, thumbs: dict, index: dict) -> dict:
             "probability": float(row["probability"]), "filename": Path(row["path"]).name}
 
 
-def _section(directory: Path, name: str, title: str, model: dict, config: dict) -> dict:
-    """Everything one evaluation folder's section shows."""
+def _per_class(predictions: list[dict], classes: list[str], most: int) -> list[dict]:
+    """The first ``most`` rows of each true class, in predictions.csv's order (the folder's)."""
+    chosen, counts = [], dict.fromkeys(classes, 0)
+    for row in predictions:
+        if counts.get(row["true_class"], most) < most:
+            counts[row["true_class"]] += 1
+            chosen.append(row)
+    return sorted(chosen, key=lambda row: classes.index(row["true_class"]))
+
+
+def _section(directory: Path, name: str, title: str, model: dict, config: dict, samples: int = 0) -> dict:
+    """Everything one evaluation folder's section shows; ``samples`` images per class on their
+    own (a look at what the images are, e.g. a new domain's)."""
     metrics = read_json(directory / "metrics.json")
     predictions = read_predictions(directory / "predictions.csv") if (directory / "predictions.csv").is_file() else []
     classes = list(metrics.get("per_class", {}))
@@ -124,12 +136,14 @@ def _section(directory: Path, name: str, title: str, model: dict, config: dict) 
     ordered = sorted(predictions, key=lambda r: -float(r["loss"]))
     thumbs = {row["path"]: _thumbnail(row["path"]) for row in ordered[:MAX_THUMBNAILS]}
     images = [_figure(row, thumbs, index) for row in ordered]
+    shown = _per_class(predictions, classes, samples)
+    thumbs.update({row["path"]: _thumbnail(row["path"]) for row in shown if row["path"] not in thumbs})
     return {"name": name, "title": title, "summary": _summary(metrics, model, config),
             "per_class": [{"name": c, **row} for c, row in metrics.get("per_class", {}).items()],
             "classes": classes, "matrix": _matrix(classes, predictions),
             "capped": len(ordered) > MAX_THUMBNAILS, "max_thumbnails": MAX_THUMBNAILS, "n_predictions": len(ordered),
             "images": images, "mistakes": [f for f, row in zip(images, ordered) if row["correct"] != "1"],
-            "skipped": metrics.get("skipped", [])}
+            "skipped": metrics.get("skipped", []), "samples": [_figure(row, thumbs, index) for row in shown]}
 
 
 def write_html_report(run_dir, subdir: str | None = None) -> Path:
@@ -137,7 +151,8 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     returns its path.
 
     Needs the folder's metrics.json (GraftError otherwise); predictions.csv, config.yaml,
-    model/graft.json, curves.png, lr_find.png and test/ are shown when present.
+    model/graft.json, curves.png, lr_find.png, test/ and target/ (with a few images per class) are
+    shown when present.
     """
     root = Path(run_dir)
     target = root / subdir if subdir else root
@@ -154,6 +169,9 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     sections = [_section(target, "validation", f"{name}: {'evaluation' if subdir else 'validation'}", model, config)]
     if not subdir and (root / "test" / "metrics.json").is_file():
         sections.append(_section(root / "test", "test", f"{name}: test (scored once)", model, config))
+    if not subdir and (root / "target" / "metrics.json").is_file():  # graft adapt --target-val
+        sections.append(_section(root / "target", "target", f"{name}: target domain (never trained on its labels)",
+                                 model, config, samples=TARGET_SAMPLES))
     # Several tasks (multi-task runs) will add one section each here, from RUN/<task>/.
     pictures = []
     if not subdir:
