@@ -67,9 +67,12 @@ def main() -> None:
     parser.add_argument("--adversaries", default="none,dann,cdan")
     for name, kind in OPTIONAL.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    parser.add_argument("--from-scratch", action="store_true", help="random initial weights for --backbone")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     settings = {name: getattr(args, name) for name in OPTIONAL if getattr(args, name) is not None}
+    if args.from_scratch:
+        settings["pretrained"] = False
     adversaries = args.adversaries.split(",")
     rows = []
     with scratch_folder("bench-adapt-") as scratch:
