@@ -3,7 +3,7 @@ each alone with `graft finetune`, same plan, image size, batch size and augmenta
 validation accuracy, wall time, and the ratio of the multi-task run's wall time to the two
 single runs' together (the bar: at most 1.3x, each task within 0.5 points of its single run).
 
-    python bench/bench_multitask.py                       # about 5 minutes on a quiet 2-core machine
+    python bench/bench_multitask.py                       # 224 px: a few minutes on a quiet 2-core machine
     python bench/bench_multitask.py --sampling proportional,together --weighting fixed,uncertainty
 
 Alone: `graft finetune` (head stages on cached plain features, frozen layers of augmented
