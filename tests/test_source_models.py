@@ -144,3 +144,33 @@ def test_transfer_from_another_architecture_trains_the_backbone_or_is_refused(so
     assert code == 2 and "is a resnet10t" in output and "tf_efficientnet_lite0" in output, output
     assert len(output.strip().splitlines()) == 1 and not (tmp_path / "no").exists()
 
+
+@pytest.mark.parametrize("command", ["pretrain", "distill"])
+def test_ctrl_c_after_an_epoch_says_how_to_resume_and_the_command_resumes(command, source_run, digits_dir, tmp_path):
+    """Every network-training command (adapt and multitask share the same command path) names
+    `graft resume RUN` after Ctrl-C, and its own --resume continues the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = ["--arch", "resnet10t"] if command == "pretrain" else ["--teacher", source_run, "--student", source_run,
+                                                                  "--stages", "all:6"]
+    args = [str(a) for a in args]
+    process = subprocess.Popen([sys.executable, "-m", "graft", command, str(digits_dir), *args, "--image-size", "32",
+                                "-o", str(out), "-q"] + (["--stages", "all:6"] if command == "pretrain" else []),
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "GRAFT_NO_PROGRESS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not (
+            (out / "history.jsonl").exists() and (out / "history.jsonl").read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode in (130, -signal.SIGINT), err
+    assert f"graft resume {out}" in err and "Traceback" not in err, err
+    code, output = _cli(command, "--resume", out, "--stages", "all:6", "-q")
+    assert code == 0, output
+    assert (out / "metrics.json").is_file()

@@ -43,8 +43,8 @@ def field_option(f: dataclasses.Field):
     meta, kind, text = f.metadata, str(f.type), f.metadata.get("help", "")
     if meta.get("argument"):
         many = kind.startswith("dict")
-        return click.argument(f.name, metavar=meta["argument"].upper(), nargs=-1 if many else 1,
-                              type=None if many else click.Path())
+        return click.argument(f.name, metavar=meta["argument"].upper(), nargs=-1 if many else 1, required=False,
+                              type=None if many else click.Path())  # --resume needs none; the Config says if missing
     names = [meta.get("flag") or "--" + f.name.replace("_", "-"), f.name] + ([meta["short"]] if "short" in meta else [])
     if kind == "bool":
         return click.option(*names, is_flag=True, flag_value=not f.default, default=f.default, help=text)
