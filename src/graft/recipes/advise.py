@@ -182,12 +182,12 @@ def _softmax(vectors: np.ndarray, classifier) -> np.ndarray:
     return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
 
 
-def _measure(backbones, layers, median_side, sample, progress: bool, optional: bool = False):
+def _measure(backbones, layers, median_side, sample, progress: bool):
     """LogME of every measured (backbone, layer, input px) on ``sample`` with the seconds per
     image of each cold extraction; the features by (backbone, layer, px); the first backbone's
     softmax over its own ImageNet classes (for LEEP); its native px; the small input (or None).
-    ``optional``: backbones after the first whose weights are not installed (graft[lite]) are
-    skipped with one warning instead of stopping the advice."""
+    Candidates after the first (the reference, which must build) whose weights are not
+    installed (graft[lite]) are skipped with one warning line; the advice goes on without them."""
     from graft.backbones import create_backbone
     from graft.errors import ModelError
     from graft.features.extractor import FeatureExtractor
@@ -203,7 +203,7 @@ def _measure(backbones, layers, median_side, sample, progress: bool, optional: b
         try:
             source = built.get(backbone) or built.setdefault(backbone, create_backbone(backbone))
         except ModelError as exc:
-            if not optional or backbone == backbones[0]:
+            if backbone == backbones[0]:
                 raise
             warnings.warn(f"advice skips the optional candidate {backbone}: {exc}")
             continue
@@ -283,8 +283,7 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     backbones = comma_list(config.backbones) or list(DEFAULT_CANDIDATE_BACKBONES)
     layers = comma_list(config.layers)
     layers = list(INNER_LAYERS if layers is None else layers)
-    measured, found, probabilities, native, small = _measure(backbones, layers, median_side, sample, progress,
-                                                             optional=not config.backbones)
+    measured, found, probabilities, native, small = _measure(backbones, layers, median_side, sample, progress)
     first = backbones[0]
     last = found[(first, None, native)]
     inner = [found[(first, layer, native)].vectors for layer in layers]
