@@ -5,6 +5,7 @@ single runs' together (the bar: at most 1.3x, each task within 0.5 points of its
 
     python bench/bench_multitask.py                       # 224 px: a few minutes on a quiet 2-core machine
     python bench/bench_multitask.py --sampling proportional,together --weighting fixed,uncertainty
+    python bench/bench_multitask.py --alone mt.json --frozen-statistics on,off   # single runs from an earlier --json
 
 Alone: `graft finetune` (head stages on cached plain features, frozen layers of augmented
 stages in ONNX Runtime). Together: `graft multitask flowers=... insects=...`, which now takes
@@ -15,6 +16,7 @@ hymenoptera: its val folder.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 import warnings
@@ -44,13 +46,23 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--sampling", default="proportional", help="comma list: proportional, together")
     parser.add_argument("--weighting", default="fixed", help="comma list: fixed, uncertainty")
+    parser.add_argument("--frozen-statistics", default="on", help="comma list: on (the default: BatchNorm "
+                                                                  "statistics frozen), off (--train-statistics)")
+    parser.add_argument("--alone", default=None, help="an earlier run's --json: take the single runs from it "
+                                                      "(same plan and image size) instead of running them")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     common = {"stages": args.stages, "image_size": args.image_size, "batch_size": 32, "seed": 0, "progress": False}
     rows = {}
     with scratch_folder("bench-multitask-") as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        earlier = json.loads(Path(args.alone).read_text()) if args.alone else {}
         for name, data, val in (("flowers", FLOWERS, None), ("insects", INSECTS, INSECTS_VAL)):
+            if f"{name} alone" in earlier:
+                rows[f"{name} alone"] = earlier[f"{name} alone"]
+                print(f"{name} alone (from {args.alone}): {rows[f'{name} alone']['accuracy'][name]:.4f}  "
+                      f"{rows[f'{name} alone']['seconds']} s", flush=True)
+                continue
             result, seconds = timed(lambda: finetune(data, scratch / name, val_dir=val,
                                                      val_fraction=None if val else 0.25, **common),
                                     scratch / "cache-alone")
@@ -58,20 +70,22 @@ def main() -> None:
             print(f"{name} alone: {result.metrics['accuracy']:.4f}  {seconds} s", flush=True)
         alone = {name: rows[f"{name} alone"]["accuracy"][name] for name in ("flowers", "insects")}
         alone_seconds = rows["flowers alone"]["seconds"] + rows["insects alone"]["seconds"]
-        for sampling in args.sampling.split(","):
-            for weighting in args.weighting.split(","):
-                label = f"together ({sampling}, {weighting})"
-                result, seconds = timed(lambda: multitask(
-                    {"flowers": str(FLOWERS), "insects": str(INSECTS)}, scratch / label.replace(" ", ""),
-                    val_dirs={"insects": str(INSECTS_VAL)}, val_fraction=0.25, weighting=weighting,
-                    task_sampling=sampling, **common), scratch / f"cache-{sampling}-{weighting}")
-                accuracy = {task: m["accuracy"] for task, m in result.metrics["tasks"].items()}
-                rows[label] = {"accuracy": accuracy, "seconds": seconds, "ratio": round(seconds / alone_seconds, 3),
-                               "points_vs_alone": {t: round(100 * (a - alone[t]), 2) for t, a in accuracy.items()}}
-                print(f"{label}: " + "  ".join(f"{t} {a:.4f} ({100 * (a - alone[t]):+.2f} pt)"
-                                               for t, a in accuracy.items())
-                      + f"  {seconds} s = {seconds / alone_seconds:.2f}x both alone ({alone_seconds:.1f} s)",
-                      flush=True)
+        variants = [(sampling, weighting, frozen) for sampling in args.sampling.split(",")
+                    for weighting in args.weighting.split(",") for frozen in args.frozen_statistics.split(",")]
+        for sampling, weighting, frozen in variants:
+            label = f"together ({sampling}, {weighting}{', BN frozen' if frozen == 'on' else ''})"
+            result, seconds = timed(lambda: multitask(
+                {"flowers": str(FLOWERS), "insects": str(INSECTS)}, scratch / label.replace(" ", ""),
+                val_dirs={"insects": str(INSECTS_VAL)}, val_fraction=0.25, weighting=weighting,
+                task_sampling=sampling, train_statistics=frozen == "off", **common),
+                scratch / f"cache-{sampling}-{weighting}-{frozen}")
+            accuracy = {task: m["accuracy"] for task, m in result.metrics["tasks"].items()}
+            rows[label] = {"accuracy": accuracy, "seconds": seconds, "ratio": round(seconds / alone_seconds, 3),
+                           "points_vs_alone": {t: round(100 * (a - alone[t]), 2) for t, a in accuracy.items()}}
+            print(f"{label}: " + "  ".join(f"{t} {a:.4f} ({100 * (a - alone[t]):+.2f} pt)"
+                                           for t, a in accuracy.items())
+                  + f"  {seconds} s = {seconds / alone_seconds:.2f}x both alone ({alone_seconds:.1f} s)",
+                  flush=True)
         save_rows(rows, args.json)
 
 

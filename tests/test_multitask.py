@@ -150,3 +150,31 @@ def test_bad_task_lists_are_refused(digits_dir, tmp_path):
     one = CliRunner().invoke(main, ["multitask", f"a={digits_dir}", "-o", str(tmp_path / "r")])
     assert one.exit_code != 0 and "at least two tasks" in one.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_frozen_statistics_keep_the_shared_trunks_batchnorm_statistics(frozen):
+    """--frozen-statistics: the trunk's BatchNorm layers train their weights but keep their
+    running statistics through the engine's epochs (without it, they follow the batches)."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from graft.heads.modules import LinearHead, MultiTaskHead
+    from graft.methods.multitask import MultiTask
+    from graft.train.stages import parse_stages
+    from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
+
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU())
+    head = MultiTaskHead([{"name": "a", "classes": ["x", "y"], "head": LinearHead(6, 2).config()},
+                          {"name": "b", "classes": ["p", "q", "r"], "head": LinearHead(6, 3).config()}])
+    model = nn.Sequential(trunk, head)
+    loaders = {"a": DataLoader(TensorDataset(3 + torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4),
+               "b": DataLoader(TensorDataset(torch.randn(12, 4), torch.randint(0, 3, (12,))), batch_size=4)}
+    norm = trunk[1]
+    before = (norm.running_mean.clone(), norm.weight.detach().clone())
+    method = MultiTask(loaders, loaders, head.slices, frozen_statistics=frozen)
+    Trainer(LoopSettings(stages=parse_stages("all:2"), lr=1e-2, base_lr_factor=1.0, progress=False)).fit(
+        method, Network(model, trunk, head), TrainData(loaders, loaders))
+    assert torch.equal(norm.running_mean, before[0]) == frozen
+    assert not torch.equal(norm.weight.detach(), before[1])  # the layer's weights train either way

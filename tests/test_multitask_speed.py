@@ -66,6 +66,23 @@ def test_head_stages_train_on_cached_features_and_never_run_the_trunk(trained):
     assert result.metrics["tasks"]["digit"]["accuracy"] > 0.5 and result.metrics["tasks"]["parity"]["accuracy"] > 0.6
 
 
+def test_batchnorm_statistics_stay_the_pretrained_ones_by_default(trained):
+    """The top1 stage trained the shared trunk's last block, but (without --train-statistics)
+    not its BatchNorm running statistics: the largest task's batches would have set them."""
+    from graft.artifacts.model import GraftModel
+    from graft.backbones import create_backbone
+    from graft.defaults import DEFAULT_BACKBONE
+
+    run, _, _ = trained
+    saved = GraftModel.load(run).state_dict()
+    fresh = create_backbone(DEFAULT_BACKBONE).model.state_dict()
+    means = [key for key in fresh if key.endswith("running_mean")]
+    deep = max(means, key=len)  # a path only one layer has: where the trunk sits in the saved model
+    prefix = next(name for name in saved if name.endswith("." + deep))[:-len(deep)]
+    moved = [key for key in means if not torch.equal(fresh[key], saved[prefix + key])]
+    assert len(means) > 10 and not moved, moved
+
+
 def test_model_onnx_names_each_tasks_columns(trained):
     import onnxruntime as ort
 

@@ -11,6 +11,11 @@ Two ways to draw (``sampling``):
   over, reshuffled, when it runs out), so a small task is seen as often as a large one; the
   batches go through the network as one.
 
+With ``frozen_statistics`` every BatchNorm layer stays in eval mode while training: the
+layers' weights train, their running statistics stay the pretrained ones. The trunk is shared,
+and under proportional sampling most of a stage's batches are the largest task's, so
+statistics that move would become that task's and shift every other task's features.
+
 Task losses are summed with fixed weights, or with learned uncertainty weights (Kendall, Gal &
 Cipolla, CVPR 2018): ``exp(-s_t) L_t + s_t / 2`` with ``s_t`` the log variance of task ``t``.
 
@@ -51,12 +56,12 @@ class MultiTask(TrainingMethod):
 
     def __init__(self, train_loaders: dict, val_loaders: dict, slices: dict[str, slice], weighting: str = "fixed",
                  weights: dict[str, float] | None = None, generators: dict[str, torch.Generator] | None = None,
-                 sampling: str = "proportional"):
+                 sampling: str = "proportional", frozen_statistics: bool = False):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown task weighting {weighting!r}: {', '.join(WEIGHTINGS)}")
         if sampling not in SAMPLINGS:
             raise ValueError(f"unknown task sampling {sampling!r}: {', '.join(SAMPLINGS)}")
-        self.sampling = sampling
+        self.sampling, self.frozen_statistics, self.model = sampling, frozen_statistics, None
         self.train_loaders, self.val_loaders, self.slices = train_loaders, val_loaders, slices
         self.tasks = list(train_loaders)
         self.weighting = weighting
@@ -64,6 +69,18 @@ class MultiTask(TrainingMethod):
         self.loss_scale = max(1.0, sum(self.weights.values()))  # a weighted sum of the tasks' losses
         self.generators = generators or {}
         self.log_variances = LogVariances(len(self.tasks)) if weighting == "uncertainty" else None
+
+    def setup(self, model: nn.Module, trunk: nn.Module, head: nn.Module, total_steps: int) -> None:
+        self.model = model
+
+    def train(self, mode: bool = True) -> None:
+        """The method's own modules' mode; with ``frozen_statistics``, the network's BatchNorm
+        layers back to eval mode (the engine has just put the network in training mode)."""
+        super().train(mode)
+        if mode and self.frozen_statistics and self.model is not None:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def modules(self) -> dict[str, nn.Module]:
         return {"log_variances": self.log_variances} if self.log_variances is not None else {}

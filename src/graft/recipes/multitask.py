@@ -177,7 +177,8 @@ def _fit(run: RunDir, s: dict, model: GraftModel, source, features, data: dict, 
                    for name, (_, val) in data.items()}
     method = MultiTask(train_loaders, val_loaders, model.head.slices, weighting=s["weighting"],
                        weights=s["task_weights"], generators=generators,
-                       sampling=s.get("task_sampling", "together"))  # what runs written before the setting did
+                       sampling=s.get("task_sampling", "together"),  # what runs written before the setting did
+                       frozen_statistics=not s.get("train_statistics", True))  # older runs trained them
     loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], progress=progress,
                         augmented=augmented)
     frozen = FrozenPrefix(encode_pooled=pooled_encoder(features, preprocessing, source.architecture,

@@ -335,6 +335,7 @@ class MultitaskConfig(Config):
     augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)
     augment_head_stage: bool = setting(False, "Augment head-only stages too (by default they train on plain "
                                               "images, so the frozen base runs once per stage).")
+    train_statistics: bool = setting(False, "BatchNorm running statistics follow the batches (default: pretrained).")
 
     def __post_init__(self):
         self.tasks = {name: absolute_path(folder) for name, folder in parse_tasks(self.tasks).items()}
