@@ -37,7 +37,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.installed system-packages lint
-	GRAFT_NO_PROGRESS=1 $(PY) -m pytest -q
+	GRAFT_NO_PROGRESS=1 $(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) runs
