@@ -52,6 +52,17 @@ def copy_subset(source: Path, target: Path, per_class: int) -> Path:
 
 
 @pytest.fixture(scope="session")
+def parity_dir(digits_dir, tmp_path_factory) -> Path:
+    """A second task (multi-task tests) on real images: the same handwritten digits labelled even or odd."""
+    root = tmp_path_factory.mktemp("parity")
+    for path in sorted(digits_dir.glob("*/*.png")):
+        out = root / ("even" if int(path.parent.name) % 2 == 0 else "odd") / f"{path.parent.name}-{path.name}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, out)
+    return root
+
+
+@pytest.fixture(scope="session")
 def hymenoptera_small(tmp_path_factory) -> tuple[Path, Path]:
     """A real subset: 10 train and 6 val images per class of hymenoptera."""
     if not (SHARED_DATASETS / "hymenoptera").is_dir():

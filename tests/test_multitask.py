@@ -2,12 +2,10 @@
 from both losses into the shared trunk, resume after SIGKILL, bad input."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +15,6 @@ from click.testing import CliRunner
 from graft.cli import main
 from graft.errors import GraftError
 from graft.recipes.multitask import parse_tasks
-
-
-@pytest.fixture(scope="module")
-def parity_dir(digits_dir, tmp_path_factory) -> Path:
-    """A second task on real images: the same handwritten digits labelled even or odd."""
-    root = tmp_path_factory.mktemp("parity")
-    for path in sorted(digits_dir.glob("*/*.png")):
-        out = root / ("even" if int(path.parent.name) % 2 == 0 else "odd") / f"{path.parent.name}-{path.name}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, out)
-    return root
-
 
 OPTIONS = ["--image-size", "64", "--batch-size", "16", "--val-split", "0.25", "--augment", "none", "-q"]
 

@@ -3,8 +3,6 @@ and 17): head stages train on each task's cached pooled features, frozen layers 
 stages run in ONNX Runtime, model.onnx names each task's columns, and task names that are run
 folder entries are refused."""
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +11,6 @@ from click.testing import CliRunner
 from torch import nn
 
 from graft.cli import main
-
-
-@pytest.fixture(scope="module")
-def parity_dir(digits_dir, tmp_path_factory) -> Path:
-    """A second task on real images: the same handwritten digits labelled even or odd."""
-    root = tmp_path_factory.mktemp("parity")
-    for path in sorted(digits_dir.glob("*/*.png")):
-        out = root / ("even" if int(path.parent.name) % 2 == 0 else "odd") / f"{path.parent.name}-{path.name}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, out)
-    return root
 
 
 @pytest.fixture(scope="module")
