@@ -63,6 +63,9 @@ def test_finetune_over_checkpoints_says_resume_or_overwrite(digits_dir, tmp_path
     out = tmp_path / "ft"
     finetune(digits_dir, out, stages="head:1", image_size=64, progress=False)
     code, output = _cli("finetune", digits_dir, "-o", out, "--stages", "head:1", "--image-size", 64, "-q")
+    assert code == 2 and "finished" in output and "--overwrite" in output and "--resume" not in output
+    (out / "metrics.json").unlink()  # as a killed run leaves it: checkpoints, no metrics
+    code, output = _cli("finetune", digits_dir, "-o", out, "--stages", "head:1", "--image-size", 64, "-q")
     assert code == 2 and "--resume" in output and "--overwrite" in output
     code, output = _cli("finetune", digits_dir, "-o", out, "--stages", "head:1", "--image-size", 64, "-q",
                         "--overwrite")
