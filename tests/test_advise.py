@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape  # what jinja2 autoescape writes
 from PIL import Image
 
 from conftest import needs_shared
@@ -167,6 +168,13 @@ def test_auto_keeps_a_candidate_that_beats_the_defaults(digits_dir, tmp_path):
     assert advice["chosen"] != "defaults" and scores[advice["chosen"]] > scores["defaults"], scores
     assert advice["final_accuracy"] == pytest.approx(max(scores.values()))
     assert "over graft fit's defaults" in output
+    # the page a user opens shows every candidate's score and which one was kept
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "graft auto: candidates scored on validation" in page and str(escape(advice["verdict"])) in page
+    for check in advice["checked"]:
+        kept = "kept" if check["name"] == advice["chosen"] else ""
+        assert f"<tr><td>{check['name']}</td><td>{check['accuracy']:.4f}</td>" in page
+        assert f"<td>{kept}</td></tr>" in page.split(f"<tr><td>{check['name']}</td>", 1)[1].split("\n", 1)[0]
 
 
 def test_bad_input_is_one_line(digits_dir, tmp_path):

@@ -46,7 +46,8 @@ class AutoResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {**self.advice.to_dict(), "checked": [asdict(c) for c in self.checks], "chosen": self.chosen,
+        return {**self.advice.to_dict(), "quadrant_words": self.advice.words(),
+                "checked": [asdict(c) for c in self.checks], "chosen": self.chosen,
                 "fell_back_to_defaults": self.chosen == "defaults", "verdict": self.verdict,
                 "final_accuracy": self.metrics.get("accuracy"), "auto_estimated_seconds": self.estimated_seconds,
                 "auto_seconds": self.seconds}
@@ -121,7 +122,9 @@ def _run_plan(data, plan, out: Path, split: dict, progress: bool, overwrite: boo
 
 
 def _record(outcome: AutoResult) -> None:
-    """RUN/advice.json, and the scores at the end of RUN/report.txt."""
+    """RUN/advice.json, the scores at the end of RUN/report.txt, and report.html again with them."""
+    from graft.reporting.html import write_html_report
+
     run = outcome.run_dir
     write_atomic(run / "advice.json", json.dumps(outcome.to_dict(), indent=2) + "\n")
     lines = ["", "graft auto: candidates scored on validation (all numbers in advice.json)"]
@@ -131,3 +134,5 @@ def _record(outcome: AutoResult) -> None:
     report = run / "report.txt"
     if report.is_file():
         write_atomic(report, report.read_text() + "\n".join(lines) + "\n")
+    if (run / "report.html").is_file():
+        write_html_report(run)

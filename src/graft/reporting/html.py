@@ -1,13 +1,15 @@
 """``report.html``: one self-contained page per evaluation, to look at rather than read.
 
 Built only from what an evaluation folder already holds (metrics.json, predictions.csv and,
-for a training run, config.yaml, model/graft.json, curves.png, lr_find.png, test/, target/), so
+for a training run, config.yaml, model/graft.json, curves.png, lr_find.png, test/, target/,
+advice.json), so
 ``graft report RUN`` can write it again for any run. Everything is inline: thumbnails and
 plots as data URIs, CSS and a little JavaScript; the page opens from disk with no network.
 
 What it shows: the summary; the per-class table (click a header to sort); the confusion
 matrix (click a cell to see its images; ``report.html#cell=TRUE,PREDICTED`` opens one on
 load); the mistakes, highest loss first; training curves and the LR finder where they exist;
+the candidates ``graft auto`` scored on validation before it kept the run;
 skipped files; the resolved settings.
 
 The page is the jinja2 template ``templates/report.html.j2`` (with ``report.css`` and
@@ -146,6 +148,17 @@ def _section(directory: Path, name: str, title: str, model: dict, config: dict, 
             "skipped": metrics.get("skipped", []), "samples": [_figure(row, thumbs, index) for row in shown]}
 
 
+def _auto(root: Path) -> dict | None:
+    """What ``graft auto`` checked before it kept this run (RUN/advice.json), or None."""
+    path = root / "advice.json"
+    if not path.is_file():
+        return None
+    advice = read_json(path)
+    checks = [{**c, "kept": c.get("name") == advice.get("chosen")} for c in advice.get("checked", [])]
+    return {"checks": checks, "verdict": advice.get("verdict", ""), "quadrant": advice.get("quadrant", ""),
+            "driver": advice.get("driver", ""), "words": advice.get("quadrant_words", [])}
+
+
 def write_html_report(run_dir, subdir: str | None = None) -> Path:
     """Write ``report.html`` into ``run_dir`` (or ``run_dir/subdir`` for ``graft evaluate``);
     returns its path.
@@ -173,11 +186,12 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
         sections.append(_section(root / "target", "target", f"{name}: target domain (never trained on its labels)",
                                  model, config, samples=TARGET_SAMPLES))
     # Several tasks (multi-task runs) will add one section each here, from RUN/<task>/.
+    auto = _auto(root) if not subdir else None
     pictures = []
     if not subdir:
         for file, heading in (("curves.png", "Training curves"), ("lr_find.png", "LR range test")):
             src = _png(root / file)
             if src:
                 pictures.append((heading, src))
-    page = _template().render(name=name, sections=sections, pictures=pictures, config_text=config_text)
+    page = _template().render(name=name, sections=sections, auto=auto, pictures=pictures, config_text=config_text)
     return write_atomic(target / "report.html", page + "\n")
