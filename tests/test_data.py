@@ -541,3 +541,26 @@ def test_draft_keeps_exif_rotation(tmp_path):
 def test_draft_ignored_for_png(tmp_path):
     path = save_rgb(tmp_path / "p.png", size=(600, 300))
     assert load_image(path, min_side=64).size == (600, 300)
+
+
+@pytest.mark.parametrize("augment, mirrors", [("crop", False), ("crop-flip", True)])
+def test_crop_augmentation_never_mirrors_and_crop_flip_does(tmp_path, augment, mirrors):
+    """Digits and text need scale variation without mirroring (a mirrored 2 is no 2)."""
+    import torch
+
+    from graft.data.datasets import ImageDataset
+    from graft.data.preprocess import Preprocessing
+
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[:, :32] = 255  # bright left half, dark right half
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(pixels).save(tmp_path / name / "half.png")
+    dataset = ImageDataset(scan_folder(tmp_path), Preprocessing(size=32), augment)
+    torch.manual_seed(0)
+    flipped = 0
+    for _ in range(40):
+        image, _ = dataset[0]
+        left, right = image[:, :, :16].mean(), image[:, :, 16:].mean()
+        flipped += int(right > left)
+    assert (flipped > 0) == mirrors, flipped

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from graft.errors import GraftError
 
-# none; crop-flip = random-resized-crop (scale 0.35-1) + horizontal flip; randaugment = crop-flip +
-# RandAugment (Cubuk et al. 2020; 2 ops, magnitude 9). Built in graft.data.datasets.ImageDataset.
-AUGMENTATIONS = ("none", "crop-flip", "randaugment")
+# none; crop = random-resized-crop (scale 0.35-1) alone, for images a mirror changes (digits, text);
+# crop-flip = crop + horizontal flip; randaugment = crop-flip + RandAugment (Cubuk et al. 2020; 2 ops,
+# magnitude 9). Built in graft.data.datasets.ImageDataset.
+AUGMENTATIONS = ("none", "crop", "crop-flip", "randaugment")
 
 
 def augmentation_name(augment) -> str:

@@ -16,8 +16,8 @@ from graft.errors import ImageDecodeError
 class ImageDataset(Dataset):
     """Decoded, preprocessed images of an ImageFolder.
 
-    ``augment``: ``none``; ``crop-flip`` = random-resized-crop (scale 0.35-1) + horizontal
-    flip; ``randaugment`` = crop-flip + RandAugment (Cubuk et al. 2020; 2 ops, magnitude 9).
+    ``augment``: ``none``; ``crop`` = random-resized-crop (scale 0.35-1); ``crop-flip`` = crop +
+    horizontal flip; ``randaugment`` = crop-flip + RandAugment (Cubuk et al. 2020; 2 ops, magnitude 9).
     Random draws use torch's global RNG, which checkpoints save, so a resumed run sees the
     same augmentations.
     """
@@ -29,8 +29,9 @@ class ImageDataset(Dataset):
         if self.augment != "none":
             from torchvision.transforms import v2
 
-            steps = [v2.RandomResizedCrop(preprocessing.size, scale=(0.35, 1.0), antialias=True),
-                     v2.RandomHorizontalFlip()]
+            steps = [v2.RandomResizedCrop(preprocessing.size, scale=(0.35, 1.0), antialias=True)]
+            if self.augment != "crop":
+                steps.append(v2.RandomHorizontalFlip())
             if self.augment == "randaugment":
                 steps.append(v2.RandAugment(num_ops=2, magnitude=9))
             self.random = v2.Compose(steps)
