@@ -24,8 +24,9 @@ from common import save_rows, scratch_folder
 DIGITS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "digits"
 TARGETS = {"mnistm": ("mnistm-2000", "mnistm-test"), "usps": ("usps-1800", "usps-test")}
 # settings passed to adapt() only when given (None: graft adapt's default)
-OPTIONAL = {"backbone": str, "image_size": int, "stages": str, "lr": float, "batch_size": int,
-            "adversary_weight": float, "head": str, "optimizer": str, "weight_decay": float}
+OPTIONAL = {"backbone": str, "image_size": int, "stages": str, "lr": float, "batch_size": int, "augment": str,
+            "adversary_weight": float, "discriminator_width": int, "head": str, "optimizer": str,
+            "weight_decay": float}
 
 
 def run_one(target: str, adversary: str, seed: int, settings: dict, scratch: Path) -> dict:

@@ -198,9 +198,12 @@ def test_default_network_and_size_come_from_the_images(digits_dir, hymenoptera_s
 
     digits = fitted_to_images(AdaptConfig(train_dir=digits_dir, target_dir=digits_dir))
     assert (digits.backbone, digits.pretrained, digits.image_size) == ("resnet10t", False, 32)
+    assert digits.stages == "all:24"  # from random weights the task must be learned before DANN's ramp peaks
     photos = fitted_to_images(AdaptConfig(train_dir=hymenoptera_small[0], target_dir=hymenoptera_small[1]))
     assert (photos.backbone, photos.pretrained, photos.image_size) == ("tf_efficientnet_lite0", True, None)
-    chosen = AdaptConfig(train_dir=digits_dir, target_dir=digits_dir, backbone="resnet18", image_size=64)
+    assert photos.stages == "all:12"
+    chosen = AdaptConfig(train_dir=digits_dir, target_dir=digits_dir, backbone="resnet18", image_size=64,
+                         stages="all:3")
     assert fitted_to_images(chosen) == chosen
     sized = fitted_to_images(AdaptConfig(train_dir=digits_dir, target_dir=digits_dir, backbone="resnet18"))
     assert sized.image_size == 64 and sized.pretrained  # pretrained features: twice the digits' side, >= 64

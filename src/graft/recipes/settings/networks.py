@@ -160,7 +160,10 @@ class AdaptConfig(FinetuneConfig):
                              choices=ADVERSARY_NAMES)
     adversary_weight: float = setting(0.3, "Largest gradient-reversal weight (ramped up from 0 over training).",
                                       low=0)
-    stages: str = setting("all:12", "Stage plan NAME:EPOCHS,...")
+    discriminator_width: int = setting(1024, "Hidden units in each of the domain discriminator's two layers.",
+                                       low=1)
+    stages: str | None = setting(None, "Stage plan NAME:EPOCHS,... (default: all:24 from random weights, all:12 "
+                                       "from pretrained ones).")
     lr: float | str = setting(2e-3, "Learning rate, or 'auto'.", lr=True, low=0, open=True)
     base_lr_factor: float = setting(1.0, "Backbone layers train at lr x this.", low=0, open=True)
     batch_size: int = setting(64, "Images per batch (per domain).", low=1)
