@@ -37,6 +37,14 @@ def timed(function, cache: Path):
     return result, round(time.perf_counter() - started, 1)
 
 
+def per_epoch(history: Path) -> str:
+    """Each epoch's validation accuracy per task (the run keeps the epoch with the best mean)."""
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    return "\n".join(f"  epoch {r.get('epoch')}: " + "  ".join(f"{k.removesuffix('_val_accuracy')} {v:.4f}"
+                                                             for k, v in r.items() if k.endswith("_val_accuracy"))
+                     for r in rows)
+
+
 def main() -> None:
     from graft.recipes.finetune import finetune
     from graft.recipes.multitask import multitask
@@ -80,6 +88,7 @@ def main() -> None:
                 task_sampling=sampling, train_statistics=frozen == "off", **common),
                 scratch / f"cache-{sampling}-{weighting}-{frozen}")
             accuracy = {task: m["accuracy"] for task, m in result.metrics["tasks"].items()}
+            print(per_epoch(scratch / label.replace(" ", "") / "history.jsonl"), flush=True)
             rows[label] = {"accuracy": accuracy, "seconds": seconds, "ratio": round(seconds / alone_seconds, 3),
                            "points_vs_alone": {t: round(100 * (a - alone[t]), 2) for t, a in accuracy.items()}}
             print(f"{label}: " + "  ".join(f"{t} {a:.4f} ({100 * (a - alone[t]):+.2f} pt)"
