@@ -64,6 +64,24 @@ def test_resume_with_a_cut_file_is_one_line(finished_run, tmp_path, name):
     _one_error_line(output, name)
 
 
+def test_resume_with_a_config_cut_between_two_settings_is_one_line(finished_run, tmp_path):
+    """A cut that ends at a line end still parses as YAML: what every run saves is then missing
+    (CI once cut config.yaml there by chance, and resume died with a KeyError)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "metrics.json").unlink()
+    lines = (run / "config.yaml").read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if line.strip().startswith("augment:"))
+    (run / "config.yaml").write_text("\n".join(lines[:cut]) + "\n")
+    code, output = _cli("resume", run, "-q")
+    assert code == 2, output
+    _one_error_line(output, "config.yaml")
+    (run / "config.yaml").write_text("\n".join(lines[:cut]) + "\n  augment: cr\n")  # a value cut short
+    code, output = _cli("resume", run, "-q")
+    assert code == 2, output
+    _one_error_line(output, "config.yaml")
+
+
 def test_a_cut_last_history_line_is_dropped_on_resume(finished_run, tmp_path):
     """A kill while history.jsonl gets its row loses that row, not the run."""
     run = tmp_path / "run"

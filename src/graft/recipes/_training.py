@@ -234,23 +234,29 @@ def _check_plan(config: FinetuneConfig) -> None:
 OLDER_DEFAULTS = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, "cutmix": 0.0, "class_weight": None,
                   "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True, "transfer_layers": None,
                   "transfer_from": None, "freeze_transferred": False}
+# Settings every training run has saved since the first version: one missing means a damaged file.
+SAVED_SINCE_THE_FIRST_RUN = ("train_dir", "backbone", "stages", "augment", "seed")
 
 
 def continue_training(run: RunDir, saved: dict, config_cls, hooks: Hooks, *, given: dict, strict: bool,
                       progress: bool) -> FitResult:
     """Continue a killed or interrupted run from ``RUN/checkpoints/last.pt`` with its saved
     settings (see :func:`graft.recipes.resume.resume`)."""
-    from graft.data.augmentation import augmentation_name
-
+    where, missing = run.path / "config.yaml", [k for k in SAVED_SINCE_THE_FIRST_RUN if k not in saved["settings"]]
+    if missing:  # a cut file can still parse: what every run has saved must be there
+        raise GraftError(f"{where} lacks {', '.join(missing)}: the file is cut short or was edited")
     settings = {**OLDER_DEFAULTS, **saved["settings"]}
     if "augment_head_stage" not in saved["settings"]:  # older runs augmented every stage alike
-        settings["augment_head_stage"] = augmentation_name(settings["augment"]) != "none"
+        settings["augment_head_stage"] = settings["augment"] not in ("none", False, None)
     check_resume_arguments(run.path, settings, given, config_cls)
     check_resumable(run)
-    check_data_unchanged(run.path, {"train": settings["train_dir"], "val": settings["val_dir"],
+    check_data_unchanged(run.path, {"train": settings["train_dir"], "val": settings.get("val_dir"),
                                     "target": settings.get("target_dir"), "unlabelled": settings.get("unlabelled_dir")})
     lr_found = settings.get("lr_found")  # a resumed run keeps the LR its sweep chose
-    config = config_cls.from_dict(settings)
+    try:
+        config = config_cls.from_dict(settings)
+    except GraftError as exc:  # saved settings a new run would refuse: the file was cut short or edited
+        raise GraftError(f"{where}: {exc}") from None
     check_test(config)  # what a test folder shares with the training images is said before training goes on
     state = load_checkpoint(run.path / "checkpoints" / "last.pt")
     distributed = init_distributed()
