@@ -123,7 +123,7 @@ def _run_plan(data, plan, out: Path, split: dict, progress: bool, overwrite: boo
 
 def _record(outcome: AutoResult) -> None:
     """RUN/advice.json, the scores at the end of RUN/report.txt, and report.html again with them."""
-    from graft.reporting.html import write_html_report
+    from graft.artifacts.run_folder import write_html_safely
 
     run = outcome.run_dir
     write_atomic(run / "advice.json", json.dumps(outcome.to_dict(), indent=2) + "\n")
@@ -134,5 +134,5 @@ def _record(outcome: AutoResult) -> None:
     report = run / "report.txt"
     if report.is_file():
         write_atomic(report, report.read_text() + "\n".join(lines) + "\n")
-    if (run / "report.html").is_file():
-        write_html_report(run)
+    if (run / "report.html").is_file():  # the page is a view of files already written: a failure only warns
+        write_html_safely(run)
