@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--student-size", type=int, default=128)
     parser.add_argument("--stages", default="head:5,top2:5", help="every student's plan")
     parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--alpha", type=float, default=0.5, help="alpha of the students with the teacher")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="alpha of the students with the teacher (default: graft distill's)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"students to train, of {', '.join(ROWS)}")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

@@ -197,10 +197,23 @@ def transfer_folder(forty_to_four, tmp_path_factory):
     return root
 
 
-def _distill(train, val, teacher, run, *extra):
+def _distill(train, val, teacher, run, *extra, alpha=("--alpha", "0.8")):
     return CliRunner().invoke(main, ["distill", str(train), "--val", str(val), "--teacher", str(teacher),
                                      "--student", "tf_efficientnet_lite0", "--image-size", "64", "--stages",
-                                     "head:1", "--batch-size", "64", "--alpha", "0.8", "-o", str(run), "-q", *extra])
+                                     "head:1", "--batch-size", "64", *alpha, "-o", str(run), "-q", *extra])
+
+
+def test_the_soft_terms_default_weight_is_higher_with_a_transfer_set(forty_to_four, transfer_folder, tmp_path):
+    """Without --alpha: 0.9 with --unlabelled (most images have only the teacher's targets), 0.5
+    without; the saved value is what a resume trains with."""
+    import yaml
+
+    train, val, teacher = forty_to_four
+    saved = {}
+    for name, extra in (("with", ("--unlabelled", str(transfer_folder))), ("without", ())):
+        assert _distill(train, val, teacher, tmp_path / name, *extra, alpha=()).exit_code == 0
+        saved[name] = yaml.safe_load((tmp_path / name / "config.yaml").read_text())["settings"]["alpha"]
+    assert saved == {"with": 0.9, "without": 0.5}
 
 
 def test_unlabelled_images_are_learnt_from_the_teachers_soft_targets(forty_to_four, transfer_folder, tmp_path):

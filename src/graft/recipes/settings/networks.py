@@ -194,8 +194,8 @@ class DistillConfig(FinetuneConfig):
     teacher: str | None = setting(None, "A graft run folder or model: the teacher.", path=True)
     backbone: str = setting(None, "The student's backbone (a smaller network).", flag="--student")
     temperature: float = setting(4.0, "Softmax temperature of the soft targets.", low=0, open=True)
-    alpha: float = setting(0.5, "Weight of the teacher's soft targets; 1 - alpha on the labels (0 = no teacher).",
-                           low=0, high=1)
+    alpha: float | None = setting(None, "Weight of the teacher's soft targets; 1 - alpha on the labels (0 = no "
+                                        "teacher). Default 0.9 with --unlabelled, else 0.5.", low=0, high=1)
     stages: str = setting("head:5,top2:5", "Stage plan NAME:EPOCHS,...")
     unlabelled_dir: str | None = setting(None, "Transfer set: unlabelled images (any layout, folder names ignored) "
                                                "learnt from the teacher's soft targets.", flag="--unlabelled",
