@@ -41,7 +41,7 @@ def per_epoch(history: Path) -> str:
     """Each epoch's validation accuracy per task (the run keeps the epoch with the best mean)."""
     rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
     return "\n".join(f"  epoch {r.get('epoch')}: " + "  ".join(f"{k.removesuffix('_val_accuracy')} {v:.4f}"
-                                                             for k, v in r.items() if k.endswith("_val_accuracy"))
+                                                             for k, v in r.items() if k.endswith("val_accuracy"))
                      for r in rows)
 
 
@@ -56,11 +56,14 @@ def main() -> None:
     parser.add_argument("--weighting", default="fixed", help="comma list: fixed, uncertainty")
     parser.add_argument("--frozen-statistics", default="on", help="comma list: on (the default: BatchNorm "
                                                                   "statistics frozen), off (--train-statistics)")
+    parser.add_argument("--task-weights", default="", help="TASK=W,... fixed loss weights (default 1 each)")
     parser.add_argument("--alone", default=None, help="an earlier run's --json: take the single runs from it "
                                                       "(same plan and image size) instead of running them")
+    parser.add_argument("--seed", type=int, default=0, help="the flowers17 split's and every run's seed")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    common = {"stages": args.stages, "image_size": args.image_size, "batch_size": 32, "seed": 0, "progress": False}
+    common = {"stages": args.stages, "image_size": args.image_size, "batch_size": 32, "seed": args.seed,
+              "progress": False}
     rows = {}
     with scratch_folder("bench-multitask-") as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -75,17 +78,20 @@ def main() -> None:
                                                      val_fraction=None if val else 0.25, **common),
                                     scratch / "cache-alone")
             rows[f"{name} alone"] = {"accuracy": {name: result.metrics["accuracy"]}, "seconds": seconds}
+            print(per_epoch(scratch / name / "history.jsonl"), flush=True)
             print(f"{name} alone: {result.metrics['accuracy']:.4f}  {seconds} s", flush=True)
         alone = {name: rows[f"{name} alone"]["accuracy"][name] for name in ("flowers", "insects")}
         alone_seconds = rows["flowers alone"]["seconds"] + rows["insects alone"]["seconds"]
+        task_weights = dict(pair.split("=") for pair in args.task_weights.split(",") if pair)
         variants = [(sampling, weighting, frozen) for sampling in args.sampling.split(",")
                     for weighting in args.weighting.split(",") for frozen in args.frozen_statistics.split(",")]
         for sampling, weighting, frozen in variants:
-            label = f"together ({sampling}, {weighting}{', BN frozen' if frozen == 'on' else ''})"
+            label = f"together ({sampling}, {weighting}{', BN frozen' if frozen == 'on' else ''}" \
+                    f"{''.join(f', {t}={w}' for t, w in task_weights.items())})"
             result, seconds = timed(lambda: multitask(
                 {"flowers": str(FLOWERS), "insects": str(INSECTS)}, scratch / label.replace(" ", ""),
                 val_dirs={"insects": str(INSECTS_VAL)}, val_fraction=0.25, weighting=weighting,
-                task_sampling=sampling, train_statistics=frozen == "off", **common),
+                task_sampling=sampling, train_statistics=frozen == "off", task_weights=task_weights, **common),
                 scratch / f"cache-{sampling}-{weighting}-{frozen}")
             accuracy = {task: m["accuracy"] for task, m in result.metrics["tasks"].items()}
             print(per_epoch(scratch / label.replace(" ", "") / "history.jsonl"), flush=True)
