@@ -43,13 +43,14 @@ def main() -> None:
     parser.add_argument("--mixup", type=float, default=0.0, help="MixUp alpha for every student (same recipe)")
     parser.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha for every student")
     parser.add_argument("--teacher-run", default=None, help="reuse this teacher run folder instead of training one")
+    parser.add_argument("--seed", type=int, default=0, help="the 25 %% split's and every run's seed")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     rows = {}
     with scratch_folder("bench-distill-") as scratch:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _, val = load_train_val(FLOWERS, val_fraction=0.25, seed=0)
+            _, val = load_train_val(FLOWERS, val_fraction=0.25, seed=args.seed)
             paths = [record.path for record in val.records]
             started = time.perf_counter()
             teacher_run = Path(args.teacher_run) if args.teacher_run else scratch / "teacher"
@@ -57,7 +58,7 @@ def main() -> None:
                 accuracy = json.loads((teacher_run / "metrics.json").read_text())["accuracy"]
             else:
                 accuracy = finetune(FLOWERS, teacher_run, val_fraction=0.25, image_size=args.teacher_size,
-                                    stages=args.teacher_stages, progress=False).metrics["accuracy"]
+                                    stages=args.teacher_stages, seed=args.seed, progress=False).metrics["accuracy"]
             rows["teacher"] = {"size": args.teacher_size, "accuracy": accuracy,
                                "train_seconds": round(time.perf_counter() - started, 1)}
             for alpha in (float(a) for a in args.alphas.split(",")):
@@ -66,7 +67,8 @@ def main() -> None:
                 student = distill(FLOWERS, scratch / name.replace(" ", "-"), teacher=str(teacher_run),
                                   backbone="tf_efficientnet_lite0", image_size=args.student_size,
                                   stages=args.student_stages, temperature=args.temperature, alpha=alpha,
-                                  mixup=args.mixup, cutmix=args.cutmix, val_fraction=0.25, progress=False)
+                                  mixup=args.mixup, cutmix=args.cutmix, val_fraction=0.25, seed=args.seed,
+                                  progress=False)
                 rows[name] = {"size": args.student_size, "alpha": alpha, "accuracy": student.metrics["accuracy"],
                               "train_seconds": round(time.perf_counter() - started, 1)}
             for name in rows:
