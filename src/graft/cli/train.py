@@ -12,6 +12,8 @@ from graft.recipes import settings as s
 
 # each Config holds its command's name, help, hidden fields and recipe function
 TRAINING = (s.FrozenFitConfig, s.FinetuneConfig, s.PretrainConfig, s.AdaptConfig, s.DistillConfig, s.MultitaskConfig)
+# commands on the cached features of unlabelled or unchecked images (issue 25): same contract, no resume
+BEFORE_LABELS: tuple = ()
 
 
 def _interrupted(run_dir) -> None:
@@ -50,7 +52,7 @@ def _training_command(config_cls):
 
     command.__doc__ = config_cls.HELP
     options = config_options(config_cls, config_cls.CLI_HIDDEN)
-    return click.command(config_cls.COMMAND)(options(run_options(command, resume=config_cls.COMMAND != "fit")))
+    return click.command(config_cls.COMMAND)(options(run_options(command, resume=getattr(config_cls, "RESUMABLE", config_cls.COMMAND != "fit"))))
 
 
 @click.command()
@@ -84,4 +86,4 @@ def lr_find(**params):
     click.echo(f"{sweep.text()}\nwrote {Path(out) / 'lr_find.png'} {Path(out) / 'lr_find.json'}")
 
 
-COMMANDS = (*map(_training_command, TRAINING), resume, lr_find)
+COMMANDS = (*map(_training_command, TRAINING + BEFORE_LABELS), resume, lr_find)
