@@ -15,7 +15,7 @@ def _cli(*args):
 
 def test_a_diverging_learning_rate_stops_the_run_and_says_so(digits_dir, tmp_path):
     run = tmp_path / "run"
-    code, output = _cli("finetune", digits_dir, "--lr", "1e4", "--stages", "head:2", "--image-size", 64,
+    code, output = _cli("finetune", digits_dir, "--lr", "10", "--stages", "head:2", "--image-size", 64,
                         "--val-split", 0.3, "-o", run, "-q")
     assert code == 2, output
     assert "training diverged" in output and "--lr auto" in output and "validation: accuracy" not in output

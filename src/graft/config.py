@@ -4,6 +4,7 @@ settings themselves are in :mod:`graft.recipes.settings`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -49,24 +50,19 @@ class Config:
         self.validate()
 
     def validate(self) -> None:
-        """Raise GraftError for a value no run can use (checked before anything is written)."""
+        """Raise GraftError for a value no run can use (checked before anything is written): a
+        value outside a field's ``choices`` or ``low``/``high`` bounds, and a float that is NaN
+        or infinite (no bound catches NaN: it compares false with everything)."""
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
             if value is None:
                 continue
             if "choices" in meta and value not in meta["choices"]:
-                raise GraftError(f"--{f.name.replace('_', '-')} must be one of {', '.join(meta['choices'])}, "
-                                 f"got {value!r}")
+                raise GraftError(f"{self.flag(f.name)} must be one of {', '.join(meta['choices'])}, got {value!r}")
             if meta.get("lr") and value == "auto":
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                low, high = meta.get("low"), meta.get("high")
-                low_open, high_open = open_ends(meta)
-                if (low is not None and (value < low or (low_open and value == low))) or \
-                        (high is not None and (value > high or (high_open and value == high))):
-                    raise GraftError(f"--{f.name.replace('_', '-')} must be in "
-                                     f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}"
-                                     f"{')' if high_open or high is None else ']'}, got {value!r}")
+                _check_number(self.flag(f.name), value, meta)
 
     @classmethod
     def flag(cls, name: str) -> str:
@@ -91,6 +87,19 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+
+
+def _check_number(flag: str, value, meta) -> None:
+    """One number against its field's bounds; NaN and infinities are refused whatever the bounds."""
+    low, high = meta.get("low"), meta.get("high")
+    low_open, high_open = open_ends(meta)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise GraftError(f"{flag} must be a finite number, got {value}")
+    if (low is not None and (value < low or (low_open and value == low))) or \
+            (high is not None and (value > high or (high_open and value == high))):
+        raise GraftError(f"{flag} must be in {'(' if low_open else '['}{low if low is not None else '-inf'}, "
+                         f"{high if high is not None else 'inf'}{')' if high_open or high is None else ']'}, "
+                         f"got {value!r}")
 
 
 def check_head_spec(spec: str) -> None:

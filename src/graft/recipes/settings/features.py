@@ -108,7 +108,8 @@ class AdviseConfig(Config):
                                        "blocks.5,blocks.4).")
     sample_per_class: int = setting(25, "Images per class measured (LogME and LEEP settle with a few dozen).", low=2)
     budget: float = setting(10.0, "graft auto: estimated minutes its checks on validation may take; fine-tuning "
-                                  "is tried only when it fits (0: frozen candidates only).", low=0)
+                                  "is tried only when it fits (0: frozen candidates only).", low=0,
+                          high=7 * 24 * 60)  # a week
     seed: int = setting(0, "Random seed of the sample and split.")
 
     def __post_init__(self):
