@@ -41,7 +41,7 @@ def test_predict_table_json_csv(digits_run, digits_dir):
     first = json.loads(lines[0])
     assert len(first["top"]) == 3 and abs(sum(t["probability"] for t in first["top"])) <= 1.0001
     csv_out = run("predict", out, image, "--csv", "-k", "1", "-q").output.splitlines()
-    assert csv_out[0] == "path,rank,class,probability" and csv_out[1].startswith(str(image))
+    assert csv_out[0] == "path,rank,class,probability,novelty,unfamiliar" and csv_out[1].startswith(str(image))
 
 
 def test_evaluate_and_export(digits_run, digits_dir):

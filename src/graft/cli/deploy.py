@@ -14,13 +14,13 @@ from graft.serve.settings import ServeSettings
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "-k", type=click.IntRange(1), default=3, show_default=True, help="Classes per image.")
 @as_json
-@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,rank,class,probability.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,rank,class,probability,novelty,unfamiliar.")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
               help="Test-time augmentation: flip averages each image's and its mirror's probabilities.")
 @data_options
 def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_size, cache, quiet):
-    """Top-k classes for images (files or folders) on the run's model.onnx in ONNX Runtime, without
-    torch (--engine torch: on torch); --json rows carry novelty and unfamiliar."""
+    """Top-k classes, novelty and unfamiliar for images (files or folders) on model.onnx in ONNX Runtime
+    (--engine torch: torch). Exit 0; 1 if a file was skipped (each named on stderr); 2 if none was read."""
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are two output formats: choose one")
     from graft.data.folders import image_files
@@ -28,8 +28,7 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
 
     options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, cache, not quiet)
     answer = predict_files(run_dir, image_files(inputs), options)
-    for line in answer.lines(top_k, "json" if as_json else "csv" if as_csv else "table"):
-        click.echo(line)
+    raise SystemExit(answer.write(click.echo, top_k, "json" if as_json else "csv" if as_csv else "table"))
 
 
 @click.command()

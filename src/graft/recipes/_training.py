@@ -42,6 +42,7 @@ from graft.recipes._run import (
 )
 from graft.recipes.settings import FinetuneConfig
 from graft.reporting.plots import training_curves_png
+from graft.reporting.summary import validation_title
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
 from graft.train.distributed import is_main_process
 from graft.train.loaders import training_loader
@@ -326,7 +327,8 @@ def _write_reports(run: RunDir, parts: Parts, history: list[dict], extra: dict, 
     _, _, y_true, y_pred, probabilities = evaluate_loader(parts.model, parts.val_loader, with_probabilities=True)
     extra["seconds"] = round(time.perf_counter() - start, 3)
     metrics = run.write_evaluation(y_true, y_pred, parts.train.classes, extra,
-                                   title=f"{parts.train.root.name} (fine-tuned)", probabilities=probabilities,
+                                   title=validation_title(parts.val.root, parts.train.root, "fine-tuned"),
+                                   probabilities=probabilities,
                                    paths=[record.path for record in parts.val.records])
     training_curves_png(history, run.path / "curves.png")
     run.write_split(parts.train, parts.val)

@@ -29,6 +29,7 @@ from graft.features.extractor import Features, gather_features
 from graft.heads.classical import check_head_options, fit_head
 from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary, load_test
 from graft.recipes.settings import FrozenFitConfig
+from graft.reporting.summary import validation_title
 
 __all__ = ["FitResult", "FrozenFitConfig", "evaluate", "extract", "fit_frozen"]
 
@@ -129,7 +130,7 @@ def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, ca
         extra["test"] = held_out_summary(test_metrics)
     extra["seconds"] = round(time.perf_counter() - start, 3)
     metrics = run.write_evaluation(val_features.labels, probabilities.argmax(1), train.classes, extra,
-                                   title=f"{Path(str(s['train_dir'])).name} ({s['head']})",
+                                   title=validation_title(folders["val"].root, train.root, s["head"]),
                                    probabilities=probabilities, paths=val_features.paths)
     run.write_split(folders["train"], folders["val"])
     run.write_config({**s, "backbone": template["backbone"]["name"],
@@ -257,7 +258,7 @@ def fitted_images(run_dir: Path, final_refit: bool) -> list[Path]:
 
     subsets = ("train", "val") if final_refit else ("train",)
     try:
-        with open(Path(run_dir) / "split.csv", newline="") as handle:
+        with open(Path(run_dir) / "split.csv", newline="", errors="surrogateescape") as handle:  # as written
             return [Path(row["path"]) for row in csv.DictReader(handle) if row.get("subset") in subsets]
     except (OSError, KeyError, csv.Error):  # no split.csv, or not one graft wrote: nothing to compare with
         return []

@@ -122,10 +122,50 @@ def _per_class(predictions: list[dict], classes: list[str], most: int) -> list[d
     return sorted(chosen, key=lambda row: classes.index(row["true_class"]))
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics_problem(metrics: dict) -> str | None:
+    """What in a metrics.json the page cannot show, in words, or None."""
+    per_class = metrics.get("per_class", {})
+    if not isinstance(per_class, dict):
+        return f'"per_class" is {json.dumps(per_class)[:40]}, not an object of class -> scores'
+    for name, row in per_class.items():
+        if not isinstance(row, dict) or not all(_number(row.get(k)) for k in ("precision", "recall", "f1")) \
+                or not isinstance(row.get("support"), int):
+            return f'"per_class" -> {json.dumps(name)} is not {{"precision", "recall", "f1": number, "support": int}}'
+    for key in ("accuracy", "macro_f1"):
+        if key in metrics and not _number(metrics[key]):
+            return f'"{key}" is {json.dumps(metrics[key])[:40]}, not a number'
+    top = metrics.get("top_k_accuracy", {})
+    if not isinstance(top, dict) or not all(_number(v) for v in top.values()):
+        return '"top_k_accuracy" is not an object of k -> number'
+    skipped = metrics.get("skipped", [])
+    if not isinstance(skipped, list) or not all(isinstance(i, dict) and {"path", "reason"} <= set(i) for i in skipped):
+        return '"skipped" is not a list of {"path", "reason"} objects'
+    return None
+
+
+def checked_metrics(path: Path) -> dict:
+    """An evaluation's metrics.json, checked for what report.html shows (per-class scores,
+    accuracy, macro F1, top-k accuracy, skipped files). Raises GraftError, one line naming the
+    file and what is wrong, for a file edited by hand or damaged (JSON that parses but is not
+    what graft wrote)."""
+    metrics = read_json(path)
+    problem = _metrics_problem(metrics)
+    if problem:
+        from graft.errors import GraftError
+
+        raise GraftError(f"{path}: {problem}; the file was edited or damaged (graft writes it whole), so restore "
+                         "it or run the command that wrote it again")
+    return metrics
+
+
 def _section(directory: Path, name: str, title: str, model: dict, config: dict, samples: int = 0) -> dict:
     """Everything one evaluation folder's section shows; ``samples`` images per class on their
     own (a look at what the images are, e.g. a new domain's)."""
-    metrics = read_json(directory / "metrics.json")
+    metrics = checked_metrics(directory / "metrics.json")
     predictions = read_predictions(directory / "predictions.csv") if (directory / "predictions.csv").is_file() else []
     classes = list(metrics.get("per_class", {}))
     index = {c: i for i, c in enumerate(classes)}
@@ -179,6 +219,19 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     config_text = read_text(config_path) if config_path.is_file() else ""
     config = read_yaml(config_path) if config_text else {}
     name = root.name if not subdir else f"{root.name} / {subdir}"
+    try:
+        page = _page(root, target, subdir, name, (model, config, config_text))
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # hand-edited files: one line, no traceback
+        from graft.errors import GraftError
+
+        raise GraftError(f"{target}: cannot build report.html from its files (metrics.json, predictions.csv, "
+                         f"{model_json}, {config_path}): {type(exc).__name__}: {exc}; one was edited or "
+                         "damaged, so restore it or run the command that wrote it again") from None
+    return write_atomic(target / "report.html", page + "\n")
+
+
+def _page(root: Path, target: Path, subdir: str | None, name: str, about: tuple) -> str:
+    model, config, config_text = about
     sections = [_section(target, "validation", f"{name}: {'evaluation' if subdir else 'validation'}", model, config)]
     if not subdir and (root / "test" / "metrics.json").is_file():
         sections.append(_section(root / "test", "test", f"{name}: test (scored once)", model, config))
@@ -193,5 +246,4 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
             src = _png(root / file)
             if src:
                 pictures.append((heading, src))
-    page = _template().render(name=name, sections=sections, auto=auto, pictures=pictures, config_text=config_text)
-    return write_atomic(target / "report.html", page + "\n")
+    return _template().render(name=name, sections=sections, auto=auto, pictures=pictures, config_text=config_text)

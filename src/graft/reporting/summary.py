@@ -50,3 +50,14 @@ def training_summary(directory: Path, metrics: dict, scored_on: str | None = Non
     if (directory / "history.jsonl").exists():
         lines.append(f"history: {directory / 'history.jsonl'}  curves: {directory / 'curves.png'}")
     return "\n".join(lines)
+
+
+def validation_title(val_root, train_root, how: str) -> str:
+    """The confusion matrix's title for the validation images: the folder scored, not the one
+    trained on: "validation: VAL (how)", or "validation: held out of TRAIN (how)" when the
+    validation images are a split of the training folder."""
+    from pathlib import Path
+
+    val_root, train_root = Path(str(val_root)), Path(str(train_root))
+    held_out = val_root.resolve() == train_root.resolve()
+    return f"validation: {'held out of ' if held_out else ''}{val_root.name} ({how})"

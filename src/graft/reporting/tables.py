@@ -47,7 +47,11 @@ def read_predictions(path: Path) -> list[dict]:
     number does not parse (a truncated or edited file)."""
     from graft.errors import GraftError
 
-    rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
+    try:  # the bytes as written: a "\r" inside a quoted path is part of the path, not a line end
+        text = Path(path).read_bytes().decode()
+    except (OSError, UnicodeDecodeError):
+        text = read_text(path)  # says why, in one line
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     for number, row in enumerate(rows, 2):
         try:
             if None in row.values() or None in row:  # a short or a long row

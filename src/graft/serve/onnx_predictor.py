@@ -285,7 +285,12 @@ class OnnxPredictor:
     def predict_paths(self, paths, tta: str | None = None, batch_size: int = 32, strict: bool = False) -> Batch:
         """Predict image files in batches of ``batch_size``, decoding on a few threads.
 
-        Unreadable files are listed in ``.skipped`` (``strict``: raise the first one)."""
+        At most two batches of decoded images are held at a time (as the feature extractor's
+        window), so memory does not grow with the number of files: only the (N, C)
+        probabilities and the (N,) novelty do. Unreadable files are listed in ``.skipped``
+        (``strict``: raise the first one)."""
+        import collections
+
         paths = [str(p) for p in paths]
         kept, rows, skipped, parts = [], [], [], []
 
@@ -295,17 +300,15 @@ class OnnxPredictor:
                 rows.clear()
 
         workers = min(4, os.cpu_count() or 1, max(1, len(paths)))
+        window = max(2 * batch_size, 4)  # decoded images in flight: bounds memory
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            for path, future in zip(paths, [pool.submit(self.decode, p) for p in paths]):
-                try:
-                    rows.append(future.result())
-                    kept.append(path)
-                except ImageDecodeError as exc:
-                    if strict:
-                        raise
-                    skipped.append({"path": path, "reason": exc.reason})
-                if len(rows) == batch_size:
-                    flush()
+            pending = collections.deque()
+            for k, path in enumerate(paths):
+                pending.append((path, pool.submit(self.decode, path)))
+                while pending and (len(pending) >= window or k == len(paths) - 1):  # in order, as submitted
+                    self._take(pending.popleft(), kept, rows, skipped, strict)
+                    if len(rows) == batch_size:
+                        flush()
             flush()
         if not parts:
             return Batch([], np.zeros((0, len(self.classes)), np.float32), None, None, skipped)
@@ -313,6 +316,18 @@ class OnnxPredictor:
         has_novelty = parts[0][1] is not None
         return Batch(kept, probabilities, np.concatenate([p[1] for p in parts]) if has_novelty else None,
                      np.concatenate([p[2] for p in parts]) if has_novelty else None, skipped)
+
+    @staticmethod
+    def _take(item, kept: list, rows: list, skipped: list, strict: bool) -> None:
+        """One decode's outcome: a row to predict, or a skipped file (``strict``: raised)."""
+        path, future = item
+        try:
+            rows.append(future.result())
+            kept.append(path)
+        except ImageDecodeError as exc:
+            if strict:
+                raise
+            skipped.append({"path": path, "reason": exc.reason})
 
     # -- answers ----------------------------------------------------------------------------
     def top(self, probabilities: np.ndarray, top_k: int) -> dict:

@@ -36,16 +36,17 @@ class Predictions:
     def lines(self, top_k: int = 3, fmt: str = "table"):
         """``graft predict``'s output, line by line: ``table`` (path, then each task's top-k and a
         flag when unfamiliar), ``json`` (one object per image with novelty and unfamiliar; a
-        skipped file is a row with its error) or ``csv`` (path, task, rank, class, probability)."""
-        import csv
-        import io
+        skipped file is a row with its error) or ``csv`` (path, [task,] rank, class, probability,
+        novelty, unfamiliar; written by the csv module, so a path holding a comma, a quote or a
+        newline is one quoted field; novelty and unfamiliar are empty for a model without them)."""
         import json
 
         from graft.serve.onnx_predictor import top_per_task
 
         batch, several = self.batch, len(self.tasks) > 1
         if fmt == "csv":
-            yield "path," + ("task," if several else "") + "rank,class,probability"
+            yield _csv_row(["path", *(["task"] if several else []), "rank", "class", "probability", "novelty",
+                            "unfamiliar"])
         for i, (path, probs) in enumerate(zip(batch.paths, batch.probabilities)):
             tops = top_per_task(self.classes, self.tasks, probs, top_k)
             novelty = None if batch.novelty is None else round(float(batch.novelty[i]), 4)
@@ -56,18 +57,44 @@ class Predictions:
                 row = {"path": path, "top": listed[None]} if None in listed else {"path": path, "tasks": listed}
                 yield json.dumps({**row, "novelty": novelty, "unfamiliar": unfamiliar})
             elif fmt == "csv":
+                flags = ["" if novelty is None else novelty, "" if unfamiliar is None else int(unfamiliar)]
                 for task, top in tops.items():
-                    for rank, (c, p) in enumerate(top, 1):
-                        out = io.StringIO()
-                        csv.writer(out, lineterminator="").writerow([path, *([task] if task else []), rank, c,
-                                                                     f"{p:.6f}"])
-                        yield out.getvalue()
+                    yield from (_csv_row([path, *([task] if task else []), rank, c, f"{p:.6f}", *flags])
+                                for rank, (c, p) in enumerate(top, 1))
             else:
                 flag = f"\tunfamiliar (novelty {novelty:.1f})" if unfamiliar else ""
                 yield f"{path}\t" + "  |  ".join((f"{task}: " if task else "") + "  ".join(
                     f"{c} {p:.3f}" for c, p in top) for task, top in tops.items()) + flag
         if fmt == "json":
             yield from (json.dumps({"path": item["path"], "error": item["reason"]}) for item in batch.skipped)
+
+    def write(self, echo, top_k: int = 3, fmt: str = "table") -> int:
+        """Print :meth:`lines` with ``echo`` and name each skipped file on stderr (``echo(...,
+        err=True)``: "warning: skipping PATH: REASON", in every format). Returns the exit status,
+        as ``cat`` or ``grep`` set theirs: 0 when every input was predicted, 1 when some were
+        skipped (the others' answers are printed). Raises :class:`~graft.errors.DataError`
+        (exit 2) when none could be read."""
+        for line in self.lines(top_k, fmt):
+            echo(line)
+        for item in self.batch.skipped:
+            echo(f"warning: skipping {item['path']}: {item['reason']}", err=True)
+        if self.batch.skipped and not self.batch.paths:
+            from graft.errors import DataError
+
+            skipped = self.batch.skipped
+            raise DataError(f"{skipped[0]['path']}: {skipped[0]['reason']}" if len(skipped) == 1 else
+                            f"none of the {len(skipped)} input files could be read as an image (each named above)")
+        return 1 if self.batch.skipped else 0
+
+
+def _csv_row(fields) -> str:
+    """One CSV record without its line end (``echo`` adds it): quoted where a field needs it."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
 
 
 def predict_files(run_dir, paths, options: PredictOptions | None = None) -> Predictions:
@@ -101,9 +128,11 @@ def _predict_torch(run_dir, paths, options: PredictOptions, why_not_onnx: str | 
     model = GraftModel.load(run_dir)
     if why_not_onnx is not None:
         warnings.warn(f"ONNX Runtime cannot run this model ({why_not_onnx}); predicting with torch")
-    features, probabilities = model.predict_paths(
-        paths, strict=options.strict, engine=options.engine, batch_size=options.batch_size, cache=options.cache,
-        progress=options.progress, tta=options.tta)
+    with warnings.catch_warnings():  # skipped files are named by Predictions.write, once, as on the ONNX path
+        warnings.filterwarnings("ignore", message="skipping ")
+        features, probabilities = model.predict_paths(
+            paths, strict=options.strict, engine=options.engine, batch_size=options.batch_size, cache=options.cache,
+            progress=options.progress, tta=options.tta)
     novelty, unfamiliar = model.novelty(features.vectors)
     tasks = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
     batch = Batch(features.paths, probabilities, novelty, unfamiliar, features.skipped)
