@@ -51,7 +51,7 @@ def hymenoptera_run(hymenoptera_small, tmp_path_factory):
 def digits_app(digits_run):
     # exported in this process (torch is loaded here anyway); `graft serve` exports in a child
     app = create_app({"digits": OnnxPredictor.load(digits_run)}, ServeSettings(max_body_bytes=2_000_000))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -90,7 +90,7 @@ def test_api_equals_predict_paths_on_real_photos(hymenoptera_run, hymenoptera_sm
     _, val = hymenoptera_small
     paths = sorted(val.rglob("*.jpg"))
     _, expected = GraftModel.load(hymenoptera_run).predict_paths(paths, progress=False)
-    with TestClient(create_app({"hym": OnnxPredictor.load(hymenoptera_run)})) as client:
+    with TestClient(create_app({"hym": OnnxPredictor.load(hymenoptera_run)}), base_url="http://127.0.0.1") as client:
         got = np.stack([_probabilities(p, ["ants", "bees"]) for p in _post(client, "hym", paths).json()["predictions"]])
         described = client.get("/v1/models/hym").json()
     assert np.abs(got - expected).max() < 1e-4
@@ -197,7 +197,7 @@ def _free_port() -> int:
 
 def test_graft_serve_command_serves_and_stops_on_ctrl_c(digits_run, digits_dir):
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "graft", "serve", str(digits_run), "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "graft", "serve", f"digits={digits_run}", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline, answer = time.monotonic() + 60, None
@@ -215,6 +215,7 @@ def test_graft_serve_command_serves_and_stops_on_ctrl_c(digits_run, digits_dir):
         if process.poll() is None:
             process.kill()
     assert "http://127.0.0.1:" in output and "graft serve: stopped" in output
+    assert f"  digits -> {Path(digits_run).resolve()}\n" in output  # each name -> its folder, at start
     assert "Traceback" not in output
 
 
@@ -261,7 +262,7 @@ def test_serving_imports_neither_torch_nor_timm(digits_app, digits_run, digits_d
     code = ("import sys\nfrom fastapi.testclient import TestClient\nfrom graft.serve.app import create_app\n"
             "from graft.serve.runner import load_predictor\n"
             f"app = create_app({{'d': load_predictor({str(digits_run)!r})}})\n"
-            "with TestClient(app) as client:\n"
+            "with TestClient(app, base_url='http://127.0.0.1') as client:\n"
             f"    answer = client.post('/v1/models/d/predict', content=open({str(image)!r}, 'rb').read())\n"
             "print(answer.status_code, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

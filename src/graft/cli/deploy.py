@@ -32,10 +32,11 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
 
 
 @click.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("runs", nargs=-1, required=True, metavar="[NAME=]RUN...")
 @config_options(ServeSettings, exclude=("max_images", "default_top_k", "decode_threads"))
 def serve(runs, **params):
-    """Serve models: POST /v1/models/NAME/predict, GET /v1/models, /health, /docs, a preview at /."""
+    """Serve models: POST /v1/models/NAME/predict, GET /v1/models, /health, /docs, a preview at /.
+    NAME=RUN names a model (default: the run folder's name)."""
     from graft.serve.runner import serve as run_server
 
     run_server(runs, config_from(ServeSettings, params), echo=click.echo)

@@ -2,42 +2,40 @@
 
 Endpoints: ``POST /v1/models/{name}/predict`` (multipart field ``file``, repeatable, or a raw
 image body; ``?top_k=``, ``?tta=flip``), ``GET /v1/models``, ``GET /v1/models/{name}``,
-``GET /health``, the preview page at ``/`` and OpenAPI docs at ``/docs``.
+``GET /health``, the preview page at ``/`` and OpenAPI docs at ``/docs`` and ``/redoc`` (their
+scripts and styles served from the ``fastapi-offline`` package: nothing is fetched from
+outside). Requests whose Host header is not one of the server's names get 400 (Starlette's
+TrustedHostMiddleware: a web page elsewhere cannot reach the server by DNS rebinding).
 
-Bad input is answered 4xx with ``{"error": "<one line>"}``: 400 not an image / truncated /
-too many pixels / an empty or malformed request, 404 an unknown model, 413 a body over the
-limit, 422 a bad ``top_k`` or ``tta``. Images are decoded by graft's own rules
+Each file of a predict request is answered in its own row, ``top`` (``tasks`` for a multi-task
+model) or ``error``, as ``graft predict --json``: 200 when at least one image was read, 400
+(with the rows) when none was. Other bad input is answered 4xx with ``{"error": "<one line>"}``:
+400 an empty or malformed request, 404 an unknown model, 413 a body over ``max_body_bytes`` or
+images costing more than ``max_request_pixels`` to decode (:mod:`graft.serve.uploads`), 422 a
+bad ``top_k`` or ``tta``. Images are decoded by graft's own rules
 (:func:`graft.data.decode.load_image`), so the answers are those of ``graft predict``.
 """
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
-import tempfile
+from contextlib import asynccontextmanager
 from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
-from graft.errors import ImageDecodeError
 from graft.serve.batcher import DynamicBatcher
+from graft.serve.models import ServedModel
 from graft.serve.page import preview_page
 from graft.serve.settings import ServeSettings
+from graft.serve.uploads import ApiError, ClientLeft, FairDecoder, check_costs, read_uploads
 
-_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-class ApiError(Exception):
-    """A request graft will not answer: HTTP ``status`` and a one-line ``message``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+__all__ = ["ApiError", "BodyLimit", "create_app"]
 
 
 class BodyLimit:
@@ -84,63 +82,30 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"error": f"request body too large: the limit is {limit} bytes"}, status_code=413)
 
 
-def decode_upload(predictor, data: bytes, label: str) -> np.ndarray:
-    """Image bytes -> the predictor's input row, by graft's decoding rules (through a file in
-    memory-backed /dev/shm where there is one, since those rules read files)."""
-    if not data:
-        raise ApiError(400, f"{label}: empty file (0 bytes)")
-    try:
-        try:
-            return _decode_via_file(predictor, data, _SCRATCH)
-        except OSError:  # a full /dev/shm (containers often give it 64 MB): the system temp folder
-            if _SCRATCH is None:
-                raise
-            return _decode_via_file(predictor, data, None)
-    except ImageDecodeError as exc:
-        raise ApiError(400, f"{label}: {exc.reason}") from None
-    except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as exc:
-        # a decoder failing in a way graft's rules do not name: still the upload's fault, not a 500
-        raise ApiError(400, f"{label}: cannot be decoded ({type(exc).__name__}: {exc})") from None
-
-
-def _decode_via_file(predictor, data: bytes, folder: str | None) -> np.ndarray:
-    with tempfile.NamedTemporaryFile(dir=folder, prefix="graft-upload-") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        return predictor.decode(tmp.name)
-
-
-async def _uploads(request: Request, settings: ServeSettings) -> list[tuple[str, bytes]]:
-    """(label, bytes) of each image in the request: multipart ``file`` fields or the raw body."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=settings.max_images, max_fields=settings.max_images)
-        items = [value for key, value in form.multi_items() if key == "file"]
-        if not items:
-            raise ApiError(400, "no 'file' field in the form: send each image as a multipart field named 'file'")
-        if any(isinstance(item, str) for item in items):
-            raise ApiError(400, "the 'file' field must be a file upload, not text")
-        return [(item.filename or f"file {i + 1}", await item.read()) for i, item in enumerate(items)]
-    body = await request.body()
-    if not body:
-        raise ApiError(400, "empty request: send an image as the body, or as multipart fields named 'file'")
-    return [("body", body)]
-
-
-def _rows(predictor, uploads) -> np.ndarray:
-    return np.stack([decode_upload(predictor, data, label) for label, data in uploads])
-
-
-def _answer(predictor, labels, result, top_k: int) -> list[dict]:
-    probabilities, novelty, unfamiliar = result
-    answers = []
-    for i, label in enumerate(labels):
+def _answer(predictor, uploads, result, top_k: int) -> list[dict]:
+    """One row per upload, in request order: its top-k, novelty and unfamiliar, or its error."""
+    probabilities, novelty, unfamiliar = result or (None, None, None)
+    answers, i = [], 0
+    for upload in uploads:
+        if upload.row is None:
+            answers.append({"file": upload.label, "error": upload.error})
+            continue
         tops = predictor.top(probabilities[i], top_k)
         listed = {task: [{"class": c, "probability": p} for c, p in top] for task, top in tops.items()}
-        row = {"file": label, **({"top": listed[None]} if None in listed else {"tasks": listed})}
+        row = {"file": upload.label, **({"top": listed[None]} if None in listed else {"tasks": listed})}
         row["novelty"] = None if novelty is None else round(float(novelty[i]), 4)
         row["unfamiliar"] = None if unfamiliar is None else bool(unfamiliar[i])
         answers.append(row)
+        i += 1
     return answers
+
+
+def _none_read(uploads) -> str:
+    errors = [u.error for u in uploads]
+    if len(errors) == 1:
+        return errors[0]
+    shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+    return f"none of the {len(errors)} images could be read: {shown}"
 
 
 _PREDICT_BODY = {"requestBody": {"required": True, "content": {
@@ -151,16 +116,20 @@ _PREDICT_BODY = {"requestBody": {"required": True, "content": {
 
 
 def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastAPI:
-    """The app serving ``predictors`` (name -> :class:`~graft.serve.onnx_predictor.OnnxPredictor`)."""
+    """The app serving ``predictors``: name -> :class:`~graft.serve.onnx_predictor.OnnxPredictor`
+    (its metadata read now) or :class:`~graft.serve.models.ServedModel`.
+
+    ``app.state.batchers`` (name -> DynamicBatcher) and ``app.state.decoder`` (the
+    :class:`~graft.serve.uploads.FairDecoder`) count the work done, for tests and benchmarks."""
+    from fastapi_offline import FastAPIOffline
+
     settings = settings or ServeSettings()
-    batchers = {name: DynamicBatcher(p, settings.max_batch, settings.max_wait_ms / 1000)
-                for name, p in predictors.items()}
+    served = {name: p if isinstance(p, ServedModel) else ServedModel.of(name, p) for name, p in predictors.items()}
+    batchers = {name: DynamicBatcher(s.predictor, settings.max_batch, settings.max_wait_ms / 1000)
+                for name, s in served.items()}
     # A few decode threads, not one per waiting request: more only contend for the cores and
     # each keeps its own malloc arena of image buffers (RSS).
-    decoders = concurrent.futures.ThreadPoolExecutor(settings.decode_threads or os.cpu_count() or 1,
-                                                     thread_name_prefix="graft-decode")
-
-    from contextlib import asynccontextmanager
+    decoder = FairDecoder(settings.decode_threads or os.cpu_count() or 1)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -169,18 +138,21 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
         yield
         for batcher in batchers.values():
             await batcher.stop()
-        decoders.shutdown(wait=True)
+        decoder.shutdown()
 
-    app = FastAPI(title="graft serve", version="1", lifespan=lifespan,
-                  description="Image classifiers trained with graft: top-k classes, novelty, metadata.")
+    app = FastAPIOffline(title="graft serve", version="1", lifespan=lifespan,
+                         swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
+                         description="Image classifiers trained with graft: top-k classes, novelty, metadata.")
     app.state.batchers = batchers
+    app.state.decoder = decoder
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.host_names(), www_redirect=False)
     _add_error_handlers(app)
 
-    def predictor_of(name: str):
-        if name not in predictors:
-            raise ApiError(404, f"unknown model {name!r}; served: {', '.join(sorted(predictors))}")
-        return predictors[name]
+    def model_of(name: str) -> ServedModel:
+        if name not in served:
+            raise ApiError(404, f"unknown model {name!r}; served: {', '.join(sorted(served))}")
+        return served[name]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -188,29 +160,43 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": sorted(predictors)}
+        return {"status": "ok", "models": sorted(served)}
 
     @app.get("/v1/models")
     async def models():
-        return [{"name": name, "version": p.version, "classes": p.classes} for name, p in sorted(predictors.items())]
+        return [{"name": name, "version": s.predictor.version, "classes": s.predictor.classes}
+                for name, s in sorted(served.items())]
 
     @app.get("/v1/models/{name}")
     async def model(name: str):
-        return {"name": name, **predictor_of(name).describe()}
+        """The model's metadata as loaded (no server paths); ``changed_on_disk`` when its files
+        have changed since (the loaded model still answers)."""
+        return model_of(name).describe()
 
     @app.post("/v1/models/{name}/predict", openapi_extra=_PREDICT_BODY)
     async def predict(name: str, request: Request,
                       top_k: int = Query(settings.default_top_k, ge=1, le=10000, description="classes per image"),
                       tta: Literal["none", "flip"] = Query("none", description="flip: average with the mirror")):
-        """Top-k classes (per task for a multi-task model), novelty and unfamiliar for each image."""
-        predictor = predictor_of(name)
-        uploads = await _uploads(request, settings)
-        if len(uploads) > settings.max_images:
-            raise ApiError(400, f"{len(uploads)} images in one request: the limit is {settings.max_images}")
-        rows = await asyncio.get_running_loop().run_in_executor(decoders, _rows, predictor, uploads)
-        result = await batchers[name].submit(rows, None if tta == "none" else tta)
+        """Top-k classes (per task for a multi-task model), novelty and unfamiliar for each image,
+        or that image's error."""
+        predictor = model_of(name).predictor
+        try:
+            uploads = await read_uploads(request, settings.max_images)
+            check_costs(uploads, predictor.preprocessing.resize_size, settings.max_pixels,
+                        settings.max_request_pixels)
+            await decoder.decode_all(request, predictor, uploads)
+            if await request.is_disconnected():  # left while its images decoded: not batched
+                raise ClientLeft()
+        except (ClientLeft, ClientDisconnect):
+            decoder.dropped += 1
+            return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
+        rows = [u.row for u in uploads if u.row is not None]
+        if not rows:
+            return JSONResponse({"error": _none_read(uploads), "predictions": _answer(predictor, uploads, None, 1)},
+                                status_code=400)
+        result = await batchers[name].submit(np.stack(rows), None if tta == "none" else tta)
         return {"model": name, "version": predictor.version,
-                "predictions": _answer(predictor, [label for label, _ in uploads], result, top_k)}
+                "predictions": _answer(predictor, uploads, result, top_k)}
 
     return app
 

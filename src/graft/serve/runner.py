@@ -1,12 +1,13 @@
 """Loading the served models and running the app on uvicorn until Ctrl-C."""
 from __future__ import annotations
 
+import errno
+import socket
 import subprocess
 import sys
-from pathlib import Path
 
 from graft._io.artifact import model_folder
-from graft.errors import ModelError
+from graft.errors import GraftError, ModelError
 from graft.serve.onnx_predictor import OnnxPredictor
 
 _EXPORT = "import sys; from graft.serve.onnx_predictor import current_export; current_export(sys.argv[1])"
@@ -29,34 +30,38 @@ def load_predictor(run_dir) -> OnnxPredictor:
     return OnnxPredictor.load(run_dir, export=False)
 
 
-def model_names(runs) -> list[str]:
-    """A URL name per run: its folder's name (the parent's for a bare folder called 'model'),
-    with -2, -3, ... for repeats."""
-    names: list[str] = []
-    for run in runs:
-        path = Path(run).resolve()
-        base = path.parent.name if path.name == "model" else path.name
-        name, n = base, 1
-        while name in names:
-            n += 1
-            name = f"{base}-{n}"
-        names.append(name)
-    return names
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (uvicorn listens on it), or GraftError in one line when
+    the port is taken: bound before anything is printed, so no URL of another process is shown."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart need not wait TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise GraftError(f"port {port} on {host} is in use by another process: stop it or choose "
+                             "another --port") from None
+        raise GraftError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def serve(runs, settings=None, echo=print) -> None:
-    """Serve ``runs`` on ``settings.host:settings.port`` until interrupted (SIGINT/SIGTERM:
-    uvicorn finishes the requests in flight, then the batchers stop). Raises GraftError when
-    the ``serve`` extra (fastapi, uvicorn, python-multipart) is not installed."""
+    """Serve ``runs`` (``NAME=RUN`` or ``RUN`` each, see :func:`graft.serve.models.named_runs`)
+    on ``settings.host:settings.port`` until interrupted (SIGINT/SIGTERM: uvicorn finishes the
+    requests in flight, then the batchers stop). Raises GraftError when the ``serve`` extra is
+    not installed, for clashing names, or when the port is taken."""
     import importlib.util
 
-    from graft.errors import GraftError
+    from graft.serve.models import ServedModel, named_runs
     from graft.serve.settings import ServeSettings
 
     settings = settings or ServeSettings()
     host, port = settings.host, settings.port
     missing = [package for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"),
-                                               ("python_multipart", "python-multipart"))
+                                               ("python_multipart", "python-multipart"),
+                                               ("fastapi_offline", "fastapi-offline"))
                if importlib.util.find_spec(module) is None]
     if missing:
         raise GraftError(f"graft serve needs {', '.join(missing)}: pip install 'graft[serve]'")
@@ -64,14 +69,21 @@ def serve(runs, settings=None, echo=print) -> None:
 
     from graft.serve.app import create_app
 
-    predictors = {name: load_predictor(run) for name, run in zip(model_names(runs), runs)}
-    for predictor in predictors.values():
-        predictor.warm_up()
-    app = create_app(predictors, settings)
-    echo(f"graft serve: http://{host}:{port}/  models: {', '.join(predictors)}  (Ctrl-C stops)")
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    named = named_runs(runs)
+    sock = listening_socket(host, port)
     try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
+        served = {name: ServedModel.load(name, run, load_predictor) for name, run in named.items()}
+        for model in served.values():
+            model.predictor.warm_up()
+        app = create_app(served, settings)
+        for name, run in named.items():
+            echo(f"  {name} -> {run.resolve()}")
+        echo(f"graft serve: http://{host}:{port}/  models: {', '.join(served)}  (Ctrl-C stops)")
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+    finally:
+        sock.close()
     echo("graft serve: stopped")

@@ -11,7 +11,11 @@ class ServeSettings(Config):
     """How the server listens, batches and what it accepts: ``max_batch`` images or
     ``max_wait_ms`` after the first waiting request, whichever comes first, make a batch;
     ``max_body_bytes`` caps a request body (413 beyond it); ``max_images`` the images in one
-    request. The defaults are ``graft serve``'s (its options are generated from these fields)."""
+    request. What one request may cost is bounded before anything is decoded: ``max_pixels``
+    per image and ``max_request_pixels`` per request, both counted from the images' headers
+    (a JPEG counts the pixels of its draft decode at the model's size, since that is what is
+    decoded). ``allowed_hosts`` adds Host header names to the bound host, ``localhost`` and
+    ``127.0.0.1``. The defaults are ``graft serve``'s (its options are generated from these fields)."""
 
     host: str = setting("127.0.0.1", "Address to listen on; 0.0.0.0 exposes the models to the network.")
     port: int = setting(8000, "Port to listen on.", low=1, high=65535)
@@ -19,6 +23,31 @@ class ServeSettings(Config):
     max_wait_ms: float = setting(5.0, "How long the first waiting request waits for others to join its batch.",
                                  low=0)
     max_body_bytes: int = setting(20 * 1024 * 1024, "Largest request body accepted (413 beyond it).", low=1)
+    max_pixels: int = setting(16_000_000, "Most pixels one image may cost to decode, read from its header before "
+                                          "decoding (a JPEG counts its draft decode at the model's size); a larger "
+                                          "image is that file's error.", low=1)
+    max_request_pixels: int = setting(64_000_000, "Most pixels one request may cost to decode, summed over its "
+                                                  "images (413 beyond it, before any is decoded).", low=1)
+    allowed_hosts: str = setting("", "Host header names accepted besides the bound host, localhost and 127.0.0.1, "
+                                     "comma-separated ('*': any); other Host headers get 400.")
     max_images: int = setting(64, "Most images in one request.", low=1)
     default_top_k: int = setting(5, "Classes answered per image when the request gives no top_k.", low=1)
     decode_threads: int = setting(0, "Threads decoding uploads (0: one per CPU core).", low=0)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_request_pixels < self.max_pixels:
+            from graft.errors import GraftError
+
+            raise GraftError(f"--max-request-pixels ({self.max_request_pixels}) must be at least --max-pixels "
+                             f"({self.max_pixels}): one image at the limit must fit a request")
+
+    def host_names(self) -> list[str]:
+        """The Host header names the server answers (TrustedHostMiddleware's list)."""
+        extra = [name.strip() for name in self.allowed_hosts.split(",") if name.strip()]
+        names = [self.host, "localhost", "127.0.0.1", *extra]
+        if self.host in ("0.0.0.0", "::", ""):  # every interface: the machine's own names too
+            import socket
+
+            names += [socket.gethostname(), socket.getfqdn()]
+        return list(dict.fromkeys(names))
