@@ -112,9 +112,10 @@ def batch_baseline(run: str, paths: list[str], total: int) -> tuple[float, float
     return total / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / total
 
 
-def start_server(run: str, port: int, max_batch: int, max_wait_ms: float):
-    command = [sys.executable, "-m", "graft", "serve", run, "--port", str(port), "--max-batch", str(max_batch),
-               "--max-wait-ms", str(max_wait_ms)]
+def start_server(run: str, port: int, max_batch: int, max_wait_ms: float, *extra: str):
+    """`graft serve m=RUN` on 127.0.0.1:port (the model is named m), once /health answers."""
+    command = [sys.executable, "-m", "graft", "serve", f"m={run}", "--port", str(port), "--max-batch",
+               str(max_batch), "--max-wait-ms", str(max_wait_ms), *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     import httpx
 
@@ -181,9 +182,7 @@ def main() -> None:
 
     port = free_port()
     server = start_server(args.run, port, args.max_batch, args.max_wait_ms)
-    from graft.serve.runner import model_names
-
-    base = f"http://127.0.0.1:{port}/v1/models/{model_names([args.run])[0]}/predict"
+    base = f"http://127.0.0.1:{port}/v1/models/m/predict"
     results = []
     try:
         # warm-up at the highest concurrency: the working set of a full load is reached before
