@@ -79,6 +79,26 @@ def shared_images(scored: list[Path], other: list[Path]) -> list[tuple[Path, Pat
     return sorted(pairs)
 
 
+def overlaps(lists: dict[str, list[Path]]) -> dict[tuple[str, str], list[tuple[Path, Path]]]:
+    """By content, between named file lists: ``{(a, b): [(file of a, a file of b with the same
+    content), ...]}`` for every ordered pair of names whose lists share files (the same path, a
+    link, a byte-identical copy). One pass over all lists: only files whose sizes collide are
+    read. Pairs are sorted; names without shared files are absent."""
+    names, paths = [], []
+    for name, files in lists.items():
+        names += [name] * len(files)
+        paths += list(files)
+    found: dict[tuple[str, str], list[tuple[Path, Path]]] = {}
+    for group in _same_content(paths):
+        present = list(dict.fromkeys(names[i] for i in group))
+        for a in present:
+            for b in present:
+                if a != b:
+                    other = next(paths[i] for i in group if names[i] == b)
+                    found.setdefault((a, b), []).extend((paths[i], other) for i in group if names[i] == a)
+    return {key: sorted(pairs) for key, pairs in found.items()}
+
+
 def warn_trained_on(scored: list[Path], what: str, trained: list[Path], where: str = "training images") -> int:
     """One warning when images of a scored set (``what``: "test", "evaluation", ...) are also
     in ``trained`` by content: their score measures memory, not generalisation. Returns how many."""

@@ -17,6 +17,7 @@ from graft.data.folders import (
     load_train_val,
     manifest_changes,
     scan_folder,
+    scan_unlabelled,
     warn_unscored_classes,
 )
 from graft.data.overlap import check_output_outside, shared_images, warn_trained_on
@@ -139,8 +140,34 @@ def write_manifest(run: RunDir, manifests: dict) -> None:
     write_atomic(run.path / "data.json", json.dumps(manifests) + "\n")
 
 
-def manifest_of(root, classes=None) -> dict:
-    return folder_manifest(scan_folder(root, classes=classes))
+# data.json's parts -> the Config field of their folder: every folder a run trains on (the training
+# folder, adapt's --target, distill's transfer set) or scores each epoch (--val, adapt's --target-val).
+MANIFEST_PARTS = {"train": "train_dir", "val": "val_dir", "target": "target_dir", "unlabelled": "unlabelled_dir",
+                  "target_val": "target_val_dir"}
+UNLABELLED_PARTS = ("target", "unlabelled")  # any layout, folder names ignored
+
+
+def manifest_of(root, classes=None, unlabelled: bool = False) -> dict:
+    """:func:`folder_manifest` of ``root`` as the run reads it (labelled against ``classes``, or
+    any layout); its warnings were said when the data was loaded."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return folder_manifest(scan_unlabelled(root) if unlabelled else scan_folder(root, classes=classes))
+
+
+def run_manifests(config, classes: list[str]) -> dict:
+    """data.json's content for a run of ``config`` (a training recipe's Config) whose training
+    folder has ``classes``: one manifest per folder of :data:`MANIFEST_PARTS` it names."""
+    manifests = {}
+    for part, key in MANIFEST_PARTS.items():
+        root = getattr(config, key, None)
+        if part == "train" or root:
+            manifests[part] = manifest_of(root, None if part == "train" else classes, part in UNLABELLED_PARTS)
+        elif part == "val":
+            manifests[part] = None  # a split of the training folder, covered by its manifest
+    return manifests
 
 
 def read_saved(run_dir) -> tuple[RunDir, dict]:
@@ -211,24 +238,18 @@ def check_data_unchanged(run_dir: Path, roots: dict) -> None:
     for part, root in roots.items():
         if manifest.get(part) is None or root is None:
             continue
-        unlabelled = part in ("target", "unlabelled")  # adapt's target, distill's transfer set
+        unlabelled = part in UNLABELLED_PARTS  # adapt's target, distill's transfer set
         classes = None if part == "train" or unlabelled or train_classes is None else train_classes
         try:
-            now = _unlabelled(root) if unlabelled else scan_folder(root, classes=classes)
+            now = manifest_of(root, classes, unlabelled)
         except DataError as exc:
             problems.append(str(exc))
             continue
-        problems += [f"{root}: {change}" for change in manifest_changes(manifest[part], folder_manifest(now))]
+        problems += [f"{root}: {change}" for change in manifest_changes(manifest[part], now)]
     if problems:
         raise GraftError("cannot resume: the data changed since the run started (the split, the classes or the "
                          "images would differ): " + "; ".join(problems)
                          + ". Restore the data, or start a new run with another -o or --overwrite")
-
-
-def _unlabelled(root):
-    from graft.data.folders import scan_unlabelled
-
-    return scan_unlabelled(root)
 
 
 def init_distributed() -> bool:

@@ -27,6 +27,7 @@ from graft.methods import Supervised, evaluate_loader
 from graft.methods.regularization import conservation_term
 from graft.methods.supervised import balanced_class_weights
 from graft.recipes._run import (
+    MANIFEST_PARTS,
     FitResult,
     check_data_unchanged,
     check_not_an_input,
@@ -36,7 +37,7 @@ from graft.recipes._run import (
     check_test,
     init_distributed,
     load_test,
-    manifest_of,
+    run_manifests,
     score_folder,
     write_manifest,
 )
@@ -209,14 +210,7 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
     with run.lock(config.COMMAND) if main else contextlib.nullcontext():
         if main:
             run.write_config({"command": config.COMMAND, "settings": config.to_dict()})
-            manifests = {"train": manifest_of(config.train_dir),
-                         "val": manifest_of(config.val_dir, train.classes) if config.val_dir else None}
-            for part in ("target", "unlabelled"):  # adapt's target, distill's transfer set: any layout
-                if getattr(config, f"{part}_dir", None):
-                    from graft.data.folders import folder_manifest, scan_unlabelled
-
-                    manifests[part] = folder_manifest(scan_unlabelled(getattr(config, f"{part}_dir")))
-            write_manifest(run, manifests)
+            write_manifest(run, run_manifests(config, train.classes))
         return train_network(run, config, hooks, strict=strict, progress=progress and main, resume=None,
                              distributed=distributed)
 
@@ -251,8 +245,7 @@ def continue_training(run: RunDir, saved: dict, config_cls, hooks: Hooks, *, giv
         settings["augment_head_stage"] = settings["augment"] not in ("none", False, None)
     check_resume_arguments(run.path, settings, given, config_cls)
     check_resumable(run)
-    check_data_unchanged(run.path, {"train": settings["train_dir"], "val": settings.get("val_dir"),
-                                    "target": settings.get("target_dir"), "unlabelled": settings.get("unlabelled_dir")})
+    check_data_unchanged(run.path, {part: settings.get(key) for part, key in MANIFEST_PARTS.items()})
     lr_found = settings.get("lr_found")  # a resumed run keeps the LR its sweep chose
     try:
         config = config_cls.from_dict(settings)

@@ -6,6 +6,8 @@ so its features serve both (DANN, Ganin et al. JMLR 2016; CDAN, Long et al. Neur
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from graft._io.files import read_json, write_atomic
 from graft.data.datasets import ImageDataset, readable_images
-from graft.data.folders import scan_folder, scan_unlabelled, warn_unscored_classes
-from graft.data.overlap import warn_trained_on
+from graft.data.folders import ImageFolder, scan_folder, scan_unlabelled, warn_unscored_classes
+from graft.data.overlap import overlaps, warn_trained_on
 from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import DataError
 from graft.methods.alignment import DomainAdversarial, proxy_a_distance
@@ -23,10 +25,13 @@ from graft.recipes._run import FitResult, as_config, score_folder
 from graft.recipes._training import Hooks, Parts, continue_training, start_training
 from graft.recipes.settings import AdaptConfig
 
-__all__ = ["AdaptConfig", "adapt", "continue_run", "domain_distance", "fitted_to_images"]
+__all__ = ["AdaptConfig", "adapt", "check_target_domain", "continue_run", "domain_distance", "fitted_to_images"]
 
 # Most images per domain for the proxy A-distance: enough for a stable linear probe, cheap.
 DISTANCE_SAMPLE = 1000
+# Fewest images per domain to measure it: its probe is scored by 3-fold cross-validation (each fold
+# needs images of both domains), and below ~10 a fold's error moves by a third per image.
+MIN_DISTANCE_IMAGES = 10
 # Below this median shorter side (px), ``backbone="auto"`` trains SMALL_BACKBONE from random weights.
 SMALL_IMAGES = 64
 SMALL_BACKBONE = "resnet10t"
@@ -46,8 +51,14 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
     et al. 2007) before and after. Raises DataError for an empty or unreadable target."""
     config = as_config(AdaptConfig, config, settings)
     target = scan_unlabelled(config.target_dir)  # an empty or missing target fails before anything is written
-    if config.target_val_dir is not None:
+    with warnings.catch_warnings():  # the source's own warnings come once, when training loads it
+        warnings.simplefilter("ignore")
         source = scan_folder(config.train_dir)
+        labelled = {"--source": source}
+        if config.val_dir:
+            labelled["--val"] = scan_folder(config.val_dir, classes=source.classes)
+    check_target_domain(target, labelled)
+    if config.target_val_dir is not None:
         scored = scan_folder(config.target_val_dir, classes=source.classes)  # must use the source's classes
         warn_unscored_classes(scored, "target-val")
         warn_trained_on(scored.paths, "target-val", source.paths, "labelled source images")
@@ -55,6 +66,31 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
             warn_trained_on(scored.paths, "target-val", target.paths, "--target images (adapted to, unlabelled)")
     config = fitted_to_images(config)
     return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
+
+
+def check_target_domain(target: ImageFolder, labelled: dict) -> None:
+    """Refuse (DataError, one line) a target that holds only labelled source images
+    (``labelled``: {"--source": folder, "--val": folder}; the same folder, or copies): there is
+    no second domain to adapt to. Warn when some target images are source images (same
+    content), and when the target is too small for the proxy A-distance."""
+    same = [what for what, folder in labelled.items() if os.path.samefile(target.root, folder.root)]
+    if same:
+        raise DataError(f"--target {target.root} is the {same[0]} folder: adaptation needs unlabelled images of "
+                        "another domain (the one the model will be used on)")
+    shared = overlaps({"--target": target.paths, **{what: folder.paths for what, folder in labelled.items()}})
+    pairs = {mine: other for what in labelled for mine, other in shared.get(("--target", what), [])}
+    if pairs:
+        mine = min(pairs)
+        example = f"{len(pairs)} of {len(target)} --target images are labelled source images (same content), " \
+                  f"e.g. {mine} = {pairs[mine]}"
+        if len(pairs) == len(target):
+            raise DataError(f"--target {target.root} holds no image of another domain: {example}; adaptation "
+                            "needs unlabelled images of the domain the model will be used on")
+        warnings.warn(f"{example}: the two domains overlap, so the adversary learns to tell apart images that "
+                      "are the same", stacklevel=2)
+    if len(target) < MIN_DISTANCE_IMAGES:
+        warnings.warn(f"--target {target.root} has only {len(target)} image(s): too few to adapt to, and the "
+                      f"proxy A-distance is not measured (it needs {MIN_DISTANCE_IMAGES} per domain)", stacklevel=2)
 
 
 def _median_short_side(paths, most: int = 200) -> float:
@@ -144,20 +180,30 @@ def _pooled(features, folder, preprocessing, batch_size: int, most: int, seed: i
     return vectors
 
 
-def domain_distance(parts: Parts) -> float:
-    """Proxy A-distance between source-training and target features of the network as it is."""
+def domain_distance(parts: Parts) -> float | str:
+    """Proxy A-distance between source-training and target features of the network as it is,
+    or why it is not measured: its 3-fold cross-validated probe needs ``MIN_DISTANCE_IMAGES``
+    images of each domain."""
     c = parts.config
+    for what, folder in (("source", parts.train), ("target", parts.extras["target"])):
+        if len(folder) < MIN_DISTANCE_IMAGES:
+            return (f"not measured: too few {what} images ({len(folder)}; the 3-fold estimate needs "
+                    f"{MIN_DISTANCE_IMAGES} per domain)")
     source = _pooled(parts.features, parts.train, parts.preprocessing, c.batch_size, DISTANCE_SAMPLE, c.seed)
     target = _pooled(parts.features, parts.extras["target"], parts.preprocessing, c.batch_size, DISTANCE_SAMPLE,
                      c.seed)
     return proxy_a_distance(source, target, c.seed)
 
 
-def _record_distance(run_path: Path, key: str, value: float) -> dict:
-    """Add ``key`` to RUN/domain.json (the proxy A-distance before and after adaptation)."""
+def _record_distance(run_path: Path, key: str, value: float | str) -> dict:
+    """Add ``key`` to RUN/domain.json (the proxy A-distance before and after adaptation); a
+    distance not measured is ``null`` there, with the reason under ``proxy_a_distance_not_measured``."""
     path = run_path / "domain.json"
     data = read_json(path) if path.exists() else {}
-    data[key] = round(value, 4)
+    if isinstance(value, str):
+        data.update({key: None, "proxy_a_distance_not_measured": value})
+    else:
+        data[key] = round(value, 4)
     write_atomic(path, json.dumps(data, indent=1) + "\n")
     return data
 
@@ -170,7 +216,7 @@ def _results(run, parts: Parts, model) -> dict:
     """After adaptation: the proxy A-distance again, and the labelled target images scored
     (RUN/target/) when --target-val was given."""
     distances = _record_distance(run.path, "proxy_a_distance_after", domain_distance(parts))
-    extra = {"adversary": parts.config.adversary, **distances}
+    extra = {"adversary": parts.config.adversary, **{k: v for k, v in distances.items() if v is not None}}
     target_val = parts.extras.get("target_val")
     if target_val is not None:
         extra["target"] = score_folder(run, model, target_val, subdir="target",

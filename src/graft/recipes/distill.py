@@ -3,19 +3,24 @@
 training path with :class:`~graft.methods.distillation.Distillation` as its method."""
 from __future__ import annotations
 
+import os
+import warnings
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from graft._io.progress import progress_bar
 from graft.data.datasets import ImageDataset, readable_images
-from graft.data.folders import ImageFolder, scan_unlabelled
+from graft.data.folders import ImageFolder, scan_folder, scan_unlabelled
+from graft.data.overlap import overlaps
 from graft.errors import DataError, GraftError, ImageDecodeError
 from graft.methods.distillation import Distillation, TeacherOnStudentInputs
 from graft.recipes._run import FitResult, as_config
 from graft.recipes._training import Hooks, Parts, continue_training, start_training
 from graft.recipes.settings import DistillConfig
 
-__all__ = ["DistillConfig", "WithIndex", "continue_run", "distill", "teacher_outputs", "transfer_set"]
+__all__ = ["DistillConfig", "WithIndex", "continue_run", "distill", "known_images", "teacher_outputs", "transfer_set"]
 
 
 class WithIndex(Dataset):
@@ -48,13 +53,18 @@ def distill(config, out, *, strict: bool = False, progress: bool = True, overwri
     GraftError when the teacher's classes differ from the data's, DataError when the unlabelled
     folder holds no readable image."""
     from graft.artifacts.model import GraftModel
-    from graft.data.folders import class_name, scan_folder
+    from graft.data.folders import class_name, load_train_val
 
     config = as_config(DistillConfig, config, settings)
     if config.alpha is None:
         config = config.replace(alpha=_default_alpha(config))
     if config.unlabelled_dir:  # fails before anything is written
-        transfer_set(config.unlabelled_dir, first_only=True)
+        with warnings.catch_warnings():  # its warnings come once, when training loads the data
+            warnings.simplefilter("ignore")
+            train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
+                                        seed=config.seed)
+            test = scan_folder(config.test_dir, classes=train.classes) if config.test_dir else None
+            transfer_set(config.unlabelled_dir, first_only=True, known=known_images(train, val, test))
     teacher = GraftModel.load(config.teacher)
     classes = scan_folder(config.train_dir).classes
     if [class_name(c) for c in teacher.classes] != list(classes):  # one Unicode form, as scanning
@@ -95,39 +105,96 @@ def teacher_outputs(teacher, folder, batch_size: int, progress: bool) -> torch.T
     return torch.cat(chunks)
 
 
-def transfer_set(root, *, first_only: bool = False, strict: bool = False,
-                 progress: bool = False) -> tuple[ImageFolder, list[dict]]:
+def transfer_set(root, *, first_only: bool = False, strict: bool = False, progress: bool = False,
+                 known: dict | None = None) -> tuple[ImageFolder, list[dict]]:
     """(the readable images below ``root``, any layout, labels -1; the skipped ones as
     ``{"path", "reason"}``), each unreadable one warned (``strict``: raised). ``first_only``
-    stops at the first image that decodes: the cheap check before a run starts. Raises
-    DataError naming ``root`` when no image in it decodes."""
+    stops at the first image that decodes: the cheap check before a run starts. ``known``:
+    {what ("validation", "test", "labelled training"): image paths the run scores or trains on
+    with labels}; a transfer image with the same content as one of them (the same file, a link,
+    a byte-identical copy) is left out, one warning per kind and a skipped entry each: the
+    student learning the teacher's outputs on an image the run scores makes that score
+    optimistic, and a labelled training image is learnt from its label already. Raises
+    DataError naming ``root`` when it is missing or not a folder, or when no image in it is
+    left and decodes."""
     from graft.data.decode import load_image
 
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if not path.exists():
+        raise DataError(f"--unlabelled {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"--unlabelled {path} is a file, not a folder: a transfer set is a folder of images "
+                        "(any layout)")
     try:
-        folder = scan_unlabelled(root)
-    except DataError:
-        folder = ImageFolder(root, [], [])
+        folder = scan_unlabelled(path)
+    except DataError:  # a folder without files: said below, as a folder without a readable image
+        folder = ImageFolder(path, [], [])
+    folder, left_out = _without_known(folder, known or {})
     if first_only:
         for record in folder.records:
             try:
                 load_image(record.path)
-                return folder, []
+                return folder, left_out
             except ImageDecodeError:
                 continue
         found, skipped = folder.subset([]), []
     else:
         found, skipped = readable_images(folder, strict, progress)
     if len(found) == 0:
-        raise DataError(f"--unlabelled {root}: no readable image in this folder (nor below it)")
-    return found, skipped
+        raise DataError(f"--unlabelled {path}: no readable image in this folder (nor below it)")
+    return found, left_out + skipped
+
+
+def known_images(train: ImageFolder, val: ImageFolder | None, test: ImageFolder | None) -> dict:
+    """What a transfer set must not hold (:func:`transfer_set`'s ``known``): the scored images
+    first, so an image in both is reported as scored."""
+    known = {"validation": val.paths if val is not None else [], "test": test.paths if test is not None else [],
+             "labelled training": train.paths}
+    return {what: paths for what, paths in known.items() if paths}
+
+
+def _without_known(folder: ImageFolder, known: dict) -> tuple[ImageFolder, list[dict]]:
+    """``folder`` without the images whose content is in ``known`` (see :func:`transfer_set`)."""
+    if not known or not len(folder):
+        return folder, []
+    shared = overlaps({"--unlabelled": folder.paths, **known})
+    why = {}  # transfer image -> (what, the known image with its content)
+    for what in known:
+        for mine, other in shared.get(("--unlabelled", what), []):
+            why.setdefault(mine, (what, other))
+    if not why:
+        return folder, []
+    if len(why) == len(folder):
+        mine, (what, other) = next(iter(sorted(why.items())))
+        kinds = " or ".join(dict.fromkeys(what for what, _ in why.values()))
+        raise DataError(f"--unlabelled {folder.root}: all {len(folder)} of its images are also {kinds} images "
+                        f"(same content), e.g. {_example(mine, other)}: a transfer set needs images the run neither "
+                        "scores nor trains on with their labels")
+    for kind in dict.fromkeys(what for what, _ in why.values()):
+        mine = sorted(path for path, (what, _) in why.items() if what == kind)
+        reason = ("they are trained on with their labels already" if kind == "labelled training" else
+                  f"the student learning the teacher's outputs on them would make the {kind} score optimistic")
+        warnings.warn(f"{len(mine)} of {len(folder)} --unlabelled image(s) are also {kind} images (same content), "
+                      f"e.g. {_example(mine[0], why[mine[0]][1])}: left out of the transfer set ({reason})",
+                      stacklevel=3)
+    kept = [i for i, record in enumerate(folder.records) if record.path not in why]
+    skipped = [{"path": str(path), "reason": f"also a {what} image (same content as {other}): left out of the "
+                                              "transfer set"} for path, (what, other) in sorted(why.items())]
+    return folder.subset(kept), skipped
+
+
+def _example(mine: Path, other: Path) -> str:
+    return str(mine) if mine == other else f"{mine} = {other}"
 
 
 def _transfer(parts: Parts) -> ImageFolder:
     """The run's transfer set (empty without ``--unlabelled``), checked once per run."""
     if "transfer" not in parts.extras:
         folder, skipped = ImageFolder(parts.train.root, [], []), []
-        if parts.config.unlabelled_dir:
-            folder, skipped = transfer_set(parts.config.unlabelled_dir)
+        c = parts.config
+        if c.unlabelled_dir:
+            test = scan_folder(c.test_dir, classes=parts.train.classes) if c.test_dir else None
+            folder, skipped = transfer_set(c.unlabelled_dir, known=known_images(parts.train, parts.val, test))
         parts.skipped += skipped
         parts.extras["transfer"] = folder
     return parts.extras["transfer"]

@@ -18,12 +18,12 @@ from graft._io.files import read_json, write_atomic
 from graft.artifacts.model import GraftModel
 from graft.artifacts.run_folder import GRAFT_OUTPUTS, RunDir, open_run, write_html_safely
 from graft.data.datasets import ImageDataset
-from graft.data.folders import folder_manifest, load_train_val, scan_folder
+from graft.data.folders import load_train_val
 from graft.errors import GraftError
 from graft.heads.modules import MultiTaskHead
 from graft.methods import evaluate_loader
 from graft.methods.multitask import MultiTask
-from graft.recipes._run import FitResult, check_not_an_input, check_on_network
+from graft.recipes._run import FitResult, check_not_an_input, check_on_network, manifest_of
 from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
 from graft.train.loaders import training_loader
@@ -57,8 +57,7 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
     run = open_run(out, COMMAND, overwrite=overwrite)
     with run.lock(COMMAND):
         run.write_config({"command": COMMAND, "settings": settings})
-        write_atomic(run.path / "data.json", json.dumps(
-            {name: folder_manifest(scan_folder(folder)) for name, folder in settings["tasks"].items()}) + "\n")
+        write_atomic(run.path / "data.json", json.dumps(_manifests(settings)) + "\n")
         return _train(run, settings, splits, strict=strict, progress=progress, resume=None)
 
 
@@ -78,15 +77,17 @@ def check_task_names(tasks) -> None:
 
 def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
     """Continue a killed or interrupted multi-task run (see :func:`graft.recipes.resume.resume`)."""
-    from graft.data.folders import manifest_changes
     from graft.recipes._run import check_resumable, check_resume_arguments
 
     settings = saved["settings"]
     check_resume_arguments(run.path, settings, given, MultitaskConfig)
     check_resumable(run)
-    before = read_json(run.path / "data.json")
-    problems = [f"{folder}: {change}" for name, folder in settings["tasks"].items()
-                for change in manifest_changes(before[name], folder_manifest(scan_folder(folder)))]
+    before, problems = read_json(run.path / "data.json"), []
+    for name, folder in settings["tasks"].items():
+        problems += _changes(before.get(name), folder, None)
+        if name in settings["val_dirs"] and VAL_MANIFESTS in before:  # older runs did not record them
+            problems += _changes(before[VAL_MANIFESTS].get(name), settings["val_dirs"][name],
+                                 (before.get(name) or {}).get("classes"))
     if problems:
         raise GraftError("cannot resume: the data changed since the run started: " + "; ".join(problems))
     with run.lock(COMMAND):
@@ -94,10 +95,58 @@ def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False,
                       resume=load_checkpoint(run.path / "checkpoints" / "last.pt"))
 
 
+# data.json's entry of the tasks' --val folders ({task: manifest}); no task name starts with "-".
+VAL_MANIFESTS = "--val"
+
+
+def _manifests(s: dict) -> dict:
+    """data.json: every task folder's manifest, and every --val folder's (scored each epoch)."""
+    manifests = {name: manifest_of(folder) for name, folder in s["tasks"].items()}
+    manifests[VAL_MANIFESTS] = {name: manifest_of(folder, manifests[name]["classes"])
+                                for name, folder in s["val_dirs"].items()}
+    return manifests
+
+
+def _changes(before: dict | None, folder: str, classes) -> list[str]:
+    """What changed in ``folder`` since its manifest ``before`` (one entry per change)."""
+    from graft.data.folders import manifest_changes
+    from graft.errors import DataError
+
+    if before is None:
+        return []
+    try:
+        now = manifest_of(folder, classes)
+    except DataError as exc:
+        return [str(exc)]
+    return [f"{folder}: {change}" for change in manifest_changes(before, now)]
+
+
 def _splits(s: dict) -> dict:
-    return {name: load_train_val(folder, val_dir=s["val_dirs"].get(name),
-                                 val_fraction=None if s["val_dirs"].get(name) else s["val_fraction"], seed=s["seed"])
-            for name, folder in s["tasks"].items()}
+    splits = {name: load_train_val(folder, val_dir=s["val_dirs"].get(name),
+                                   val_fraction=None if s["val_dirs"].get(name) else s["val_fraction"],
+                                   seed=s["seed"])
+              for name, folder in s["tasks"].items()}
+    warn_across_tasks(splits)
+    return splits
+
+
+def warn_across_tasks(splits: dict) -> None:
+    """One warning per pair of tasks where validation images of one are training images of
+    another (by content: the same file, a link, a copy): the shared network learnt them, so the
+    first task's score is optimistic. (Within a task, :func:`load_train_val` warns.)"""
+    import warnings
+
+    from graft.data.overlap import overlaps
+
+    lists = {f"train {name}": train.paths for name, (train, _) in splits.items()}
+    lists.update({f"val {name}": val.paths for name, (_, val) in splits.items()})
+    for (scored, trained), pairs in overlaps(lists).items():
+        scored_task, trained_task = scored.partition(" ")[2], trained.partition(" ")[2]
+        if scored.startswith("val ") and trained.startswith("train ") and scored_task != trained_task:
+            warnings.warn(f"{len(pairs)} of {len(splits[scored_task][1])} validation image(s) of task {scored_task} "
+                          f"are training images of task {trained_task} (same content), e.g. {pairs[0][0]} = "
+                          f"{pairs[0][1]}: the shared network learnt them, so {scored_task}'s validation score will "
+                          f"be optimistic (give the tasks the same validation images with --val)", stacklevel=2)
 
 
 def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
