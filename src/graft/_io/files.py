@@ -39,9 +39,13 @@ def atomic_path(path: str | Path):
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically.
+
+    A file name that is not valid UTF-8 reaches Python with lone surrogates (PEP 383); those
+    are written back as the name's own bytes (surrogateescape), so a path in a CSV or report
+    is the file's true name and :func:`read_text` gives the same string back."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, errors="surrogateescape")
     return Path(path)
 
 
@@ -56,7 +60,7 @@ def read_text(path: str | Path) -> str:
     """A file graft wrote, as text; GraftError (one line naming it) when it cannot be read."""
     path = Path(path)
     try:
-        return path.read_text()
+        return path.read_text(errors="surrogateescape")  # as write_atomic wrote it
     except FileNotFoundError:
         from graft.errors import GraftError
 

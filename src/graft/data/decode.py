@@ -1,22 +1,58 @@
 """Decoding one image file to a correct RGB picture, or an ImageDecodeError saying why not.
 
-The rules (JPEG draft decoding, EXIF orientation, alpha over white, 16-bit scaling, the pixel
-limit against decompression bombs) are also written into each model's ``input_recipe``, so code
-outside graft can reproduce them.
+Only the raster formats in :data:`FORMATS` are ever opened: PIL is asked for exactly those
+(``Image.open(fp, formats=FORMATS)``), so a PostScript, PDF or any other file PIL could hand to
+an external program (Ghostscript for EPS) is refused from its first bytes, and nothing on the
+decode path starts another program. The rules (JPEG draft decoding, EXIF orientation, alpha
+over white, 16-bit scaling, the pixel limit against decompression bombs) are also written into
+each model's ``input_recipe``, so code outside graft can reproduce them.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    IcoImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    PpmImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 from graft.errors import ImageDecodeError
 
+# Imported above so that they are registered: Image.open then never needs PIL's init(), and
+# tries these parsers and no other. JPEG covers MPO (multi-picture JPEG from phones) and PNG
+# covers APNG; DIB is BMP without its file header; PPM is Netpbm (PBM, PGM, PPM, PFM).
+# Left out on purpose: EPS/PS/PDF (Ghostscript), TGA (no signature: it would be tried on any
+# bytes), JPEG 2000, AVIF, HEIF (large decoders for formats photos rarely come in), DDS, PSD and
+# the rest of PIL's list.
+_PLUGINS = (JpegImagePlugin, PngImagePlugin, GifImagePlugin, BmpImagePlugin, TiffImagePlugin,
+            WebPImagePlugin, IcoImagePlugin, PpmImagePlugin)
+FORMATS: tuple[str, ...] = tuple(
+    name for name in ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "ICO", "PPM") if name in Image.OPEN
+)
+FORMAT_NAMES = "JPEG, PNG, GIF, BMP, TIFF, WebP, ICO, PBM/PGM/PPM"
+
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+# JPEG frames libjpeg decodes in one pass (baseline and extended sequential Huffman): with one
+# interleaved first scan, its memory follows the draft-scaled output, not the header's size.
+_SEQUENTIAL_SOF = frozenset({0xC0, 0xC1})
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0..7: no length field
+JPEG_FLAT_GREY = 128  # what libjpeg outputs for blocks it had no data for (all coefficients 0)
 
 
 def _over_white(image: Image.Image) -> Image.Image:
@@ -60,77 +96,246 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _too_large(width: int, height: int, limit: int) -> str:
+def _too_large(width: int, height: int, limit: int, decoded: tuple[int, int]) -> str:
+    scaled = "" if decoded == (width, height) else f" ({decoded[0]} x {decoded[1]} at JPEG draft scale)"
     return (
-        f"image too large: {width} x {height} pixels exceeds the limit of {limit} "
+        f"image too large: {width} x {height} pixels{scaled} exceeds the limit of {limit} "
         f"(possible decompression bomb)"
     )
 
 
-def load_image(
-    path, *, min_side: int | None = None, max_pixels: int | None = None
-) -> Image.Image:
-    """Decode one image file to a fully loaded RGB image, or raise ImageDecodeError.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding pixel data (:func:`read_header`).
 
-    EXIF orientation is applied, transparency is composited over white, 16-bit and float
-    images are scaled to 8 bits, and multi-frame files give their first frame.
-    ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``) rejects images whose header
-    claims more pixels, before any pixel data is decoded. ``min_side`` lets JPEG decoding
-    shrink by a power of two while keeping the shorter side at least that long.
+    ``format``: PIL's name (JPEG, MPO, PNG, ...); ``width``, ``height``: px as stored, before
+    EXIF orientation; ``decoded_pixels``: the pixels decoding it holds at once, which
+    ``max_pixels`` is checked against: width x height, or for a one-pass JPEG read with
+    ``min_side`` the size of its draft decode (1/2 .. 1/8 of each side).
     """
-    path_str = os.fspath(path)
+
+    format: str
+    width: int
+    height: int
+    decoded_pixels: int
+
+
+@contextlib.contextmanager
+def _opened(source, name: str | None):
+    """(label for errors, seekable binary file) of a path, bytes, or binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        if not len(source):
+            raise ImageDecodeError(label, "empty file (0 bytes)")
+        yield label, io.BytesIO(source)
+        return
+    if hasattr(source, "read"):
+        label = name or str(getattr(source, "name", "") or "<stream>")
+        seekable = getattr(source, "seekable", None)
+        yield label, source if seekable is not None and seekable() else io.BytesIO(source.read())
+        return
+    path = os.fspath(source)
+    label = name or os.fsdecode(path)
     try:
-        info = os.stat(path_str)
+        info = os.stat(path)
     except FileNotFoundError:
-        raise ImageDecodeError(path_str, "file not found") from None
+        raise ImageDecodeError(label, "file not found") from None
     except OSError as exc:
-        raise ImageDecodeError(path_str, f"cannot read file: {exc.strerror or exc}") from None
+        raise ImageDecodeError(label, f"cannot read file: {exc.strerror or exc}") from None
     # Checked before opening: opening a FIFO would block, and a directory is not an image.
     if not stat.S_ISREG(info.st_mode):
-        raise ImageDecodeError(path_str, "not a regular file")
+        raise ImageDecodeError(label, "not a regular file")
     if info.st_size == 0:
-        raise ImageDecodeError(path_str, "empty file (0 bytes)")
-
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+        raise ImageDecodeError(label, "empty file (0 bytes)")
     try:
-        # PIL's own size warning is silenced because the header check below applies the
-        # caller's limit (which may be higher than PIL's); PIL's hard error (twice its
-        # limit) still fires and is turned into the same kind of report.
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise ImageDecodeError(label, "file not found") from None
+    except OSError as exc:
+        raise ImageDecodeError(label, f"cannot read file: {exc.strerror or exc}") from None
+    with handle:
+        yield label, handle
+
+
+def _accepts(accept, prefix: bytes) -> bool:
+    try:
+        verdict = accept(prefix)
+    except Exception:  # a plugin's signature test failing on odd bytes: not that format
+        return False
+    return bool(verdict) and not isinstance(verdict, str)
+
+
+def _unrecognised(fp) -> str:
+    """Why PIL identified none of FORMATS: a damaged header of one of them, another format
+    (named, never opened), or not an image at all."""
+    try:
+        fp.seek(0)
+        prefix = fp.read(16)
+        for name in FORMATS:
+            if _accepts(Image.OPEN[name][1], prefix):
+                return f"corrupt or unsupported {name} header"
+        Image.init()  # registers PIL's other parsers, to name the format; none is called
+        for name, (_, accept) in list(Image.OPEN.items()):
+            if accept is not None and name not in FORMATS and _accepts(accept, prefix):
+                return f"not a supported image format ({name}; graft reads {FORMAT_NAMES})"
+    except Exception:  # naming the format is a courtesy: the file is refused either way
+        pass
+    return "not an image (unrecognised format)"
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _reasons(label: str, fp):
+    """Every failure while decoding one file becomes that file's ImageDecodeError.
+
+    A decoder can fail in ways PIL does not document (NotImplementedError, struct.error,
+    KeyError, ... on fuzzed input): that is still the file's problem, never the caller's
+    traceback. MemoryError too: the pixel limit bounds the image itself, so running out of
+    memory here means a header or chunk that lies about its size.
+    """
+    try:
+        # PIL's own size warning is silenced because the checks here apply the caller's limit
+        # (which may be higher than PIL's); PIL's hard error (twice its limit) still fires and
+        # is turned into the same kind of report.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path_str) as image:
-                width, height = image.size
-                if limit is not None and width * height > limit:
-                    raise ImageDecodeError(path_str, _too_large(width, height, limit))
-                if min_side is not None and image.format == "JPEG":
-                    side = int(min_side)
-                    if 0 < side < min(width, height):
-                        # draft picks the largest 1/2, 1/4, 1/8 scale keeping both sides at
-                        # least the requested ones; the shorter side binds, so (side, side)
-                        # keeps the shorter side >= min_side. Rotation does not change
-                        # which side is shorter, so the EXIF transpose below stays right.
-                        image.draft("RGB", (side, side))
-                image.load()
-                try:
-                    oriented = ImageOps.exif_transpose(image)
-                except (OSError, SyntaxError, ValueError, KeyError, TypeError) as exc:
-                    raise ImageDecodeError(
-                        path_str, f"corrupt EXIF metadata: {exc}"
-                    ) from None
-                rgb = _to_rgb(oriented)
+            yield
     except ImageDecodeError:
         raise
     except FileNotFoundError:
-        raise ImageDecodeError(path_str, "file not found") from None
+        raise ImageDecodeError(label, "file not found") from None
     except PermissionError as exc:
-        raise ImageDecodeError(path_str, f"cannot read file: {exc.strerror or exc}") from None
+        raise ImageDecodeError(label, f"cannot read file: {exc.strerror or exc}") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(
-            path_str, f"image too large: {exc} (possible decompression bomb)"
-        ) from None
+        raise ImageDecodeError(label, f"image too large: {exc} (possible decompression bomb)") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(path_str, "not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(path_str, f"truncated or corrupt image data: {exc}") from None
-    rgb.load()
+        raise ImageDecodeError(label, _unrecognised(fp)) from None
+    except MemoryError as exc:
+        raise ImageDecodeError(label, f"out of memory while decoding ({_message(exc)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(label, f"truncated or corrupt image data: {_message(exc)}") from None
+    except Exception as exc:
+        raise ImageDecodeError(label, f"cannot be decoded ({type(exc).__name__}: {_message(exc)})") from None
+
+
+def _one_pass_jpeg(fp) -> bool:
+    """Whether libjpeg decodes this JPEG in one pass: a sequential Huffman frame whose first
+    scan holds every component. Only then is its memory that of the draft-scaled output;
+    progressive and multi-scan files buffer every coefficient of the full-size image."""
+    position = fp.tell()
+    try:
+        fp.seek(0)
+        if fp.read(2) != b"\xff\xd8":
+            return False
+        frame = components = None
+        for _ in range(4096):  # segments before the first scan; more is not a real file
+            marker = fp.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return False
+            while marker[1] == 0xFF:  # fill bytes before a marker
+                marker = b"\xff" + fp.read(1)
+            if marker[1] in _STANDALONE_MARKERS:
+                continue
+            length = int.from_bytes(fp.read(2), "big")
+            segment = fp.read(max(0, length - 2))
+            if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC) and len(segment) > 5:
+                frame, components = marker[1], segment[5]
+            elif marker[1] == 0xDA:
+                return frame in _SEQUENTIAL_SOF and bool(segment) and segment[0] == components
+        return False
+    finally:
+        fp.seek(position)
+
+
+def _draft(image: Image.Image, fp, min_side: int | None) -> tuple[int, int]:
+    """Let a JPEG decode at the smallest 1/2, 1/4, 1/8 scale keeping its shorter side >=
+    ``min_side``; the size whose pixels decoding will hold (what the pixel limit applies to)."""
+    size = image.size
+    if min_side is None or not isinstance(image, JpegImagePlugin.JpegImageFile):
+        return size
+    side = int(min_side)
+    if 0 < side < min(size):
+        # draft picks the largest scale keeping both sides at least the requested ones; the
+        # shorter side binds, so (side, side) keeps the shorter side >= min_side. Rotation
+        # does not change which side is shorter, so the EXIF transpose after stays right.
+        image.draft("RGB", (side, side))
+    return image.size if _one_pass_jpeg(fp) else size
+
+
+def _missing_data_rows(image: Image.Image) -> int:
+    """Rows at the bottom of a decoded JPEG that libjpeg filled in for want of data: a scan
+    cut short (then ended by an EOI marker, so nothing fails) leaves every remaining block's
+    coefficients at zero, which decodes as exactly 128 in every channel. 0 when the last row
+    has any other value, and when the whole image is that grey (nothing to tell it from)."""
+    if image.mode not in ("L", "RGB"):
+        return 0
+    width, height = image.size
+    if image.crop((0, height - 1, width, height)).tobytes().strip(bytes([JPEG_FLAT_GREY])):
+        return 0
+    rows = np.asarray(image).reshape(height, -1)
+    flat = np.all(rows == JPEG_FLAT_GREY, axis=1)
+    if flat.all():
+        return 0
+    return int(height - 1 - np.flatnonzero(~flat)[-1])
+
+
+def _oriented(image: Image.Image, label: str) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:
+        raise ImageDecodeError(label, f"corrupt EXIF metadata: {_message(exc)}") from None
+
+
+def read_header(source, *, min_side: int | None = None, name: str | None = None) -> ImageHeader:
+    """The :class:`ImageHeader` of ``source`` (a path, bytes, or binary file object), from
+    its header alone, by the rules of :func:`load_image`: only FORMATS are identified.
+
+    Raises :class:`ImageDecodeError` (path ``name``, or the path; ``<bytes>`` otherwise) for a
+    file that is missing, empty, not one of FORMATS, or whose header is damaged."""
+    with _opened(source, name) as (label, fp), _reasons(label, fp):
+        with Image.open(fp, formats=FORMATS) as image:
+            width, height = image.size
+            decoded = _draft(image, fp, min_side)
+            return ImageHeader(str(image.format), width, height, decoded[0] * decoded[1])
+
+
+def load_image(
+    source, *, min_side: int | None = None, max_pixels: int | None = None, name: str | None = None
+) -> Image.Image:
+    """Decode one image to a fully loaded RGB image, or raise ImageDecodeError.
+
+    ``source``: a path (str, bytes or PathLike), the file's bytes, or a binary file object
+    (an upload), all decoded by the same rules; ``name`` labels errors for the last two.
+    Only :data:`FORMATS` are opened; anything else is refused as "not a supported image
+    format (...)" from its first bytes, and no decoder here starts another program. EXIF
+    orientation is applied, transparency is composited over white, 16-bit and float images
+    are scaled to 8 bits, and multi-frame files give their first frame. ``min_side`` lets JPEG
+    decoding shrink by a power of two while keeping the shorter side at least that long.
+    ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``) refuses, before any pixel data is
+    decoded, an image that would decode to more pixels: the header's width x height, or for a
+    one-pass JPEG with ``min_side`` its draft size, so a 12000 x 9000 photo read for a 256 px
+    model is decoded at 1500 x 1125 instead of being called a bomb (PIL's own refusal above
+    twice its limit still applies). A JPEG whose data ends early but is closed by an EOI
+    marker, which libjpeg decodes without an error as flat grey, is refused too.
+    Every failure, whatever its kind, is an ImageDecodeError with the reason.
+    """
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    with _opened(source, name) as (label, fp), _reasons(label, fp):
+        with Image.open(fp, formats=FORMATS) as image:
+            width, height = image.size
+            decoded = _draft(image, fp, min_side)
+            if limit is not None and decoded[0] * decoded[1] > limit:
+                raise ImageDecodeError(label, _too_large(width, height, limit, decoded))
+            image.load()
+            if isinstance(image, JpegImagePlugin.JpegImageFile):
+                missing = _missing_data_rows(image)
+                if missing:
+                    raise ImageDecodeError(label, (
+                        f"corrupt JPEG: its data ends early, the bottom {missing} of "
+                        f"{image.size[1]} rows would be flat grey"))
+            rgb = _to_rgb(_oriented(image, label))
+            rgb.load()
     return rgb

@@ -64,6 +64,21 @@ def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
+def _key(identity: str) -> str | bytes:
+    """An identity as SQLite can store it. A file name that is not valid UTF-8 (Latin-1 bytes
+    on a POSIX disk) reaches Python as lone surrogates (PEP 383), which SQLite's TEXT cannot
+    hold: such a key is stored as the path's own bytes (a BLOB, never equal to any TEXT key)."""
+    try:
+        identity.encode("utf-8")
+        return identity
+    except UnicodeEncodeError:
+        return identity.encode("utf-8", "surrogateescape")
+
+
+def _identity(key: str | bytes) -> str:
+    return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+
+
 class FeatureCache:
     """Per-image feature vectors of one extractor, in ``<root>/features/<key>.sqlite``.
 
@@ -106,8 +121,8 @@ class FeatureCache:
         rows: list[tuple] = []
         chunk = 500  # SQLite's bound-parameter limit is at least 999
         for start in range(0, len(identities), chunk):
-            part = identities[start:start + chunk]
-            rows.extend(self._db.execute(
+            part = [_key(identity) for identity in identities[start:start + chunk]]
+            rows.extend((_identity(file), value) for file, value in self._db.execute(
                 f"SELECT file, {column} FROM {table} WHERE file IN ({','.join('?' * len(part))})", part))
         return rows
 
@@ -120,13 +135,14 @@ class FeatureCache:
 
     def put_failure(self, identity: str, reason: str) -> None:
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO failures (file, reason) VALUES (?, ?)", (identity, reason))
+            self._db.execute("INSERT OR REPLACE INTO failures (file, reason) VALUES (?, ?)",
+                             (_key(identity), reason.encode("utf-8", "backslashreplace").decode("utf-8")))
 
     def put_many(self, items: list[tuple[str, np.ndarray]]) -> None:
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO features (file, vector) VALUES (?, ?)",
-                [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items],
+                [(_key(k), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items],
             )
 
     def __len__(self) -> int:
