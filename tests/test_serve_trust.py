@@ -210,15 +210,17 @@ def test_one_bad_file_keeps_the_good_answers(predictor, digits_dir):
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 200, 3), np.uint8)).save(cut, "JPEG")
     with TestClient(app, base_url="http://127.0.0.1") as client:
         url = "/v1/models/d/predict"
+        eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\n%%EOF\n"
         mixed = _files([("one.png", digits[0].read_bytes()), ("notes.txt", b"not an image"),
-                        ("cut.jpg", cut.getvalue()[:500]), ("two.png", digits[1].read_bytes())])
+                        ("cut.jpg", cut.getvalue()[:500]), ("two.png", digits[1].read_bytes()), ("a.png", eps)])
         answer = client.post(url, files=mixed)
         assert answer.status_code == 200, answer.text
         rows = answer.json()["predictions"]
-        assert [r["file"] for r in rows] == ["one.png", "notes.txt", "cut.jpg", "two.png"]
+        assert [r["file"] for r in rows] == ["one.png", "notes.txt", "cut.jpg", "two.png", "a.png"]
         assert "top" in rows[0] and "top" in rows[3] and "error" not in rows[0]
         assert rows[1] == {"file": "notes.txt", "error": "notes.txt: not an image (unrecognised format)"}
         assert rows[2]["error"].startswith("cut.jpg: truncated") and "top" not in rows[2]
+        assert rows[4]["error"].startswith("a.png: not a supported image format (EPS"), rows[4]
         bad = client.post(url, files=_files([("notes.txt", b"not an image"), ("cut.jpg", cut.getvalue()[:500])]))
         assert bad.status_code == 400 and bad.json()["error"].startswith("none of the 2 images could be read")
         assert [r["file"] for r in bad.json()["predictions"]] == ["notes.txt", "cut.jpg"]

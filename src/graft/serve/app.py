@@ -184,7 +184,7 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
             uploads = await read_uploads(request, settings.max_images)
             check_costs(uploads, predictor.preprocessing.resize_size, settings.max_pixels,
                         settings.max_request_pixels)
-            await decoder.decode_all(request, predictor, uploads)
+            await decoder.decode_all(request, predictor, uploads, settings.max_pixels)
             if await request.is_disconnected():  # left while its images decoded: not batched
                 raise ClientLeft()
         except (ClientLeft, ClientDisconnect):

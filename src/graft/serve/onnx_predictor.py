@@ -222,11 +222,12 @@ class OnnxPredictor:
         return cls(*current_export(run_dir, threads, export))
 
     # -- input ------------------------------------------------------------------------------
-    def decode(self, path) -> np.ndarray:
-        """One image file -> the network's input row: float32 (3, S, S) or uint8 (S, S, 3).
+    def decode(self, path, max_pixels: int | None = None) -> np.ndarray:
+        """One image (a file's path, its bytes, or a binary file object) -> the network's input
+        row: float32 (3, S, S) or uint8 (S, S, 3). ``max_pixels``: :func:`load_image`'s limit.
 
         Raises :class:`~graft.errors.ImageDecodeError` naming the file and the problem."""
-        image = load_image(path, min_side=self.preprocessing.resize_size)
+        image = load_image(path, min_side=self.preprocessing.resize_size, max_pixels=max_pixels)
         if self.input_type == "uint8":
             return np.asarray(self.preprocessing.resize_and_crop(image), dtype=np.uint8)
         return self.preprocessing.to_array(image)

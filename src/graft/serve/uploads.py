@@ -2,11 +2,11 @@
 
 A request's images are read in three steps, each bounded:
 
-1. **Headers.** Every upload's header is read first (PIL parses the header only, and only the
-   raster formats graft decodes: nothing else is identified). Its decode cost is the pixels
-   decoding will produce: the header's width x height, or for a JPEG the size of its draft
-   decode at the model's resize size (libjpeg's DCT scaling, 1/2 .. 1/8), since that is all
-   graft decodes of it. PNG, TIFF, BMP, GIF have no such mode and pay in full: a 86 KB grey
+1. **Headers.** Every upload's header is read first (:func:`graft.data.decode.read_header`:
+   only the raster formats graft decodes are identified). Its decode cost is the pixels
+   decoding will hold: the header's width x height, or for a one-pass JPEG the size of its
+   draft decode at the model's resize size (libjpeg's DCT scaling, 1/2 .. 1/8), since that is
+   all graft decodes of it. PNG, TIFF, BMP, GIF have no such mode and pay in full: a 86 KB grey
    PNG can claim 9400 x 9400 pixels (88 Mpx, 265 MB as RGB). An image over ``max_pixels`` is
    that file's error; a request whose images add up to more than ``max_request_pixels`` is
    refused whole (413) before any of them is decoded.
@@ -21,25 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import io
-import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from graft.data.decode import read_header
 from graft.errors import ImageDecodeError
 
-# The raster formats a header is read from (PIL's names); anything else is "not an image".
-# No format here hands data to another program (EPS, PDF and friends are not listed).
-HEADER_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO",
-                  "JPEG2000", "AVIF", "HEIF")
 # An image costing more than this (decoded pixels) counts as heavy: about 40 ms of PNG
 # decoding here, twenty times a typical photo's JPEG draft decode at 224 px.
 HEAVY_PIXELS = 4_000_000
-_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 class ApiError(Exception):
@@ -103,36 +94,13 @@ def _boundary(content_type: str) -> bytes | None:
     return options.get(b"boundary")
 
 
-def decode_cost(data: bytes, min_side: int | None) -> int:
-    """Pixels decoding ``data`` will produce, from its header alone (see the module docstring).
+def decode_cost(data: bytes, min_side: int | None, label: str = "upload") -> int:
+    """Pixels decoding ``data`` will hold, from its header alone (:func:`graft.data.decode.read_header`:
+    width x height, or a one-pass JPEG's draft size at ``min_side``).
 
-    Raises :class:`~graft.errors.ImageDecodeError` (path "upload") for bytes whose header is
-    not that of a raster format graft reads."""
-    if not data:
-        raise ImageDecodeError("upload", "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_registered()) as image:
-                width, height = image.size
-                if image.format == "JPEG" and min_side and 0 < min_side < min(width, height):
-                    image.draft("RGB", (min_side, min_side))  # sets the scale only; nothing decoded
-                    width, height = image.size
-    except UnidentifiedImageError:
-        raise ImageDecodeError("upload", "not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("upload", f"image too large: {exc} (possible decompression bomb)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # as load_image words them
-        raise ImageDecodeError("upload", f"truncated or corrupt image data: {exc}") from None
-    except Exception as exc:  # any failure reading one header is that file's problem, never a 500
-        raise ImageDecodeError("upload", f"unreadable image header ({type(exc).__name__}: {exc})") from None
-    return int(width) * int(height)
-
-
-def _registered() -> tuple[str, ...]:
-    """HEADER_FORMATS that this PIL has (it refuses a name it does not know)."""
-    Image.init()
-    return tuple(name for name in HEADER_FORMATS if name in Image.OPEN)
+    Raises :class:`~graft.errors.ImageDecodeError` for bytes that are not one of the raster
+    formats graft reads, or whose header is damaged."""
+    return read_header(data, min_side=min_side, name=label).decoded_pixels
 
 
 def check_costs(uploads: list[Upload], min_side: int | None, max_pixels: int, max_request_pixels: int) -> None:
@@ -141,7 +109,7 @@ def check_costs(uploads: list[Upload], min_side: int | None, max_pixels: int, ma
     total = 0
     for upload in uploads:
         try:
-            upload.cost = decode_cost(upload.data, min_side)
+            upload.cost = decode_cost(upload.data, min_side, upload.label)
         except ImageDecodeError as exc:
             upload.error = f"{upload.label}: {exc.reason}"
             continue
@@ -156,29 +124,17 @@ def check_costs(uploads: list[Upload], min_side: int | None, max_pixels: int, ma
                                 "(--max-request-pixels): send fewer or smaller images")
 
 
-def decode_upload(predictor, data: bytes, label: str) -> np.ndarray:
-    """Image bytes -> the predictor's input row, by graft's decoding rules (through a file in
-    memory-backed /dev/shm where there is one, since those rules read files).
+def decode_upload(predictor, data: bytes, label: str, max_pixels: int | None = None) -> np.ndarray:
+    """Image bytes -> the predictor's input row, decoded from memory by graft's rules
+    (:func:`graft.data.decode.load_image`).
 
     Raises :class:`ApiError` 400 naming ``label`` and the problem, whatever the decoder raised."""
     try:
-        try:
-            return _decode_via_file(predictor, data, _SCRATCH)
-        except OSError:  # a full /dev/shm (containers often give it 64 MB): the system temp folder
-            if _SCRATCH is None:
-                raise
-            return _decode_via_file(predictor, data, None)
+        return predictor.decode(data, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         raise ApiError(400, f"{label}: {exc.reason}") from None
-    except Exception as exc:  # a decoder failing in a way graft's rules do not name: still the upload's fault
+    except Exception as exc:  # a failure graft's rules do not name: still the upload's fault, not a 500
         raise ApiError(400, f"{label}: cannot be decoded ({type(exc).__name__}: {exc})") from None
-
-
-def _decode_via_file(predictor, data: bytes, folder: str | None) -> np.ndarray:
-    with tempfile.NamedTemporaryFile(dir=folder, prefix="graft-upload-") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        return predictor.decode(tmp.name)
 
 
 class FairDecoder:
@@ -195,27 +151,27 @@ class FairDecoder:
         self.decoded = 0
         self.dropped = 0
 
-    async def decode_all(self, request, predictor, uploads: list[Upload]) -> None:
+    async def decode_all(self, request, predictor, uploads: list[Upload], max_pixels: int | None = None) -> None:
         """Decode every upload without an error yet into its ``row`` (or ``error``), at most
         ``per_request`` at a time; raises :class:`ClientLeft` when the client disconnects."""
         todo = [u for u in uploads if u.error is None]
         for start in range(0, len(todo), self.per_request):
             if await request.is_disconnected():
                 raise ClientLeft()
-            await asyncio.gather(*(self._decode(predictor, u) for u in todo[start:start + self.per_request]))
+            chunk = todo[start:start + self.per_request]
+            await asyncio.gather(*(self._decode(predictor, u, max_pixels) for u in chunk))
 
-    async def _decode(self, predictor, upload: Upload) -> None:
+    async def _decode(self, predictor, upload: Upload, max_pixels: int | None) -> None:
         loop = asyncio.get_running_loop()
         if self._heavy is None:  # made on the serving loop
             self._heavy = asyncio.Semaphore(max(1, self.threads // 2))
+        work = (self.pool, decode_upload, predictor, upload.data, upload.label, max_pixels)
         try:
             if upload.cost > HEAVY_PIXELS:
                 async with self._heavy:
-                    upload.row = await loop.run_in_executor(self.pool, decode_upload, predictor, upload.data,
-                                                            upload.label)
+                    upload.row = await loop.run_in_executor(*work)
             else:
-                upload.row = await loop.run_in_executor(self.pool, decode_upload, predictor, upload.data,
-                                                        upload.label)
+                upload.row = await loop.run_in_executor(*work)
             self.decoded += 1
         except ApiError as exc:
             upload.error = exc.message
