@@ -13,8 +13,8 @@ class ServeSettings(Config):
     ``max_body_bytes`` caps a request body (413 beyond it); ``max_images`` the images in one
     request. What one request may cost is bounded before anything is decoded: ``max_pixels``
     per image and ``max_request_pixels`` per request, both counted from the images' headers
-    (a JPEG counts the pixels of its draft decode at the model's size, since that is what is
-    decoded). ``allowed_hosts`` adds Host header names to the bound host, ``localhost`` and
+    (a one-pass JPEG counts the pixels of its draft decode at the model's size, since that is
+    what is decoded). ``allowed_hosts`` adds Host header names to the bound host, ``localhost`` and
     ``127.0.0.1``. The defaults are ``graft serve``'s (its options are generated from these fields)."""
 
     host: str = setting("127.0.0.1", "Address to listen on; 0.0.0.0 exposes the models to the network.")
@@ -24,8 +24,8 @@ class ServeSettings(Config):
                                  low=0)
     max_body_bytes: int = setting(20 * 1024 * 1024, "Largest request body accepted (413 beyond it).", low=1)
     max_pixels: int = setting(16_000_000, "Most pixels one image may cost to decode, read from its header before "
-                                          "decoding (a JPEG counts its draft decode at the model's size); a larger "
-                                          "image is that file's error.", low=1)
+                                          "decoding (a one-pass JPEG counts its draft decode at the model's size); "
+                                          "a larger image is that file's error.", low=1)
     max_request_pixels: int = setting(64_000_000, "Most pixels one request may cost to decode, summed over its "
                                                   "images (413 beyond it, before any is decoded).", low=1)
     allowed_hosts: str = setting("", "Host header names accepted besides the bound host, localhost and 127.0.0.1, "
