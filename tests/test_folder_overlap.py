@@ -118,12 +118,11 @@ def test_a_target_that_is_the_source_is_refused_in_one_line(domains, tmp_path):
         assert result.exit_code == 2, result.output
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and said in lines[0] and not (tmp_path / "run").exists(), result.output
-    shutil.copy(next((source / "1").iterdir()), tmp_path / "one.png")
-    partial = shutil.copytree(target, tmp_path / "partial")
-    shutil.copy(tmp_path / "one.png", partial / "any" / "copied.png")
     from graft.data.folders import scan_folder, scan_unlabelled
     from graft.recipes.adapt import check_target_domain
 
+    partial = shutil.copytree(target, tmp_path / "partial")  # one source image among the target's: a warning
+    shutil.copy(next((source / "1").iterdir()), partial / "any" / "copied.png")
     with pytest.warns(UserWarning, match=r"1 of 13 --target images are labelled source images"):
         check_target_domain(scan_unlabelled(partial), {"--source": scan_folder(source)})
 
@@ -150,7 +149,6 @@ def test_resume_stops_when_the_target_val_folder_changed(domains, tmp_path):
     run = tmp_path / "run"
     result = _adapt(source, target, run, "--target-val", str(scored))
     assert result.exit_code == 0, result.output
-    assert json.loads((run / "data.json").read_text())["target_val"]["classes"] == ["0", "1", "2"]
     (run / "metrics.json").unlink()  # as if killed after its last epoch's checkpoint
     gone = sorted((scored / "1").iterdir())[0]
     gone.unlink()
@@ -158,6 +156,7 @@ def test_resume_stops_when_the_target_val_folder_changed(domains, tmp_path):
     assert resumed.exit_code == 2, resumed.output
     lines = resumed.output.strip().splitlines()
     assert len(lines) == 1 and "data changed" in lines[0] and f"{scored}: 1 file(s) gone (1/{gone.name})" in lines[0]
+    assert json.loads((run / "data.json").read_text())["target_val"]["classes"] == ["0", "1", "2"]
 
 
 def test_multitask_warns_once_checks_tasks_against_each_other_and_resumes_only_on_the_same_val(tmp_path):
