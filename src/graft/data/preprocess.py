@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from graft.data.decode import FORMATS, JPEG_FLAT_GREY
+
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -97,9 +99,15 @@ def input_recipe(preprocessing: dict) -> dict:
     return {
         "resize_shorter_side": short,
         "steps": [
-            "open the file with PIL; a multi-frame file gives its first frame",
+            f"open the file with PIL.Image.open(fp, formats={list(FORMATS)}): any other format (EPS, PDF, "
+            "...) is refused; a multi-frame file gives its first frame",
             f"JPEG only, when {short} < min(width, height): image.draft('RGB', ({short}, {short})) before "
             "decoding (PIL's DCT-domain downscale by 1/2, 1/4 or 1/8, keeping both sides >= the request)",
+            "refuse, before decoding, an image that decodes to more than PIL.Image.MAX_IMAGE_PIXELS pixels: "
+            "width x height after the draft for a one-pass JPEG (SOF0/SOF1 whose first scan holds every "
+            "component), the header's width x height for every other file (progressive JPEGs included)",
+            f"JPEG only: refuse a file whose last row decodes as exactly {JPEG_FLAT_GREY} in every channel while "
+            "some pixel does not (libjpeg fills the blocks of data that ended early with that grey)",
             "apply the EXIF orientation: PIL.ImageOps.exif_transpose",
             "to RGB: modes with alpha (RGBA, LA, PA, La, RGBa), and P/L/RGB/1 images with a 'transparency' "
             "entry, are converted to RGBA and alpha-composited over opaque white (255, 255, 255)",
