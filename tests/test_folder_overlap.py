@@ -118,6 +118,9 @@ def test_a_target_that_is_the_source_is_refused_in_one_line(domains, tmp_path):
         assert result.exit_code == 2, result.output
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and said in lines[0] and not (tmp_path / "run").exists(), result.output
+    for path, said in ((tmp_path / "nowhere", "does not exist"), (next((source / "0").iterdir()), "is a file")):
+        result = _adapt(source, path, tmp_path / "run")
+        assert result.exit_code == 2 and f"error: --target {path} {said}" in result.output, result.output
     from graft.data.folders import scan_folder, scan_unlabelled
     from graft.recipes.adapt import check_target_domain
 

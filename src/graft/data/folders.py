@@ -197,15 +197,18 @@ def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
     return ImageFolder(root_path, class_names, records)
 
 
-def scan_unlabelled(root, need: str = "the target domain needs unlabelled images to adapt to") -> ImageFolder:
+def scan_unlabelled(root, need: str = "the target domain needs unlabelled images to adapt to",
+                    flag: str | None = None) -> ImageFolder:
     """Every image file below ``root`` (at any depth), for a domain whose labels are not used:
     a flat folder, or class folders whose names are ignored. Labels are all -1. ``need``
-    says, in the error for a folder without files, what the images were for."""
+    says, in the error for a folder without files, what the images were for; ``flag`` (the
+    option that named ``root``, e.g. "--target") starts the error for a missing path or a file."""
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     if not root_path.exists():
-        raise DataError(f"folder does not exist: {root_path}")
+        raise DataError(f"{flag} {root_path} does not exist" if flag else f"folder does not exist: {root_path}")
     if not root_path.is_dir():
-        raise DataError(f"path is not a folder: {root_path}")
+        raise DataError(f"{flag} {root_path} is a file, not a folder: it takes a folder of images (any layout)"
+                        if flag else f"path is not a folder: {root_path}")
     files = _files_under(root_path)
     if not files:
         raise DataError(f"no images in {root_path}: {need}")

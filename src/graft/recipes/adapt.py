@@ -50,7 +50,8 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
     folder with its fields as keywords. RUN/domain.json holds the proxy A-distance (Ben-David
     et al. 2007) before and after. Raises DataError for an empty or unreadable target."""
     config = as_config(AdaptConfig, config, settings)
-    target = scan_unlabelled(config.target_dir)  # an empty or missing target fails before anything is written
+    # an empty or missing target fails before anything is written
+    target = scan_unlabelled(config.target_dir, flag="--target")
     with warnings.catch_warnings():  # the source's own warnings come once, when training loads it
         warnings.simplefilter("ignore")
         source = scan_folder(config.train_dir)

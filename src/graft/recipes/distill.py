@@ -120,11 +120,8 @@ def transfer_set(root, *, first_only: bool = False, strict: bool = False, progre
     from graft.data.decode import load_image
 
     path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-    if not path.exists():
-        raise DataError(f"--unlabelled {path} does not exist")
-    if not path.is_dir():
-        raise DataError(f"--unlabelled {path} is a file, not a folder: a transfer set is a folder of images "
-                        "(any layout)")
+    if not path.is_dir():  # missing, or a file: said as such
+        scan_unlabelled(path, flag="--unlabelled")
     try:
         folder = scan_unlabelled(path)
     except DataError:  # a folder without files: said below, as a folder without a readable image
