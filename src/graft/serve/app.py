@@ -119,8 +119,10 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
     """The app serving ``predictors``: name -> :class:`~graft.serve.onnx_predictor.OnnxPredictor`
     (its metadata read now) or :class:`~graft.serve.models.ServedModel`.
 
-    ``app.state.batchers`` (name -> DynamicBatcher) and ``app.state.decoder`` (the
-    :class:`~graft.serve.uploads.FairDecoder`) count the work done, for tests and benchmarks."""
+    Requests must carry a Host header from ``settings.host_names()`` (a test client's
+    ``base_url`` too: ``http://127.0.0.1``). ``app.state.batchers`` (name -> DynamicBatcher) and
+    ``app.state.decoder`` (the :class:`~graft.serve.uploads.FairDecoder`) count the work done,
+    for tests and benchmarks."""
     from fastapi_offline import FastAPIOffline
 
     settings = settings or ServeSettings()

@@ -79,6 +79,7 @@ def serve(runs, settings=None, echo=print) -> None:
         for name, run in named.items():
             echo(f"  {name} -> {run.resolve()}")
         echo(f"graft serve: http://{host}:{port}/  models: {', '.join(served)}  (Ctrl-C stops)")
+        echo(f"  Host headers answered: {', '.join(settings.host_names())} (--allowed-hosts adds more)")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
         try:
             server.run(sockets=[sock])

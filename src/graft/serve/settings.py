@@ -46,8 +46,12 @@ class ServeSettings(Config):
         """The Host header names the server answers (TrustedHostMiddleware's list)."""
         extra = [name.strip() for name in self.allowed_hosts.split(",") if name.strip()]
         names = [self.host, "localhost", "127.0.0.1", *extra]
-        if self.host in ("0.0.0.0", "::", ""):  # every interface: the machine's own names too
+        if self.host in ("0.0.0.0", "::", ""):  # every interface: the machine's own names and addresses too
             import socket
 
             names += [socket.gethostname(), socket.getfqdn()]
+            try:
+                names += socket.gethostbyname_ex(socket.gethostname())[2]
+            except OSError:  # a name without an address: the names above still work
+                pass
         return list(dict.fromkeys(names))
