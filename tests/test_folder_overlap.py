@@ -132,6 +132,9 @@ def test_a_target_that_is_the_source_is_refused_in_one_line(domains, tmp_path):
 
 def test_a_target_too_small_for_the_proxy_a_distance_is_said_not_measured(domains, tmp_path):
     source, target, _ = domains
+    source = shutil.copytree(source, tmp_path / "source")  # with a class in two Unicode forms: warned once
+    _digits(source, {unicodedata.normalize("NFC", "\u00e4"): (3, 3)})
+    _digits(source, {unicodedata.normalize("NFD", "\u00e4"): (3, 3)}, start=3)
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     for image in sorted((target / "any").iterdir())[:2]:
@@ -139,7 +142,7 @@ def test_a_target_too_small_for_the_proxy_a_distance_is_said_not_measured(domain
     run = tmp_path / "run"
     result = _adapt(source, tiny, run)
     assert result.exit_code == 0, result.output  # before: a ValueError traceback from the 3-fold CV
-    assert "has only 2 image(s)" in result.output
+    assert "has only 2 image(s)" in result.output and result.output.count("different Unicode forms") == 1
     domain = json.loads((run / "domain.json").read_text())
     assert domain["proxy_a_distance_before"] is None and domain["proxy_a_distance_after"] is None
     assert domain["proxy_a_distance_not_measured"].startswith("not measured: too few target images (2;")

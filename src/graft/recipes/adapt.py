@@ -52,15 +52,15 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
     config = as_config(AdaptConfig, config, settings)
     # an empty or missing target fails before anything is written
     target = scan_unlabelled(config.target_dir, flag="--target")
-    with warnings.catch_warnings():  # the source's own warnings come once, when training loads it
+    with warnings.catch_warnings():  # the folders' own warnings come once, when training loads them
         warnings.simplefilter("ignore")
         source = scan_folder(config.train_dir)
         labelled = {"--source": source}
         if config.val_dir:
             labelled["--val"] = scan_folder(config.val_dir, classes=source.classes)
+        scored = scan_folder(config.target_val_dir, classes=source.classes) if config.target_val_dir else None
     check_target_domain(target, labelled)
-    if config.target_val_dir is not None:
-        scored = scan_folder(config.target_val_dir, classes=source.classes)  # must use the source's classes
+    if scored is not None:  # labelled with the source's classes
         warn_unscored_classes(scored, "target-val")
         warn_trained_on(scored.paths, "target-val", source.paths, "labelled source images")
         if config.adversary != "none":  # source-only never reads the target
@@ -119,7 +119,9 @@ def fitted_to_images(config: AdaptConfig) -> AdaptConfig:
     from random weights and ``PRETRAINED_PLAN`` otherwise."""
     if config.backbone != "auto" and (config.image_size is not None or Path(config.backbone).exists()):
         return _with_plan(config)
-    side = _median_short_side(scan_folder(config.train_dir).paths)
+    with warnings.catch_warnings():  # the source's own warnings come once, when training loads it
+        warnings.simplefilter("ignore")
+        side = _median_short_side(scan_folder(config.train_dir).paths)
     small = side < SMALL_IMAGES
     changes = {}
     if config.backbone == "auto":
