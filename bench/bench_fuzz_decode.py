@@ -45,7 +45,12 @@ PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", 
 FAKE_PROGRAMS = ("gs", "gsc", "gswin32c", "gswin64c", "djpeg", "cjpeg", "display", "eog", "xv", "xdg-open",
                  "open", "see", "feh", "gm", "convert", "magick", "ppmquant", "ppmtogif")
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp",
-              "ICO": ".ico"}
+              "ICO": ".ico", "EPS": ".jpg", "DDS": ".png"}
+# Hostile files that are not mutants, added to the CLI and server samples: a real EPS (PIL would
+# run Ghostscript on it) and a DDS with an unknown pixel format (NotImplementedError in PIL),
+# both named like images graft reads.
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%Title: graft30\n"
+       b"newpath 0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n")
 TRAILERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82", "GIF": b";"}
 EDGE_VALUES = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000,
                0xFFFFFFFF)
@@ -157,6 +162,15 @@ def mutate(data: bytes, fmt: str, rng: np.random.Generator) -> tuple[str, bytes]
         else:
             buffer[int(rng.integers(0, size)):int(rng.integers(0, size))] = data[start:end]
     return kind, bytes(buffer)
+
+
+def hostile_files() -> list[dict]:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(buffer, "DDS")
+    dds = bytearray(buffer.getvalue())
+    dds[80:88] = (4).to_bytes(4, "little") + b"ZZZZ"  # a FourCC pixel format PIL does not know
+    return [{"index": 90000 + i, "format": fmt, "mutation": "hostile", "data": data, "min_side": None}
+            for i, (fmt, data) in enumerate([("EPS", EPS), ("DDS", bytes(dds))])]
 
 
 def make_mutants(count: int, seed: int) -> list[dict]:
@@ -322,7 +336,7 @@ def main() -> int:
 
     start = time.perf_counter()
     mutants = make_mutants(args.mutations, args.seed)
-    counts, failures, slowest = in_process(mutants, args.keep)
+    counts, failures, slowest = in_process(mutants + hostile_files(), args.keep)
     seconds = time.perf_counter() - start
     print(f"in process: {len(mutants)} mutants (seed {args.seed}) in {seconds:.1f} s, slowest {slowest:.2f} s")
     print_counts(counts)
@@ -337,11 +351,13 @@ def main() -> int:
         run = tiny_run(scratch, env)
     if args.cli:
         sample = [mutants[i] for i in sorted(rng.choice(len(mutants), min(args.cli, len(mutants)), replace=False))]
+        sample += hostile_files()
         result = through_cli(run, sample, scratch, env)
         print(f"graft predict --json: {len(sample)} mutants, exit {result['exit']}: {result['counts']}")
         bad += sum(n for k, n in result["counts"].items() if k.startswith("FAIL"))
     if args.serve:
         sample = [mutants[i] for i in sorted(rng.choice(len(mutants), min(args.serve, len(mutants)), replace=False))]
+        sample += hostile_files()
         result = through_server(run, sample, env)
         print(f"graft serve: {len(sample)} mutants posted: {result}")
         bad += sum(n for k, n in result.items() if k.startswith("FAIL"))
