@@ -28,13 +28,18 @@ def _digits(root: Path, counts: dict, start: int = 0) -> Path:
     return root
 
 
+ZERO = unicodedata.normalize("NFC", "\u00e4")
+
+
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
-    """Train (8 per class), val and test (4 per class) of 0s and 1s, disjoint; a teacher fit on them."""
+    """Train (8 per class), val and test (4 per class) of 0s and 1s, disjoint; a teacher fit on
+    them. The 0s are class "ä", whose training images lie in folders of both Unicode forms."""
     root = tmp_path_factory.mktemp("overlap")
-    train = _digits(root / "train", {"d0": (0, 8), "d1": (1, 8)})
-    val = _digits(root / "val", {"d0": (0, 4), "d1": (1, 4)}, start=8)
-    test = _digits(root / "test", {"d0": (0, 4), "d1": (1, 4)}, start=12)
+    train = _digits(root / "train", {ZERO: (0, 4), "d1": (1, 8)})
+    _digits(train, {unicodedata.normalize("NFD", ZERO): (0, 4)}, start=4)
+    val = _digits(root / "val", {ZERO: (0, 4), "d1": (1, 4)}, start=8)
+    test = _digits(root / "test", {ZERO: (0, 4), "d1": (1, 4)}, start=12)
     teacher = root / "teacher"
     result = CliRunner().invoke(main, ["fit", str(train), "--val", str(val), "--image-size", "64",
                                        "-o", str(teacher), "-q"])
@@ -67,11 +72,12 @@ def test_transfer_images_that_are_scored_or_labelled_are_left_out_and_listed(lab
     train, val, test, _ = labelled
     transfer = _digits(tmp_path / "photos", {"misc": (0, 3), "more": (1, 2)}, start=30)  # 5 new images
     shutil.copy(next((val / "d1").iterdir()), transfer / "misc" / "from-val.png")
-    shutil.copy(next((test / "d0").iterdir()), transfer / "from-test.png")
-    shutil.copy(next((train / "d0").iterdir()), transfer / "more" / "from-train.png")
+    shutil.copy(next((test / ZERO).iterdir()), transfer / "from-test.png")
+    shutil.copy(next((train / ZERO).iterdir()), transfer / "more" / "from-train.png")
     run = tmp_path / "run"
     result = _distill(labelled, run, "--unlabelled", str(transfer), "--test", str(test))
     assert result.exit_code == 0, result.output
+    assert result.output.count("different Unicode forms") == 1, result.output
     for what in ("validation", "test", "labelled training"):
         assert f"1 of 8 --unlabelled image(s) are also {what} images" in result.output, result.output
     metrics = json.loads((run / "metrics.json").read_text())
@@ -85,7 +91,7 @@ def test_transfer_images_that_are_scored_or_labelled_are_left_out_and_listed(lab
 
 def test_unlabelled_naming_a_missing_folder_or_a_file_says_so(labelled, tmp_path):
     for path, said in ((tmp_path / "nowhere", "does not exist"),
-                       (next((labelled[0] / "d0").iterdir()), "is a file, not a folder")):
+                       (next((labelled[0] / ZERO).iterdir()), "is a file, not a folder")):
         result = _distill(labelled, tmp_path / "run", "--unlabelled", str(path))
         assert result.exit_code == 2 and said in result.output and "no readable" not in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -58,15 +58,15 @@ def distill(config, out, *, strict: bool = False, progress: bool = True, overwri
     config = as_config(DistillConfig, config, settings)
     if config.alpha is None:
         config = config.replace(alpha=_default_alpha(config))
-    if config.unlabelled_dir:  # fails before anything is written
-        with warnings.catch_warnings():  # its warnings come once, when training loads the data
-            warnings.simplefilter("ignore")
-            train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
-                                        seed=config.seed)
+    with warnings.catch_warnings():  # the data's own warnings come once, when training loads it
+        warnings.simplefilter("ignore")
+        train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
+                                    seed=config.seed)
+        if config.unlabelled_dir:  # fails before anything is written
             test = scan_folder(config.test_dir, classes=train.classes) if config.test_dir else None
             transfer_set(config.unlabelled_dir, first_only=True, known=known_images(train, val, test))
     teacher = GraftModel.load(config.teacher)
-    classes = scan_folder(config.train_dir).classes
+    classes = train.classes
     if [class_name(c) for c in teacher.classes] != list(classes):  # one Unicode form, as scanning
         raise GraftError(f"the teacher {config.teacher} knows classes {teacher.classes}, but {config.train_dir} has "
                          f"{classes}: distillation needs the same classes in the same order")
