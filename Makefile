@@ -15,7 +15,7 @@ SYSTEM_PACKAGES := fonts-wqy-microhei chromium chromium-driver
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[lite,serve,test]"
+	$(PY) -m pip install -q -e ".[lite,serve,test,audit]"
 	touch $@
 
 install: $(VENV)/.installed

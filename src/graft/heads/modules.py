@@ -163,6 +163,30 @@ class RBFSVMHead(_StandardizedInput):
         return cls(cfg["in_features"], cfg["num_classes"], cfg["n_support"], cfg["gamma"])
 
 
+@register_head_module("class-sum")
+class ClassSumHead(nn.Module):
+    """Zero-shot head (``graft zeroshot``): the backbone's own source classifier (W x + b,
+    softmax over its ``source_classes``), then each class's probability is the sum over the
+    source classes that ``membership`` (K, source_classes; 0/1) gives it. Logits are the log of
+    those sums, so a softmax gives them back renormalised."""
+
+    def __init__(self, in_features: int, num_classes: int, source_classes: int = 1000):
+        super().__init__()
+        self.fc = nn.Linear(in_features, source_classes)
+        self.register_buffer("membership", torch.zeros(num_classes, source_classes))
+
+    def forward(self, x):
+        return torch.log(torch.softmax(self.fc(x), dim=1) @ self.membership.T + 1e-12)
+
+    def config(self):
+        return {"kind": "class-sum", "in_features": self.fc.in_features, "num_classes": self.membership.shape[0],
+                "source_classes": self.fc.out_features}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg["in_features"], cfg["num_classes"], cfg["source_classes"])
+
+
 def head_from_state(config: dict, state: dict[str, np.ndarray]) -> nn.Module:
     """A head module of ``config``'s kind holding the given (numpy) tensors."""
     head = build_head(config)

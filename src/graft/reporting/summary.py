@@ -34,6 +34,8 @@ def training_summary(directory: Path, metrics: dict, scored_on: str | None = Non
     non-zero rank under torchrun: rank 0 reports)."""
     if not metrics:
         return ""
+    if "summary" in metrics:  # a run that scores no model (audit, zeroshot): the lines it chose
+        return metrics["summary"]
     if "tasks" in metrics:
         lines = [f"{task}: " + _scores(m, f"n_train {m['n_train']}  n_val {m['n_val']}  (reports in "
                                           f"{directory / task})") for task, m in metrics["tasks"].items()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from graft.config import Config, check_head_spec, comma_list, open_ends, parse_tasks, setting
 from graft.defaults import DEFAULT_BACKBONE
+from graft.recipes.settings.curation import AuditConfig, ZeroshotConfig
 from graft.recipes.settings.features import AdviseConfig, FewshotConfig, FrozenFitConfig
 from graft.recipes.settings.names import (
                                           ADVERSARY_NAMES,
@@ -32,4 +33,5 @@ from graft.recipes.settings.networks import (
 __all__ = ["ADVERSARY_NAMES", "DEFAULT_BACKBONE", "DEFAULT_VAL_FRACTION", "OPTIMIZER_NAMES", "REGULARIZERS",
            "SCHEDULE_NAMES", "WEIGHTING_NAMES", "AdaptConfig", "AdviseConfig", "Config", "DistillConfig",
            "FewshotConfig", "FinetuneConfig", "FrozenFitConfig", "LRFindConfig", "MultitaskConfig", "PretrainConfig",
-           "check_head_spec", "comma_list", "open_ends", "parse_tasks", "setting"]
+           "check_head_spec", "comma_list", "open_ends", "parse_tasks", "setting",
+           "AuditConfig", "ZeroshotConfig"]
