@@ -18,9 +18,20 @@ Each score is turned into a tail p-value against the validation images (the frac
 scoring at least as high, interpolated between them, with an exponential tail past the
 highest), and the two are combined
 by Fisher's method: ``novelty = -ln p_distance - ln p_doubt`` (0 for the most typical image,
-about ``2 ln(n_val + 1)`` at the edge of the validation images, more beyond). The threshold is
-set on the validation images' own novelty so that at most 5 % of them are above it.
-BENCHMARKS.md has the AUROC of each score and the flag rates on far and near images.
+about ``2 ln(n_val + 1)`` at the edge of the validation images, more beyond).
+
+The threshold is a split-conformal quantile (Vovk et al. 2005; Angelopoulos & Bates 2021,
+"A gentle introduction to conformal prediction"), made with every validation image held out in
+turn: each is scored against the other validation images' references, as a new image is scored
+against all of them (its own score never counts for itself), and the threshold is the
+``ceil((n + 1) * 0.95)``-th smallest of those n scores. Then a new image drawn like the
+validation images is flagged with probability at most 5 % (``(n + 1 - rank) / (n + 1)``, kept as
+``flag_rate``), averaged over validation sets; one threshold's own rate varies around it (the
+spread is that of a Beta(n + 1 - rank, rank) draw: +-2.7 points at n = 61), so with fewer than
+50 validation images the fit warns. Below 19 images no rank reaches 95 %: the threshold is the
+highest held-out score and the rate is ``1 / (n + 1)``. The flag says nothing about images unlike
+the validation images' domain except that they tend to score higher. BENCHMARKS.md has the
+AUROC of each score and the flag rates on unseen in-domain, near and far images.
 
 The statistics live in the model folder as ``novelty.safetensors`` (float32 tensors; the
 parameters as JSON in its metadata): nothing is unpickled and the module needs only numpy.
@@ -41,6 +52,7 @@ DOUBT_C = 100.0  # inverse L2 strength of the doubt classifier (BENCHMARKS.md: C
 FLAG_QUANTILE = 0.95
 THRESHOLD_MARGIN = 1e-3
 MIN_VALIDATION = 5  # fewer validation images give no usable threshold: no statistics are stored
+FEW_VALIDATION = 50  # below this the threshold's own flag rate is too uncertain to state without a warning
 SCORE_NAME = "fisher(knn-cosine, doubt)"
 _DOUBT_KEYS = ("doubt_weight", "doubt_bias", "doubt_mean", "doubt_scale")
 
@@ -62,6 +74,7 @@ class Novelty:
     slices: list[tuple[int, int]]
     k: int
     threshold: float
+    flag_rate: float = 1 - FLAG_QUANTILE  # expected share of new in-domain images flagged
 
     # -- scores -------------------------------------------------------------------------------
     def distance(self, features: np.ndarray) -> np.ndarray:
@@ -101,7 +114,8 @@ class Novelty:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": str(NOVELTY_FORMAT), "params": json.dumps(
             {"k": self.k, "threshold": self.threshold, "slices": self.slices, "score": SCORE_NAME,
-             "doubt": "classifier" if self.doubt else "energy"})}
+             "doubt": "classifier" if self.doubt else "energy", "flag_rate": self.flag_rate,
+             "calibration": "leave-one-out conformal"})}
         tensors = {"bank": self.bank, "distance_ref": self.distance_ref, "doubt_ref": self.doubt_ref,
                    **(self.doubt or {})}
         with atomic_path(path) as tmp:
@@ -130,7 +144,8 @@ class Novelty:
             doubt = {key: tensors[key] for key in _DOUBT_KEYS} if params["doubt"] == "classifier" else None
             return cls(tensors["bank"], tensors["distance_ref"].astype(np.float64),
                        tensors["doubt_ref"].astype(np.float64), doubt, [tuple(s) for s in params["slices"]],
-                       int(params["k"]), float(params["threshold"]))
+                       int(params["k"]), float(params["threshold"]),
+                       float(params.get("flag_rate", 1 - FLAG_QUANTILE)))
         except Exception as exc:  # safetensors, JSON and key errors alike: one line naming the file
             raise ModelError(f"{path}: not readable novelty statistics ({type(exc).__name__}: {exc})") from None
 
@@ -138,7 +153,8 @@ class Novelty:
         """JSON-ready summary for a model's metadata."""
         return {"score": SCORE_NAME, "doubt": "classifier" if self.doubt else "energy",
                 "threshold": round(self.threshold, 4), "k": self.k, "n_train": int(self.bank.shape[0]),
-                "n_val": int(self.distance_ref.shape[0]), "flag_rate_target": round(1 - FLAG_QUANTILE, 3)}
+                "n_val": int(self.distance_ref.shape[0]), "flag_rate_target": round(1 - FLAG_QUANTILE, 3),
+                "flag_rate": round(self.flag_rate, 4)}
 
 
 @dataclass
@@ -175,15 +191,38 @@ def _fit_novelty(data: NoveltyData, k: int) -> Novelty | None:
     slices = [tuple(map(int, s)) for s in (data.slices or [(0, val_logits.shape[1])])]
     stats = Novelty(_unit_rows(train), np.zeros(0), np.zeros(0), _fit_doubt(train, data.train_labels), slices,
                     min(k, len(train)), 0.0)
-    stats.distance_ref = np.sort(stats.distance(val))
-    stats.doubt_ref = np.sort(stats.doubt_of(val, val_logits))
-    own = np.sort(stats.score(val, val_logits))
-    # the validation score with at most (1 - FLAG_QUANTILE) of them above it, plus a margin far
-    # above float32 rounding (the ONNX model's features differ from training's by ~1e-6) and far
-    # below the gaps between scores, so that image is not tipped over it
-    i = len(own) - int(np.floor((1 - FLAG_QUANTILE) * len(own) + 1e-9)) - 1
-    stats.threshold = float(own[i] + THRESHOLD_MARGIN)
+    distance, doubt = stats.distance(val), stats.doubt_of(val, val_logits)
+    stats.distance_ref, stats.doubt_ref = np.sort(distance), np.sort(doubt)
+    held_out = np.sort(_held_out_scores(distance, doubt))
+    n = len(held_out)
+    rank = min(int(np.ceil((n + 1) * FLAG_QUANTILE - 1e-9)), n)  # the conformal rank, 1-based
+    # plus a margin far above float32 rounding (the ONNX model's features differ from
+    # training's by ~1e-6) and far below the gaps between scores
+    stats.threshold = float(held_out[rank - 1] + THRESHOLD_MARGIN)
+    stats.flag_rate = (n + 1 - rank) / (n + 1)
+    if n < FEW_VALIDATION:
+        import warnings
+
+        a, b = n + 1 - rank, rank  # the realised rate of one such threshold is Beta(a, b)
+        spread = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+        warnings.warn(f"the unfamiliar flag's threshold rests on {n} validation images: it flags about "
+                      f"{stats.flag_rate:.1%} of new images like them on average, but this threshold's own rate "
+                      f"may be {100 * spread:.1f} points off; {FEW_VALIDATION} or more validation images make it "
+                      "steadier")
     return stats
+
+
+def _held_out_scores(distance: np.ndarray, doubt: np.ndarray) -> np.ndarray:
+    """Each validation image's novelty against the references of the others (leave-one-out):
+    the score it would have as a new image. (n,) scores -> (n,) novelty, O(n^2) for n images."""
+    n = len(distance)
+    refs = [np.sort(distance), np.sort(doubt)]
+    ranks = [np.argsort(np.argsort(values, kind="stable"), kind="stable") for values in (distance, doubt)]
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = sum(-np.log(_tail_p(np.delete(ref, rank[i]), values[i:i + 1]))[0]
+                     for ref, rank, values in zip(refs, ranks, (distance, doubt)))
+    return out
 
 
 def _fit_doubt(train: np.ndarray, labels) -> dict | None:
