@@ -64,11 +64,14 @@ def test_every_csv_round_trips(hostile_run):
 
 
 def test_a_picture_that_fails_only_warns(tmp_path):
-    from graft.reporting.plots import confusion_matrix_png
+    from graft.reporting.plots import confusion_matrix_png, training_curves_png
 
     y = np.array([0, 1, 2, 1])
     with pytest.warns(UserWarning, match="could not draw"):
         assert confusion_matrix_png(y, y, CLASSES, tmp_path / "missing" / "cm.png") is None
+    with pytest.warns(UserWarning, match="could not draw .*KeyError"):  # a history.jsonl row cut short
+        assert training_curves_png([{"epoch": 1, "stage": "head"}], tmp_path / "curves.png") is None
+    assert not (tmp_path / "curves.png").exists()  # no half-drawn picture left
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # drawn without a warning: the names are text
         assert confusion_matrix_png(y, y, CLASSES, tmp_path / "cm.png", CLASSES[0]).is_file()

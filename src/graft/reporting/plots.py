@@ -10,15 +10,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return matplotlib, plt
-
-
 def _add_new_system_fonts() -> None:
     """matplotlib's font list is cached: fonts installed since (a CJK font package) are added here."""
     from matplotlib import font_manager
@@ -123,16 +114,32 @@ def _draw_confusion_matrix(y_true, y_pred, classes: list[str], path: Path, title
     return path
 
 
-def training_curves_png(history: list[dict], path: Path) -> Path:
+def training_curves_png(history: list[dict], path: Path) -> Path | None:
     """``curves.png``: training and validation loss (left) and accuracy (right) per epoch.
 
     ``history``: one dict per epoch with ``epoch``, ``stage``, ``train_loss``, ``val_loss``,
     ``train_accuracy``, ``val_accuracy`` (history.jsonl's rows). A dashed vertical line marks
-    where a new stage of the fine-tuning plan begins. Returns ``path``.
+    where a new stage of the fine-tuning plan begins. Returns ``path``, or None when the
+    picture could not be drawn: as for the confusion matrix, that only warns.
     """
-    _, plt = _pyplot()
+    try:
+        return _draw_curves(history, Path(path))
+    except Exception as exc:  # the run's results are its other files; the picture is a view
+        import warnings
+
+        Path(path).unlink(missing_ok=True)
+        warnings.warn(f"could not draw {path}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _draw_curves(history: list[dict], path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
     ax_acc.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")
@@ -148,5 +155,4 @@ def training_curves_png(history: list[dict], path: Path) -> Path:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return path
