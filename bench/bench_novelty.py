@@ -105,6 +105,8 @@ def main() -> None:
             ordered = np.sort(reference)
             threshold = ordered[len(ordered) - int(np.floor(0.05 * len(ordered) + 1e-9)) - 1]
         row = {"score": score, "val_flagged": round(float((reference > threshold).mean()), 3)}
+        if score == "graft":  # what the model states for new in-domain images (issue 30, item 20)
+            row["stated_flag_rate"] = round(getattr(stats, "flag_rate", 0.05), 4)
         for name, values in outside.items():
             row[f"{name}_auroc"] = round(auroc(reference, values[score]), 3)
             row[f"{name}_flagged"] = round(float((values[score] > threshold).mean()), 3)
