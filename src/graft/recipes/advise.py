@@ -139,13 +139,13 @@ def _sample(folder: ImageFolder, per_class: int, seed: int) -> ImageFolder:
 
 
 def _short_sides(paths, most: int = 200) -> list[int]:
-    from PIL import Image
+    from graft.data.decode import read_header
 
     sides = []
     for path in paths[:most]:
         try:
-            with Image.open(path) as image:
-                sides.append(min(image.size))
+            header = read_header(path)  # the allow-list of formats, as every decode
+            sides.append(min(header.width, header.height))
         except Exception:  # unreadable: reported by the run itself
             continue
     return sides

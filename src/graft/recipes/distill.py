@@ -117,6 +117,7 @@ def transfer_set(root, *, first_only: bool = False, strict: bool = False, progre
     optimistic, and a labelled training image is learnt from its label already. Raises
     DataError naming ``root`` when it is missing or not a folder, or when no image in it is
     left and decodes."""
+    from graft.data.datasets import CHECK_MIN_SIDE
     from graft.data.decode import load_image
 
     path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
@@ -130,7 +131,7 @@ def transfer_set(root, *, first_only: bool = False, strict: bool = False, progre
     if first_only:
         for record in folder.records:
             try:
-                load_image(record.path)
+                load_image(record.path, min_side=CHECK_MIN_SIDE)
                 return folder, left_out
             except ImageDecodeError:
                 continue
