@@ -1,0 +1,66 @@
+"""graft audit on real images: a label put in the wrong class is found with the right
+suggestion, a re-encoded copy in the validation folder is a leak paired with its original,
+nothing is moved, and bad input is one line, exit 2."""
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import SHARED_DATASETS, copy_subset, needs_shared
+from graft.recipes.audit import audit
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    train = copy_subset(SHARED_DATASETS / "hymenoptera" / "train", root / "train", 12)
+    moved = sorted((train / "ants").iterdir())[0]
+    shutil.move(moved, train / "bees" / moved.name)  # one ant labelled bee
+    original = sorted(p for p in (train / "bees").iterdir() if p.name != moved.name)[0]
+    (root / "val" / "bees").mkdir(parents=True)
+    copy = root / "val" / "bees" / "copy.jpg"
+    Image.open(original).convert("RGB").save(copy, quality=60)  # re-encoded: other bytes, same photo
+    (root / "val" / "ants").mkdir()
+    shutil.copy2(sorted((SHARED_DATASETS / "hymenoptera" / "val" / "ants").iterdir())[0], root / "val" / "ants")
+    before = sorted(p.name for p in root.rglob("*"))
+    # 24 images give blunter probabilities than a real folder: a looser threshold than the default 0.075
+    result = audit(str(train), root / "run", val_dir=str(root / "val"), label_threshold=0.4, progress=False)
+    with open(result.run_dir / "audit.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows, result, moved.name, original, before, root
+
+
+@needs_shared
+def test_a_flipped_label_is_found_with_its_class(audited):
+    rows, result, moved, *_ = audited
+    labels = {r["path"].rsplit("/", 1)[-1]: r for r in rows if r["issue"] == "label"}
+    assert moved in labels, rows
+    assert labels[moved]["given"] == "bees" and labels[moved]["suggested"] == "ants"
+    assert len(labels) <= 3  # a few at most among 26 images
+    assert result.metrics["issues"]["label"] == len(labels)
+
+
+@needs_shared
+def test_a_reencoded_copy_in_validation_is_a_leak_paired_with_its_original(audited):
+    rows, _, _, original, before, root = audited
+    leaks = [r for r in rows if r["issue"] == "leak"]
+    assert any(r["path"].endswith("copy.jpg") and r["other_path"] == str(original) for r in leaks) or \
+        any(r["other_path"].endswith("copy.jpg") and r["path"] == str(original) for r in leaks), rows
+    assert all(r["detail"].startswith("near") for r in leaks)
+    page = (root / "run" / "report.html").read_text()
+    assert "data:image/jpeg;base64," in page and "leak" in page
+    after = sorted(p.name for p in root.rglob("*") if "run" not in p.relative_to(root).parts)
+    assert after == before  # nothing moved, changed or added among the images
+
+
+def test_a_missing_folder_is_one_line_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "graft", "audit", str(tmp_path / "nowhere"), "-o",
+                           str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "nowhere" in done.stderr
+    assert not (tmp_path / "run").exists()
