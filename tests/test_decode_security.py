@@ -140,6 +140,21 @@ def test_a_large_photo_is_decoded_by_draft_and_bombs_without_draft_are_refused(t
     assert reason.startswith("image too large: 400 x 300 pixels exceeds the limit of 20000")
 
 
+def test_the_pre_training_check_keeps_a_large_photo_and_still_refuses_a_bomb(tmp_path):
+    # finetune / distill / adapt / multitask check every image before training (readable_images).
+    from graft.data.datasets import readable_images
+    from graft.data.folders import scan_folder
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        photo((64, 48)).save(tmp_path / name / "small.jpg")
+    Image.linear_gradient("L").resize((12000, 9000)).save(tmp_path / "a" / "big.jpg", quality=50)
+    Image.new("1", (12000, 9000)).save(tmp_path / "b" / "bomb.png")
+    kept, skipped = readable_images(scan_folder(tmp_path), strict=False, progress=False)
+    assert sorted(Path(p).name for p in kept.paths) == ["big.jpg", "small.jpg", "small.jpg"]
+    assert [Path(s["path"]).name for s in skipped] == ["bomb.png"]
+
+
 @needs_shared
 def test_a_jpeg_cut_short_but_closed_by_eoi_is_refused(tmp_path):
     source = sorted((SHARED_DATASETS / "hymenoptera" / "train" / "bees").glob("*.jpg"))[0]
