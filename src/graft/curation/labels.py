@@ -51,24 +51,35 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, n_classe
     ``features`` (N, D) float, ``labels`` (N,) ints in ``[0, n_classes)``. The folds are
     stratified; a class with fewer images than ``folds`` lowers the number of folds (at least 2).
     The PCA is fitted on every image without labels, so no label leaks into a held-out row."""
-    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
 
     labels = np.asarray(labels)
     x = np.asarray(features, np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    dims = min(PCA_DIMENSIONS, x.shape[1], len(x) - 1)
-    x = PCA(dims, whiten=True, random_state=seed).fit_transform(x)
+    with threadpool_limits(1):  # see below; eigh of 1280 x 1280 took 15 s wall with all threads on a busy machine
+        x = whitened(x, min(PCA_DIMENSIONS, x.shape[1], len(x) - 1))
     counts = np.bincount(labels, minlength=n_classes)
     splits = int(max(2, min(folds, counts[counts > 0].min())))
     probabilities = np.zeros((len(labels), n_classes))
-    with warnings.catch_warnings():  # a class with one image cannot be in every fold: it is scored 0 there
+    # one BLAS thread: these small problems lose more to thread hand-offs than they gain (as graft's heads)
+    with warnings.catch_warnings(), threadpool_limits(1):  # a class absent from a fold is scored 0 there
         warnings.simplefilter("ignore")
         for train, held in StratifiedKFold(splits, shuffle=True, random_state=seed).split(x, labels):
             model = LogisticRegression(C=C, max_iter=1000).fit(x[train], labels[train])
             probabilities[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
     return probabilities
+
+
+def whitened(x: np.ndarray, dims: int) -> np.ndarray:
+    """(N, dims): ``x`` centred and projected on its ``dims`` leading principal axes, each scaled
+    to unit variance (PCA whitening, from the D x D covariance's eigenvectors: one small
+    symmetric eigenproblem instead of an SVD of the data)."""
+    centred = x - x.mean(0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+    top = np.argsort(values)[::-1][:dims]
+    return centred @ vectors[:, top] / np.sqrt(np.maximum(values[top], 1e-12))
 
 
 def neighbour_votes(features: np.ndarray, labels: np.ndarray, n_classes: int, k: int = NEIGHBOURS) -> np.ndarray:
