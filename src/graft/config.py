@@ -43,6 +43,9 @@ class Config:
     PATHS: ClassVar[tuple[str, ...]] = ()
     # Fields the command built from this Config does not show (library only).
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = ()
+    # Fields this command's method does not use: its command line does not show them, and a value
+    # other than the default is refused (an option accepted and then ignored misleads).
+    REFUSED: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         for name in self.PATHS:
@@ -55,6 +58,9 @@ class Config:
         or infinite (no bound catches NaN: it compares false with everything)."""
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
+            if f.name in self.REFUSED and value != f.default:
+                raise GraftError(f"{getattr(self, 'COMMAND', 'this command')} does not use {self.flag(f.name)} "
+                                 f"(its method ignores it), got {value!r}: leave it out")
             if value is None:
                 continue
             if "choices" in meta and value not in meta["choices"]:

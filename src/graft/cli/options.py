@@ -55,7 +55,8 @@ def field_option(f: dataclasses.Field):
 
 def config_options(config, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None):
     """Decorator: an option for every shown field of ``config`` (not ``hidden``, not in
-    ``exclude``; or just ``only``), in field order."""
+    ``exclude`` nor in the Config's ``REFUSED``; or just ``only``), in field order."""
+    exclude = tuple(exclude) + tuple(getattr(config, "REFUSED", ()))
     chosen = [f for f in dataclasses.fields(config) if not f.metadata.get("hidden") and f.name not in exclude
               and (only is None or f.name in only)]
 

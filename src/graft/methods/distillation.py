@@ -58,13 +58,17 @@ class Distillation(TrainingMethod):
 
         loss = alpha * soft(every image) + (1 - alpha) * CE(images with a label),
 
-    and each epoch row counts them (``transfer_images``)."""
+    and each epoch row counts them (``transfer_images``). ``class_weights`` (``[classes]``,
+    ``--class-weight balanced``) weigh the hard term's examples by their label, as in
+    supervised training; the soft term follows the teacher and is not weighted."""
 
     name = "distill"
 
     def __init__(self, teacher_logits: torch.Tensor, temperature: float = 4.0, alpha: float = 0.5,
-                 teacher: torch.nn.Module | None = None, mixer=None, transfer_set: bool = False):
+                 teacher: torch.nn.Module | None = None, mixer=None, transfer_set: bool = False,
+                 class_weights: torch.Tensor | None = None):
         self.teacher_logits, self.teacher, self.mixer = teacher_logits, teacher, mixer
+        self.class_weights = class_weights
         self.temperature, self.alpha = temperature, alpha
         self.loss_scale = alpha * temperature ** 2 + (1 - alpha)  # the soft term is scaled by T^2
         self.transfer_set, self.transfer_seen = transfer_set, 0
@@ -91,8 +95,8 @@ class Distillation(TrainingMethod):
         if n == 0:  # a batch of transfer-set images only
             hard = logits.sum() * 0.0
         else:
-            hard = soft_target_cross_entropy(logits[known], label_mix[known]) if mixed \
-                else F.cross_entropy(logits[known], labels[known])
+            hard = soft_target_cross_entropy(logits[known], label_mix[known], self.class_weights) if mixed \
+                else F.cross_entropy(logits[known], labels[known], weight=self.class_weights)
         loss = self.alpha * soft + (1 - self.alpha) * hard
         agree = float((logits.argmax(1) == teacher_logits.argmax(1)).float().mean())
         return StepOutput(loss, n, int((logits[known].argmax(1) == labels[known]).sum()),

@@ -140,11 +140,8 @@ def _network(c: FinetuneConfig, strict: bool, progress: bool, final_pass: bool) 
     val, skipped_val = readable_images(val, strict, progress)
     parts = Parts(c, plan, source, preprocessing, features, train, val, skipped=skipped_train + skipped_val)
     parts.head = make_head(c.head, features.output_dim(preprocessing.size), len(train.classes))
-    training = {"method": "finetune", "stages": c.stages, "head": c.head, "lr": c.lr,
-                "base_lr_factor": c.base_lr_factor, "optimizer": c.optimizer, "regularizer": c.regularizer,
-                "seed": c.seed, "train_dir": c.train_dir}
     parts.model = GraftModel.from_backbone(source, parts.head, train.classes, preprocessing=preprocessing,
-                                           training=training, features=features)
+                                           training=c.training_record(), features=features)
     return parts
 
 
@@ -276,7 +273,10 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
     callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", patience=config.patience,
                                    keep_last=hooks.keep_last, frozen_prefix=parts.frozen_prefix)
     result = _fit(parts, method, callbacks, resume)
-    parts.model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
+    # best_epoch: the epoch whose weights the model holds (the last one when the recipe keeps it)
+    kept = {"best_epoch": result.kept_epoch,
+            "epoch_kept_by": "last epoch" if hooks.keep_last else "validation accuracy"}
+    parts.model.training_info.update({**kept, "epochs_run": len(result.history)})
     parts.model.eval()
     shipped = _final_refit(run, parts, hooks, result.best_epoch, progress, distributed) if config.final \
         else parts.model
@@ -284,7 +284,7 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
         return FitResult(run.path, {})
     record_novelty_of_network(run.model_dir, shipped, parts.plain_loader, parts.val_loader)
     shipped.save(run.model_dir)
-    extra = {"n_train": len(parts.train), "n_val": len(parts.val), "best_epoch": result.best_epoch,
+    extra = {"n_train": len(parts.train), "n_val": len(parts.val), **kept,
              "final_refit": config.final, "resumed_from_epoch": resume["epoch"] if resume else None,
              "lr": parts.loop.lr, "skipped": parts.skipped}
     extra.update(_held_out_results(run, parts, hooks, shipped, strict, progress))
@@ -389,6 +389,9 @@ def sweep_stage(parts: Parts, stage, *, needs_images: bool = False, start=1e-6, 
 
     state = parts.generator.get_state()
     try:
-        return lr_sweep(forward, loader, make_optimizer, start=start, end=end, steps=steps, progress=progress)
+        weights = balanced_class_weights(parts.train.labels, len(parts.train.classes)) \
+            if parts.config.class_weight == "balanced" else None
+        return lr_sweep(forward, loader, make_optimizer, start=start, end=end, steps=steps, progress=progress,
+                        class_weights=weights)
     finally:
         parts.generator.set_state(state)  # the sweep does not change the training run's shuffles

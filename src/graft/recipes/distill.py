@@ -221,8 +221,13 @@ def _method(parts: Parts, strict: bool, progress: bool) -> Distillation:
     student, own = parts.preprocessing, teacher.preprocessing
     on_batches = TeacherOnStudentInputs(teacher, own.size, student.mean, student.std, own.mean, own.std) \
         if c.teacher_inputs == "augmented" else None
+    weights = None
+    if c.class_weight == "balanced":  # of the labelled images: the hard term's
+        from graft.methods.supervised import balanced_class_weights
+
+        weights = balanced_class_weights(parts.train.labels, len(parts.train.classes))
     return Distillation(logits, temperature=c.temperature, alpha=c.alpha, teacher=on_batches, mixer=parts.mixer,
-                        transfer_set=bool(c.unlabelled_dir))
+                        transfer_set=bool(c.unlabelled_dir), class_weights=weights)
 
 
 def _results(run, parts: Parts, model) -> dict:

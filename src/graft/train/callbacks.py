@@ -129,6 +129,7 @@ class Checkpoint(Callback):
     def on_fit_end(self, trainer) -> None:
         if trainer.state.best_epoch > 0 and not self.keep_last:
             trainer.network.model.load_state_dict(load_checkpoint(self.best_path)["model"])
+            trainer.state.kept_epoch = trainer.state.best_epoch
 
 
 class EarlyStopping(Callback):

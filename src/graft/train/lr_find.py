@@ -80,8 +80,9 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray, skip: int) -> tuple[float, fl
 
 
 def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6, end: float = 1.0,
-             steps: int = 100, progress: bool = True) -> LRSweep:
-    """Range-test ``forward`` on ``loader`` (cycled as often as needed).
+             steps: int = 100, progress: bool = True, class_weights=None) -> LRSweep:
+    """Range-test ``forward`` on ``loader`` (cycled as often as needed), with the cross-entropy
+    training uses (``class_weights``: per-class weights ``[classes]``, as ``--class-weight``).
 
     ``make_optimizer(lr)`` builds the optimizer with the head at ``lr`` (and every other group
     at its usual ratio to it); the sweep rescales all groups together. The weights, buffers and
@@ -113,7 +114,7 @@ def lr_sweep(forward: nn.Module, loader, make_optimizer, *, start: float = 1e-6,
             except StopIteration:
                 batches = iter(loader)
                 images, targets = next(batches)
-            loss = F.cross_entropy(forward(images), targets)
+            loss = F.cross_entropy(forward(images), targets, weight=class_weights)
             value = loss.item()
             if not math.isfinite(value):
                 stopped = True

@@ -79,8 +79,11 @@ class TrainData:
 @dataclass
 class LoopResult:
     best_accuracy: float
-    best_epoch: int  # 1-based; the model holds its weights unless the Checkpoint keeps the last
+    best_epoch: int  # 1-based, the highest validation accuracy
     history: list[dict] = field(default_factory=list)
+    # 1-based: the epoch whose weights the model holds at the end (best_epoch when a Checkpoint
+    # gave them back; else the last epoch run)
+    kept_epoch: int = -1
 
 
 @dataclass
@@ -95,6 +98,7 @@ class FitState:
     should_stop: bool = False  # set by a callback (early stopping)
     resumed_epoch: int | None = None
     history: list[dict] = field(default_factory=list)
+    kept_epoch: int | None = None  # set by a callback that gives the model an earlier epoch's weights back
 
 
 class Trainer:
@@ -135,7 +139,9 @@ class Trainer:
         if self.settings.distributed:
             barrier()  # rank 0 has written best.pt
         self._call("on_fit_end")
-        return LoopResult(self.state.best_accuracy, self.state.best_epoch, self.state.history)
+        state = self.state
+        kept = state.kept_epoch if state.kept_epoch is not None else state.epoch
+        return LoopResult(state.best_accuracy, state.best_epoch, state.history, kept)
 
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:

@@ -41,6 +41,10 @@ class FinetuneConfig(Config):
 
     PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir", "weights")
     COMMAND: ClassVar[str] = "finetune"
+    # the settings graft.json's "training" records (how the model was made), beside "method" (the command)
+    RECORDED: ClassVar[tuple[str, ...]] = ("stages", "head", "lr", "base_lr_factor", "layer_decay", "optimizer",
+                                           "weight_decay", "schedule", "augment", "mixup", "cutmix", "class_weight",
+                                           "sampler", "regularizer", "pretrained", "seed", "train_dir", "val_dir")
 
     train_dir: str = setting(None, "Training class-folder tree.", argument="data", path=True)
     val_dir: str | None = setting(None, "Validation class-folder tree.", flag="--val", path=True)
@@ -105,6 +109,14 @@ class FinetuneConfig(Config):
         if self.freeze_transferred and not self.transfer_layers:
             raise GraftError("--freeze-transferred needs --transfer-layers")
 
+    def training_record(self) -> dict:
+        """What graft.json's ``training`` says about how the model was made: ``method`` (the
+        command) and the ``RECORDED`` settings (a regularizer's weight only with one)."""
+        record = {"method": self.COMMAND, **{name: getattr(self, name) for name in self.RECORDED}}
+        if self.regularizer:
+            record["regularizer_weight"] = self.regularizer_weight
+        return record
+
 
 @dataclass
 class PretrainConfig(FinetuneConfig):
@@ -144,6 +156,9 @@ class AdaptConfig(FinetuneConfig):
     RECIPE: ClassVar[str] = "adapt:adapt"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = NOT_FINETUNING + ("test_dir", "final")
+    # The adversarial method's task loss is plain cross-entropy on unmixed source batches (a balanced
+    # source is --sampler balanced); it has no conservation term.
+    REFUSED: ClassVar[tuple[str, ...]] = ("class_weight", "mixup", "cutmix", "regularizer", "regularizer_weight")
     # the command's --help
     HELP: ClassVar[str] = ("Domain adaptation: learn from a labelled --source folder and unlabelled --target "
                            "images (DANN by default; --adversary none is source-only: the target never enters the "
@@ -151,6 +166,8 @@ class AdaptConfig(FinetuneConfig):
 
     PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("target_dir", "target_val_dir")
     COMMAND: ClassVar[str] = "adapt"
+    RECORDED: ClassVar[tuple[str, ...]] = FinetuneConfig.RECORDED + (
+        "adversary", "adversary_weight", "discriminator_width", "target_dir", "target_val_dir")
 
     train_dir: str = setting(None, "Labelled source class-folder tree.", flag="--source", path=True)
     target_dir: str | None = setting(None, "Unlabelled target images (any layout; class folder names are ignored).",
@@ -197,12 +214,15 @@ class DistillConfig(FinetuneConfig):
     RECIPE: ClassVar[str] = "distill:distill"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = NOT_FINETUNING + ("pretrained",)
+    REFUSED: ClassVar[tuple[str, ...]] = ("regularizer", "regularizer_weight")  # no conservation term
     # the command's --help
     HELP: ClassVar[str] = ("Teacher-student: train --student on DATA from a graft run's softened outputs and the "
                            "labels.")
 
     PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("teacher", "unlabelled_dir")
     COMMAND: ClassVar[str] = "distill"
+    RECORDED: ClassVar[tuple[str, ...]] = FinetuneConfig.RECORDED + (
+        "teacher", "temperature", "alpha", "unlabelled_dir", "teacher_inputs")
 
     teacher: str | None = setting(None, "A graft run folder or model: the teacher.", path=True)
     backbone: str = setting(None, "The student's backbone (a smaller network).", flag="--student")
@@ -243,6 +263,9 @@ class LRFindConfig(FinetuneConfig):
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = NOT_FINETUNING + ("lr", "schedule", "mixup", "cutmix", "patience",
                                                                "test_dir", "final", "pretrained")
+    # the sweep trains with plain (class-weighted) cross-entropy on unmixed batches, for its own steps
+    REFUSED: ClassVar[tuple[str, ...]] = ("regularizer", "regularizer_weight", "mixup", "cutmix", "patience",
+                                          "schedule", "test_dir", "final")
     COMMAND: ClassVar[str] = "lr-find"
 
     stage: str = setting("head", "Which parameters train during the sweep: head, topN or all.")
