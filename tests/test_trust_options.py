@@ -104,3 +104,13 @@ def test_distills_default_plan_is_head_20_with_a_transfer_set_and_unchanged_with
     assert s.DistillConfig(**base, unlabelled_dir="u").stages == "head:20"
     assert s.DistillConfig(**base).stages == "head:5,top2:5"
     assert s.DistillConfig(**base, unlabelled_dir="u", stages="head:2,top1:1").stages == "head:2,top1:1"
+
+
+def test_distill_refuses_lr_auto_in_one_line_instead_of_a_traceback(hymenoptera_small, tmp_path):
+    """The LR range test sweeps cross-entropy on labels; distill's batches carry (label, index)
+    pairs and the teacher's term: it crashed in the sweep after the run folder was written."""
+    train, _ = hymenoptera_small
+    code, output = _cli("distill", train, "--teacher", train, "--student", "tf_efficientnet_lite0", "--lr", "auto",
+                        "-o", tmp_path / "run", "-q")
+    assert code == 2 and "graft lr-find" in _one_error_line(output), output
+    assert not (tmp_path / "run").exists()

@@ -246,6 +246,8 @@ class DistillConfig(FinetuneConfig):
             raise GraftError("distill needs a student backbone (--student)")
         if self.stages is None:
             self.stages = DISTILL_PLAN_WITH_TRANSFER_SET if self.unlabelled_dir else DISTILL_PLAN
+        if self.lr == "auto":  # the range test sweeps plain labels; a student learns from the teacher too
+            raise GraftError("distill has no --lr auto: run `graft lr-find DATA --backbone STUDENT` and pass its LR")
         super().__post_init__()
         if self.unlabelled_dir and self.sampler == "balanced":
             raise GraftError("--sampler balanced draws by label and --unlabelled images have none: use the default")
