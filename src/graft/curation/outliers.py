@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from graft.curation.neighbours import centred_unit, nearest
+from graft.curation.neighbours import nearest
 
 NEIGHBOURS = 10
-FAR_OUT = 3.0  # Tukey's "far out": above the third quartile by 3 interquartile ranges
+# above the third quartile by 2 interquartile ranges (between Tukey's "outside", 1.5, and "far out", 3)
+FAR_OUT = 2.0
 
 
 def outlier_scores(features: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """(N,) cosine distance (0..2) of each image to its ``k``-th nearest other image, on
-    centred unit features: the kNN novelty of Sun et al. 2022 ("Out-of-distribution detection
-    with deep nearest neighbors"), graft's ``novelty`` distance, within the folder itself."""
-    _, similarities = nearest(centred_unit(features), k)
+    """(N,) cosine distance (0..2) of each image to its ``k``-th nearest other image, on unit
+    features (not centred: centring spreads the typical images out and saturates the far ones;
+    digits among flowers17 scored 0.82 against the flowers' 0.81 centred, 0.79 against 0.61
+    uncentred): the kNN novelty of Sun et al. 2022 ("Out-of-distribution detection with deep
+    nearest neighbors"), graft's ``novelty`` distance, within the folder itself."""
+    x = np.asarray(features, np.float32)
+    _, similarities = nearest(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), k)
     if similarities.shape[1] == 0:
         return np.zeros(len(features))
     return 1.0 - similarities[:, -1].astype(np.float64)
 
 
 def far_out(scores: np.ndarray, factor: float = FAR_OUT) -> np.ndarray:
-    """(N,) bool: scores above Q3 + ``factor`` x IQR (Tukey 1977), which no typical image
-    reaches whatever the spread of the scores."""
+    """(N,) bool: scores above Q3 + ``factor`` x IQR (Tukey 1977). Three MNIST digits and a
+    placeholder picture among flowers17: all 4 flagged and none of the 1360 flowers at 2.0 (3 and
+    none at 3.0; at 1.5 4 flowers too)."""
     if len(scores) < 4:
         return np.zeros(len(scores), bool)
     q1, q3 = np.quantile(scores, [0.25, 0.75])

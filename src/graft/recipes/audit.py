@@ -126,7 +126,9 @@ def _findings(config: AuditConfig, folders: dict[str, ImageFolder], features: di
     rows += [_row(folders["train"].root / name, "imbalance", "train", name, score=ratio,
                   detail=f"{counts[name]} images; the median class has {np.median(list(counts.values())):g}")
              for name, ratio in small_classes(counts).items()]
-    rows.sort(key=lambda r: (ISSUES.index(r["issue"]), r["score"] if r["issue"] == "label" else 0, r["path"]))
+    # the likeliest first: the lowest label scores, the farthest outliers
+    rows.sort(key=lambda r: (ISSUES.index(r["issue"]), {"label": 1, "outlier": -1}.get(r["issue"], 0)
+                             * (r["score"] or 0), r["path"]))
     metrics = {"issues": {issue: sum(r["issue"] == issue for r in rows) for issue in ISSUES},
                "n_images": len(paths), "n_flagged_images": len({r["path"] for r in rows}),
                "classes": classes, "splits": {s: len(f) for s, f in features.items()},
