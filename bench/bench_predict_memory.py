@@ -58,12 +58,10 @@ def child(run: str, folder: str) -> None:
 
     start = time.perf_counter()
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-        try:
-            main(["predict", run, folder, "--csv", "-q"], standalone_mode=False)
-        except SystemExit as exc:  # graft predict's exit status (1: some files skipped)
+        try:  # graft predict's exit status (1: some files skipped), returned or raised by older grafts
+            code = main(["predict", run, folder, "--csv", "-q"], standalone_mode=False) or 0
+        except SystemExit as exc:
             code = exc.code
-        else:
-            code = 0
     print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "exit": code,
                       "seconds": time.perf_counter() - start, "graft": __import__("graft").__file__}))
 

@@ -28,7 +28,8 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
 
     options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, cache, not quiet)
     answer = predict_files(run_dir, image_files(inputs), options)
-    raise SystemExit(answer.write(click.echo, top_k, "json" if as_json else "csv" if as_csv else "table"))
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    click.get_current_context().exit(answer.write(click.echo, top_k, fmt))  # 0, or 1 when a file was skipped
 
 
 @click.command()
