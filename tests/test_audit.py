@@ -25,8 +25,10 @@ def audited(tmp_path_factory):
     (root / "val" / "bees").mkdir(parents=True)
     copy = root / "val" / "bees" / "copy.jpg"
     Image.open(original).convert("RGB").save(copy, quality=60)  # re-encoded: other bytes, same photo
-    (root / "val" / "ants").mkdir()
-    shutil.copy2(sorted((SHARED_DATASETS / "hymenoptera" / "val" / "ants").iterdir())[0], root / "val" / "ants")
+    for name in ("ants", "bees"):
+        (root / "val" / name).mkdir(exist_ok=True)
+        for image in sorted((SHARED_DATASETS / "hymenoptera" / "val" / name).iterdir())[:3]:
+            shutil.copy2(image, root / "val" / name)
     before = sorted(p.name for p in root.rglob("*"))
     # 24 images give blunter probabilities than a real folder: a looser threshold than the default 0.075
     result = audit(str(train), root / "run", val_dir=str(root / "val"), label_threshold=0.4, progress=False)
@@ -64,3 +66,28 @@ def test_a_missing_folder_is_one_line_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "nowhere" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@needs_shared
+def test_fit_acts_on_the_audit_with_one_flag(audited, tmp_path):
+    from graft.recipes.frozen import fit_frozen
+
+    rows, result, moved, _, _, root = audited
+    with pytest.warns(UserWarning, match="--exclude"):
+        fitted = fit_frozen(str(root / "train"), tmp_path / "fit", val_dir=str(root / "val"),
+                            exclude=str(result.run_dir / "audit.csv"), progress=False)
+    with open(fitted.run_dir / "split.csv", newline="") as handle:
+        used = {r["path"].rsplit("/", 1)[-1] for r in csv.DictReader(handle)}
+    assert moved not in used and "copy.jpg" not in used
+    assert fitted.metrics["n_train"] == 24 - sum(r["split"] == "train" for r in rows if r["issue"] != "imbalance")
+    relabel = tmp_path / "relabel.csv"  # an edited decision: keep the image, with its right class
+    relabel.write_text(f"path,relabel\n{root / 'train' / 'bees' / moved},ants\n")
+    with pytest.warns(UserWarning, match="relabelled 1"):
+        fitted = fit_frozen(str(root / "train"), tmp_path / "fit2", val_dir=str(root / "val"), exclude=str(relabel),
+                            progress=False)
+    with open(fitted.run_dir / "split.csv", newline="") as handle:
+        assert any(r["path"].endswith(moved) for r in csv.DictReader(handle))
+    relabel.write_text(f"path,relabel\n{root / 'train' / 'bees' / moved},wasps\n")
+    with pytest.raises(Exception, match="wasps"):
+        fit_frozen(str(root / "train"), tmp_path / "fit3", val_dir=str(root / "val"), exclude=str(relabel))
+    assert not (tmp_path / "fit3").exists()

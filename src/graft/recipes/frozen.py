@@ -67,6 +67,8 @@ def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, over
     check_head_options(config.head, config.class_weight)
     train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                 seed=config.seed, balanced=config.class_weight == "balanced")
+    if config.exclude is not None:  # graft audit's decisions, acted on in memory: no file changes
+        train, val = _decided(config.exclude, train, val)
     if config.shots is not None:  # K labelled images per class; the rest of the training folder is not used
         train = take_per_class(train, config.shots, config.seed)
     folders = {"train": train, "val": val}
@@ -198,6 +200,23 @@ def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> 
         warnings.warn(f"cannot write {path} ({exc.strerror or exc}); the next fit will not skip the network")
         return
     feature_cache.record_source(key, template)
+
+
+def _decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, ImageFolder]:
+    import warnings
+
+    from graft.curation.decisions import apply_decisions, read_decisions
+
+    decisions = read_decisions(path)
+    train, in_train = apply_decisions(train, decisions)
+    val, in_val = apply_decisions(val, decisions) if val is not None else (val, {"excluded": 0, "relabelled": 0})
+    excluded, relabelled = in_train["excluded"] + in_val["excluded"], in_train["relabelled"] + in_val["relabelled"]
+    if val is not None and not len(val):
+        raise DataError(f"--exclude {path} leaves no validation image: give another --val, or edit the file")
+    unused = len(decisions.exclude) + len(decisions.relabel) - excluded - relabelled
+    warnings.warn(f"--exclude {path}: left out {excluded} image(s), relabelled {relabelled}; {unused} of its rows "
+                  "name no image of these folders", stacklevel=3)
+    return train, val
 
 
 def _require_two_classes(features: Features, folder: ImageFolder) -> None:

@@ -21,7 +21,7 @@ class FrozenFitConfig(Config):
     # the command's --help
     HELP: ClassVar[str] = "Frozen features + a classical head (C chosen by cross-validation) -> a run folder."
 
-    PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir")
+    PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir", "exclude")
 
     train_dir: str = setting(None, "Training class-folder tree.", argument="data", path=True)
     val_dir: str | None = setting(None, "Validation class-folder tree.", flag="--val", path=True)
@@ -42,6 +42,9 @@ class FrozenFitConfig(Config):
                                  "before saving.")
     shots: int | None = setting(None, "Fit on this many training images per class (seeded), to see what K labels "
                                       "buy.", low=1)
+    exclude: str | None = setting(None, "Leave out the images a CSV lists (graft audit's RUN/audit.csv, or an "
+                                        "edited copy); rows with a 'relabel' class keep the image with that class.",
+                                  path=True)
     seed: int = setting(0, "Random seed (split, subsets).")
     engine: str = setting("auto", "Frozen inference engine (auto: ONNX Runtime when installed).",
                           choices=("auto", "onnx", "torch"))
