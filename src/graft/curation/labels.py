@@ -13,7 +13,7 @@ Two views of every image, neither of which has seen the image's own label:
 Their mean is the image's class distribution; ``score`` is the probability it gives the
 given class (self-confidence). An image is flagged when the score is below ``threshold``
 (0.075), and its suggested class is the distribution's argmax. On flowers17 with 5 % of the
-labels flipped this finds the flips with precision 0.92-0.96 and recall 0.94-0.99 (3 seeds),
+labels flipped this finds the flips with precision 0.93-0.94 and recall 0.96-0.99 (3 seeds),
 where cleanlab's confident learning on the regression alone gives 0.79-0.88 / 0.75-0.87
 (BENCHMARKS.md, issue 25; ``method="confident-learning"`` runs cleanlab's
 ``find_label_issues`` on the same distribution instead).
