@@ -224,9 +224,11 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # hand-edited files: one line, no traceback
         from graft.errors import GraftError
 
-        raise GraftError(f"{target}: cannot build report.html from its files (metrics.json, predictions.csv, "
-                         f"{model_json}, {config_path}): {type(exc).__name__}: {exc}; one was edited or "
-                         "damaged, so restore it or run the command that wrote it again") from None
+        sources = ", ".join(["metrics.json", "predictions.csv", str(model_json), str(config_path)]
+                            + ([str(root / "advice.json")] if (root / "advice.json").is_file() and not subdir else []))
+        raise GraftError(f"{target}: cannot build report.html from its files ({sources}): {type(exc).__name__}: "
+                         f"{exc}; one was edited or damaged, so restore it or run the command that wrote it "
+                         "again") from None
     return write_atomic(target / "report.html", page + "\n")
 
 
