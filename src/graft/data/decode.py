@@ -53,6 +53,10 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _SEQUENTIAL_SOF = frozenset({0xC0, 0xC1})
 _STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0..7: no length field
 JPEG_FLAT_GREY = 128  # what libjpeg outputs for blocks it had no data for (all coefficients 0)
+# libjpeg passes over the whole image once per scan, and a scan can be a dozen bytes: 40000 scans
+# (600 KB, 4000 x 4000) took 16 s to decode. libjpeg's progressive script writes 10 scans.
+MAX_JPEG_SCANS = 100
+_ICO_SIGNATURE = b"\x00\x00\x01\x00"
 
 
 def _over_white(image: Image.Image) -> Image.Image:
@@ -250,6 +254,54 @@ def _one_pass_jpeg(fp) -> bool:
         fp.seek(position)
 
 
+def _jpeg_scans(fp) -> int:
+    """Start-of-scan markers: FF DA bytes (coded data stuffs FF bytes: never an undercount)."""
+    position = fp.tell()
+    try:
+        fp.seek(0)
+        return fp.read().count(b"\xff\xda")
+    finally:
+        fp.seek(position)
+
+
+def _check_scans(image: Image.Image, fp, label: str) -> None:
+    if isinstance(image, JpegImagePlugin.JpegImageFile) and (scans := _jpeg_scans(fp)) > MAX_JPEG_SCANS:
+        raise ImageDecodeError(label, f"JPEG with {scans} scans, over the limit of {MAX_JPEG_SCANS} "
+                                      "(each scan decodes the whole image again: a decoding-time bomb)")
+
+
+def _ico_size(fp) -> tuple[int, int] | None:
+    """(width, height) of the largest picture an ICO file embeds, as each picture's own header
+    (PNG IHDR or bitmap header) says; None for a file that is not an ICO.
+
+    PIL's ICO reader decodes the picture while opening the file, trusting the picture's header
+    over the directory (a 16 x 16 entry can hold a 13000 x 13000 PNG: 676 MB, 2 s)."""
+    position = fp.tell()
+    try:
+        fp.seek(0)
+        head = fp.read(6)
+        if len(head) < 6 or head[:4] != _ICO_SIGNATURE:
+            return None
+        directory = fp.read(16 * int.from_bytes(head[4:6], "little"))
+        largest = (0, 0)
+        for start in range(0, len(directory) - 15, 16):
+            entry = directory[start:start + 16]
+            size = (entry[0] or 256, entry[1] or 256)
+            fp.seek(int.from_bytes(entry[12:16], "little"))
+            picture = fp.read(24)
+            if picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) == 24:
+                size = (int.from_bytes(picture[16:20], "big"), int.from_bytes(picture[20:24], "big"))
+            elif len(picture) >= 12:  # a bitmap header (OS/2: 16-bit sides); the height counts the mask
+                step = 2 if int.from_bytes(picture[:4], "little") == 12 else 4
+                size = tuple(abs(int.from_bytes(picture[i:i + step], "little", signed=step == 4))
+                             for i in (4, 4 + step))
+            if size[0] * size[1] > largest[0] * largest[1]:
+                largest = size
+        return largest
+    finally:
+        fp.seek(position)
+
+
 def _draft(image: Image.Image, fp, min_side: int | None) -> tuple[int, int]:
     """Let a JPEG decode at the smallest 1/2, 1/4, 1/8 scale keeping its shorter side >=
     ``min_side``; the size whose pixels decoding will hold (what the pixel limit applies to)."""
@@ -296,7 +348,10 @@ def read_header(source, *, min_side: int | None = None, name: str | None = None)
     Raises :class:`ImageDecodeError` (path ``name``, or the path; ``<bytes>`` otherwise) for a
     file that is missing, empty, not one of FORMATS, or whose header is damaged."""
     with _opened(source, name) as (label, fp), _reasons(label, fp):
+        if (icon := _ico_size(fp)) is not None:  # PIL would decode it to read its size
+            return ImageHeader("ICO", icon[0], icon[1], icon[0] * icon[1])
         with Image.open(fp, formats=FORMATS) as image:
+            _check_scans(image, fp, label)
             width, height = image.size
             decoded = _draft(image, fp, min_side)
             return ImageHeader(str(image.format), width, height, decoded[0] * decoded[1])
@@ -324,7 +379,11 @@ def load_image(
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     with _opened(source, name) as (label, fp), _reasons(label, fp):
+        icon = _ico_size(fp)
+        if limit is not None and icon is not None and icon[0] * icon[1] > limit:
+            raise ImageDecodeError(label, _too_large(icon[0], icon[1], limit, icon))
         with Image.open(fp, formats=FORMATS) as image:
+            _check_scans(image, fp, label)
             width, height = image.size
             decoded = _draft(image, fp, min_side)
             if limit is not None and decoded[0] * decoded[1] > limit:

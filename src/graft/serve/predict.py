@@ -88,13 +88,16 @@ class Predictions:
 
 
 def _csv_row(fields) -> str:
-    """One CSV record without its line end (``echo`` adds it): quoted where a field needs it."""
+    """One CSV record without its line end (``echo`` adds it): quoted where a field needs it.
+
+    The writer's line end must hold CR and LF: the csv module quotes a field holding a character
+    of it, so an empty line end left a path holding only a newline unquoted (two records)."""
     import csv
     import io
 
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(fields)
-    return out.getvalue()
+    csv.writer(out, lineterminator="\r\n").writerow(fields)
+    return out.getvalue()[:-2]
 
 
 def predict_files(run_dir, paths, options: PredictOptions | None = None) -> Predictions:

@@ -1,0 +1,74 @@
+"""Hostile files found by trying to break graft from the outside after issue 30: an ICO whose
+directory claims 16 x 16 while its PNG claims 12000 x 12000 (PIL decodes it while opening the
+file), a progressive JPEG whose scans are repeated thousands of times (each scan decodes the
+whole image again), and `graft predict --csv` on a path holding only a newline or a CR."""
+from __future__ import annotations
+
+import csv
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from graft.data.decode import MAX_JPEG_SCANS, load_image, read_header
+from graft.errors import ImageDecodeError
+from graft.serve.onnx_predictor import Batch
+from graft.serve.predict import Predictions
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def icon_claiming(side: int) -> bytes:
+    """A 16 x 16 ICO entry holding a PNG whose header says side x side grey pixels and whose
+    data is not zlib: PIL allocates the full picture and decodes (fails) while opening the icon,
+    so reading its header alone must not open it with PIL."""
+    png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+           + _chunk(b"IDAT", b"not zlib data") + _chunk(b"IEND", b""))
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22) + png
+
+
+def many_scans(scans: int) -> bytes:
+    """A real progressive JPEG with one of its AC scans (a dozen bytes) repeated ``scans`` times."""
+    buffer = io.BytesIO()
+    photo = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)
+    Image.fromarray(photo).save(buffer, "JPEG", progressive=True, quality=80)
+    data = buffer.getvalue()
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    last = data[starts[-1]:-2]  # the final scan, up to EOI: a refinement scan libjpeg accepts again
+    return data[:-2] + last * scans + b"\xff\xd9"
+
+
+def test_an_icon_is_measured_by_the_picture_it_embeds():
+    icon = icon_claiming(12000)
+    header = read_header(icon, name="bomb.ico")  # the old code decoded it here: 'corrupt image data'
+    assert (header.format, header.width, header.height) == ("ICO", 12000, 12000)
+    assert header.decoded_pixels == 144_000_000
+    with pytest.raises(ImageDecodeError, match=r"image too large: 12000 x 12000 pixels exceeds the limit of 16000000"):
+        load_image(icon, max_pixels=16_000_000, name="bomb.ico")
+    small = io.BytesIO()
+    Image.new("RGB", (48, 48), (10, 200, 30)).save(small, "ICO", sizes=[(16, 16), (48, 48)])
+    assert read_header(small.getvalue()).decoded_pixels == 48 * 48
+    assert load_image(small.getvalue()).getpixel((20, 20)) == (10, 200, 30)
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding():
+    assert load_image(many_scans(0)).size == (256, 256)  # the real file, 10 scans, decodes
+    assert load_image(many_scans(MAX_JPEG_SCANS - 20)).size == (256, 256)  # libjpeg only warns
+    bomb = many_scans(5000)
+    for read in (read_header, load_image):
+        with pytest.raises(ImageDecodeError, match=r"bomb.jpg: JPEG with 50\d\d scans, over the limit of 100"):
+            read(bomb, name="bomb.jpg")
+
+
+def test_predict_csv_quotes_a_path_holding_only_a_newline_or_a_cr():
+    paths = ["ants/new\nline.jpg", "ants/carriage\rreturn.jpg", "plain.jpg"]
+    batch = Batch(paths, np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]), None, None)
+    text = "\n".join(Predictions(["ants", "bees"], {None: slice(0, 2)}, batch, "onnx").lines(1, "csv")) + "\n"
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert [row[0] for row in rows[1:]] == paths
+    assert [row[2] for row in rows[1:]] == ["ants", "bees", "ants"]
