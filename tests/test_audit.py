@@ -91,3 +91,12 @@ def test_fit_acts_on_the_audit_with_one_flag(audited, tmp_path):
     with pytest.raises(Exception, match="wasps"):
         fit_frozen(str(root / "train"), tmp_path / "fit3", val_dir=str(root / "val"), exclude=str(relabel))
     assert not (tmp_path / "fit3").exists()
+
+
+@needs_shared
+def test_fit_warns_about_a_near_copy_in_validation(audited, tmp_path):
+    from graft.recipes.frozen import fit_frozen
+
+    root = audited[-1]
+    with pytest.warns(UserWarning, match=r"copy\.jpg is a near copy of training image"):
+        fit_frozen(str(root / "train"), tmp_path / "fit", val_dir=str(root / "val"), progress=False)
