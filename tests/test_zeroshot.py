@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import SHARED_DATASETS, needs_shared
 from graft.artifacts.model import GraftModel
@@ -33,3 +34,16 @@ def test_an_uncovered_name_is_refused_in_one_line_before_writing(tmp_path):
     assert len([line for line in lines if line.startswith("sunflower:")]) == 1
     assert not any(line.startswith("bee:") for line in lines)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_ambiguous_name_lists_its_senses_and_a_sense_can_be_chosen():
+    from graft.curation.wordnet import resolve
+    from graft.errors import GraftError
+
+    with pytest.raises(GraftError) as refused:
+        resolve("cat,dog")
+    line = next(line for line in str(refused.value).splitlines() if line.startswith("cat:"))
+    assert "cat=n02121620" in line and "cat=n02127808" in line  # domestic cat, big cat
+    chosen = resolve("cat=n02121620,dogs")  # a plural is read as its noun
+    assert [c.wnid for c in chosen] == ["n02121620", "n02084071"]
+    assert len(chosen[1].imagenet) == 118  # ImageNet-1k's dog breeds
