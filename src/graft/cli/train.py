@@ -13,7 +13,7 @@ from graft.recipes import settings as s
 # each Config holds its command's name, help, hidden fields and recipe function
 TRAINING = (s.FrozenFitConfig, s.FinetuneConfig, s.PretrainConfig, s.AdaptConfig, s.DistillConfig, s.MultitaskConfig)
 # commands on the cached features of unlabelled or unchecked images (issue 25): same contract, no resume
-BEFORE_LABELS: tuple = (s.AuditConfig, s.ZeroshotConfig)
+BEFORE_LABELS: tuple = (s.AuditConfig, s.ZeroshotConfig, s.ClusterConfig, s.SelectConfig)
 
 
 def _interrupted(run_dir) -> None:

@@ -29,9 +29,11 @@ from graft.recipes.settings.networks import (
                                           MultitaskConfig,
                                           PretrainConfig,
 )
+from graft.recipes.settings.unlabelled import ClusterConfig, SelectConfig
 
 __all__ = ["ADVERSARY_NAMES", "DEFAULT_BACKBONE", "DEFAULT_VAL_FRACTION", "OPTIMIZER_NAMES", "REGULARIZERS",
            "SCHEDULE_NAMES", "WEIGHTING_NAMES", "AdaptConfig", "AdviseConfig", "Config", "DistillConfig",
            "FewshotConfig", "FinetuneConfig", "FrozenFitConfig", "LRFindConfig", "MultitaskConfig", "PretrainConfig",
+           "ClusterConfig", "SelectConfig",
            "check_head_spec", "comma_list", "open_ends", "parse_tasks", "setting",
            "AuditConfig", "ZeroshotConfig"]
