@@ -112,6 +112,7 @@ def find_label_issues(features: np.ndarray, labels: np.ndarray, n_classes: int, 
         flagged = score < threshold
     else:
         flagged = _cleanlab_issues(labels, probabilities)
+    flagged &= counts[labels] >= 2  # a class's only image was never in a training fold: nothing says it is wrong
     return LabelIssues(score, probabilities.argmax(1), flagged, probabilities)
 
 

@@ -124,7 +124,7 @@ def _findings(config: AuditConfig, folders: dict[str, ImageFolder], features: di
             rows.append(_row(item["path"], "unreadable", split, detail=item["reason"]))
     counts = folders["train"].class_counts()
     rows += [_row(folders["train"].root / name, "imbalance", "train", name, score=ratio,
-                  detail=f"{counts[name]} images; the median class has {np.median(list(counts.values())):g}")
+                  detail=f"{counts[name]} image(s); the median class has {np.median(list(counts.values())):g}")
              for name, ratio in small_classes(counts).items()]
     # the likeliest first: the lowest label scores, the farthest outliers
     rows.sort(key=lambda r: (ISSUES.index(r["issue"]), {"label": 1, "outlier": -1}.get(r["issue"], 0)
