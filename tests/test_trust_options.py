@@ -91,6 +91,12 @@ def test_every_float_setting_has_bounds_and_refuses_nan_and_infinity(config):
                 config(**REQUIRED[config], **{f.name: bad})
 
 
+def test_a_learning_rate_given_as_text_is_a_number_or_auto():
+    with pytest.raises(GraftError, match="--lr must be a number or 'auto'"):
+        s.FinetuneConfig(train_dir="d", lr="nan")
+    assert s.FinetuneConfig(train_dir="d", lr="auto").lr == "auto"
+
+
 def test_multitask_task_weights_refuse_nan_and_absurd_values():
     for bad in ("nan", "inf", "1e9"):
         with pytest.raises(GraftError, match="--task-weight"):

@@ -65,8 +65,10 @@ class Config:
                 continue
             if "choices" in meta and value not in meta["choices"]:
                 raise GraftError(f"{self.flag(f.name)} must be one of {', '.join(meta['choices'])}, got {value!r}")
-            if meta.get("lr") and value == "auto":
-                continue
+            if meta.get("lr") and isinstance(value, str):
+                if value == "auto":
+                    continue
+                raise GraftError(f"{self.flag(f.name)} must be a number or 'auto', got {value!r}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 _check_number(self.flag(f.name), value, meta)
 
