@@ -33,7 +33,7 @@ from graft.serve.batcher import DynamicBatcher
 from graft.serve.models import ServedModel
 from graft.serve.page import preview_page
 from graft.serve.settings import ServeSettings
-from graft.serve.uploads import ApiError, ClientLeft, FairDecoder, check_costs, read_uploads
+from graft.serve.uploads import ApiError, ClientLeft, FairDecoder, read_uploads
 
 __all__ = ["ApiError", "BodyLimit", "create_app"]
 
@@ -184,8 +184,8 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
         predictor = model_of(name).predictor
         try:
             uploads = await read_uploads(request, settings.max_images)
-            check_costs(uploads, predictor.preprocessing.resize_size, settings.max_pixels,
-                        settings.max_request_pixels)
+            await decoder.check_all(request, uploads, predictor.preprocessing.resize_size, settings.max_pixels,
+                                    settings.max_request_pixels)
             await decoder.decode_all(request, predictor, uploads, settings.max_pixels)
             if await request.is_disconnected():  # left while its images decoded: not batched
                 raise ClientLeft()
