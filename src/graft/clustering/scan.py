@@ -65,7 +65,8 @@ class ClusterHead(ClusterMixin, BaseEstimator):
     n_heads : heads trained from different random starts; the lowest-loss one is kept.
     dims : principal components kept of the L2-normalised features (:class:`Projection`).
     hidden : width of each head's hidden layer.
-    neighbours : nearest neighbours mined per image (cosine similarity, in the projection).
+    neighbours : nearest neighbours mined per image (cosine similarity, in the projection); at
+        most half the mean cluster size (n / (2 n_clusters)).
     entropy_weight : weight of the entropy term that spreads images over the clusters (5, SCAN's).
     epochs, batch_size, lr : Adam, weight decay 1e-4.
     random_state : seeds the projection, the heads and the neighbour draws.
@@ -101,7 +102,9 @@ class ClusterHead(ClusterMixin, BaseEstimator):
         torch.manual_seed(self.random_state)
         self.projection_ = Projection(self.dims, self.random_state).fit(X)
         Z = torch.from_numpy(self.projection_.transform(X))
-        self.neighbours_, _ = nearest_neighbours(Z.numpy(), self.neighbours)
+        # a neighbour list longer than half an expected cluster would reach into other clusters (small folders)
+        self.neighbours_, _ = nearest_neighbours(Z.numpy(), min(self.neighbours,
+                                                                max(1, X.shape[0] // (2 * int(self.n_clusters)))))
         # one thread: the matrices are small, and on a busy 2-core machine threads cost 7x more than they save
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
