@@ -100,3 +100,14 @@ def test_fit_warns_about_a_near_copy_in_validation(audited, tmp_path):
     root = audited[-1]
     with pytest.warns(UserWarning, match=r"copy\.jpg is a near copy of training image"):
         fit_frozen(str(root / "train"), tmp_path / "fit", val_dir=str(root / "val"), progress=False)
+
+
+def test_tiny_and_extreme_images_are_named_from_their_headers(tmp_path):
+    from graft.curation.outliers import image_shape_issues, small_classes
+
+    for name, size in (("tiny.png", (20, 30)), ("banner.jpg", (900, 100)), ("fine.jpg", (300, 200))):
+        Image.new("RGB", size, (90, 120, 30)).save(tmp_path / name)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths = [tmp_path / n for n in ("tiny.png", "banner.jpg", "fine.jpg", "broken.jpg")]
+    assert image_shape_issues(paths) == [(0, "tiny", 20.0), (1, "extreme-aspect", 9.0)]
+    assert small_classes({"a": 80, "b": 75, "c": 10}) == {"c": 0.133}
