@@ -110,4 +110,4 @@ def test_finetune_final_refit_trains_again_for_the_chosen_epochs(digits_dir, tmp
     assert info["final_refit"] and info["n_fitted"] == 120
     assert info["final_plan"] == truncated_plan(parse_stages("head:3,top1:2"), best)
     final_history = (result.run_dir / "history-final.jsonl").read_text().splitlines()
-    assert len(final_history) == best and info["epochs_run"] == best
+    assert len(final_history) == best and info["epochs_run"] == best == info["best_epoch"]  # the refit keeps its last

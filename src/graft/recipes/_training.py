@@ -339,8 +339,9 @@ def _final_refit(run: RunDir, parts: Parts, hooks: Hooks, best_epoch: int, progr
     callbacks = standard_callbacks(run.path / "checkpoints" / "final", run.path / "history-final.jsonl",
                                    keep_last=True, frozen_prefix=again.frozen_prefix)
     result = _fit(again, method, callbacks)
-    again.model.training_info.update({"final_refit": True, "final_plan": final.stages,
-                                      "epochs_run": len(result.history), "n_fitted": len(again.train)})
+    again.model.training_info.update({"final_refit": True, "final_plan": final.stages, "best_epoch": result.kept_epoch,
+                                      "epoch_kept_by": "last epoch", "epochs_run": len(result.history),
+                                      "n_fitted": len(again.train)})
     return again.model.eval()
 
 
