@@ -54,8 +54,12 @@ def test_a_reencoded_copy_in_validation_is_a_leak_paired_with_its_original(audit
     assert any(r["path"].endswith("copy.jpg") and r["other_path"] == str(original) for r in leaks) or \
         any(r["other_path"].endswith("copy.jpg") and r["path"] == str(original) for r in leaks), rows
     assert all(r["detail"].startswith("near") for r in leaks)
+    from graft.reporting.html import write_html_report
+
     page = (root / "run" / "report.html").read_text()
     assert "data:image/jpeg;base64," in page and "leak" in page
+    write_html_report(root / "run")  # `graft report RUN` draws the audit's own page again
+    assert (root / "run" / "report.html").read_text() == page
     after = sorted(p.name for p in root.rglob("*") if "run" not in p.relative_to(root).parts)
     assert after == before  # nothing moved, changed or added among the images
 

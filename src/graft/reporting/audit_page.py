@@ -63,6 +63,23 @@ def _thumbnail(path: str) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def rewrite_audit_page(run_dir) -> Path:
+    """report.html again from an audit run's audit.csv and metrics.json (``graft report RUN``);
+    GraftError naming the file when either cannot be read."""
+    import csv
+
+    from graft._io.files import read_json
+    from graft.errors import GraftError
+
+    try:
+        with open(Path(run_dir) / "audit.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return write_audit_page(Path(run_dir), rows, read_json(Path(run_dir) / "metrics.json"))
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as exc:
+        raise GraftError(f"{run_dir}: cannot build report.html from audit.csv and metrics.json "
+                         f"({type(exc).__name__}: {exc}); run graft audit again") from None
+
+
 def write_audit_page(run_dir: Path, rows: list[dict], metrics: dict) -> Path:
     """Write ``run_dir/report.html`` for audit.csv's ``rows`` and the ``metrics`` counts."""
     from jinja2 import Environment

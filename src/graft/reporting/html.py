@@ -218,6 +218,10 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     config_path = root / "config.yaml"
     config_text = read_text(config_path) if config_path.is_file() else ""
     config = read_yaml(config_path) if config_text else {}
+    if not subdir and isinstance(config, dict) and config.get("command") == "audit":  # its own page
+        from graft.reporting.audit_page import rewrite_audit_page
+
+        return rewrite_audit_page(root)
     name = root.name if not subdir else f"{root.name} / {subdir}"
     try:
         page = _page(root, target, subdir, name, (model, config, config_text))
