@@ -124,3 +124,14 @@ def test_headers_are_read_off_the_event_loop(digits_dir, tmp_path_factory):
         thread.join()
     # on the event loop, the whole request's header reading came before both (1.2 s on a quiet machine)
     assert took["health"] < took["hostile"] / 4 and took["digit"] < took["hostile"] / 4, took
+
+
+def test_a_name_without_a_folder_is_refused(tmp_path, monkeypatch):
+    from graft.errors import GraftError
+    from graft.serve.models import named_runs
+
+    monkeypatch.chdir(tmp_path)  # the old code served the current folder as model 'x'
+    with pytest.raises(GraftError, match=r"x=: no run folder after '='"):
+        named_runs(["x="])
+    (tmp_path / "run").mkdir()
+    assert named_runs(["x=run"]) == {"x": tmp_path.joinpath("run").relative_to(tmp_path)}

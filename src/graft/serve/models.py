@@ -39,6 +39,8 @@ def named_runs(arguments) -> dict[str, Path]:
         name, _, folder = (None, "", argument) if os.path.exists(argument) or "=" not in argument \
             else argument.partition("=")
         path = Path(folder).expanduser()
+        if not folder:  # Path("") is the current folder: 'x=' would serve wherever the server starts
+            raise GraftError(f"{argument}: no run folder after '=' (NAME=RUN)")
         if not path.is_dir():
             raise GraftError(f"{folder}: no such folder" + (f" (for model {name!r})" if name else ""))
         if name is None:
