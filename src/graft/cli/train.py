@@ -52,7 +52,8 @@ def _training_command(config_cls):
 
     command.__doc__ = config_cls.HELP
     options = config_options(config_cls, config_cls.CLI_HIDDEN)
-    return click.command(config_cls.COMMAND)(options(run_options(command, resume=getattr(config_cls, "RESUMABLE", config_cls.COMMAND != "fit"))))
+    resumable = getattr(config_cls, "RESUMABLE", config_cls.COMMAND != "fit")
+    return click.command(config_cls.COMMAND)(options(run_options(command, resume=resumable)))
 
 
 @click.command()
