@@ -11,15 +11,8 @@ from pathlib import Path
 
 from graft._io.files import read_json, read_yaml, write_atomic
 from graft.artifacts.run_folder import RunDir
-from graft.data.folders import (
-    ImageFolder,
-    folder_manifest,
-    load_train_val,
-    manifest_changes,
-    scan_folder,
-    scan_unlabelled,
-    warn_unscored_classes,
-)
+from graft.data.folders import ImageFolder, load_train_val, scan_folder, scan_unlabelled, warn_unscored_classes
+from graft.data.manifest import folder_manifest, manifest_changes
 from graft.data.overlap import check_output_outside, shared_images, warn_trained_on
 from graft.errors import DataError, GraftError
 

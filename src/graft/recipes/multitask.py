@@ -109,7 +109,7 @@ def _manifests(s: dict) -> dict:
 
 def _changes(before: dict | None, folder: str, classes) -> list[str]:
     """What changed in ``folder`` since its manifest ``before`` (one entry per change)."""
-    from graft.data.folders import manifest_changes
+    from graft.data.manifest import manifest_changes
     from graft.errors import DataError
 
     if before is None:
