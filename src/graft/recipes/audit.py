@@ -140,7 +140,9 @@ def _write(run, rows: list[dict], metrics: dict, config: AuditConfig) -> None:
     import json
 
     run_dir = run.path
-    with atomic_path(run_dir / "audit.csv") as tmp, open(tmp, "w", newline="") as handle:
+    # a file name that is not UTF-8 is written as its own bytes (surrogateescape), as split.csv is
+    with atomic_path(run_dir / "audit.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8",
+                                                          errors="surrogateescape") as handle:
         writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -154,7 +156,7 @@ def _write(run, rows: list[dict], metrics: dict, config: AuditConfig) -> None:
 def read_audit(path) -> list[dict]:
     """The rows of an audit.csv (``AUDIT_COLUMNS``); DataError naming the file if it is not one."""
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:  # as _write wrote it
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise DataError(f"{path}: not an audit.csv (no 'path' column)")

@@ -72,7 +72,7 @@ def rewrite_audit_page(run_dir) -> Path:
     from graft.errors import GraftError
 
     try:
-        with open(Path(run_dir) / "audit.csv", newline="") as handle:
+        with open(Path(run_dir) / "audit.csv", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             rows = list(csv.DictReader(handle))
         return write_audit_page(Path(run_dir), rows, read_json(Path(run_dir) / "metrics.json"))
     except (OSError, KeyError, TypeError, ValueError, csv.Error) as exc:
