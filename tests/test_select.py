@@ -52,7 +52,7 @@ def test_labelled_images_are_not_picked_again(digits_dir, tmp_path):
     for name in sorted(p.name for p in pool.iterdir())[::12][:4]:
         (labelled / name.split("-")[0]).mkdir(parents=True)
         (labelled / name.split("-")[0] / name).symlink_to(pool / name)
-    for strategy in ("typical", "uncertain"):
+    for strategy in ("typical-uncertain", "typical", "uncertain"):
         result = select(str(pool), tmp_path / strategy, n=8, labelled=str(labelled), strategy=strategy,
                         progress=False)
         picked = {p.split("/")[-1] for p in selected_paths(result.run_dir)}

@@ -8,7 +8,7 @@ from graft.config import Config, setting
 from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import GraftError
 
-_STRATEGIES = ("typical", "uncertain")  # graft.clustering.STRATEGIES (settings import no numpy)
+_STRATEGIES = ("typical-uncertain", "typical", "uncertain")  # graft.clustering.STRATEGIES (settings import no numpy)
 
 
 @dataclass
@@ -69,9 +69,11 @@ class SelectConfig(_Features):
                         path=True)
     n: int = setting(None, "Images to pick.", flag="-n", low=1)
     labelled: str | None = setting(None, "Class folders of the images labelled so far.", path=True)
-    strategy: str = setting("typical", "With --labelled: typical (the most typical image of each k-means cluster "
-                                       "no label covers yet) or uncertain (the image the current model is least "
-                                       "sure of in each k-means cluster of the pool).", choices=_STRATEGIES)
+    strategy: str = setting("typical-uncertain", "With --labelled: from each k-means cluster no label covers yet, "
+                                                 "the image that is typical and that the current model (logistic "
+                                                 "regression) is unsure of; typical (the most typical: TypiClust); "
+                                                 "uncertain (the least sure in each k-means cluster of the pool).",
+                            choices=_STRATEGIES)
 
     def __post_init__(self):
         if self.pool is None:
