@@ -1,7 +1,8 @@
 """Hostile files found by trying to break graft from the outside after issue 30: an ICO whose
 directory claims 16 x 16 while its PNG claims 12000 x 12000 (PIL decodes it while opening the
 file), a progressive JPEG whose scans are repeated thousands of times (each scan decodes the
-whole image again), and `graft predict --csv` on a path holding only a newline or a CR."""
+whole image again), a PNG of 62 MB of text chunks, a WebP (decoded through full-size RGBA canvases),
+and `graft predict --csv` on a path holding only a newline or a CR."""
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from graft.data.decode import MAX_JPEG_SCANS, load_image, read_header
+from graft.data.decode import MAX_JPEG_SCANS, WEBP_COST, load_image, read_header
 from graft.errors import ImageDecodeError
 from graft.serve.onnx_predictor import Batch
 from graft.serve.predict import Predictions
@@ -84,6 +85,39 @@ def text_bomb_png() -> bytes:
     return png[:33] + chunks + png[33:]  # after the signature and IHDR
 
 
+def test_a_png_text_bomb_is_refused_without_inflating_it():
+    bomb = text_bomb_png()  # PIL inflated 62 MB of it to read the header, and accepted it
+    for read in (read_header, load_image):
+        with pytest.raises(ImageDecodeError, match=r"t.png: PNG with over 1 MiB of text chunks"):
+            read(bomb, name="t.png")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 200_000, zip=True)  # real metadata still reads
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(buffer, "PNG", pnginfo=info)
+    assert load_image(buffer.getvalue()).getpixel((5, 5)) == (200, 100, 50)
+
+
+def test_a_webp_counts_its_decoders_canvases():
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(buffer, "WEBP", lossless=True)
+    data = buffer.getvalue()
+    header = read_header(data)  # counted 60000 before: PIL decodes it through full-size RGBA canvases
+    assert (header.format, header.width, header.height) == ("WEBP", 300, 200)
+    assert header.decoded_pixels == WEBP_COST * 60_000 and WEBP_COST >= 2
+    assert load_image(data, max_pixels=WEBP_COST * 60_000).getpixel((5, 5)) == (10, 200, 30)
+    with pytest.raises(ImageDecodeError, match=r"300 x 200 pixels \(counted 2 times: a WebP"):
+        load_image(data, max_pixels=60_000)
+
+
+def comment_bomb_jpeg() -> bytes:
+    """A real 64 x 64 JPEG with 125000 empty comment segments: PIL walks them one by one in Python
+    to read its header (0.2 s)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return data[:2] + b"\xff\xfe\x00\x02" * 125_000 + data[2:]
+
+
 def test_headers_are_read_off_the_event_loop(digits_dir, tmp_path_factory):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
@@ -98,8 +132,8 @@ def test_headers_are_read_off_the_event_loop(digits_dir, tmp_path_factory):
 
     run = fit_frozen(digits_dir, tmp_path_factory.mktemp("headers") / "digits", image_size=64, progress=False).run_dir
     digit = sorted(digits_dir.rglob("*.png"))[0].read_bytes()
-    bomb = text_bomb_png()
-    assert len(bomb) < 70_000 and read_header(bomb).decoded_pixels == 64 * 64
+    bomb = comment_bomb_jpeg()
+    assert read_header(bomb).decoded_pixels == 64 * 64
     app = create_app({"d": load_predictor(run)}, ServeSettings(decode_threads=2))
     url = "/v1/models/d/predict"
     took: dict[str, float] = {}
@@ -108,7 +142,7 @@ def test_headers_are_read_off_the_event_loop(digits_dir, tmp_path_factory):
 
         def hostile():
             start = time.monotonic()
-            answer = client.post(url, files=[("file", (f"t{i}.png", bomb)) for i in range(8)])
+            answer = client.post(url, files=[("file", (f"t{i}.jpg", bomb)) for i in range(8)])
             took["hostile"] = time.monotonic() - start
             assert answer.status_code == 200 and len(answer.json()["predictions"]) == 8
 

@@ -31,6 +31,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from graft.data.jpeg_markers import MAX_JPEG_SCANS, jpeg_scans, one_pass_jpeg
 from graft.errors import ImageDecodeError
 
 # Imported above so that they are registered: Image.open then never needs PIL's init(), and
@@ -48,15 +49,17 @@ FORMAT_NAMES = "JPEG, PNG, GIF, BMP, TIFF, WebP, ICO, PBM/PGM/PPM"
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
-# JPEG frames libjpeg decodes in one pass (baseline and extended sequential Huffman): with one
-# interleaved first scan, its memory follows the draft-scaled output, not the header's size.
-_SEQUENTIAL_SOF = frozenset({0xC0, 0xC1})
-_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0..7: no length field
 JPEG_FLAT_GREY = 128  # what libjpeg outputs for blocks it had no data for (all coefficients 0)
-# libjpeg passes over the whole image once per scan, and a scan can be a dozen bytes: 40000 scans
-# (600 KB, 4000 x 4000) took 16 s to decode. libjpeg's progressive script writes 10 scans.
-MAX_JPEG_SCANS = 100
 _ICO_SIGNATURE = b"\x00\x00\x01\x00"
+# PIL decodes every WebP, a still one too, with its animation decoder, which keeps full-size
+# RGBA canvases: a 4000 x 4000 WebP held 306 MB and took 0.35 s to decode, a PNG of that size
+# 183 MB and 0.21 s (1.7x both). A WebP's decode cost is counted at this many times its pixels.
+WEBP_COST = 2
+# graft never reads a PNG's text chunks, but PIL inflates every zTXt/iTXt before the pixels while
+# opening the file, up to 64 MB a file (a 66 KB PNG cost 0.21 s and 62 MB to read its header).
+# 1 MiB is far above real metadata (XMP, ICC notes); a file with more text is refused, cheaply.
+PngImagePlugin.MAX_TEXT_CHUNK = min(PngImagePlugin.MAX_TEXT_CHUNK, 1024 * 1024)
+PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, 1024 * 1024)
 
 
 def _over_white(image: Image.Image) -> Image.Image:
@@ -100,8 +103,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _too_large(width: int, height: int, limit: int, decoded: tuple[int, int]) -> str:
+def _too_large(width: int, height: int, limit: int, decoded: tuple[int, int], factor: int = 1) -> str:
     scaled = "" if decoded == (width, height) else f" ({decoded[0]} x {decoded[1]} at JPEG draft scale)"
+    if factor != 1:
+        scaled = f" (counted {factor} times: a WebP decodes through full-size RGBA canvases)"
     return (
         f"image too large: {width} x {height} pixels{scaled} exceeds the limit of {limit} "
         f"(possible decompression bomb)"
@@ -115,7 +120,8 @@ class ImageHeader:
     ``format``: PIL's name (JPEG, MPO, PNG, ...); ``width``, ``height``: px as stored, before
     EXIF orientation; ``decoded_pixels``: the pixels decoding it holds at once, which
     ``max_pixels`` is checked against: width x height, or for a one-pass JPEG read with
-    ``min_side`` the size of its draft decode (1/2 .. 1/8 of each side).
+    ``min_side`` the size of its draft decode (1/2 .. 1/8 of each side), or for a WebP
+    :data:`WEBP_COST` x width x height (its decoder's canvases cost that much more).
     """
 
     format: str
@@ -220,52 +226,16 @@ def _reasons(label: str, fp):
     except MemoryError as exc:
         raise ImageDecodeError(label, f"out of memory while decoding ({_message(exc)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if "MAX_TEXT" in str(exc):  # PngImagePlugin's text limits, lowered above
+            raise ImageDecodeError(label, "PNG with over 1 MiB of text chunks (graft reads none of them; "
+                                          "possible decompression bomb)") from None
         raise ImageDecodeError(label, f"truncated or corrupt image data: {_message(exc)}") from None
     except Exception as exc:
         raise ImageDecodeError(label, f"cannot be decoded ({type(exc).__name__}: {_message(exc)})") from None
 
 
-def _one_pass_jpeg(fp) -> bool:
-    """Whether libjpeg decodes this JPEG in one pass: a sequential Huffman frame whose first
-    scan holds every component. Only then is its memory that of the draft-scaled output;
-    progressive and multi-scan files buffer every coefficient of the full-size image."""
-    position = fp.tell()
-    try:
-        fp.seek(0)
-        if fp.read(2) != b"\xff\xd8":
-            return False
-        frame = components = None
-        for _ in range(4096):  # segments before the first scan; more is not a real file
-            marker = fp.read(2)
-            if len(marker) < 2 or marker[0] != 0xFF:
-                return False
-            while marker[1] == 0xFF:  # fill bytes before a marker
-                marker = b"\xff" + fp.read(1)
-            if marker[1] in _STANDALONE_MARKERS:
-                continue
-            length = int.from_bytes(fp.read(2), "big")
-            segment = fp.read(max(0, length - 2))
-            if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC) and len(segment) > 5:
-                frame, components = marker[1], segment[5]
-            elif marker[1] == 0xDA:
-                return frame in _SEQUENTIAL_SOF and bool(segment) and segment[0] == components
-        return False
-    finally:
-        fp.seek(position)
-
-
-def _jpeg_scans(fp) -> int:
-    """Start-of-scan markers: FF DA bytes (coded data stuffs FF bytes: never an undercount)."""
-    position = fp.tell()
-    try:
-        fp.seek(0)
-        return fp.read().count(b"\xff\xda")
-    finally:
-        fp.seek(position)
-
-
 def _check_scans(image: Image.Image, fp, label: str) -> None:
-    if isinstance(image, JpegImagePlugin.JpegImageFile) and (scans := _jpeg_scans(fp)) > MAX_JPEG_SCANS:
+    if isinstance(image, JpegImagePlugin.JpegImageFile) and (scans := jpeg_scans(fp)) > MAX_JPEG_SCANS:
         raise ImageDecodeError(label, f"JPEG with {scans} scans, over the limit of {MAX_JPEG_SCANS} "
                                       "(each scan decodes the whole image again: a decoding-time bomb)")
 
@@ -302,6 +272,10 @@ def _ico_size(fp) -> tuple[int, int] | None:
         fp.seek(position)
 
 
+def _factor(image: Image.Image) -> int:
+    return WEBP_COST if image.format == "WEBP" else 1
+
+
 def _draft(image: Image.Image, fp, min_side: int | None) -> tuple[int, int]:
     """Let a JPEG decode at the smallest 1/2, 1/4, 1/8 scale keeping its shorter side >=
     ``min_side``; the size whose pixels decoding will hold (what the pixel limit applies to)."""
@@ -314,7 +288,7 @@ def _draft(image: Image.Image, fp, min_side: int | None) -> tuple[int, int]:
         # shorter side binds, so (side, side) keeps the shorter side >= min_side. Rotation
         # does not change which side is shorter, so the EXIF transpose after stays right.
         image.draft("RGB", (side, side))
-    return image.size if _one_pass_jpeg(fp) else size
+    return image.size if one_pass_jpeg(fp) else size
 
 
 def _missing_data_rows(image: Image.Image) -> int:
@@ -354,7 +328,7 @@ def read_header(source, *, min_side: int | None = None, name: str | None = None)
             _check_scans(image, fp, label)
             width, height = image.size
             decoded = _draft(image, fp, min_side)
-            return ImageHeader(str(image.format), width, height, decoded[0] * decoded[1])
+            return ImageHeader(str(image.format), width, height, decoded[0] * decoded[1] * _factor(image))
 
 
 def load_image(
@@ -373,8 +347,10 @@ def load_image(
     decoded, an image that would decode to more pixels: the header's width x height, or for a
     one-pass JPEG with ``min_side`` its draft size, so a 12000 x 9000 photo read for a 256 px
     model is decoded at 1500 x 1125 instead of being called a bomb (PIL's own refusal above
-    twice its limit still applies). A JPEG whose data ends early but is closed by an EOI
-    marker, which libjpeg decodes without an error as flat grey, is refused too.
+    twice its limit still applies); a WebP counts :data:`WEBP_COST` times its pixels. A PNG with
+    more than 1 MiB of text chunks is refused (PIL would inflate them). A JPEG whose data ends
+    early but is closed by an EOI marker, which libjpeg decodes without an error as flat grey, is
+    refused too.
     Every failure, whatever its kind, is an ImageDecodeError with the reason.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
@@ -386,8 +362,8 @@ def load_image(
             _check_scans(image, fp, label)
             width, height = image.size
             decoded = _draft(image, fp, min_side)
-            if limit is not None and decoded[0] * decoded[1] > limit:
-                raise ImageDecodeError(label, _too_large(width, height, limit, decoded))
+            if limit is not None and decoded[0] * decoded[1] * _factor(image) > limit:
+                raise ImageDecodeError(label, _too_large(width, height, limit, decoded, _factor(image)))
             image.load()
             if isinstance(image, JpegImagePlugin.JpegImageFile):
                 missing = _missing_data_rows(image)

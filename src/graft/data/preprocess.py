@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from graft.data.decode import FORMATS, JPEG_FLAT_GREY
+from graft.data.decode import FORMATS, JPEG_FLAT_GREY, WEBP_COST
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -105,7 +105,9 @@ def input_recipe(preprocessing: dict) -> dict:
             "decoding (PIL's DCT-domain downscale by 1/2, 1/4 or 1/8, keeping both sides >= the request)",
             "refuse, before decoding, an image that decodes to more than PIL.Image.MAX_IMAGE_PIXELS pixels: "
             "width x height after the draft for a one-pass JPEG (SOF0/SOF1 whose first scan holds every "
-            "component), the header's width x height for every other file (progressive JPEGs included)",
+            "component), the header's width x height for every other file (progressive JPEGs included), "
+            f"counted {WEBP_COST} times for a WebP (PIL decodes it through full-size RGBA canvases); refuse a PNG "
+            "with more than 1 MiB of text chunks (PngImagePlugin.MAX_TEXT_MEMORY = MAX_TEXT_CHUNK = 1 MiB)",
             f"JPEG only: refuse a file whose last row decodes as exactly {JPEG_FLAT_GREY} in every channel while "
             "some pixel does not (libjpeg fills the blocks of data that ended early with that grey)",
             "apply the EXIF orientation: PIL.ImageOps.exif_transpose",
