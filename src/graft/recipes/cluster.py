@@ -119,7 +119,11 @@ def _groups(paths, clusters, confidence, typical, truth, classes) -> list[dict]:
         def caption(i):
             return f"{confidence[i]:.2f}" + (f" {classes[truth[i]]}" if truth is not None else "")
 
-        groups.append({"title": f"cluster {c}: {len(members)} images",
+        title = f"cluster {c}: {len(members)} images"
+        if truth is not None:  # class folders: what the cluster mostly holds, to check the page by eye
+            common = np.bincount(truth[members]).argmax()
+            title += f", {np.mean(truth[members] == common):.0%} {classes[common]}"
+        groups.append({"title": title,
                        "note": "most typical first; the number is how sure the head is",
                        "images": [(paths[i], caption(i)) for i in shown],
                        "doubtful": [(paths[i], caption(i)) for i in doubtful]})
