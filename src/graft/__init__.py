@@ -28,6 +28,8 @@ _WHERE = {
     "finetune": "recipes.finetune", "pretrain": "recipes.pretrain", "adapt": "recipes.adapt",
     "distill": "recipes.distill", "multitask": "recipes.multitask", "find_lr": "recipes.lr_find",
     "resume": "recipes.resume",
+    "ClusterHead": "clustering", "cluster": "recipes.cluster", "select": "recipes.select",
+    "ClusterConfig": "recipes.settings", "SelectConfig": "recipes.settings",
 }
 
 __all__ = sorted(_WHERE)
