@@ -49,6 +49,7 @@ def audit(config, out, *, strict: bool = False, progress: bool = True, overwrite
     for split, root in (("val", config.val_dir), ("test", config.test_dir)):
         if root is not None:
             folders[split] = scan_folder(root, classes=folders["train"].classes)
+    _check_distinct(folders)
     check_not_an_input(out, config)
     run = open_run(out, "audit", overwrite=overwrite)
     with run.lock("audit"):
@@ -60,6 +61,20 @@ def audit(config, out, *, strict: bool = False, progress: bool = True, overwrite
     summary = (f"audited {metrics['n_images']} images in {metrics['seconds']:.1f} s: {found}\n"
                f"wrote {run.path}/: audit.csv report.html metrics.json config.yaml (no image was moved or changed)")
     return FitResult(run.path, {**metrics, "summary": summary})
+
+
+def _check_distinct(folders: dict[str, ImageFolder]) -> None:
+    """DataError when --val or --test names DATA or each other: every image would be reported
+    as a leak of itself (graft fit refuses such a validation folder too)."""
+    import os
+
+    names = {"train": "DATA", "val": "--val", "test": "--test"}
+    splits = list(folders)
+    for index, split in enumerate(splits):
+        for earlier in splits[:index]:
+            if os.path.samefile(folders[split].root, folders[earlier].root):
+                raise DataError(f"{names[split]} {folders[split].root} is the {names[earlier]} folder: each of its "
+                                "images would be reported as a copy of itself; give a different folder")
 
 
 def _features(config: AuditConfig, folder: ImageFolder, strict: bool, progress: bool) -> Features:
