@@ -38,7 +38,7 @@ __all__ = ["GRAFT_OUTPUTS", "LOCK_FILE", "PREDICTION_COLUMNS", "RunDir", "RunLoc
 GRAFT_OUTPUTS = ("model", "model.onnx", "config.yaml", "metrics.json", "report.txt", "confusion_matrix.png",
                  "history.jsonl", "history-final.jsonl", "curves.png", "checkpoints", "eval", "lr_find.png",
                  "lr_find.json", "data.json", "predictions.csv", "split.csv", "test", "report.html", "advice.json",
-                 "target", "domain.json")
+                 "target", "domain.json", "clusters.csv", "selected.csv")
 LOCK_FILE = ".graft.lock"
 # What graft writes inside those folders (model/, checkpoints/[final/], eval/NAME/, test/, target/).
 INNER_OUTPUTS = ("graft.json", "weights.safetensors", "novelty.safetensors", "best.pt", "last.pt", "metrics.json",
