@@ -6,6 +6,7 @@ among good ones and a cut multipart body each get a clear answer; no page loads 
 from outside."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -245,3 +246,67 @@ def test_pages_load_nothing_from_outside(predictor):
         for asset in assets:
             assert client.get(asset).status_code == 200, asset
         assert "/v1/models/{name}/predict" in client.get("/openapi.json").json()["paths"]
+
+
+@contextlib.contextmanager
+def configured_server(app, settings):
+    """A real uvicorn server on 127.0.0.1 configured as `graft serve` configures it."""
+    import uvicorn
+
+    from graft.serve.connections import server_config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(server_config(app, settings))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def _closed_within(conn: socket.socket, seconds: float) -> bytes:
+    """Everything the server sends until it closes the connection; fails after ``seconds``."""
+    conn.settimeout(seconds)
+    received = b""
+    while chunk := conn.recv(65536):  # socket.timeout (a test failure) if it stays open
+        received += chunk
+    return received
+
+
+def test_a_stalled_client_is_cut_off_and_others_are_answered_meanwhile(predictor, digits_dir):
+    digit = sorted(digits_dir.rglob("*.png"))[0].read_bytes()
+    settings = ServeSettings(read_timeout_s=1.5, max_connections=8)
+    app = create_app({"d": predictor}, settings)
+    with configured_server(app, settings) as port:
+        base = f"http://127.0.0.1:{port}"
+        half_body = socket.create_connection(("127.0.0.1", port))
+        half_body.sendall(b"POST /v1/models/d/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                          b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" + b"\0" * 49_996)
+        half_headers = socket.create_connection(("127.0.0.1", port))
+        half_headers.sendall(b"POST /v1/models/d/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        start = time.monotonic()
+        with httpx.Client(base_url=base, timeout=10) as client:  # the others, while both stall
+            for _ in range(3):
+                asked = time.monotonic()
+                assert "top" in client.post("/v1/models/d/predict", content=digit).json()["predictions"][0]
+                assert time.monotonic() - asked < 1.0
+        answer = _closed_within(half_body, 6)  # uvicorn alone kept both open for ever
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"not received within 1.5 s" in answer, answer[:300]
+        assert _closed_within(half_headers, 6) == b""  # no request yet: closed without an answer
+        assert 1.0 < time.monotonic() - start < 8
+        half_body.close()
+        half_headers.close()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # max_connections
+        time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            assert client.get("/health").status_code == 503  # uvicorn's limit_concurrency
+        for conn in idle:
+            conn.close()

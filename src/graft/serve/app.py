@@ -10,13 +10,15 @@ TrustedHostMiddleware: a web page elsewhere cannot reach the server by DNS rebin
 Each file of a predict request is answered in its own row, ``top`` (``tasks`` for a multi-task
 model) or ``error``, as ``graft predict --json``: 200 when at least one image was read, 400
 (with the rows) when none was. Other bad input is answered 4xx with ``{"error": "<one line>"}``:
-400 an empty or malformed request, 404 an unknown model, 413 a body over ``max_body_bytes`` or
-images costing more than ``max_request_pixels`` to decode (:mod:`graft.serve.uploads`), 422 a
-bad ``top_k`` or ``tta``. Images are decoded by graft's own rules
-(:func:`graft.data.decode.load_image`), so the answers are those of ``graft predict``.
+400 an empty or malformed request, 404 an unknown model, 408 a body not received within
+``read_timeout_s`` (the connection is closed), 413 a body over ``max_body_bytes`` or images
+costing more than ``max_request_pixels`` to decode (:mod:`graft.serve.uploads`), 422 a bad
+``top_k`` or ``tta``; 503 beyond ``max_connections`` (:mod:`graft.serve.connections`). Images
+are decoded by graft's own rules (:func:`graft.data.decode.load_image`), so the answers are those of ``graft predict``.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -40,11 +42,14 @@ __all__ = ["ApiError", "BodyLimit", "create_app"]
 
 class BodyLimit:
     """ASGI middleware: a body over ``limit`` bytes gets 413, whether its Content-Length says so
-    up front or a chunked body grows past it while being read."""
+    up front or a chunked body grows past it while being read; a body not all received within
+    ``timeout`` seconds of its request's headers gets 408 and its connection is closed (a client
+    that sends part of a body and stalls would hold that part in memory for as long as it liked)."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, timeout: float | None = None):
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -52,12 +57,20 @@ class BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await _too_large(self.limit)(scope, receive, send)
-        seen, started = 0, False
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        seen, started, complete = 0, False, False
 
         async def counted_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete or deadline is None:  # after the body: waiting for a disconnect is not timed
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise _BodyLate() from None
             seen += len(message.get("body", b""))
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             if seen > self.limit:
                 raise _BodyTooLarge()
             return message
@@ -72,14 +85,28 @@ class BodyLimit:
         except _BodyTooLarge:
             if not started:
                 await _too_large(self.limit)(scope, receive, send)
+        except _BodyLate:
+            if not started:
+                await _too_late(self.timeout)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyLate(Exception):
+    pass
+
+
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"error": f"request body too large: the limit is {limit} bytes"}, status_code=413)
+
+
+def _too_late(timeout: float) -> JSONResponse:
+    # Connection: close makes uvicorn close the connection after the answer instead of waiting
+    # for the rest of the body.
+    return JSONResponse({"error": f"request body not received within {timeout:g} s (--read-timeout-s)"},
+                        status_code=408, headers={"Connection": "close"})
 
 
 def _answer(predictor, uploads, result, top_k: int) -> list[dict]:
@@ -147,7 +174,7 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
                          description="Image classifiers trained with graft: top-k classes, novelty, metadata.")
     app.state.batchers = batchers
     app.state.decoder = decoder
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.read_timeout_s)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.host_names(), www_redirect=False)
     _add_error_handlers(app)
 

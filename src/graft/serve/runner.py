@@ -68,6 +68,7 @@ def serve(runs, settings=None, echo=print) -> None:
     import uvicorn
 
     from graft.serve.app import create_app
+    from graft.serve.connections import server_config
 
     named = named_runs(runs)
     sock = listening_socket(host, port)
@@ -80,7 +81,7 @@ def serve(runs, settings=None, echo=print) -> None:
             echo(f"  {name} -> {run.resolve()}")
         echo(f"graft serve: http://{host}:{port}/  models: {', '.join(served)}  (Ctrl-C stops)")
         echo(f"  Host headers answered: {', '.join(settings.host_names())} (--allowed-hosts adds more)")
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        server = uvicorn.Server(server_config(app, settings))
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:

@@ -14,8 +14,10 @@ class ServeSettings(Config):
     request. What one request may cost is bounded before anything is decoded: ``max_pixels``
     per image and ``max_request_pixels`` per request, both counted from the images' headers
     (a one-pass JPEG counts the pixels of its draft decode at the model's size, since that is
-    what is decoded). ``allowed_hosts`` adds Host header names to the bound host, ``localhost`` and
-    ``127.0.0.1``. The defaults are ``graft serve``'s (its options are generated from these fields)."""
+    what is decoded). What a slow client may hold is bounded too: ``max_connections`` open
+    connections, and ``read_timeout_s`` seconds to send a request's headers and its body.
+    ``allowed_hosts`` adds Host header names to the bound host, ``localhost`` and ``127.0.0.1``.
+    The defaults are ``graft serve``'s (its options are generated from these fields)."""
 
     host: str = setting("127.0.0.1", "Address to listen on; 0.0.0.0 exposes the models to the network.")
     port: int = setting(8000, "Port to listen on.", low=1, high=65535)
@@ -30,6 +32,11 @@ class ServeSettings(Config):
                                                   "images (413 beyond it, before any is decoded).", low=1)
     allowed_hosts: str = setting("", "Host header names accepted besides the bound host, localhost and 127.0.0.1, "
                                      "comma-separated ('*': any); other Host headers get 400.")
+    max_connections: int = setting(64, "Most open connections (idle ones included); a request beyond them gets "
+                                       "503 (uvicorn's limit_concurrency).", low=1)
+    read_timeout_s: float = setting(30.0, "Seconds a client has to send a request's headers, then again its body; "
+                                          "a connection still sending headers is closed, a body still arriving "
+                                          "gets 408.", low=0, open="low")
     max_images: int = setting(64, "Most images in one request.", low=1)
     default_top_k: int = setting(5, "Classes answered per image when the request gives no top_k.", low=1)
     decode_threads: int = setting(0, "Threads decoding uploads (0: one per CPU core).", low=0)
