@@ -41,3 +41,11 @@ def test_val_or_test_naming_data_itself_is_one_line_and_nothing_written(tmp_path
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and "is the DATA folder" in done.stderr, done.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_an_exclude_csv_saved_by_excel_with_a_bom_is_read(tmp_path):
+    edited = tmp_path / "edited.csv"  # Excel's "CSV UTF-8": a byte-order mark and CRLF line ends
+    edited.write_bytes(b"\xef\xbb\xbfpath,relabel\r\n/data/bees/1.jpg,ants\r\n/data/ants/2.jpg,\r\n")
+    decisions = read_decisions(edited)
+    assert decisions.relabel == {os.path.realpath("/data/bees/1.jpg"): "ants"}
+    assert decisions.exclude == {os.path.realpath("/data/ants/2.jpg")}

@@ -36,7 +36,7 @@ def read_decisions(path) -> Decisions:
     (one line, naming the file) when it cannot be read or has no ``path`` column."""
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:  # audit.csv's names
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:  # Excel: BOM
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise DataError(f"--exclude {path}: no 'path' column (expected graft audit's audit.csv or a CSV "
