@@ -76,7 +76,12 @@ def resolve(spec: str) -> list[ZeroShotClass]:
     table = load_table()
     chosen, problems = [], []
     for item in [part.strip() for part in spec.split(",") if part.strip()]:
-        name, _, wnid = (part.strip() for part in item.partition("="))
+        name, sep, wnid = (part.strip() for part in item.partition("="))
+        if sep and (not wnid or not name or name in (".", "..") or "/" in name or "\\" in name):
+            # the name is a class: graft evaluate matches it with a folder of that name
+            problems.append(f"{item}: give NAME=WNID, a WordNet id after '=' and a name a class folder can have "
+                            "(not empty, '.' or '..', no slash)")
+            continue
         if wnid:
             offset = wnid.lower().lstrip("n")
             if offset not in table["synsets"]:
