@@ -222,6 +222,12 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
         from graft.reporting.audit_page import rewrite_audit_page
 
         return rewrite_audit_page(root)
+    command = config.get("command") if isinstance(config, dict) else None
+    if not subdir and command in ("cluster", "select"):  # a page of image groups, not a validation page
+        from graft.errors import GraftError
+
+        raise GraftError(f"{root}: a graft {command} run's report.html is drawn by graft {command} itself (run it "
+                         "again to draw it anew); graft report draws training and evaluation pages")
     name = root.name if not subdir else f"{root.name} / {subdir}"
     try:
         page = _page(root, target, subdir, name, (model, config, config_text))
