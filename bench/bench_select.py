@@ -19,9 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save_rows, scratch_folder  # noqa: E402
+from graft.clustering.embedding import Projection  # noqa: E402
 from graft.features.extractor import FeatureExtractor  # noqa: E402
 from graft.heads.classical import fit_head  # noqa: E402
 from graft.recipes.select import SelectConfig, select, selected_paths  # noqa: E402
+from select_baselines import PROBCOVER_DELTAS, badge, coreset, probcover  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 BUDGET = 34
@@ -71,7 +73,18 @@ def one_seed(scratch: Path, pool: Path, names, X, y, truth, seed: int) -> dict:
                                                               progress=False).run_dir)]
         assert not set(second) & set(first), "a labelled image was picked again"
         row[f"round2_{strategy}"] = score(first + second, names, X, y, seed)
+    row.update(literature(first, names, X, y, seed))
     return row
+
+
+def literature(first: list[str], names: list[str], X: np.ndarray, y: np.ndarray, seed: int) -> dict:
+    """Round 2 by the rules of select_baselines.py, in graft's projection of the pool."""
+    index = {n: i for i, n in enumerate(names)}
+    known = np.array([index[n] for n in first])
+    Z = Projection(seed=seed).fit_transform(X)
+    picks = {f"probcover{d}": probcover(Z, known, BUDGET, d) for d in PROBCOVER_DELTAS}
+    picks["coreset"], picks["badge"] = coreset(Z, known, BUDGET), badge(Z, known, y[known], BUDGET, seed)
+    return {f"round2_{k}": score(first + [names[i] for i in v], names, X, y, seed) for k, v in picks.items()}
 
 
 def main() -> None:
@@ -98,6 +111,8 @@ def main() -> None:
           f"typical-uncertain {mean['round2_typical-uncertain'] - mean['round2_random']:+.4f}, "
           f"typical {mean['round2_typical'] - mean['round2_random']:+.4f}, uncertain "
           f"{mean['round2_uncertain'] - mean['round2_random']:+.4f} over random (bar +0.05)")
+    print("literature, round 2 over random:", " ".join(f"{k[7:]} {v - mean['round2_random']:+.4f}"
+                                                      for k, v in mean.items() if k.startswith("round2_")))
     save_rows(rows, args.json)
 
 
