@@ -37,10 +37,11 @@ def _heads_module(n_heads: int, dims: int, hidden: int, k: int):
             self.b2 = nn.Parameter(torch.zeros(n_heads, 1, k))
 
         def forward(self, x):
-            h = torch.einsum("nd,hdk->hnk", x, self.w1) + self.b1
-            n = x.shape[0]
-            h = self.norm(h.permute(1, 0, 2).reshape(n, -1)).reshape(n, n_heads, hidden).permute(1, 0, 2)
-            return torch.einsum("hnd,hdk->hnk", torch.relu(h), self.w2) + self.b2
+            # the heads share their input: their first layers are one (n, dims) x (dims, heads * hidden) product,
+            # already in the (n, heads * hidden) layout BatchNorm takes (no per-head products, no transposed copies)
+            w1 = self.w1.permute(1, 0, 2).reshape(dims, n_heads * hidden)
+            h = self.norm(torch.addmm(self.b1.reshape(1, -1), x, w1)).reshape(x.shape[0], n_heads, hidden)
+            return torch.einsum("nhd,hdk->hnk", torch.relu(h), self.w2) + self.b2
 
     return Heads()
 
