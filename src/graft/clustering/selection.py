@@ -10,7 +10,9 @@ most probable classes of the current model (logistic regression on the labelled 
 typical images the model is unsure of ("typical-uncertain", the default); the most typical
 image of each such cluster ("typical", TypiClust); or, among k-means clusters of the pool, the
 image the model is least sure of ("uncertain"). flowers17's second round of 34 after 34 typical
-picks (bench/bench_select.py, 3 seeds): 0.810, 0.809 and 0.780 against 0.779 for 34 random ones.
+picks (bench/bench_select.py, 3 seeds): 0.810, 0.809 and 0.780 against 0.779 for 34 random ones;
+ProbCover (Yehuda et al. 2022) 0.805 at best, coreset k-centre greedy 0.781 and BADGE 0.772 in the
+same bench (bench/select_baselines.py), so they are not offered.
 """
 from __future__ import annotations
 
