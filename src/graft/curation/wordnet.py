@@ -75,7 +75,12 @@ def resolve(spec: str) -> list[ZeroShotClass]:
     ImageNet classes overlap, are one line each of a single GraftError."""
     table = load_table()
     chosen, problems = [], []
-    for item in [part.strip() for part in spec.split(",") if part.strip()]:
+    items = [part.strip() for part in spec.split(",")]
+    if len(items) > 1 and not all(items):
+        # "ant,,bee" or a trailing comma: a class left out by a typo must not pass unnoticed
+        problems.append(f"{spec!r}: an empty class name (two commas in a row, or one at an end); "
+                        "name every class once")
+    for item in [part for part in items if part]:
         name, sep, wnid = (part.strip() for part in item.partition("="))
         if sep and (not wnid or not name or name in (".", "..") or "/" in name or "\\" in name):
             # the name is a class: graft evaluate matches it with a folder of that name
@@ -102,7 +107,8 @@ def resolve(spec: str) -> list[ZeroShotClass]:
         problems.append(f"a class is named twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     for i, first in enumerate(chosen):
         for second in chosen[i + 1:]:
-            if set(first.imagenet) & set(second.imagenet):
+            # a repeated name is already its own line above
+            if first.name != second.name and set(first.imagenet) & set(second.imagenet):
                 problems.append(f"{first.name} and {second.name} share ImageNet classes (one lies beneath the other): "
                                 "choose names whose classes do not overlap")
     if problems:
