@@ -94,3 +94,11 @@ def test_more_clusters_than_images_and_a_used_export_folder_are_refused(digits_d
     result = run("cluster", digits_dir, "-k", "3", "--export", tmp_path / "used", "-o", tmp_path / "run", "-q")
     assert result.exit_code == 2 and "--export" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("export", ["run", "run/exp", "."])
+def test_an_export_folder_overlapping_the_run_folder_is_refused_before_writing(digits_dir, tmp_path, export):
+    out = tmp_path / "run"
+    result = run("cluster", digits_dir, "-k", "3", "-o", out, "--export", tmp_path / export, "-q")
+    assert result.exit_code == 2 and "--export" in result.output and "overlap" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -44,7 +44,7 @@ def cluster(config, out, *, strict: bool = False, progress: bool = True, overwri
     if config.k is not None and config.k > len(folder):
         raise DataError(f"-k {config.k} is more clusters than {config.data} has images ({len(folder)})")
     if config.export is not None:
-        check_export_folder(config.export, config.data)
+        check_export_folder(config.export, config.data, out)
     check_not_an_input(out, config)
     run = open_run(out, "cluster", overwrite=overwrite)
     with run.lock("cluster"):
@@ -155,10 +155,19 @@ def _summary_text(run_dir: Path, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def check_export_folder(export, data) -> None:
-    """--export must be a new or empty folder outside DIR (GraftError naming it otherwise)."""
+def check_export_folder(export, data, out=None) -> None:
+    """--export must be a new or empty folder outside DIR and apart from the run folder ``out``
+    (GraftError naming it otherwise)."""
     path = Path(export)
     check_output_outside(path, {"DIR folder": data}, named="--export", remedy="choose another --export")
+    if out is not None:
+        # the run folder need not exist yet, so compare the resolved paths, not the folders:
+        # class folders inside the run (or the run inside them) would be replaced with it or read as a class
+        target, run = (Path(os.path.realpath(os.path.expanduser(os.fspath(p)))) for p in (path, out))
+        if target == run or run in target.parents or target in run.parents:
+            raise GraftError(f"--export {path} and -o {out} overlap: the class folders and the run folder must be "
+                             "apart (a re-run would replace the export, or fit would read the run as a class); "
+                             "choose another --export")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise GraftError(f"--export {path} is not a new or empty folder: graft writes class folders only into "
                          "an empty one (it never mixes them with other files)")
