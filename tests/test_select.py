@@ -75,3 +75,21 @@ def test_bad_input_is_one_line_exit_2(digits_dir, tmp_path):
     too_many = run("select", digits_dir, "-n", "100000", "-o", tmp_path / "run", "-q")
     assert too_many.exit_code == 2 and too_many.output.startswith("error: -n 100000 is more than"), too_many.output
     assert len(too_many.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_pool_of_repeated_images_says_so_in_one_graft_warning(digits_dir, tmp_path):
+    import warnings
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i, path in enumerate(sorted(digits_dir.glob("*/*.png"))[::12][:4]):
+        for copy in range(3):
+            shutil.copy2(path, pool / f"{i}-{copy}.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = select(str(pool), tmp_path / "run", n=6, progress=False)
+    said = [str(w.message) for w in caught]
+    assert not any("Number of distinct clusters" in m for m in said), said
+    assert [m for m in said if "distinct images" in m] == [
+        "the pool holds only 4 distinct images (the others repeat them), so 4 were picked, not 6"], said
+    assert len(selected_paths(result.run_dir)) == 4

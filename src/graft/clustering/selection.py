@@ -25,9 +25,14 @@ STRATEGIES = ("typical-uncertain", "typical", "uncertain")
 
 
 def _kmeans(Z: np.ndarray, k: int, seed: int) -> np.ndarray:
+    import warnings
+
     from sklearn.cluster import KMeans
 
-    return KMeans(k, n_init=3, random_state=seed).fit_predict(Z)
+    with warnings.catch_warnings():
+        # a pool with repeated images has fewer distinct points than k: graft says so in its own words
+        warnings.filterwarnings("ignore", message="Number of distinct clusters")
+        return KMeans(k, n_init=3, random_state=seed).fit_predict(Z)
 
 
 def _check(n_pool: int, n: int) -> None:
@@ -37,11 +42,20 @@ def _check(n_pool: int, n: int) -> None:
 
 def select_typical(X, n: int, seed: int = 0) -> np.ndarray:
     """Cold start: ``n`` indices into ``X`` (pool features, (m, d)), in the order to label
-    them: the most typical image of each of ``n`` k-means clusters, largest cluster first."""
+    them: the most typical image of each of ``n`` k-means clusters, largest cluster first.
+    A pool with fewer than ``n`` distinct images (repeated copies) gives one pick per distinct
+    image, with one warning saying so."""
     Z = Projection(seed=seed).fit_transform(X)
     _check(len(Z), n)
     groups = _kmeans(Z, n, seed)
-    return _typical_of(Z, groups, np.unique(groups), n)
+    found = np.unique(groups)
+    if len(found) < n:
+        import warnings
+
+        distinct = len(np.unique(as_matrix(X, "pool features"), axis=0))
+        warnings.warn(f"the pool holds only {distinct} distinct images (the others repeat them), so {len(found)} "
+                      f"were picked, not {n}", stacklevel=2)
+    return _typical_of(Z, groups, found, n)
 
 
 def _typical_of(Z: np.ndarray, groups: np.ndarray, candidates, n: int, weight=None) -> np.ndarray:
