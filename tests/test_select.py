@@ -93,3 +93,25 @@ def test_a_pool_of_repeated_images_says_so_in_one_graft_warning(digits_dir, tmp_
     assert [m for m in said if "distinct images" in m] == [
         "the pool holds only 4 distinct images (the others repeat them), so 4 were picked, not 6"], said
     assert len(selected_paths(result.run_dir)) == 4
+
+
+def test_byte_copies_of_labelled_images_are_left_out_with_one_warning(digits_dir, tmp_path):
+    import warnings
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for path in sorted(digits_dir.glob("*/*.png"))[::6]:
+        shutil.copy2(path, pool / f"{path.parent.name}-{path.name}")
+    copied = sorted(p.name for p in pool.iterdir())[::5]
+    labelled = tmp_path / "labelled"
+    for name in copied:
+        (labelled / name.split("-")[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(pool / name, labelled / name.split("-")[0] / f"copy-{name}")
+    n = len(list(pool.iterdir())) - len(copied)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = select(str(pool), tmp_path / "run", n=n, labelled=str(labelled), progress=False)
+    said = [str(w.message) for w in caught if "byte copies of labelled" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(f"{len(copied)} image(s) of {pool}"), said
+    picked = {p.split("/")[-1] for p in selected_paths(result.run_dir)}
+    assert len(picked) == n and not picked & set(copied)

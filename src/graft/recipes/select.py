@@ -3,16 +3,19 @@
 Without labels, typical and diverse images first (TypiClust, :func:`graft.clustering.select_typical`);
 with ``--labelled`` class folders, the images their labels do not cover yet
 (:func:`graft.clustering.select_next`). Pool images that are also among the labelled ones (the
-same file, through a link or not) are never picked. Outputs: RUN/selected.csv (``path,rank,...``),
-metrics.json, config.yaml and report.html (a contact sheet of the picks, in order).
+same file, through a link or not, or a byte copy: one warning) are never picked. Outputs:
+RUN/selected.csv (``path,rank,...``), metrics.json, config.yaml and report.html (a contact sheet
+of the picks, in order).
 """
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 from graft.artifacts.run_folder import open_run
 from graft.data.folders import scan_folder, scan_unlabelled
+from graft.data.overlap import shared_images
 from graft.errors import DataError
 from graft.recipes._run import FitResult, check_not_an_input
 from graft.recipes._unlabelled import folder_features, write_csv, write_metrics, write_page
@@ -31,8 +34,7 @@ def select(config, out, *, strict: bool = False, progress: bool = True, overwrit
     pool = scan_unlabelled(config.pool, "select needs images to pick from")
     labelled = scan_folder(config.labelled) if config.labelled is not None else None
     if labelled is not None:
-        known = {p.resolve() for p in labelled.paths}
-        pool = pool.subset([i for i, p in enumerate(pool.paths) if p.resolve() not in known])
+        pool = _without_labelled(pool, labelled)
     if config.n > len(pool):
         raise DataError(f"-n {config.n} is more than the {len(pool)} images of {config.pool}"
                         + (" not labelled yet" if labelled is not None else "") + ": ask for fewer")
@@ -45,6 +47,18 @@ def select(config, out, *, strict: bool = False, progress: bool = True, overwrit
         known = folder_features(config, labelled, strict, progress) if labelled is not None else None
         metrics = _select(run, config, features, known, start)
     return FitResult(run.path, metrics)
+
+
+def _without_labelled(pool, labelled):
+    """The pool less its images that are labelled already by content: the same file, a link, or
+    a byte copy (one warning for the copies: the count and an example)."""
+    shared = shared_images(pool.paths, labelled.paths)
+    copies = [(mine, theirs) for mine, theirs in shared if mine.resolve() != theirs.resolve()]
+    if copies:
+        warnings.warn(f"{len(copies)} image(s) of {pool.root} are byte copies of labelled images, e.g. "
+                      f"{copies[0][0]} = {copies[0][1]}: left out of the picks", stacklevel=3)
+    drop = {mine for mine, _ in shared}
+    return pool.subset([i for i, p in enumerate(pool.paths) if p not in drop])
 
 
 def _select(run, config: SelectConfig, features, known, start: float) -> dict:
