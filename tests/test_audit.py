@@ -98,6 +98,33 @@ def test_fit_acts_on_the_audit_with_one_flag(audited, tmp_path):
 
 
 @needs_shared
+def test_finetune_acts_on_the_audit_with_one_flag(audited, tmp_path):
+    from click.testing import CliRunner
+
+    from graft.cli import main
+
+    _, result, moved, _, _, root = audited
+
+    def finetune_split(out, decisions):
+        ran = CliRunner().invoke(main, ["finetune", str(root / "train"), "--val", str(root / "val"), "--exclude",
+                                        str(decisions), "--stages", "head:1", "--image-size", "64", "-o", str(out),
+                                        "-q"])
+        assert ran.exit_code == 0, ran.output
+        with open(out / "split.csv", newline="") as handle:
+            return {r["path"].rsplit("/", 1)[-1]: r["class"] for r in csv.DictReader(handle)}
+
+    used = finetune_split(tmp_path / "ft", result.run_dir / "audit.csv")
+    assert moved not in used and "copy.jpg" not in used and len(used) > 20
+    relabel = tmp_path / "relabel.csv"  # an edited decision: keep the image, with its right class
+    relabel.write_text(f"path,relabel\n{root / 'train' / 'bees' / moved},ants\n")
+    assert finetune_split(tmp_path / "ft2", relabel)[moved] == "ants"
+    relabel.write_text(f"path,relabel\n{root / 'train' / 'bees' / moved},wasps\n")
+    bad = CliRunner().invoke(main, ["finetune", str(root / "train"), "--val", str(root / "val"), "--exclude",
+                                    str(relabel), "-o", str(tmp_path / "ft3")])
+    assert bad.exit_code == 2 and "wasps" in bad.output and not (tmp_path / "ft3").exists()
+
+
+@needs_shared
 def test_fit_warns_about_a_near_copy_in_validation(audited, tmp_path):
     from graft.recipes.frozen import fit_frozen
 

@@ -153,7 +153,8 @@ LOSS_PAIRS = [
 # (each covered by its own tests), or the network and plan themselves.
 OTHER_EFFECT = {"train_dir", "val_dir", "val_fraction", "test_dir", "final", "patience", "weights", "backbone",
                 "stages", "freeze_first", "transfer_layers", "transfer_from", "freeze_transferred", "pretrained",
-                "teacher", "target_dir", "target_val_dir", "stage", "start", "end", "steps"}
+                "teacher", "target_dir", "target_val_dir", "stage", "start", "end", "steps",
+                "exclude"}  # exclude: tests/test_audit.py
 # Read only where prepare() decides which stages are augmented (a head stage's plain or augmented
 # images), for every recipe alike; its run is finetune's (another head-stage run per command costs).
 ON_FINETUNE = {"augment_head_stage"}

@@ -21,11 +21,12 @@ from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
 from graft.backbones import create_backbone
 from graft.data.datasets import ImageDataset, readable_images
 from graft.data.folders import ImageFolder, load_train_val
-from graft.errors import GraftError
+from graft.errors import DataError, GraftError
 from graft.heads.modules import LinearHead, MLPHead
 from graft.methods import Supervised, evaluate_loader
 from graft.methods.regularization import conservation_term
 from graft.methods.supervised import balanced_class_weights
+from graft.recipes._lr_sweep import auto_lr, saved_settings, sweep_stage  # noqa: F401  (lr_find's seam)
 from graft.recipes._run import (
     MANIFEST_PARTS,
     FitResult,
@@ -124,11 +125,30 @@ def source_network(c: FinetuneConfig):
     return transferred_network(c.backbone, c.transfer_layers, donor=c.transfer_from, weights=c.weights)
 
 
+def decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, ImageFolder]:
+    """``train`` and ``val`` with ``--exclude``'s decisions applied (:mod:`graft.curation.decisions`):
+    listed images left out, relabelled ones moved; one warning counts them. DataError when the
+    file is unreadable, names a class the data lacks, or leaves no validation image."""
+    from graft.curation.decisions import apply_decisions, read_decisions
+
+    decisions = read_decisions(path)
+    (train, in_train), (val, in_val) = apply_decisions(train, decisions), apply_decisions(val, decisions)
+    if not len(val):
+        raise DataError(f"--exclude {path} leaves no validation image: give another --val, or edit the file")
+    excluded, relabelled = in_train["excluded"] + in_val["excluded"], in_train["relabelled"] + in_val["relabelled"]
+    unused = len(decisions.exclude) + len(decisions.relabel) - excluded - relabelled
+    warnings.warn(f"--exclude {path}: left out {excluded} image(s), relabelled {relabelled}; {unused} of its rows "
+                  "name no image of these folders", stacklevel=2)
+    return train, val
+
+
 def _network(c: FinetuneConfig, strict: bool, progress: bool, final_pass: bool) -> Parts:
     """Data and network of a run: the split, the source network, the readable images, the model."""
     plan = parse_stages(c.stages)
     train, val = load_train_val(c.train_dir, val_dir=c.val_dir, val_fraction=c.val_fraction, seed=c.seed,
                                 balanced="balanced" in (c.class_weight, c.sampler))
+    if c.exclude is not None:  # graft audit's decisions, acted on in memory: no file changes
+        train, val = decided(c.exclude, train, val)
     if final_pass:  # the final refit trains on every labelled image
         train = ImageFolder(train.root, train.classes, train.records + val.records)
     source = source_network(c)
@@ -198,6 +218,8 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
         warnings.simplefilter("ignore")
         train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                     seed=config.seed)  # data problems are reported before the run folder is touched
+        if config.exclude is not None:
+            train, val = decided(config.exclude, train, val)
     check_test(config, train, val)
     check_on_network(config)
     check_not_an_input(out, config)
@@ -225,7 +247,7 @@ def _check_plan(config: FinetuneConfig) -> None:
 # Keys that runs written before they existed lack, and what those runs did.
 OLDER_DEFAULTS = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, "cutmix": 0.0, "class_weight": None,
                   "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True, "transfer_layers": None,
-                  "transfer_from": None, "freeze_transferred": False}
+                  "transfer_from": None, "freeze_transferred": False, "exclude": None}
 # Settings every training run has saved since the first version: one missing means a damaged file.
 SAVED_SINCE_THE_FIRST_RUN = ("train_dir", "backbone", "stages", "augment", "seed")
 
@@ -265,7 +287,7 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
     parts = prepare(config, hooks, strict=strict, progress=progress, distributed=distributed)
     method = (hooks.method or supervised_method)(parts, strict, progress)
     if config.lr == "auto":
-        lr_found = lr_found if lr_found is not None else _auto_lr(run, parts, method, progress, distributed)
+        lr_found = lr_found if lr_found is not None else auto_lr(run, parts, method, progress, distributed)
         parts.loop.lr = lr_found
         parts.model.training_info["lr"] = lr_found
     if hooks.before and is_main_process() and resume is None:
@@ -289,16 +311,11 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
              "lr": parts.loop.lr, "skipped": parts.skipped}
     extra.update(_held_out_results(run, parts, hooks, shipped, strict, progress))
     metrics = _write_reports(run, parts, result.history, extra, start)
-    run.write_config({"command": config.COMMAND, "settings": _saved(config, lr_found),
+    run.write_config({"command": config.COMMAND, "settings": saved_settings(config, lr_found),
                       "classes": parts.train.classes, "backbone_weights": parts.source.weights_source,
                       "image_size": parts.preprocessing.size})
     write_html_safely(run.path)
     return FitResult(run.path, metrics)
-
-
-def _saved(config: FinetuneConfig, lr_found: float | None) -> dict:
-    """config.yaml's settings: the Config, and the LR ``--lr auto`` found (kept for a resume)."""
-    return {**config.to_dict(), **({"lr_found": lr_found} if lr_found is not None else {})}
 
 
 def _held_out_results(run: RunDir, parts: Parts, hooks: Hooks, model, strict: bool, progress: bool) -> dict:
@@ -343,56 +360,3 @@ def _final_refit(run: RunDir, parts: Parts, hooks: Hooks, best_epoch: int, progr
                                       "epoch_kept_by": "last epoch", "epochs_run": len(result.history),
                                       "n_fitted": len(again.train)})
     return again.model.eval()
-
-
-def _auto_lr(run: RunDir, parts: Parts, method, progress: bool, distributed: bool) -> float:
-    """``--lr auto``: rank 0 range-tests the first stage and every process uses its suggestion."""
-    lr, failure = None, None
-    if is_main_process():
-        try:
-            sweep = sweep_stage(parts, parts.plan[0], needs_images=method.needs_images, progress=progress)
-            sweep.save(run.path)
-            lr = sweep.suggestion
-            run.write_config({"command": parts.config.COMMAND, "settings": _saved(parts.config, lr)})
-        except GraftError as exc:
-            if not distributed:
-                raise
-            failure = str(exc)
-    if distributed:  # every rank learns the LR, or the error, so none waits forever
-        import torch.distributed as dist
-
-        box = [lr, failure]
-        dist.broadcast_object_list(box, src=0)
-        lr, failure = box
-    if failure is not None:
-        raise GraftError(failure)
-    return float(lr)
-
-
-def sweep_stage(parts: Parts, stage, *, needs_images: bool = False, start=1e-6, end=1.0, steps=100, progress=True):
-    """LR range test with ``stage``'s trainable set, on its frozen prefix's outputs when it can."""
-    from graft.train.lr_find import lr_sweep
-    from graft.train.optim import OPTIMIZERS, freeze_for_stage, param_groups
-    from graft.train.prefix import cached_prefix_loaders
-
-    loop = parts.loop
-    freeze_for_stage(loop, stage, parts.features.trunk, parts.head)
-    forward, loader = parts.model, parts.train_loader if loop.stage_augmented(0) else parts.plain_loader
-    if not loop.stage_augmented(0) and not needs_images:
-        cached = cached_prefix_loaders(parts.features.trunk, parts.head, loader, None, parts.generator, progress,
-                                       parts.frozen_prefix.encode_pooled)
-        if cached is not None:
-            forward, loader = cached[0], cached[1]
-
-    def make_optimizer(lr):
-        groups = param_groups(loop, parts.features.trunk, parts.head, lr)
-        return OPTIMIZERS[loop.optimizer](groups, loop.weight_decay)
-
-    state = parts.generator.get_state()
-    try:
-        weights = balanced_class_weights(parts.train.labels, len(parts.train.classes)) \
-            if parts.config.class_weight == "balanced" else None
-        return lr_sweep(forward, loader, make_optimizer, start=start, end=end, steps=steps, progress=progress,
-                        class_weights=weights)
-    finally:
-        parts.generator.set_state(state)  # the sweep does not change the training run's shuffles

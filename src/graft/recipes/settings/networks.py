@@ -39,7 +39,7 @@ class FinetuneConfig(Config):
                            "Checkpoints are written every epoch; after a kill or Ctrl-C, `graft resume RUN` "
                            "continues where it stopped.")
 
-    PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir", "weights")
+    PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir", "weights", "exclude")
     COMMAND: ClassVar[str] = "finetune"
     # the settings graft.json's "training" records (how the model was made), beside "method" (the command)
     RECORDED: ClassVar[tuple[str, ...]] = ("stages", "head", "lr", "base_lr_factor", "layer_decay", "optimizer",
@@ -89,6 +89,9 @@ class FinetuneConfig(Config):
                                          "chose (reports in RUN/test/).", flag="--test", path=True)
     final: bool = setting(False, "After training, train again on training + validation images for the epochs "
                                  "validation chose, and save that model.")
+    exclude: str | None = setting(None, "Leave out the images a CSV lists (graft audit's RUN/audit.csv, or an "
+                                        "edited copy); rows with a 'relabel' class keep the image with that class.",
+                                  path=True)
     pretrained: bool = setting(True, "Random initial weights instead of pretrained ones.", flag="--from-scratch")
     transfer_layers: str | None = setting(None, "first:K, last:K or NAME[,NAME...]: copy these layers into a freshly "
                                                 "initialised network of the same architecture; the rest starts random.")
