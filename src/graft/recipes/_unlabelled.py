@@ -14,13 +14,15 @@ from graft.features.extractor import Features, gather_features
 
 
 def folder_features(config, folder: ImageFolder, strict: bool, progress: bool) -> Features:
-    """Features of ``folder``'s images with ``config``'s backbone, layer, size and engine; read
-    from the feature cache alone when ``graft fit`` / ``extract`` already saw every image."""
+    """Features of ``folder``'s images with ``config``'s backbone, weights, layer, size and engine
+    (the fields it has); read from the feature cache alone, no network built, when ``graft fit`` /
+    ``extract`` / an earlier run already saw every image."""
     labelled = bool(folder.classes)
     labels, classes = (folder.labels, folder.classes) if labelled else (None, None)
+    options = {name: getattr(config, name) for name in ("weights", "engine") if hasattr(config, name)}
     if config.cache:
-        record = feature_cache.lookup_source(feature_cache.source_key(config.backbone, None, config.layer,
-                                                                      config.image_size))
+        record = feature_cache.lookup_source(feature_cache.source_key(config.backbone, options.get("weights"),
+                                                                      config.layer, config.image_size))
         if record is not None:
             found = gather_features(record["extractor_key"], folder.paths, labels, classes, strict)
             if found is not None:
@@ -28,8 +30,8 @@ def folder_features(config, folder: ImageFolder, strict: bool, progress: bool) -
     from graft.features.extractor import FeatureExtractor
 
     extractor = FeatureExtractor(config.backbone, layer=config.layer, image_size=config.image_size,
-                                 batch_size=config.batch_size, engine=config.engine, cache=config.cache,
-                                 progress=progress).fit()
+                                 batch_size=config.batch_size, cache=config.cache, progress=progress,
+                                 **options).fit()
     return extractor.extract_folder(folder, strict=strict, desc=f"features {folder.root.name}")
 
 

@@ -21,9 +21,9 @@ from graft.curation.labels import find_label_issues
 from graft.curation.outliers import far_out, image_shape_issues, outlier_scores, small_classes
 from graft.data.folders import ImageFolder, scan_folder
 from graft.errors import DataError
-from graft.features import cache as feature_cache
-from graft.features.extractor import Features, gather_features
+from graft.features.extractor import Features
 from graft.recipes._run import FitResult, as_config, check_not_an_input
+from graft.recipes._unlabelled import folder_features
 from graft.recipes.settings import AuditConfig
 
 __all__ = ["AUDIT_COLUMNS", "ISSUES", "AuditConfig", "audit", "read_audit"]
@@ -53,7 +53,7 @@ def audit(config, out, *, strict: bool = False, progress: bool = True, overwrite
     check_not_an_input(out, config)
     run = open_run(out, "audit", overwrite=overwrite)
     with run.lock("audit"):
-        features = {split: _features(config, folder, strict, progress) for split, folder in folders.items()}
+        features = {split: folder_features(config, folder, strict, progress) for split, folder in folders.items()}
         rows, metrics = _findings(config, folders, features)
         metrics["seconds"] = round(time.perf_counter() - start, 3)
         _write(run, rows, metrics, config)
@@ -75,23 +75,6 @@ def _check_distinct(folders: dict[str, ImageFolder]) -> None:
             if os.path.samefile(folders[split].root, folders[earlier].root):
                 raise DataError(f"{names[split]} {folders[split].root} is the {names[earlier]} folder: each of its "
                                 "images would be reported as a copy of itself; give a different folder")
-
-
-def _features(config: AuditConfig, folder: ImageFolder, strict: bool, progress: bool) -> Features:
-    """From the cache alone when every image is there (no network built), else extracted."""
-    if config.cache:
-        key = feature_cache.source_key(config.backbone, config.weights, config.layer, config.image_size)
-        record = feature_cache.lookup_source(key)
-        if record is not None:
-            found = gather_features(record["extractor_key"], folder.paths, folder.labels, folder.classes, strict)
-            if found is not None:
-                return found
-    from graft.features.extractor import FeatureExtractor
-
-    extractor = FeatureExtractor(config.backbone, layer=config.layer, weights=config.weights,
-                                 image_size=config.image_size, batch_size=config.batch_size, cache=config.cache,
-                                 progress=progress).fit()
-    return extractor.extract_folder(folder, strict=strict, desc=f"features {folder.root.name}")
 
 
 def _row(path, issue: str, split: str, given: str = "", **fields) -> dict:
