@@ -78,6 +78,23 @@ def test_rbf_svm_head_matches_sklearn_decisions(digit_features):
     np.testing.assert_allclose(ours, reference.decision_function(prep(Xva)), atol=1e-3)
 
 
+def test_linear_svm_head_matches_sklearn_decisions(digit_features):
+    """graft solves on the precomputed kernel matrix (issue 30, item 21): the head must still be
+    sklearn's one-vs-rest linear SVC on the features, folded into one linear layer."""
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import SVC
+
+    from graft.heads.classical import feature_scaler
+
+    Xtr, ytr, Xva, _ = digit_features
+    fitted = fit_head("linear-svm", Xtr, ytr, num_classes=10)
+    mean, scale = feature_scaler(Xtr)
+    reference = OneVsRestClassifier(SVC(kernel="linear", C=fitted.params["C"])).fit((Xtr - mean) / scale, ytr)
+    with torch.inference_mode():
+        ours = fitted.module(torch.from_numpy(Xva)).numpy()
+    np.testing.assert_allclose(ours, reference.decision_function((Xva - mean) / scale), atol=1e-3)
+
+
 def test_head_for_a_class_missing_from_training_never_predicts_it(digit_features):
     Xtr, ytr, Xva, _ = digit_features
     keep = ytr != 3
