@@ -133,6 +133,16 @@ def test_fit_warns_about_a_near_copy_in_validation(audited, tmp_path):
         fit_frozen(str(root / "train"), tmp_path / "fit", val_dir=str(root / "val"), progress=False)
 
 
+@needs_shared
+def test_finetune_warns_about_a_near_copy_in_validation(audited, tmp_path):
+    from graft.recipes.finetune import finetune
+
+    root = audited[-1]
+    with pytest.warns(UserWarning, match=r"copy\.jpg is a near copy of training image"):
+        finetune(str(root / "train"), tmp_path / "ft", val_dir=str(root / "val"), stages="head:1", image_size=64,
+                 progress=False)
+
+
 def test_tiny_and_extreme_images_are_named_from_their_headers(tmp_path):
     from graft.curation.outliers import image_shape_issues, small_classes
 

@@ -236,7 +236,10 @@ def test_frozen_layers_run_in_onnx_runtime_and_the_feature_cache(digits_dir, tmp
     second = finetune(digits_dir, tmp_path / "second", **common)
     engines = [[json.loads(line)["frozen_engine"] for line in (run.run_dir / "history.jsonl").read_text().splitlines()]
                for run in (first, second)]
-    assert engines == [["onnx", "onnx", "onnx"], ["cache", "cache", "onnx"]]
+    # The first run's near-copy check (issue 25) extracts the pooled features in ONNX Runtime
+    # before training and caches them, so its head stages already read them back: both runs
+    # read the cache for the head stages, and the top1 stage encodes its prefix in ONNX Runtime.
+    assert engines == [["cache", "cache", "onnx"], ["cache", "cache", "onnx"]]
     assert second.metrics["accuracy"] == first.metrics["accuracy"]
 
 

@@ -14,6 +14,7 @@ of 24 x 24 thumbnails, the whole image and its central 90 % each way, at least
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +120,26 @@ def find_copies(paths: list, features: np.ndarray, *, feature_threshold: float =
     near = near_copies(paths, features, feature_threshold=feature_threshold, pixel_threshold=pixel_threshold,
                        skip={(c.first, c.second) for c in exact})
     return exact + near
+
+
+def warn_near_copies(features: dict) -> None:
+    """Warn when a scored split (val, test) holds near copies of training images (re-encoded,
+    resized, cropped: :func:`near_copies`); byte copies are warned apart. ``features``: split name
+    (``train``, ``val``, ``test``) -> its :class:`graft.features.extractor.Features` (``paths``, ``vectors``)."""
+    scored = [name for name in ("val", "test") if name in features and len(features[name])]
+    if not scored or not len(features["train"]):
+        return
+    paths = [p for name in ["train", *scored] for p in features[name].paths]
+    split = [name for name in ["train", *scored] for _ in features[name].paths]
+    vectors = np.concatenate([features[name].vectors for name in ["train", *scored]])
+    exact = {(c.first, c.second) for c in exact_copies(paths)}
+
+    def across(i: int, j: int) -> bool:  # one training image, one scored: only those pairs are read
+        return (split[i] == "train") != (split[j] == "train")
+
+    for copy in near_copies(paths, vectors, skip=exact, keep=across):
+        if split[copy.first] == "train":
+            warnings.warn(f"{split[copy.second]} image {paths[copy.second]} is a near copy of training image "
+                          f"{paths[copy.first]} (re-encoded, resized or cropped): its score counts a seen photo as "
+                          "unseen; `graft audit` lists every such leak", stacklevel=3)
+            return  # one line: the audit has the list

@@ -290,6 +290,8 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
         lr_found = lr_found if lr_found is not None else auto_lr(run, parts, method, progress, distributed)
         parts.loop.lr = lr_found
         parts.model.training_info["lr"] = lr_found
+    if is_main_process() and resume is None and config.pretrained and not config.transfer_layers:
+        _warn_near_copies(parts, progress)
     if hooks.before and is_main_process() and resume is None:
         hooks.before(run, parts)
     callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", patience=config.patience,
@@ -316,6 +318,18 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
                       "image_size": parts.preprocessing.size})
     write_html_safely(run.path)
     return FitResult(run.path, metrics)
+
+
+def _warn_near_copies(parts: Parts, progress: bool) -> None:
+    """Warn when validation holds a near copy of a training image, on the source network's
+    pooled features (the on-disk cache the frozen prefix reads too: a head stage first reuses them)."""
+    from graft.curation.copies import warn_near_copies
+    from graft.features.extractor import FeatureExtractor
+
+    extractor = FeatureExtractor.from_network(parts.features, parts.preprocessing, parts.source.architecture,
+                                              batch_size=parts.config.batch_size, progress=progress)
+    warn_near_copies({name: extractor.extract([record.path for record in folder.records], desc=f"near copies ({name})")
+                      for name, folder in (("train", parts.train), ("val", parts.val))})
 
 
 def _held_out_results(run: RunDir, parts: Parts, hooks: Hooks, model, strict: bool, progress: bool) -> dict:

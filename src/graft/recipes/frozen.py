@@ -21,6 +21,7 @@ from graft._io.memory import check_fits
 from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
+from graft.curation.copies import warn_near_copies
 from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class, warn_unscored_classes
 from graft.data.overlap import check_output_outside, warn_trained_on
 from graft.errors import DataError
@@ -218,32 +219,6 @@ def _decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, I
     warnings.warn(f"--exclude {path}: left out {excluded} image(s), relabelled {relabelled}; {unused} of its rows "
                   "name no image of these folders", stacklevel=3)
     return train, val
-
-
-def warn_near_copies(features: dict[str, Features]) -> None:
-    """Warn when a scored split (val, test) holds near copies of training images (re-encoded,
-    resized, cropped: :func:`graft.curation.copies.near_copies`); byte copies are warned apart."""
-    import warnings
-
-    from graft.curation.copies import exact_copies, near_copies
-
-    scored = [name for name in ("val", "test") if name in features and len(features[name])]
-    if not scored or not len(features["train"]):
-        return
-    paths = [p for name in ["train", *scored] for p in features[name].paths]
-    split = [name for name in ["train", *scored] for _ in features[name].paths]
-    vectors = np.concatenate([features[name].vectors for name in ["train", *scored]])
-    exact = {(c.first, c.second) for c in exact_copies(paths)}
-
-    def across(i: int, j: int) -> bool:  # one training image, one scored: only those pairs are read
-        return (split[i] == "train") != (split[j] == "train")
-
-    for copy in near_copies(paths, vectors, skip=exact, keep=across):
-        if split[copy.first] == "train":
-            warnings.warn(f"{split[copy.second]} image {paths[copy.second]} is a near copy of training image "
-                          f"{paths[copy.first]} (re-encoded, resized or cropped): its score counts a seen photo as "
-                          "unseen; `graft audit` lists every such leak", stacklevel=3)
-            return  # one line: the audit has the list
 
 
 def _require_two_classes(features: Features, folder: ImageFolder) -> None:
