@@ -362,7 +362,8 @@ def image_files(inputs) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if p.is_file()
+            # everything but folders: a FIFO or a dangling link is listed so decoding names it
+            paths.extend(sorted(p for p in path.rglob("*") if not p.is_dir()
                                 and not any(is_hidden(part) for part in p.relative_to(path).parts)))
         else:
             paths.append(path)
