@@ -47,3 +47,18 @@ def test_an_ambiguous_name_lists_its_senses_and_a_sense_can_be_chosen():
     chosen = resolve("cat=n02121620,dogs")  # a plural is read as its noun
     assert [c.wnid for c in chosen] == ["n02121620", "n02084071"]
     assert len(chosen[1].imagenet) == 118  # ImageNet-1k's dog breeds
+
+
+def test_report_on_a_zeroshot_run_says_what_scores_it(tmp_path):
+    """A zeroshot run holds a model and no evaluation: `graft report` says to run `graft evaluate`
+    (before: "not a finished graft run"), in one line, exit 2."""
+    from click.testing import CliRunner
+
+    from graft.cli import main
+
+    run = zeroshot("ant,bee", tmp_path / "run", progress=False).run_dir
+    result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"graft evaluate {run} LABELLED_DIR" in lines[0], result.output
+    assert not (run / "report.html").exists()

@@ -212,6 +212,14 @@ def write_html_report(run_dir, subdir: str | None = None) -> Path:
     if not (target / "metrics.json").is_file():
         from graft.errors import GraftError
 
+        evaluations = sorted(p.parent.name for p in (root / "eval").glob("*/metrics.json")) if not subdir else []
+        if (root / "model" / "graft.json").is_file() and not subdir:
+            # a model scored on nothing yet (a zeroshot run trains on no image): say what scores it
+            seen = (f"; its evaluations so far: {', '.join(evaluations)} (`graft report {root} --eval "
+                    f"{evaluations[0]}`)") if evaluations else ""
+            raise GraftError(f"{target} holds a model but no metrics.json (it was not scored on labelled images): "
+                             f"`graft evaluate {root} LABELLED_DIR` scores it and writes its report in "
+                             f"{root / 'eval'}/<DATA>/{seen}")
         raise GraftError(f"{target} holds no metrics.json: not a finished graft run or evaluation")
     model_json = root / "model" / "graft.json"
     model = read_json(model_json) if model_json.is_file() else {}
