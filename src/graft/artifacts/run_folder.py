@@ -160,8 +160,10 @@ def open_run(path: str | Path, command: str, *, overwrite: bool = False) -> RunD
 
     The folder must be writable: that is checked here, not after an hour of training.
     """
+    created = not Path(path).exists()
     run = RunDir(path)
     held = run.lock(command).acquire()
+    held.created_folder = created
     try:
         _check_replaceable(run, command, overwrite)
         _check_writable(run.path)
@@ -238,6 +240,7 @@ class RunLock:
         self.path = Path(directory) / LOCK_FILE
         self.command = command
         self._fd: int | None = None
+        self.created_folder = False  # set by open_run: the run made the folder (removed if it fails empty)
 
     def acquire(self) -> "RunLock":
         import fcntl
@@ -276,8 +279,21 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.release()
+        if exc_type is not None and self.created_folder:
+            _remove_if_only_the_lock(self.path.parent)
+
+
+def _remove_if_only_the_lock(folder: Path) -> None:
+    """A run that failed in a folder it created, before writing anything, leaves no empty
+    folder behind (the next try with the same -o would otherwise meet a folder it must check)."""
+    try:
+        if [entry.name for entry in folder.iterdir()] == [LOCK_FILE]:
+            (folder / LOCK_FILE).unlink()
+            folder.rmdir()
+    except OSError:  # another process wrote into it meanwhile: leave it as it is
+        pass
 
 
 def _plain(obj):
