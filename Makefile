@@ -1,11 +1,15 @@
 # Two entry points that work on a fresh machine: `make demo` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch/torchvision pinned to the releases this project is developed and benchmarked with
-# (on the project's CPU machines pip takes them from local disk).
-TORCH := torch==2.14.1 torchvision==0.29.1
+# torch and torchvision: the CPU build where one is to be had (a local CPU pair of wheels, else
+# PyTorch's CPU index), else PyPI's default build; an existing venv keeps its torch
+# (tools/install_torch.py says which it took and why). Versions: the releases this project is
+# developed and benchmarked with (TORCH_VERSION / TORCHVISION_VERSION override them).
+export TORCH_VERSION ?= 2.14.1
+export TORCHVISION_VERSION ?= 0.29.1
+EXTRAS := lite,serve,test,audit,docs,release
 
-.PHONY: demo test lint install clean system-packages
+.PHONY: demo test lint typecheck format docs wheel check-name install clean system-packages
 
 # Debian packages some tests use: a font with CJK glyphs (class names in pictures) and a
 # headless browser (report.html). Installed when missing and we are root with apt-get (CI);
@@ -14,8 +18,10 @@ SYSTEM_PACKAGES := fonts-wqy-microhei chromium chromium-driver
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[lite,serve,test,audit]"
+	$(PY) tools/install_torch.py
+	@# the distribution was called `graft` before it became graft-vision: an old editable install goes first
+	@if $(PY) -m pip show -q graft >/dev/null 2>&1; then $(PY) -m pip uninstall -y -q graft; fi
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,11 +39,34 @@ system-packages:
 	else echo "not installing $$missing (needs root and apt-get): the tests that need them skip"; fi
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/lint-imports
 
-test: $(VENV)/.installed system-packages lint
+# mypy on the settings, train/, methods/, recipes/ ([tool.mypy] in pyproject.toml says what it checks)
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+# ruff format on the files it covers today ([tool.ruff.format] in pyproject.toml; CONTRIBUTING.md)
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format
+
+test: $(VENV)/.installed system-packages lint typecheck
 	GRAFT_NO_PROGRESS=1 $(PY) -m pytest -q --durations=15
 
+# the documentation site, warnings as errors, into site/ (docs/, mkdocs.yml)
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+# the wheel and sdist into dist/, checked by twine; tools/check_wheel.sh installs the wheel in a fresh venv
+wheel: $(VENV)/.installed
+	rm -rf dist
+	$(PY) -m build --outdir dist . >/dev/null
+	$(PY) -m twine check --strict dist/*
+
+# is the distribution name ours or free on the package index? (says so when it cannot ask)
+check-name:
+	python3 tools/check_name.py
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs dist site

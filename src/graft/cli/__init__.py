@@ -7,6 +7,7 @@ import warnings
 
 import click
 
+from graft import __version__
 from graft.errors import GraftError
 
 
@@ -28,7 +29,7 @@ class GraftGroup(click.Group):
 
 
 @click.group(cls=GraftGroup)
-@click.version_option(package_name="graft")
+@click.version_option(version=__version__)
 def main():
     """graft: transfer learning for image classifiers, fast and offline on a CPU."""
 

@@ -97,7 +97,7 @@ def find_label_issues(features: np.ndarray, labels: np.ndarray, n_classes: int, 
     """Score every image's label; flag the likely wrong ones (see the module docstring).
 
     ``method="confident-learning"`` flags with cleanlab's ``find_label_issues`` (its default
-    ``prune_by_noise_rate``) on the same probabilities; it needs ``pip install 'graft[audit]'``
+    ``prune_by_noise_rate``) on the same probabilities; it needs ``pip install 'graft-vision[audit]'``
     (GraftError otherwise). Needs at least two classes with two images each."""
     if method not in LABEL_METHODS:
         raise GraftError(f"unknown label method {method!r}: {', '.join(LABEL_METHODS)}")
@@ -120,7 +120,8 @@ def _cleanlab_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarra
     try:
         from cleanlab.filter import find_label_issues as cleanlab_find
     except ImportError:
-        raise GraftError("--label-method confident-learning needs cleanlab: pip install 'graft[audit]'") from None
+        raise GraftError("--label-method confident-learning needs cleanlab: "
+                         "pip install 'graft-vision[audit]'") from None
     rows = probabilities / np.maximum(probabilities.sum(1, keepdims=True), 1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

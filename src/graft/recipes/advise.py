@@ -187,7 +187,7 @@ def _measure(backbones, layers, median_side, sample, progress: bool):
     image of each cold extraction; the features by (backbone, layer, px); the first backbone's
     softmax over its own ImageNet classes (for LEEP); its native px; the small input (or None).
     Candidates after the first (the reference, which must build) whose weights are not
-    installed (graft[lite]) are skipped with one warning line; the advice goes on without them."""
+    installed (graft-vision[lite]) are skipped with one warning line; the advice goes on without them."""
     from graft.backbones import create_backbone
     from graft.errors import ModelError
     from graft.features.extractor import FeatureExtractor
