@@ -23,14 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from graft._io.cache_dir import cache_root  # graft's one cache folder (imported from here too)
 from graft._io.files import write_atomic
 
 FEATURE_FORMAT = 2  # bump when the meaning of a cached vector changes (2: torchvision's centre-crop rounding)
-
-
-def cache_root() -> Path:
-    root = os.environ.get("GRAFT_CACHE_DIR")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "graft"
 
 
 def stable_hash(obj) -> str:

@@ -1,19 +1,19 @@
-"""``graft predict``'s library side: image files -> probabilities, novelty and unfamiliar, on
-ONNX Runtime when it can answer (no torch imported), else on the torch model."""
+"""``graft predict``'s library side: image files -> probabilities, novelty and unfamiliar through
+:mod:`graft.inference` (ONNX Runtime when it can answer, no torch imported; else the torch
+model), and the command's output formats."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
-from graft.errors import ModelError
-from graft.serve.onnx_predictor import Batch
+from graft.inference.predictor import Batch
 
 
 @dataclass
 class PredictOptions:
     """How to predict: ``tta`` None or "flip"; ``engine`` auto (ONNX Runtime, torch when it
     cannot answer), onnx (ONNX Runtime or an error) or torch; the rest as ``graft predict``'s
-    flags (``cache`` and ``progress`` matter on the torch path only)."""
+    flags. ``cache``: kept for the shared ``--no-cache`` flag; predicting reads and writes no
+    feature cache on either engine (the whole model runs on each image)."""
 
     tta: str | None = None
     strict: bool = False
@@ -26,7 +26,7 @@ class PredictOptions:
 @dataclass
 class Predictions:
     """``classes``; ``tasks``: task -> slice of columns ({None: all} for one task); ``batch``:
-    the :class:`~graft.serve.onnx_predictor.Batch`; ``engine``: "onnx" or "torch"."""
+    the :class:`~graft.inference.Batch`; ``engine``: "onnx" or "torch"."""
 
     classes: list[str]
     tasks: dict
@@ -41,7 +41,7 @@ class Predictions:
         newline is one quoted field; novelty and unfamiliar are empty for a model without them)."""
         import json
 
-        from graft.serve.onnx_predictor import top_per_task
+        from graft.inference.predictor import top_per_task
 
         batch, several = self.batch, len(self.tasks) > 1
         if fmt == "csv":
@@ -101,42 +101,13 @@ def _csv_row(fields) -> str:
 
 
 def predict_files(run_dir, paths, options: PredictOptions | None = None) -> Predictions:
-    """Predict image files with the run's model. The ONNX path exports model.onnx once when it
-    is missing or stale (that step imports torch). Falls back to torch, with a warning, when ONNX
-    Runtime is not installed or the model cannot be exported (``engine="auto"`` only)."""
+    """Predict image files with the run's model through :func:`graft.inference.open_predictor`
+    (the path ``graft evaluate`` and ``graft serve`` take too): ONNX Runtime, exporting
+    model.onnx once when it is missing or stale (that step imports torch), or torch
+    (``engine="torch"``, or ``"auto"`` with a warning when ONNX Runtime cannot answer)."""
+    from graft.inference import open_predictor
+
     options = options or PredictOptions()
-    if options.engine != "torch":
-        try:
-            from graft.serve.onnx_predictor import OnnxPredictor
-
-            predictor = OnnxPredictor.load(run_dir)
-        except (ImportError, ModelError) as exc:
-            from graft._io.artifact import model_folder
-
-            if options.engine == "onnx" or model_folder(run_dir) is None:
-                raise
-            return _predict_torch(run_dir, paths, options, why_not_onnx=str(exc))
-        else:
-            batch = predictor.predict_paths(paths, options.tta, options.batch_size, options.strict)
-            return Predictions(predictor.classes, predictor.tasks, batch, "onnx")
-    return _predict_torch(run_dir, paths, options)
-
-
-def _predict_torch(run_dir, paths, options: PredictOptions, why_not_onnx: str | None = None) -> Predictions:
-    """The same answer from the torch model (features through the extractor's engine). A model
-    that does not load is its own one-line error; one that loads but ONNX Runtime could not run
-    is predicted here, with a warning saying why."""
-    from graft.artifacts.model import GraftModel
-
-    model = GraftModel.load(run_dir)
-    if why_not_onnx is not None:
-        warnings.warn(f"ONNX Runtime cannot run this model ({why_not_onnx}); predicting with torch")
-    with warnings.catch_warnings():  # skipped files are named by Predictions.write, once, as on the ONNX path
-        warnings.filterwarnings("ignore", message="skipping ")
-        features, probabilities = model.predict_paths(
-            paths, strict=options.strict, engine=options.engine, batch_size=options.batch_size, cache=options.cache,
-            progress=options.progress, tta=options.tta)
-    novelty, unfamiliar = model.novelty(features.vectors)
-    tasks = getattr(model.head, "slices", None) or {None: slice(0, len(model.classes))}
-    batch = Batch(features.paths, probabilities, novelty, unfamiliar, features.skipped)
-    return Predictions(model.classes, tasks, batch, "torch")
+    predictor = open_predictor(run_dir, options.engine)
+    batch = predictor.predict_paths(paths, options.tta, options.batch_size, options.strict, options.progress)
+    return Predictions(predictor.classes, predictor.tasks, batch, predictor.engine)

@@ -8,26 +8,26 @@ import sys
 
 from graft._io.artifact import model_folder
 from graft.errors import GraftError, ModelError
-from graft.serve.onnx_predictor import OnnxPredictor
+from graft.inference import Predictor
 
-_EXPORT = "import sys; from graft.serve.onnx_predictor import current_export; current_export(sys.argv[1])"
+_EXPORT = "import sys; from graft.inference import current_export; current_export(sys.argv[1])"
 
 
-def load_predictor(run_dir) -> OnnxPredictor:
+def load_predictor(run_dir) -> Predictor:
     """The run's predictor; a missing or stale model.onnx is exported in a child process, so the
     serving process never imports torch (it would stay in memory for nothing)."""
     if model_folder(run_dir) is None:
         raise ModelError(f"{run_dir} is not a graft model: expected graft.json and weights.safetensors "
                          "(or a run folder holding model/)")
     try:
-        return OnnxPredictor.load(run_dir, export=False)
+        return Predictor.load(run_dir, export=False)
     except ModelError:
         pass
     done = subprocess.run([sys.executable, "-c", _EXPORT, str(run_dir)], capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise ModelError(f"{run_dir}: exporting model.onnx failed: {last}")
-    return OnnxPredictor.load(run_dir, export=False)
+    return Predictor.load(run_dir, export=False)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
