@@ -27,13 +27,26 @@ from graft.data.overlap import check_output_outside, warn_trained_on
 from graft.errors import DataError
 from graft.features import cache as feature_cache
 from graft.features.extractor import Features, gather_features
-from graft.heads.classical import check_head_options, fit_head
+from graft.heads.classical import fit_head
 from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary, load_test
 from graft.recipes.settings import FrozenFitConfig
 from graft.reporting.summary import validation_title
 
-__all__ = ["FitResult", "FrozenFitConfig", "evaluate", "extract", "fit_frozen"]
+__all__ = ["FitResult", "FrozenFitConfig", "FrozenPlan", "evaluate", "extract", "fit_frozen", "plan_fit"]
 
+
+@dataclass
+class FrozenPlan:
+    """A fit decided before its run folder is touched: the typed settings, and every folder it
+    reads scanned and split once (``train``, ``val``, and ``test`` when given)."""
+
+    config: FrozenFitConfig
+    folders: dict[str, ImageFolder]
+    strict: bool = False
+
+    @property
+    def classes(self) -> list[str]:
+        return self.folders["train"].classes
 
 
 @dataclass
@@ -64,8 +77,18 @@ def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, over
     metrics stay those of the model fitted without the validation images.
     """
     start = time.perf_counter()
-    config = as_config(FrozenFitConfig, config, settings)
-    check_head_options(config.head, config.class_weight)
+    config = as_config(FrozenFitConfig, config, settings)  # the head and its options are checked there
+    check_not_an_input(out, config)
+    plan = plan_fit(config, strict=strict)
+    run = open_run(out, "fit", overwrite=overwrite)
+    with run.lock("fit"):
+        return _fit(run, plan, start, progress)
+
+
+def plan_fit(config: FrozenFitConfig, *, strict: bool = False) -> FrozenPlan:
+    """The folders ``config`` names, scanned and split once, with audit decisions (``exclude``)
+    and ``shots`` applied and the test folder checked against them; raises GraftError (nothing
+    is written) for data no fit can use."""
     train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                 seed=config.seed, balanced=config.class_weight == "balanced")
     if config.exclude is not None:  # graft audit's decisions, acted on in memory: no file changes
@@ -75,73 +98,75 @@ def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, over
     folders = {"train": train, "val": val}
     if config.test_dir is not None:
         folders["test"] = load_test(config.test_dir, train, val, final=config.final)
-    check_not_an_input(out, config)
-    run = open_run(out, "fit", overwrite=overwrite)
-    settings = {"command": "fit", **config.to_dict(), "strict": strict, "classes": train.classes}
-    cache = settings.pop("cache")
-    with run.lock("fit"):
-        return _fit(run, start, folders, settings, cache, progress)
+    return FrozenPlan(config, folders, strict)
 
 
-def _fit(run: RunDir, start: float, folders: dict[str, ImageFolder], s: dict, cache: bool,
-         progress: bool) -> FitResult:
-    train = folders["train"]
-    key = feature_cache.source_key(s["backbone"], s["weights"], s["layer"], s["image_size"])
-    extracted = _from_cache(key, folders, s["strict"]) if cache else None
-    if extracted is None:
-        extracted = _extract(key, folders, s, cache, progress)
-    features = extracted.splits
-    _require_two_classes(features["train"], train)
+def _fit(run: RunDir, plan: FrozenPlan, start: float, progress: bool) -> FitResult:
+    config, classes, folders = plan.config, plan.classes, plan.folders
+    extracted = _features(plan, progress)
+    features, template = extracted.splits, extracted.template
+    present = np.unique(features["train"].labels)
+    if len(present) < 2:
+        raise DataError(f"after skipping unreadable images, {folders['train'].root} has readable images of "
+                        f"only {len(present)} class(es); a classifier needs at least two")
     warn_near_copies(features)
 
     def fit(names, params=None):
         X = np.concatenate([features[n].vectors for n in names])
         y = np.concatenate([features[n].labels for n in names])
-        return fit_head(s["head"], X, y, len(train.classes), s["seed"], class_weight=s["class_weight"],
+        return fit_head(config.head, X, y, len(classes), config.seed, class_weight=config.class_weight,
                         params=params)
 
     chosen = fit(["train"])
-    shipped = fit(["train", "val"], chosen.params) if s["final"] else chosen
-    training = {"method": "frozen-features", "head": s["head"], "head_params": chosen.params,
-                "class_weight": s["class_weight"], "cv_accuracy": chosen.cv_accuracy, "seed": s["seed"],
-                "train_dir": str(s["train_dir"]), "final_refit": s["final"],
-                "n_fitted": len(features["train"]) + (len(features["val"]) if s["final"] else 0)}
-    template = extracted.template
-    config = artifact_config(template["backbone"], template["layer"], template["preprocessing"],
-                             train.classes, shipped.config, training)
-    write_artifact(run.model_dir, config, extracted.trunk, shipped.state)
+    shipped = fit(["train", "val"], chosen.params) if config.final else chosen
+    training = {"method": "frozen-features", "head": config.head, "head_params": chosen.params,
+                "class_weight": config.class_weight, "cv_accuracy": chosen.cv_accuracy, "seed": config.seed,
+                "train_dir": str(config.train_dir), "final_refit": config.final,
+                "n_fitted": len(features["train"]) + (len(features["val"]) if config.final else 0)}
+    write_artifact(run.model_dir, artifact_config(template["backbone"], template["layer"], template["preprocessing"],
+                                                  classes, shipped.config, training),
+                   extracted.trunk, shipped.state)
     record_novelty(run.model_dir, NoveltyData(features["train"].vectors, features["train"].labels,
                                               features["val"].vectors, shipped.logits(features["val"].vectors)))
-
-    val_features = features["val"]
-    probabilities = chosen.probabilities(val_features.vectors)
     extra = {
-        "n_train": len(features["train"]), "n_val": len(val_features),
-        "head": s["head"], "head_params": chosen.params, "cv_accuracy": chosen.cv_accuracy,
+        "n_train": len(features["train"]), "n_val": len(features["val"]),
+        "head": config.head, "head_params": chosen.params, "cv_accuracy": chosen.cv_accuracy,
         "features_cached": sum(f.cached for f in features.values()),
         "engine": extracted.engine,
         "skipped": sorted((item for f in features.values() for item in f.skipped), key=lambda i: i["path"]),
-        "final_refit": s["final"],
+        "final_refit": config.final,
     }
     if "test" in features:
-        test_features = features["test"]
-        test_probabilities = shipped.probabilities(test_features.vectors)
-        test_metrics = run.write_evaluation(
-            test_features.labels, test_probabilities.argmax(1), train.classes,
-            {"n_test": len(test_features), "data_dir": str(s["test_dir"]), "skipped": test_features.skipped},
-            subdir="test", title=f"{Path(str(s['test_dir'])).name} (test)", probabilities=test_probabilities,
-            paths=test_features.paths, split="test")
-        extra["test"] = held_out_summary(test_metrics)
+        test = features["test"]
+        test_probabilities = shipped.probabilities(test.vectors)
+        extra["test"] = held_out_summary(run.write_evaluation(
+            test.labels, test_probabilities.argmax(1), classes,
+            {"n_test": len(test), "data_dir": str(config.test_dir), "skipped": test.skipped},
+            subdir="test", title=f"{Path(str(config.test_dir)).name} (test)", probabilities=test_probabilities,
+            paths=test.paths, split="test"))
     extra["seconds"] = round(time.perf_counter() - start, 3)
-    metrics = run.write_evaluation(val_features.labels, probabilities.argmax(1), train.classes, extra,
-                                   title=validation_title(folders["val"].root, train.root, s["head"]),
-                                   probabilities=probabilities, paths=val_features.paths)
+    probabilities = chosen.probabilities(features["val"].vectors)
+    metrics = run.write_evaluation(features["val"].labels, probabilities.argmax(1), classes, extra,
+                                   title=validation_title(folders["val"].root, folders["train"].root, config.head),
+                                   probabilities=probabilities, paths=features["val"].paths)
     run.write_split(folders["train"], folders["val"])
-    run.write_config({**s, "backbone": template["backbone"]["name"],
+    # config.yaml: the Config's fields with the network as resolved (its weights, layer and input size), strict
+    # and the classes; not cache (where the features were read from does not change the run)
+    saved = {"command": "fit", **config.to_dict(), "strict": plan.strict, "classes": classes}
+    del saved["cache"]
+    run.write_config({**saved, "backbone": template["backbone"]["name"],
                       "weights": template["backbone"]["weights_source"], "layer": template["layer"],
                       "image_size": template["preprocessing"]["size"]})
     write_html_safely(run.path)
     return FitResult(run.path, metrics)
+
+
+def _features(plan: FrozenPlan, progress: bool) -> _Extracted:
+    """Every split's features: from the cache alone when it holds them all, else extracted."""
+    config = plan.config
+    key = feature_cache.source_key(config.backbone, config.weights, config.layer, config.image_size)
+    extracted = _from_cache(key, plan.folders, plan.strict) if config.cache else None
+    return extracted if extracted is not None else _extract(key, plan, progress)
 
 
 def _from_cache(key, folders: dict[str, ImageFolder], strict) -> _Extracted | None:
@@ -164,16 +189,18 @@ def _from_cache(key, folders: dict[str, ImageFolder], strict) -> _Extracted | No
     return _Extracted(splits, record, trunk, "cache")
 
 
-def _extract(key, folders: dict[str, ImageFolder], s: dict, cache: bool, progress: bool) -> _Extracted:
+def _extract(key, plan: FrozenPlan, progress: bool) -> _Extracted:
     from graft.backbones import create_backbone
     from graft.features.extractor import FeatureExtractor
 
-    source = create_backbone(s["backbone"], weights=s["weights"])
-    extractor = FeatureExtractor(source, layer=s["layer"], image_size=s["image_size"], batch_size=s["batch_size"],
-                                 engine=s["engine"], cache=cache, progress=progress).fit()
-    check_fits(extractor.feature_net_, extractor.preprocessing_.size, s["batch_size"], training=False)
-    splits = {name: extractor.extract_folder(folder, strict=s["strict"], desc=f"features {name}")
-              for name, folder in folders.items()}
+    config = plan.config
+    source = create_backbone(config.backbone, weights=config.weights)
+    extractor = FeatureExtractor(source, layer=config.layer, image_size=config.image_size,
+                                 batch_size=config.batch_size, engine=config.engine, cache=config.cache,
+                                 progress=progress).fit()
+    check_fits(extractor.feature_net_, extractor.preprocessing_.size, config.batch_size, training=False)
+    splits = {name: extractor.extract_folder(folder, strict=plan.strict, desc=f"features {name}")
+              for name, folder in plan.folders.items()}
     trunk = {k: v.detach().cpu().numpy() for k, v in extractor.feature_net_.trunk.state_dict().items()}
     template = {
         "extractor_key": extractor.extractor_key_,
@@ -182,7 +209,7 @@ def _extract(key, folders: dict[str, ImageFolder], s: dict, cache: bool, progres
         "layer": extractor.layer_,
         "preprocessing": extractor.preprocessing_.to_dict(),
     }
-    if cache:
+    if config.cache:
         _remember_source(key, template, trunk)
     computed = sum(f.cached for f in splits.values()) < sum(len(f) for f in splits.values())
     return _Extracted(splits, template, trunk, extractor.engine_ if computed else "cache")
@@ -221,41 +248,29 @@ def _decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, I
     return train, val
 
 
-def _require_two_classes(features: Features, folder: ImageFolder) -> None:
-    present = np.unique(features.labels)
-    if len(present) < 2:
-        raise DataError(f"after skipping unreadable images, {folder.root} has readable images of "
-                        f"only {len(present)} class(es); a classifier needs at least two")
-
-
 def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, cache=True,
              progress=True) -> tuple[Path, dict]:
-    """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``.
-
-    Predicts through :func:`graft.inference.open_predictor`, as ``graft predict`` does (the same
-    probabilities on one engine); ``cache`` is the shared flag's: no feature cache is read."""
-    from graft.inference import open_predictor, saved_config
+    """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``."""
+    from graft.artifacts.model import GraftModel
 
     start = time.perf_counter()
-    saved = saved_config(run_dir)  # the model is loaded after the checks: loading may export model.onnx
+    model = GraftModel.load(run_dir)
     run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
     check_output_outside(run.path / "eval", {"evaluated folder": data_dir}, "the reports folder",
                          "move the run folder out of the data")
-    folder = scan_folder(data_dir, classes=saved["classes"])
+    folder = scan_folder(data_dir, classes=model.classes)
     warn_unscored_classes(folder, "evaluation")
-    final_refit = (saved.get("training") or {}).get("final_refit")
-    warn_trained_on(folder.paths, "evaluation", fitted_images(run.path, final_refit),
+    warn_trained_on(folder.paths, "evaluation", fitted_images(run.path, (model.training_info or {}).get("final_refit")),
                     f"images the model was trained on ({run.path / 'split.csv'})")
-    predictor = open_predictor(run_dir, engine)
-    batch = predictor.predict_paths(folder.paths, strict=strict, batch_size=batch_size, progress=progress)
-    batch.warn_skipped()
+    features, probabilities = model.predict_paths(
+        folder.paths, strict=strict, engine=engine, batch_size=batch_size, cache=cache, progress=progress)
     label_of = dict(zip(map(str, folder.paths), folder.labels))
-    labels = np.array([label_of[p] for p in batch.paths], dtype=np.int64)
+    labels = np.array([label_of[p] for p in features.paths], dtype=np.int64)
     target = Path("eval") / evaluation_folder_name(run.path / "eval", Path(data_dir).resolve())
-    metrics = run.write_evaluation(labels, batch.probabilities.argmax(1), predictor.classes, {
-        "n_val": len(batch.paths), "data_dir": str(Path(data_dir).resolve()),
-        "seconds": round(time.perf_counter() - start, 3), "skipped": batch.skipped,
-    }, subdir=str(target), title=Path(data_dir).name, probabilities=batch.probabilities, paths=batch.paths,
+    metrics = run.write_evaluation(labels, probabilities.argmax(1), model.classes, {
+        "n_val": len(features), "data_dir": str(Path(data_dir).resolve()),
+        "seconds": round(time.perf_counter() - start, 3), "skipped": features.skipped,
+    }, subdir=str(target), title=Path(data_dir).name, probabilities=probabilities, paths=features.paths,
         split="evaluate")
     write_html_safely(run.path, str(target))
     return run.path / target, metrics

@@ -60,6 +60,9 @@ class FrozenFitConfig(Config):
             raise GraftError("--layer must name a layer (or an index) from `graft layers`; leave it out for the "
                              "final pooled features")
         super().__post_init__()
+        from graft.heads.classical import check_head_options  # numpy, not torch: read when a fit is set up
+
+        check_head_options(self.head, self.class_weight)  # a class weighting the head cannot take
 
 
 @dataclass
