@@ -250,27 +250,32 @@ def _decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, I
 
 def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, cache=True,
              progress=True) -> tuple[Path, dict]:
-    """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``."""
-    from graft.artifacts.model import GraftModel
+    """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``.
+
+    Predicts through :func:`graft.inference.open_predictor`, as ``graft predict`` does (the same
+    probabilities on one engine); ``cache`` is the shared flag's: no feature cache is read."""
+    from graft.inference import open_predictor, saved_config
 
     start = time.perf_counter()
-    model = GraftModel.load(run_dir)
+    saved = saved_config(run_dir)  # the model is loaded after the checks: loading may export model.onnx
     run = RunDir(run_dir if (Path(run_dir) / "model").exists() else Path(run_dir).parent)
     check_output_outside(run.path / "eval", {"evaluated folder": data_dir}, "the reports folder",
                          "move the run folder out of the data")
-    folder = scan_folder(data_dir, classes=model.classes)
+    folder = scan_folder(data_dir, classes=saved["classes"])
     warn_unscored_classes(folder, "evaluation")
-    warn_trained_on(folder.paths, "evaluation", fitted_images(run.path, (model.training_info or {}).get("final_refit")),
+    final_refit = (saved.get("training") or {}).get("final_refit")
+    warn_trained_on(folder.paths, "evaluation", fitted_images(run.path, final_refit),
                     f"images the model was trained on ({run.path / 'split.csv'})")
-    features, probabilities = model.predict_paths(
-        folder.paths, strict=strict, engine=engine, batch_size=batch_size, cache=cache, progress=progress)
+    predictor = open_predictor(run_dir, engine)
+    batch = predictor.predict_paths(folder.paths, strict=strict, batch_size=batch_size, progress=progress)
+    batch.warn_skipped()
     label_of = dict(zip(map(str, folder.paths), folder.labels))
-    labels = np.array([label_of[p] for p in features.paths], dtype=np.int64)
+    labels = np.array([label_of[p] for p in batch.paths], dtype=np.int64)
     target = Path("eval") / evaluation_folder_name(run.path / "eval", Path(data_dir).resolve())
-    metrics = run.write_evaluation(labels, probabilities.argmax(1), model.classes, {
-        "n_val": len(features), "data_dir": str(Path(data_dir).resolve()),
-        "seconds": round(time.perf_counter() - start, 3), "skipped": features.skipped,
-    }, subdir=str(target), title=Path(data_dir).name, probabilities=probabilities, paths=features.paths,
+    metrics = run.write_evaluation(labels, batch.probabilities.argmax(1), predictor.classes, {
+        "n_val": len(batch.paths), "data_dir": str(Path(data_dir).resolve()),
+        "seconds": round(time.perf_counter() - start, 3), "skipped": batch.skipped,
+    }, subdir=str(target), title=Path(data_dir).name, probabilities=batch.probabilities, paths=batch.paths,
         split="evaluate")
     write_html_safely(run.path, str(target))
     return run.path / target, metrics
