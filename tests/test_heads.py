@@ -115,3 +115,71 @@ def test_unknown_head_is_a_clear_error(digit_features):
 
     with pytest.raises(GraftError, match="unknown head 'forest'"):
         fit_head("forest", *digit_features[:2], num_classes=10)
+
+
+# -- the heads as scikit-learn estimators, registered once (issue 26) -----------------------------
+def test_the_registry_lists_every_head_once():
+    from sklearn.base import ClassifierMixin
+
+    from graft import HEAD_MODULES
+    from graft.heads.registry import HEAD_NAMES, HEADS, register_head
+    from graft.recipes.settings import FrozenFitConfig
+
+    assert HEAD_NAMES == tuple(HEADS) == ("logreg", "linear-svm", "rbf-svm", "knn", "prototype")
+    assert CLASSICAL_HEADS is HEADS  # the older public name is the registry, not a second list
+    classes = [HEADS[name].load() for name in HEAD_NAMES]
+    assert len(set(classes)) == len(classes) and all(issubclass(c, ClassifierMixin) for c in classes)
+    assert {c.kind for c in classes} <= set(HEAD_MODULES)  # each saves as a torch module graft rebuilds
+    with pytest.raises(ValueError, match="already registered"):
+        register_head("knn", "graft.heads.neighbours:KNNClassifier", "again")
+    assert FrozenFitConfig(train_dir="x", head="prototype").head == "prototype"  # graft fit's choices: the registry
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear-svm", "rbf-svm", "knn", "prototype"])
+def test_head_estimators_follow_sklearns_rules(name, digit_features):
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from graft.heads.registry import head_estimator
+
+    Xtr, ytr, Xva, _ = digit_features
+    unfitted = head_estimator(name, num_classes=10)
+    with pytest.raises(NotFittedError):
+        unfitted.predict(Xva)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(unfitted)
+    fitted = unfitted.fit(Xtr, ytr)
+    assert fitted is unfitted  # fit returns self
+    check_is_fitted(fitted)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    with pytest.raises(NotFittedError):  # clone copies the hyper-parameters, not what was learned
+        copy.decision_function(Xva)
+    copy.fit(Xtr, ytr)
+    np.testing.assert_array_equal(copy.decision_function(Xva), fitted.decision_function(Xva))
+    assert copy.best_params_ == fitted.best_params_
+    probabilities = fitted.predict_proba(Xva)
+    assert probabilities.shape == (len(Xva), 10)
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    np.testing.assert_array_equal(fitted.predict(Xva), probabilities.argmax(1))
+    # fit_head is the estimator under its registered name
+    head = fit_head(name, Xtr, ytr, num_classes=10)
+    assert head.params == fitted.best_params_
+    np.testing.assert_allclose(head.logits(Xva), fitted.decision_function(Xva), rtol=1e-6, atol=1e-6)
+
+
+def test_fixed_hyper_parameter_skips_the_search_and_sklearn_can_cross_validate_a_head(digit_features):
+    from sklearn.model_selection import GridSearchCV
+
+    from graft.heads.registry import head_estimator
+
+    Xtr, ytr, Xva, yva = digit_features
+    searched = head_estimator("logreg", num_classes=10).fit(Xtr, ytr)
+    assert searched.cv_score_ is not None and searched.best_params_["C"] in searched.Cs
+    fixed = head_estimator("logreg", C=searched.best_params_["C"], num_classes=10).fit(Xtr, ytr)
+    assert fixed.cv_score_ is None
+    np.testing.assert_allclose(fixed.decision_function(Xva), searched.decision_function(Xva), atol=1e-6)
+    # an estimator scikit-learn's own tools take: a grid search over the head's k
+    grid = GridSearchCV(head_estimator("knn", num_classes=10), {"k": [1, 3]}, cv=3).fit(Xtr, ytr)
+    assert grid.best_params_["k"] in (1, 3) and grid.score(Xva, yva) > 0.5

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from graft.config import Config, comma_list, setting
-from graft.defaults import DEFAULT_BACKBONE, HEAD_NAMES
+from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import GraftError
+from graft.heads.registry import HEAD_NAMES
 from graft.recipes.settings.names import DEFAULT_VAL_FRACTION
 
 
