@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from graft import FeatureExtractor, scan_folder
-from graft.errors import DataError, ImageDecodeError
+from graft.errors import DataError, GraftError, ImageDecodeError
 
 SIZE = 96  # small images keep the suite fast; the maths does not depend on the size
 
@@ -124,3 +124,39 @@ def test_feature_extractor_in_a_sklearn_pipeline(lite0, digits_dir):
     pipe.fit(paths[::2], folder.labels[::2])
     accuracy = (pipe.predict(paths[1::2]) == folder.labels[1::2]).mean()
     assert accuracy > 0.6  # 10 classes, chance is 0.1: the features carry the digit
+
+
+def test_extractor_raises_before_fit(lite0, digits_dir):
+    """scikit-learn's rule: an unfitted extractor says so, it does not build a network on the quiet."""
+    from sklearn.exceptions import NotFittedError
+
+    unfitted = FeatureExtractor(lite0, image_size=SIZE)
+    paths = scan_folder(digits_dir).paths[:2]
+    for call in (lambda: unfitted.extract(paths), lambda: unfitted.transform(paths),
+                 unfitted.get_feature_names_out, lambda: unfitted.engine_):
+        with pytest.raises(NotFittedError, match=r"call \.fit\(\) first"):
+            call()
+    assert not hasattr(unfitted, "feature_net_")
+
+
+def test_clone_of_an_extractor_over_a_built_network_rebuilds_that_network(lite0, digits_dir):
+    """A fine-tuned model's extractor (from_network): clone() + fit must give its network back,
+    not the ImageNet weights its architecture name would build."""
+    import torch
+    from sklearn.base import clone
+
+    net = lite0.feature_net(None)
+    with torch.no_grad():  # stands for fine-tuning: weights that differ from ImageNet's
+        net.trunk.conv_stem.weight.mul_(1.5)
+    tuned = FeatureExtractor.from_network(net, lite0.preprocessing.with_size(SIZE), lite0.architecture,
+                                          engine="torch", cache=False)
+    imagenet = FeatureExtractor(lite0, image_size=SIZE, engine="torch", cache=False).fit()
+    assert tuned.extractor_key_ != imagenet.extractor_key_
+    copy = clone(tuned)
+    assert not hasattr(copy, "feature_net_")
+    copy.fit()
+    assert copy.extractor_key_ == tuned.extractor_key_
+    paths = scan_folder(digits_dir).paths[:4]
+    np.testing.assert_allclose(copy.extract(paths).vectors, tuned.extract(paths).vectors, atol=1e-6)
+    with pytest.raises(GraftError, match="takes neither another layer"):
+        clone(tuned).set_params(layer="blocks.4").fit()

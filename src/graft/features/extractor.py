@@ -14,76 +14,43 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from graft._io.progress import progress_bar
 from graft.data.folders import ImageFolder, load_image
 from graft.data.preprocess import Preprocessing
 from graft.defaults import DEFAULT_BACKBONE
-from graft.errors import DataError, GraftError, ImageDecodeError
-from graft.features.cache import FEATURE_FORMAT, cache_root, file_identity, open_feature_cache, stable_hash
+from graft.errors import GraftError, ImageDecodeError
+from graft.features.cache import FEATURE_FORMAT, cache_root, stable_hash
+from graft.features.vectors import Features, gather_features, skip_image
+
+__all__ = ["FeatureExtractor", "FeatureNetwork", "Features", "gather_features"]
 
 # torch and timm are imported only when a network is built or run (fit, extraction misses):
 # answering from the cache must not pay their start-up.
 
 
-@dataclass
-class Features:
-    """Feature vectors of the images that decoded, plus what was skipped and why."""
+class FeatureNetwork:
+    """An already built feature network as a :class:`FeatureExtractor`'s ``backbone``: a saved
+    or fine-tuned model's, which no registry name rebuilds.
 
-    vectors: np.ndarray
-    paths: list[str]
-    labels: np.ndarray | None = None
-    classes: list[str] | None = None
-    skipped: list[dict] = field(default_factory=list)
-    cached: int = 0  # how many vectors came from the cache
+    ``fit`` uses ``net`` (a :class:`~graft.backbones.PooledFeatures`) as it is, so
+    ``sklearn.base.clone(extractor).fit()`` gives the same network (clone deep-copies it), not
+    the ImageNet weights of its ``architecture``. ``architecture`` (the timm name) and
+    ``preprocessing`` describe it; they enter the feature cache's key with the weights' hash.
+    """
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def __init__(self, net, preprocessing: Preprocessing, architecture: str):
+        self.net = net
+        self.preprocessing = preprocessing
+        self.architecture = architecture
 
-    def summary(self) -> str:
-        """One line: how many vectors, and whether they are labelled (by which class folders)."""
-        if self.classes:
-            shown = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
-            what = f"labelled by {len(self.classes)} class folders ({shown})"
-        else:
-            what = "unlabelled images (no class folders)"
-        return (f"{self.vectors.shape[0]} images x {self.vectors.shape[1]} features, {what}; "
-                f"{self.cached} from cache, {len(self.skipped)} skipped")
-
-    def save(self, path: str | Path) -> Path:
-        """Write an ``.npz`` (no pickled objects: loads with ``allow_pickle=False``)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            path,
-            features=self.vectors,
-            paths=np.asarray(self.paths, dtype=str),
-            labels=self.labels if self.labels is not None else np.zeros(0, dtype=np.int64),
-            classes=np.asarray(self.classes or [], dtype=str),
-            skipped_paths=np.asarray([s["path"] for s in self.skipped], dtype=str),
-            skipped_reasons=np.asarray([s["reason"] for s in self.skipped], dtype=str),
-        )
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Features":
-        with np.load(path, allow_pickle=False) as z:
-            labels = z["labels"] if len(z["labels"]) else None
-            return cls(
-                vectors=z["features"],
-                paths=[str(p) for p in z["paths"]],
-                labels=labels,
-                classes=[str(c) for c in z["classes"]] or None,
-                skipped=[{"path": str(p), "reason": str(r)}
-                         for p, r in zip(z["skipped_paths"], z["skipped_reasons"])],
-            )
+    def __repr__(self) -> str:
+        return f"FeatureNetwork({self.architecture!r}, layer={self.net.cut_layer!r})"
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
@@ -91,7 +58,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : registry name (or a built :class:`Backbone`), default EfficientNet-Lite0.
+    backbone : registry name, a built :class:`Backbone`, or a :class:`FeatureNetwork` (a saved
+        or fine-tuned model's network, see :meth:`from_network`); default EfficientNet-Lite0.
     layer : cut layer (name or index from ``graft layers``); None = final pooled features.
     weights : optional local weights file for the backbone.
     image_size : input resolution; None = the one the weights were trained at.
@@ -120,8 +88,29 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     # -- fitting: nothing is learned, the backbone is built and described -------------------
     def fit(self, X=None, y=None):
+        """Build the network (backbone cut at ``layer``) and the keys of its feature cache.
+
+        ``X`` and ``y`` are ignored (scikit-learn's signature): nothing is learned.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        GraftError
+            For an unknown backbone or layer, or a ``layer`` / ``weights`` that a
+            :class:`FeatureNetwork` (already cut, already weighted) cannot take.
+        """
         from graft.backbones import Backbone, create_backbone
 
+        if isinstance(self.backbone, FeatureNetwork):
+            built = self.backbone
+            if self.layer != built.net.cut_layer or self.weights is not None:
+                raise GraftError(f"a built feature network (cut at {built.net.cut_layer!r}) takes neither another "
+                                 f"layer ({self.layer!r}) nor weights ({self.weights!r})")
+            self._set_network(built.net, built.preprocessing, built.architecture)
+            return self
         if isinstance(self.backbone, Backbone):
             backbone = self.backbone
         else:
@@ -133,10 +122,12 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     @classmethod
     def from_network(cls, net, preprocessing: Preprocessing, architecture: str,
                      **params) -> "FeatureExtractor":
-        """An extractor over an already built feature network (e.g. a saved model's)."""
-        extractor = cls(backbone=architecture, layer=net.cut_layer, image_size=preprocessing.size, **params)
-        extractor._set_network(net, preprocessing, architecture)
-        return extractor
+        """A fitted extractor over an already built feature network (a saved or fine-tuned
+        model's ``PooledFeatures``); ``architecture`` is its timm name. The network is the
+        extractor's ``backbone`` (a :class:`FeatureNetwork`), so ``clone()`` + ``fit`` gives
+        the same network again."""
+        return cls(backbone=FeatureNetwork(net, preprocessing, architecture), layer=net.cut_layer,
+                   image_size=preprocessing.size, **params).fit()
 
     def _set_network(self, net, preprocessing: Preprocessing, architecture: str):
         from graft.backbones import state_sha256
@@ -159,11 +150,22 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self._runner = None
 
     def _ensure_fitted(self):
-        if not hasattr(self, "feature_net_"):
-            self.fit()
+        """Raise scikit-learn's NotFittedError before :meth:`fit` (it builds the network)."""
+        check_is_fitted(self, "feature_net_", msg=(
+            "This FeatureExtractor is not fitted yet: call .fit() first (it builds the backbone network; "
+            "nothing is learned), e.g. FeatureExtractor(...).fit().extract(paths)"))
 
     def transform(self, X) -> np.ndarray:
-        """Features for each path in ``X``; an undecodable image is an error (rows must align)."""
+        """Features (n, d) float32 for each of the n paths in ``X``; an undecodable image is an
+        error (rows must align).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        ImageDecodeError
+            For an image that cannot be read.
+        """
         result = self.extract(list(X), strict=True)
         return result.vectors
 
@@ -180,6 +182,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _get_runner(self):
         if getattr(self, "_runner", None) is not None:
             return self._runner
+        self._ensure_fitted()
         from graft._io.onnx import OnnxRunner, TorchRunner, export_onnx
 
         net = self.feature_net_
@@ -219,7 +222,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def extract(self, paths, labels=None, classes=None, strict: bool = False,
                 desc: str = "extracting features") -> Features:
-        """Features for ``paths``; undecodable images are skipped with a warning (or raise)."""
+        """Features for ``paths``; undecodable images are skipped with a warning (or raise with
+        ``strict``). Raises NotFittedError before :meth:`fit`."""
         self._ensure_fitted()
         compute = lambda *args: self._run(*args, desc=desc)  # noqa: E731
         return gather_features(self.extractor_key_ if self.cache else None, paths, labels, classes,
@@ -275,7 +279,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                     if strict:
                         for _, other in pending:
                             other.cancel()
-                    _skip(skipped, exc, strict)
+                    skip_image(skipped, exc, strict)
                 if len(batch_arrays) == self.batch_size:
                     flush()
             if batch_arrays:
@@ -300,78 +304,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                     k = todo[position]
                     if cache is not None:
                         cache.put_failure(identities[k], reason)
-                    _skip(skipped, ImageDecodeError(paths[k], reason), strict)
+                    skip_image(skipped, ImageDecodeError(paths[k], reason), strict)
                 bar.update(len(positions) + len(failures))
         finally:
             chunks.close()
             bar.close()
-
-
-def _skip(skipped: list, error: ImageDecodeError, strict: bool) -> None:
-    if strict:
-        raise error
-    warnings.warn(f"skipping {error.path}: {error.reason}", stacklevel=3)
-    skipped.append({"path": error.path, "reason": error.reason})
-
-
-def gather_features(extractor_key: str | None, paths, labels=None, classes=None, strict: bool = False,
-                    compute=None) -> Features | None:
-    """Vectors for ``paths`` from the cache, computing the misses with ``compute``.
-
-    ``compute(paths, identities, todo, vectors, skipped, strict, cache)`` fills ``vectors`` at
-    the indices in ``todo``. With ``compute=None`` this answers from the cache alone and returns
-    None if anything is missing. Known-bad files are reported from the cache too.
-    """
-    paths = [Path(p) for p in paths]
-    skipped: list[dict] = []
-    identities: list[str | None] = []
-    for path in paths:
-        try:
-            identities.append(file_identity(path))
-        except OSError as exc:
-            identities.append(None)
-            _skip(skipped, ImageDecodeError(path, _os_reason(exc)), strict)
-
-    cache = open_feature_cache(extractor_key) if extractor_key else None
-    try:
-        present = [i for i in identities if i]
-        known = cache.get_many(present) if cache is not None else {}
-        failed = cache.get_failures(present) if cache is not None else {}
-        vectors: list[np.ndarray | None] = [known.get(i) if i else None for i in identities]
-        todo = []
-        for k, identity in enumerate(identities):
-            if identity is None or vectors[k] is not None:
-                continue
-            if identity in failed:
-                _skip(skipped, ImageDecodeError(paths[k], failed[identity]), strict)
-            else:
-                todo.append(k)
-        if todo:
-            if compute is None:
-                return None
-            compute(paths, identities, todo, vectors, skipped, strict, cache)
-    finally:
-        if cache is not None:
-            cache.close()
-
-    keep = [k for k, v in enumerate(vectors) if v is not None]
-    if not keep and paths:
-        raise DataError(f"none of the {len(paths)} images could be read; first problem: "
-                        f"{skipped[0]['path']}: {skipped[0]['reason']}")
-    stacked = np.stack([vectors[k] for k in keep]).astype(np.float32) if keep else np.zeros((0, 0), np.float32)
-    skipped.sort(key=lambda item: item["path"])
-    return Features(
-        vectors=stacked,
-        paths=[str(paths[k]) for k in keep],
-        labels=None if labels is None else np.asarray(labels)[keep],
-        classes=classes,
-        skipped=skipped,
-        cached=len(known),
-    )
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "file not found"
-    return exc.strerror or str(exc)
-
