@@ -63,7 +63,7 @@ _RUNS: dict = {}
 def _run(command: str, data: Path, teacher: Path, inverted: Path, scratch: Path, **changes) -> Path:
     """The run folder of ``command`` on ``data`` with TINY settings, stages all:1 and
     ``changes``, through its recipe function; each distinct run is made once per module."""
-    import importlib
+    from graft.recipes.registry import recipe
 
     settings = {**TINY, "stages": "all:1", **changes}
     settings = {k: (v.format(inverted=inverted) if isinstance(v, str) else v) for k, v in settings.items()}
@@ -71,9 +71,6 @@ def _run(command: str, data: Path, teacher: Path, inverted: Path, scratch: Path,
     if key in _RUNS:
         return _RUNS[key]
     out = scratch / f"run-{len(_RUNS)}"
-    config_cls = CONFIGS[command]
-    module, function = config_cls.RECIPE.split(":")
-    recipe = getattr(importlib.import_module(f"graft.recipes.{module}"), function)
     extra = {"distill": {"teacher": str(teacher)}, "adapt": {"target_dir": str(inverted)},
              "lr-find": {"steps": 5}}.get(command, {})
     if command == "lr-find":
@@ -82,7 +79,7 @@ def _run(command: str, data: Path, teacher: Path, inverted: Path, scratch: Path,
         settings.pop("pretrained")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        recipe(str(data), out, progress=False, **extra, **settings)
+        recipe(command).run(str(data), out, progress=False, **extra, **settings)
     _RUNS[key] = out
     return out
 
@@ -154,7 +151,8 @@ LOSS_PAIRS = [
 OTHER_EFFECT = {"train_dir", "val_dir", "val_fraction", "test_dir", "final", "patience", "weights", "backbone",
                 "stages", "freeze_first", "transfer_layers", "transfer_from", "freeze_transferred", "pretrained",
                 "teacher", "target_dir", "target_val_dir", "stage", "start", "end", "steps",
-                "exclude"}  # exclude: tests/test_audit.py
+                "exclude",  # exclude: tests/test_audit.py
+                "monitor", "mode"}  # which epoch is kept and when to stop: tests/test_monitor.py
 # Read only where prepare() decides which stages are augmented (a head stage's plain or augmented
 # images), for every recipe alike; its run is finetune's (another head-stage run per command costs).
 ON_FINETUNE = {"augment_head_stage"}

@@ -17,31 +17,37 @@ _WHERE = {
     "stratified_split": "data.folders",
     "DataError": "errors", "GraftError": "errors", "ImageDecodeError": "errors", "ModelError": "errors",
     "FeatureExtractor": "features.extractor", "Features": "features.extractor",
-    "evaluate": "recipes.frozen", "fit_frozen": "recipes.frozen",
+    "evaluate": "recipes.frozen",
     "CLASSICAL_HEADS": "heads.classical", "fit_head": "heads.classical",
     "HEAD_MODULES": "heads.modules", "build_head": "heads.modules",
     "GraftModel": "artifacts.model",
     "Preprocessing": "data.preprocess",
-    "FrozenFitConfig": "recipes.settings", "FinetuneConfig": "recipes.settings", "PretrainConfig": "recipes.settings",
-    "AdaptConfig": "recipes.settings", "DistillConfig": "recipes.settings", "MultitaskConfig": "recipes.settings",
-    "LRFindConfig": "recipes.settings",
-    "finetune": "recipes.finetune", "pretrain": "recipes.pretrain", "adapt": "recipes.adapt",
-    "distill": "recipes.distill", "multitask": "recipes.multitask", "find_lr": "recipes.lr_find",
-    "resume": "recipes.resume",
-    "ClusterHead": "clustering", "cluster": "recipes.cluster", "select": "recipes.select",
-    "ClusterConfig": "recipes.settings", "SelectConfig": "recipes.settings",
+    "resume": "recipes.resume", "ClusterHead": "clustering",
 }
 
-__all__ = sorted(_WHERE)
+
+def _where() -> dict:
+    """Public name -> its module: the names above and the public recipes' functions and Configs
+    (graft.recipes.registry), read when a name is first asked for."""
+    from graft.recipes.registry import recipes
+
+    where = dict(_WHERE)
+    for recipe in recipes():
+        if recipe.public:
+            where.update({recipe.name: recipe.module[len("graft."):], recipe.config.__name__: "recipes.settings"})
+    return where
 
 
 def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'graft' has no attribute {name!r}")
+    if name == "__all__":  # PEP 562: `from graft import *` and dir() read it here, after the registry
+        value = sorted(_where())
+    elif name in _WHERE or name in _where():
+        value = getattr(importlib.import_module(f".{_where()[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'graft' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(list(globals()) + __all__)
+    return sorted(set(globals()) | set(__getattr__("__all__")))

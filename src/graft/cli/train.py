@@ -1,19 +1,14 @@
-"""Commands that train a model into a run folder, generated from the recipes' Configs: fit,
-finetune, pretrain, adapt, distill, multitask; and resume, lr-find."""
+"""The commands of the recipe registry (graft.recipes.registry), generated from their Configs:
+fit, finetune, pretrain, adapt, distill, multitask, lr-find, audit, zeroshot, cluster, select;
+and resume."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import click
 
 from graft.cli.options import config_from, config_options, echo_summary, given_settings, quiet_strict, run_options
-from graft.recipes import settings as s
-
-# each Config holds its command's name, help, hidden fields and recipe function
-TRAINING = (s.FrozenFitConfig, s.FinetuneConfig, s.PretrainConfig, s.AdaptConfig, s.DistillConfig, s.MultitaskConfig)
-# commands on the cached features of unlabelled or unchecked images (issue 25): same contract, no resume
-BEFORE_LABELS: tuple = (s.AuditConfig, s.ZeroshotConfig, s.ClusterConfig, s.SelectConfig)
+from graft.recipes.registry import Recipe, recipes
 
 
 def _interrupted(run_dir) -> None:
@@ -23,7 +18,7 @@ def _interrupted(run_dir) -> None:
     raise SystemExit(130)
 
 
-def _run(ctx: click.Context, config_cls, params: dict):
+def _run(ctx: click.Context, recipe: Recipe, params: dict):
     """Start a run of ``recipe`` with the Config built from the options, or --resume one."""
     from graft.recipes.resume import resume
 
@@ -35,25 +30,26 @@ def _run(ctx: click.Context, config_cls, params: dict):
         raise click.UsageError("--resume continues a run in its own folder: choose one of it and --overwrite / -o")
     try:
         if resume_dir:
-            result = resume(resume_dir, given=given_settings(ctx, config_cls), strict=strict, progress=progress)
+            result = resume(resume_dir, given=given_settings(ctx, recipe.config), strict=strict, progress=progress)
         else:
-            module, function = config_cls.RECIPE.split(":")
-            recipe = getattr(importlib.import_module(f"graft.recipes.{module}"), function)
-            result = recipe(config_from(config_cls, params), out, strict=strict, progress=progress, overwrite=overwrite)
+            result = recipe.run(config_from(recipe.config, params), out, strict=strict, progress=progress,
+                                overwrite=overwrite)
     except KeyboardInterrupt:
         _interrupted(resume_dir or out)
-    echo_summary(result.run_dir, result.metrics)
+    if hasattr(result, "suggestion"):  # lr-find's sweep
+        click.echo(f"{result.text()}\nwrote {Path(out) / 'lr_find.png'} {Path(out) / 'lr_find.json'}")
+    else:
+        echo_summary(result.run_dir, result.metrics)
 
 
-def _training_command(config_cls):
+def _command(recipe: Recipe):
     @click.pass_context
     def command(ctx, **params):
-        _run(ctx, config_cls, params)
+        _run(ctx, recipe, params)
 
-    command.__doc__ = config_cls.HELP
-    options = config_options(config_cls, config_cls.CLI_HIDDEN)
-    resumable = getattr(config_cls, "RESUMABLE", config_cls.COMMAND != "fit")
-    return click.command(config_cls.COMMAND)(options(run_options(command, resume=resumable)))
+    command.__doc__ = recipe.config.HELP
+    options = config_options(recipe.config, recipe.config.CLI_HIDDEN)
+    return click.command(recipe.command)(options(run_options(command, resume=recipe.resume is not None)))
 
 
 @click.command()
@@ -71,20 +67,4 @@ def resume(run_dir, strict, quiet):
     echo_summary(result.run_dir, result.metrics)
 
 
-@click.command("lr-find")
-@config_options(s.LRFindConfig, s.LRFindConfig.CLI_HIDDEN)
-@(lambda fn: run_options(fn, resume=False))
-def lr_find(**params):
-    """LR range test: loss vs exponentially growing LR on DATA's training split; plots it to
-    OUT/lr_find.png (and .json) and prints the suggested head LR (or use `finetune --lr auto`)."""
-    from graft.recipes.lr_find import find_lr
-
-    out = params["out"]
-    if not out:
-        raise click.UsageError("Missing option '--out' / '-o'.")
-    sweep = find_lr(config_from(s.LRFindConfig, params), out, strict=params["strict"], progress=not params["quiet"],
-                    overwrite=params["overwrite"])
-    click.echo(f"{sweep.text()}\nwrote {Path(out) / 'lr_find.png'} {Path(out) / 'lr_find.json'}")
-
-
-COMMANDS = (*map(_training_command, TRAINING + BEFORE_LABELS), resume, lr_find)
+COMMANDS = (*map(_command, recipes()), resume)

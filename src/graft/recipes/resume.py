@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from graft.errors import GraftError
 from graft.recipes._run import FitResult, is_resumable, read_saved
+from graft.recipes.registry import recipe, resumable_commands
 
 __all__ = ["interrupted_hint", "is_resumable", "resume", "resumable_commands"]
-
-
-def _registry() -> dict:
-    """command -> the recipe module that continues its runs (``Config`` and ``continue_run``)."""
-    from graft.recipes import adapt, distill, finetune, multitask, pretrain
-
-    return {"finetune": finetune, "pretrain": pretrain, "adapt": adapt, "distill": distill,
-            "multitask": multitask}
-
-
-def resumable_commands() -> tuple[str, ...]:
-    return tuple(_registry())
 
 
 def resume(run_dir, *, given: dict | None = None, strict: bool = False, progress: bool = True) -> FitResult:
@@ -30,10 +19,9 @@ def resume(run_dir, *, given: dict | None = None, strict: bool = False, progress
     """
     run, config = read_saved(run_dir)
     saved_command = config.get("command")
-    recipes = _registry()
-    if saved_command not in recipes:
-        raise GraftError(f"cannot resume: {run.path} was not written by graft {', '.join(recipes)}")
-    return recipes[saved_command].continue_run(run, config, given=given or {}, strict=strict, progress=progress)
+    if saved_command not in resumable_commands():  # the registry's recipes with a resume
+        raise GraftError(f"cannot resume: {run.path} was not written by graft {', '.join(resumable_commands())}")
+    return recipe(saved_command).continue_run(run, config, given=given or {}, strict=strict, progress=progress)
 
 
 def interrupted_hint(run_dir) -> str:

@@ -14,12 +14,10 @@ from graft.errors import GraftError
 class AuditConfig(Config):
     """``graft audit``: likely wrong labels, copies and leaks, outliers, odd images, small classes."""
 
-    RECIPE: ClassVar[str] = "audit:audit"
     COMMAND: ClassVar[str] = "audit"
     HELP: ClassVar[str] = ("Find likely wrong labels, exact and near copies (across classes and the --val / --test "
                            "folders: leaks), outliers, tiny or extreme images and small classes, on cached frozen "
                            "features -> RUN/audit.csv, report.html. No file is moved or changed.")
-    RESUMABLE: ClassVar[bool] = False
     PATHS: ClassVar[tuple[str, ...]] = ("train_dir", "val_dir", "test_dir", "weights")
 
     train_dir: str = setting(None, "Class-folder tree to audit.", argument="data", path=True)
@@ -58,12 +56,10 @@ class ZeroshotConfig(Config):
     """``graft zeroshot``: a classifier with no training image, from the backbone's own
     ImageNet-1k classifier and the WordNet hierarchy."""
 
-    RECIPE: ClassVar[str] = "zeroshot:zeroshot"
     COMMAND: ClassVar[str] = "zeroshot"
     HELP: ClassVar[str] = ("A model with no training image: each class name's WordNet synset, the ImageNet classes "
                            "beneath it, their probabilities summed (the backbone's own ImageNet classifier) -> a "
                            "run folder that predict, evaluate, serve and export use.")
-    RESUMABLE: ClassVar[bool] = False
     PATHS: ClassVar[tuple[str, ...]] = ("weights",)
 
     classes: str = setting(None, "Class names, comma-separated; NAME=WNID picks a sense (e.g. bee=n02206856).")

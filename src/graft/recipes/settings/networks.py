@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from graft.config import Config, absolute_path, check_head_spec, parse_tasks, setting
 from graft.data.augmentation import AUGMENTATIONS, augmentation_name
-from graft.defaults import DEFAULT_BACKBONE
+from graft.defaults import BASE_LR_FACTOR, DEFAULT_BACKBONE, LR, OPTIMIZER, SCHEDULE, WEIGHT_DECAY
 from graft.errors import GraftError
 from graft.recipes.settings.names import (
     ADVERSARY_NAMES,
@@ -20,6 +20,7 @@ from graft.recipes.settings.names import (
     NOT_FINETUNING,
     OPTIMIZER_NAMES,
     REGULARIZERS,
+    SAMPLER_NAMES,
     SCHEDULE_NAMES,
     WEIGHTING_NAMES,
 )
@@ -31,7 +32,6 @@ class FinetuneConfig(Config):
     optional conservation training (L2-SP, Li et al. 2018; LwF, Li & Hoiem 2016; BSS, Chen et
     al. 2019) and layer transfer. Also the base of every recipe that trains a network."""
 
-    RECIPE: ClassVar[str] = "finetune:finetune"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = ("pretrained",)
     # the command's --help
@@ -57,16 +57,16 @@ class FinetuneConfig(Config):
     stages: str = setting("head:20,top2:5", "Stage plan NAME:EPOCHS,... with NAME head, topN or all.")
     freeze_first: str | None = setting(None, "Instead of the plan's freezing: freeze the first K layers (index or "
                                              "name from `graft layers`), train the rest.")
-    lr: float | str = setting(1e-3, "Head learning rate, or 'auto': an LR range test on the first stage picks it "
-                                    "(lr_find.png in the run folder).", lr=True, low=0, high=MAX_LR, open="low")
-    base_lr_factor: float = setting(0.1, "Unfrozen backbone layers train at lr x this.", low=0, high=MAX_FACTOR,
-                                    open="low")
+    lr: float | str = setting(LR, "Head learning rate, or 'auto': an LR range test on the first stage picks it "
+                                  "(lr_find.png in the run folder).", lr=True, low=0, high=MAX_LR, open="low")
+    base_lr_factor: float = setting(BASE_LR_FACTOR, "Unfrozen backbone layers train at lr x this.", low=0,
+                                    high=MAX_FACTOR, open="low")
     layer_decay: float | None = setting(None, "Layer-wise LR decay: each trainable backbone layer below the top one "
                                               "trains at this times the LR of the layer above it.", low=0, high=1,
                                         open="low")
-    optimizer: str = setting("adamw", "Optimizer.", choices=OPTIMIZER_NAMES)
-    weight_decay: float = setting(1e-4, "Weight decay.", low=0, high=1)
-    schedule: str = setting("cosine", "Per stage: warm-up then cosine decay, or one-cycle.", choices=SCHEDULE_NAMES)
+    optimizer: str = setting(OPTIMIZER, "Optimizer.", choices=OPTIMIZER_NAMES)
+    weight_decay: float = setting(WEIGHT_DECAY, "Weight decay.", low=0, high=1)
+    schedule: str = setting(SCHEDULE, "Per stage: warm-up then cosine decay, or one-cycle.", choices=SCHEDULE_NAMES)
     image_size: int | None = setting(None, "Train and evaluate at this resolution (default: the weights' own).",
                                      low=32)
     batch_size: int = setting(32, "Images per batch.", low=1)
@@ -79,12 +79,16 @@ class FinetuneConfig(Config):
     regularizer: str | None = setting(None, "Conservation training: stay close to the source model (l2sp, lwf), or "
                                             "shrink the smallest feature singular values (bss).", choices=REGULARIZERS)
     regularizer_weight: float = setting(0.01, "Weight of the conservation term.", low=0, high=MAX_WEIGHT)
-    patience: int | None = setting(None, "Early stopping on validation accuracy (epochs without improvement).",
+    patience: int | None = setting(None, "Early stopping: epochs in a row without a better --monitor value.",
                                    low=1)
+    monitor: str = setting("val_accuracy", "What picks the kept (best) epoch and what early stopping watches.",
+                           choices=("val_accuracy", "val_loss"))
+    mode: str = setting("auto", "Which way --monitor is better: max, min, or auto (min for a loss, else max).",
+                        choices=("auto", "max", "min"))
     class_weight: str | None = setting(None, "Weigh each class by n / (classes x its count), as scikit-learn's "
                                              "'balanced', so a small class is not ignored.", choices=("balanced",))
     sampler: str = setting("shuffle", "balanced: draw every class equally often (with replacement) in each epoch.",
-                           choices=("shuffle", "balanced"))
+                           choices=SAMPLER_NAMES)
     test_dir: str | None = setting(None, "A labelled test folder, scored once at the end with the model validation "
                                          "chose (reports in RUN/test/).", flag="--test", path=True)
     final: bool = setting(False, "After training, train again on training + validation images for the epochs "
@@ -126,7 +130,6 @@ class PretrainConfig(FinetuneConfig):
     """``graft pretrain``: a network trained from random initialisation on a labelled source
     folder; its run folder is then a backbone for every other command (``--backbone RUN``)."""
 
-    RECIPE: ClassVar[str] = "pretrain:pretrain"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = ("freeze_first", "regularizer", "regularizer_weight", "pretrained",
                                              "layer_decay")
@@ -156,7 +159,6 @@ class AdaptConfig(FinetuneConfig):
     et al. NeurIPS 2018) from a labelled source folder (``train_dir``) and unlabelled target
     images. ``adversary="none"`` is source-only: the same run without the target."""
 
-    RECIPE: ClassVar[str] = "adapt:adapt"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = NOT_FINETUNING + ("test_dir", "final")
     # The adversarial method's task loss is plain cross-entropy on unmixed source batches (a balanced
@@ -214,7 +216,6 @@ class DistillConfig(FinetuneConfig):
     """``graft distill``: a student backbone trained from a teacher run's temperature-softened
     outputs and the labels (Hinton, Vinyals & Dean 2015)."""
 
-    RECIPE: ClassVar[str] = "distill:distill"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = NOT_FINETUNING + ("pretrained",)
     REFUSED: ClassVar[tuple[str, ...]] = ("regularizer", "regularizer_weight")  # no conservation term
@@ -264,14 +265,16 @@ class LRFindConfig(FinetuneConfig):
     stage of the model ``finetune`` would build: ``steps`` batches at exponentially growing LR
     from ``start`` to ``end``."""
 
-    RECIPE: ClassVar[str] = "lr_find:find_lr"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = NOT_FINETUNING + ("lr", "schedule", "mixup", "cutmix", "patience",
-                                                               "test_dir", "final", "pretrained")
+                                                               "test_dir", "final", "pretrained", "monitor", "mode")
     # the sweep trains with plain (class-weighted) cross-entropy on unmixed batches, for its own steps
     REFUSED: ClassVar[tuple[str, ...]] = ("regularizer", "regularizer_weight", "mixup", "cutmix", "patience",
                                           "schedule", "test_dir", "final")
     COMMAND: ClassVar[str] = "lr-find"
+    HELP: ClassVar[str] = ("LR range test: loss vs exponentially growing LR on DATA's training split; plots it "
+                           "to OUT/lr_find.png (and .json) and prints the suggested head LR (or use `finetune --lr "
+                           "auto`).")
 
     stage: str = setting("head", "Which parameters train during the sweep: head, topN or all.")
     augment: str = setting("none", "Augmentation of the sweep's batches.", choices=AUGMENTATIONS)
@@ -292,7 +295,6 @@ class MultitaskConfig(Config):
     """``graft multitask``: one shared backbone, one head per task; every step draws a batch of
     every task; fixed or learned uncertainty task weights (Kendall, Gal & Cipolla, CVPR 2018)."""
 
-    RECIPE: ClassVar[str] = "multitask:multitask"  # graft.recipes.MODULE:FUNCTION
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = ()
     # the command's --help
@@ -316,10 +318,10 @@ class MultitaskConfig(Config):
     image_size: int | None = setting(None, "Input resolution (default: the weights' own).", low=32)
     head: str = setting("linear", "Each task's head: linear, or mlp:HIDDEN.")
     stages: str = setting("head:5,top2:5", "Stage plan NAME:EPOCHS,...")
-    lr: float = setting(1e-3, "Head learning rate (no 'auto': see `graft lr-find`).", lr=True, low=0, high=MAX_LR,
+    lr: float = setting(LR, "Head learning rate (no 'auto': see `graft lr-find`).", lr=True, low=0, high=MAX_LR,
                         open="low")
-    base_lr_factor: float = setting(0.1, "Unfrozen backbone layers train at lr x this.", low=0, high=MAX_FACTOR,
-                                    open="low")
+    base_lr_factor: float = setting(BASE_LR_FACTOR, "Unfrozen backbone layers train at lr x this.", low=0,
+                                    high=MAX_FACTOR, open="low")
     batch_size: int = setting(32, "Images per task batch.", low=1)
     seed: int = setting(0, "Random seed.")
     augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)

@@ -30,9 +30,7 @@ class _Features(Config):
 class ClusterConfig(_Features):
     """``graft cluster``: self-taught clustering of any image folder on frozen features."""
 
-    RECIPE: ClassVar[str] = "cluster:cluster"
     COMMAND: ClassVar[str] = "cluster"
-    RESUMABLE: ClassVar[bool] = False
     HELP: ClassVar[str] = ("Group the images of DIR (flat or nested; class folders, if any, only score the result) "
                            "with a neighbourhood-consistency head on frozen features (SCAN) -> RUN/clusters.csv, "
                            "report.html.")
@@ -57,9 +55,7 @@ class ClusterConfig(_Features):
 class SelectConfig(_Features):
     """``graft select``: which images of a pool to label next."""
 
-    RECIPE: ClassVar[str] = "select:select"
     COMMAND: ClassVar[str] = "select"
-    RESUMABLE: ClassVar[bool] = False
     HELP: ClassVar[str] = ("Rank the images of POOL to label next: typical and diverse first without labels "
                            "(TypiClust); with --labelled, what the labels do not cover yet -> RUN/selected.csv, "
                            "report.html.")
