@@ -15,7 +15,6 @@ from graft.recipes.settings.names import DEFAULT_VAL_FRACTION
 class FrozenFitConfig(Config):
     """``graft fit``: frozen backbone features + a classical head (scikit-learn)."""
 
-    RECIPE: ClassVar[str] = "frozen:fit_frozen"  # graft.recipes.MODULE:FUNCTION
     COMMAND: ClassVar[str] = "fit"
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = ()
