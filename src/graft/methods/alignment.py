@@ -20,9 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from graft.defaults import ADVERSARIES
 from graft.methods.base import StepOutput, TrainingMethod
-
-ADVERSARIES = ("dann", "cdan", "none")
 
 
 class GradientReversal(torch.autograd.Function):

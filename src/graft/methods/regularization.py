@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from graft.defaults import REGULARIZERS
 from graft.errors import GraftError
 
 
@@ -100,9 +101,6 @@ class BatchSpectralShrinkage(nn.Module):
         return self.eta * sigma[sigma.numel() - k:].pow(2).sum()
 
 
-REGULARIZERS = ("l2sp", "lwf", "bss")
-
-
 def conservation_term(kind: str | None, weight: float, source_model: nn.Module | None, features: nn.Module | None,
                       head: nn.Module):
     """The conservation loss ``(images [B, 3, H, W], logits [B, classes]) -> scalar`` a
@@ -142,4 +140,4 @@ def conservation_term(kind: str | None, weight: float, source_model: nn.Module |
         seen = {}
         head.register_forward_pre_hook(lambda module, inputs: seen.__setitem__("features", inputs[0]))
         return lambda images, logits: shrink(seen["features"])
-    raise GraftError(f"unknown regularizer {kind!r}: use l2sp, lwf or bss")
+    raise GraftError(f"unknown regularizer {kind!r}: use {', '.join(REGULARIZERS[:-1])} or {REGULARIZERS[-1]}")

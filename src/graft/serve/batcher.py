@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graft.serve.settings import ServeSettings
+
 
 @dataclass
 class _Job:
@@ -33,7 +35,8 @@ class DynamicBatcher:
     ``batches`` counts the runs and ``images`` the rows, for tests and benchmarks.
     """
 
-    def __init__(self, predictor, max_batch: int = 32, max_wait_s: float = 0.005):
+    def __init__(self, predictor, max_batch: int = ServeSettings.max_batch,
+                 max_wait_s: float = ServeSettings.max_wait_ms / 1000):  # graft serve's defaults
         self.predictor = predictor
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max(0.0, float(max_wait_s))

@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from graft.defaults import SAMPLERS
 from graft.errors import GraftError
-
-SAMPLERS = ("shuffle", "balanced")
 
 
 def training_loader(dataset: Dataset, labels, batch_size: int, sampler: str = "shuffle",

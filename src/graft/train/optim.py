@@ -27,19 +27,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
+from graft.defaults import OPTIMIZERS, SCHEDULES
 from graft.errors import GraftError
 from graft.train.stages import Stage, apply_stage
 
 if TYPE_CHECKING:
     from graft.train.trainer import LoopSettings
 
-OPTIMIZERS = {
-    "adamw": lambda groups, wd: torch.optim.AdamW(groups, weight_decay=wd),
-    "adam": lambda groups, wd: torch.optim.Adam(groups, weight_decay=wd),
-    "sgd": lambda groups, wd: torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=wd),
-    "rmsprop": lambda groups, wd: torch.optim.RMSprop(groups, momentum=0.9, weight_decay=wd),
-}
-SCHEDULES = ("cosine", "onecycle")
 
 
 def cosine_with_warmup(total_steps: int, warmup_fraction: float):
@@ -139,7 +133,8 @@ def stage_optimizer(settings: LoopSettings, stage: Stage, trunk: nn.Module, head
     groups = param_groups(settings, trunk, head, settings.lr, extra)
     for group in groups:
         group["peak_lr"] = group["lr"]
-    optimizer = OPTIMIZERS[settings.optimizer](groups, settings.weight_decay)
+    optimizer_class, options = OPTIMIZERS[settings.optimizer]  # the registry: graft.defaults
+    optimizer = getattr(torch.optim, optimizer_class)(groups, weight_decay=settings.weight_decay, **options)
     steps = stage.epochs * max(1, steps_per_epoch)
     schedule = one_cycle(steps) if settings.schedule == "onecycle" else \
         cosine_with_warmup(steps, settings.warmup_fraction)

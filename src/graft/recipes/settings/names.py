@@ -1,8 +1,12 @@
-"""Choice lists and shared defaults of the recipes' settings."""
-OPTIMIZER_NAMES = ("adamw", "adam", "sgd", "rmsprop")
-SCHEDULE_NAMES = ("cosine", "onecycle")
-REGULARIZERS = ("l2sp", "lwf", "bss")
-ADVERSARY_NAMES = ("dann", "cdan", "none")
+"""Choice lists and shared defaults of the recipes' settings. The registries' names are
+:mod:`graft.defaults`'s, read here under the names the settings use."""
+from graft.defaults import ADVERSARIES, OPTIMIZERS, SAMPLERS, SCHEDULES
+from graft.defaults import REGULARIZERS as REGULARIZERS
+
+OPTIMIZER_NAMES = tuple(OPTIMIZERS)
+SCHEDULE_NAMES = SCHEDULES
+ADVERSARY_NAMES = ADVERSARIES
+SAMPLER_NAMES = SAMPLERS
 WEIGHTING_NAMES = ("fixed", "uncertainty")
 DEFAULT_VAL_FRACTION = 0.2
 # fine-tuning settings the recipes that do not fine-tune a pretrained network leave out of their command
