@@ -74,10 +74,15 @@ class ClusterHead(ClusterMixin, BaseEstimator):
     epochs, batch_size, lr : Adam, weight decay 1e-4.
     random_state : seeds the projection, the heads and the neighbour draws.
 
-    Fitted attributes: ``projection_``, ``neighbours_`` (n, neighbours) indices,
-    ``probabilities_`` (n, n_clusters: the kept head's, averaged with the mean of the image's
-    10 nearest neighbours'), ``labels_`` (n,), ``head_losses_`` (n_heads,),
-    ``best_head_``, ``head_`` (the kept head, a torch module on projected features).
+    Attributes
+    ----------
+    projection_ : the fitted :class:`Projection`.
+    neighbours_ : (n, neighbours) indices.
+    probabilities_ : (n, n_clusters): the kept head's, averaged with the mean of the image's
+        10 nearest neighbours'.
+    labels_ : (n,).
+    head_losses_ : (n_heads,).
+    best_head_, head_ : the kept head's index, and the head (a torch module on projected features).
     """
 
     def __init__(self, n_clusters: int = 10, n_heads: int = 20, dims: int = DEFAULT_DIMS, hidden: int = 256,  # noqa: PLR0913
