@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from graft._io.progress import progress_bar
+from graft.defaults import BASE_LR_FACTOR, LR, OPTIMIZER, SCHEDULE, WEIGHT_DECAY  # graft finetune's too
 from graft.errors import GraftError
 from graft.methods.base import TrainingMethod
 from graft.train.callbacks import Callback, StageRun
@@ -40,13 +41,13 @@ class LoopSettings:
     replaces the plan's freezing; units in ``always_frozen`` never train.
     """
     stages: list[Stage]
-    lr: float = 1e-3
-    base_lr_factor: float = 0.1
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
+    lr: float = LR
+    base_lr_factor: float = BASE_LR_FACTOR
+    optimizer: str = OPTIMIZER
+    weight_decay: float = WEIGHT_DECAY
     warmup_fraction: float = 0.1
     freeze_first: int | str | None = None
-    schedule: str = "cosine"  # or "onecycle"
+    schedule: str = SCHEDULE  # or "onecycle"
     layer_decay: float | None = None  # base LR x decay**k for the k-th trainable unit from the top
     progress: bool = True
     distributed: bool = False  # DDP: gradients averaged across processes; only rank 0 writes
