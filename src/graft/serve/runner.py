@@ -64,7 +64,7 @@ def serve(runs, settings=None, echo=print) -> None:
                                                ("fastapi_offline", "fastapi-offline"))
                if importlib.util.find_spec(module) is None]
     if missing:
-        raise GraftError(f"graft serve needs {', '.join(missing)}: pip install 'graft[serve]'")
+        raise GraftError(f"graft serve needs {', '.join(missing)}: pip install 'graft-vision[serve]'")
     import uvicorn
 
     from graft.serve.app import create_app

@@ -28,7 +28,7 @@ class AuditConfig(Config):
                                             "(logistic regression and 10 neighbours, averaged) is below this.",
                                      low=0, high=1)
     label_method: str = setting("threshold", "threshold (measured best), or confident-learning (cleanlab's "
-                                             "find_label_issues; pip install 'graft[audit]').",
+                                             "find_label_issues; pip install 'graft-vision[audit]').",
                                 choices=("threshold", "confident-learning"))
     copy_similarity: float = setting(0.8, "Feature cosine (centred) from which a pair is checked for a near copy.",
                                      low=-1, high=1)
