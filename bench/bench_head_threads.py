@@ -21,7 +21,7 @@ def main() -> None:
 
     from graft.data.folders import load_train_val
     from graft.features.extractor import FeatureExtractor
-    from graft.heads import classical
+    from graft.heads import classical, estimators
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -33,17 +33,17 @@ def main() -> None:
     y = train.labels
     blas = [(i["internal_api"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"{len(X)} x {X.shape[1]} features, {len(train.classes)} classes; BLAS libraries and threads: {blas}")
-    default_threads = classical.single_threaded_blas
+    default_threads = estimators.single_threaded_blas  # the estimators' fit enters it
     timings = {"default BLAS threads": [], "one BLAS thread (graft)": []}
     for _ in range(args.repeats):
         for name in timings:
             # the "default" row swaps graft's limit for a no-op limit (None = leave threads as they are)
-            classical.single_threaded_blas = default_threads if "graft" in name else \
+            estimators.single_threaded_blas = default_threads if "graft" in name else \
                 (lambda: threadpool_limits(limits=None))
             started = time.perf_counter()
             head = classical.fit_head("logreg", X, y, len(train.classes), 0)
             timings[name].append(time.perf_counter() - started)
-    classical.single_threaded_blas = default_threads
+    estimators.single_threaded_blas = default_threads
     best = {name: min(values) for name, values in timings.items()}
     for name, seconds in best.items():
         print(f"{name:26s} {seconds:.3f} s (best of {args.repeats}), C={head.params['C']}")
