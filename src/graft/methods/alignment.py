@@ -11,48 +11,32 @@ discriminator on the classifier's predictions: it sees the outer product of the 
 the softmax, so it aligns class-conditional distributions rather than the marginals; each
 example's domain loss is weighted by the certainty of its prediction (CDAN+E, the paper's
 entropy conditioning), so uncertain target predictions steer the alignment less.
+
+The reversal layer, the discriminator and the two losses are small modules of their own
+(:mod:`graft.methods.adversarial`); :class:`DomainAdversarial` draws the batches and adds
+the chosen loss to the task's.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from graft.defaults import ADVERSARIES
+from graft.methods.adversarial import (
+    ConditionalDomainAdversarialLoss,
+    DomainAdversarialLoss,
+    DomainDiscriminator,
+    GradientReversal,
+    GradientReverseLayer,
+    entropy_weights,
+    ramp,
+    reverse_gradient,
+)
 from graft.methods.base import StepOutput, TrainingMethod
 
-
-class GradientReversal(torch.autograd.Function):
-    """Identity forward; the gradient multiplied by ``-weight`` backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:
-        ctx.weight = weight
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return -ctx.weight * grad, None
-
-
-def reverse_gradient(x: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-    return GradientReversal.apply(x, weight)
-
-
-def ramp(progress: float, gamma: float = 10.0) -> float:
-    """DANN's reversal-weight ramp: 0 at the start of training, toward 1 at the end."""
-    return 2.0 / (1.0 + math.exp(-gamma * min(max(progress, 0.0), 1.0))) - 1.0
-
-
-class DomainDiscriminator(nn.Sequential):
-    """features -> one logit, "this came from the source domain"."""
-
-    def __init__(self, in_features: int, hidden: int = 1024):
-        super().__init__(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                         nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                         nn.Linear(hidden, 1))
+__all__ = ["ADVERSARIES", "DomainAdversarial", "DomainDiscriminator", "GradientReversal", "entropy_weights",
+           "proxy_a_distance", "ramp", "reverse_gradient"]
 
 
 class _Cycled:
@@ -95,10 +79,17 @@ class DomainAdversarial(TrainingMethod):
         self.num_classes = num_classes
         width = feature_dim * num_classes if adversary == "cdan" else feature_dim
         self.discriminator = DomainDiscriminator(width, hidden) if adversary != "none" else None
-        self.step, self.total_steps, self._features = 0, 1, None
+        self.grl = GradientReverseLayer(max_weight)  # the ramp's state: the steps taken
+        loss = ConditionalDomainAdversarialLoss if adversary == "cdan" else DomainAdversarialLoss
+        self.adversarial_loss = loss(self.discriminator, self.grl) if self.discriminator is not None else None
+        self._features = None
+
+    @property
+    def step(self) -> int:
+        return self.grl.steps
 
     def setup(self, model, trunk, head, total_steps: int) -> None:
-        self.total_steps = max(1, total_steps)
+        self.grl.total_steps = max(1, total_steps)
 
         def keep_features(_module, inputs):
             self._features = inputs[0]
@@ -118,29 +109,24 @@ class DomainAdversarial(TrainingMethod):
             yield source, next(target)
 
     def weight(self) -> float:
-        return self.max_weight * ramp(self.step / self.total_steps)
+        return self.grl.weight
 
     def training_step(self, forward, batch, augmented: bool) -> StepOutput:
         (source_images, labels), target = batch
         n_source = len(labels)
-        self.step += 1
+        self.grl.advance()
         if self.discriminator is None:
             logits = forward(source_images)
             return StepOutput(F.cross_entropy(logits, labels), n_source, int((logits.argmax(1) == labels).sum()),
                               labels=labels)
-        target_images = target[0]
-        logits = forward(torch.cat([source_images, target_images]))
+        logits = forward(torch.cat([source_images, target[0]]))
         task_loss = F.cross_entropy(logits[:n_source], labels)
         correct = int((logits[:n_source].argmax(1) == labels).sum())
-        features, weight = self._features, self.weight()
-        if self.adversary == "cdan":  # condition on the (detached) predictions: features x softmax
-            probabilities = torch.softmax(logits, dim=1).detach()
-            features = torch.bmm(probabilities.unsqueeze(2), features.unsqueeze(1)).flatten(1)
-        domain_logits = self.discriminator(reverse_gradient(features, weight)).squeeze(1)
-        domains = torch.cat([torch.ones(n_source), torch.zeros(len(target_images))])
-        example_weights = entropy_weights(probabilities, n_source) if self.adversary == "cdan" else None
-        domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domains, weight=example_weights)
-        domain_correct = float(((domain_logits > 0).float() == domains).float().mean())
+        weight = self.grl.weight
+        if self.adversary == "cdan":  # conditioned on the predictions: features x softmax
+            domain_loss, domain_correct = self.adversarial_loss(self._features, logits, n_source)
+        else:
+            domain_loss, domain_correct = self.adversarial_loss(self._features, n_source)
         # logs are summed per labelled example and averaged over the epoch by the engine
         return StepOutput(task_loss + domain_loss, n_source, correct,
                           {"domain_loss": domain_loss.item() * n_source,
@@ -158,28 +144,16 @@ class DomainAdversarial(TrainingMethod):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["step"] = torch.tensor(self.step)
+        state["step"] = torch.tensor(self.grl.steps)
         if self.target_generator is not None:
             state["target_rng"] = self.target_generator.get_state()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict({k: v for k, v in state.items() if k not in ("step", "target_rng")})
-        self.step = int(state["step"])
+        self.grl.steps = int(state["step"])
         if self.target_generator is not None and "target_rng" in state:
             self.target_generator.set_state(state["target_rng"])
-
-
-def entropy_weights(probabilities: torch.Tensor, n_source: int) -> torch.Tensor:
-    """CDAN+E's entropy conditioning (Long et al. 2018, eq. 7): each example's domain loss is
-    weighted by ``1 + exp(-H(p))``, so confident predictions count more than uncertain ones,
-    normalised so each domain weighs the same in all (as the paper's code), the mean weight 1.
-    ``probabilities``: ``[source + target, classes]``, detached. Returns ``[source + target]``."""
-    entropy = -(probabilities * torch.log(probabilities + 1e-5)).sum(1)
-    weights = 1.0 + torch.exp(-entropy)
-    source, target = weights[:n_source], weights[n_source:]
-    both = torch.cat([source / source.sum(), target / target.sum()])
-    return both * len(weights) / 2
 
 
 def proxy_a_distance(source, target, seed: int = 0) -> float:

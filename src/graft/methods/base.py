@@ -57,7 +57,9 @@ class TrainingMethod:
     - :meth:`training_step`: the loss on one drawn batch. ``forward`` maps the loader's inputs
       to logits (the whole model, or its trainable suffix over cached frozen outputs).
     - :meth:`mixes`: whether augmented batches are mixed (MixUp/CutMix); reported per epoch.
-    - :meth:`evaluate`: the validation metric the engine selects epochs on, plus extra logs.
+    - :meth:`evaluate`: the validation loss and accuracy, plus extra logs, for the epoch's
+      row (the callbacks select and stop on the row's ``monitor``).
+    - :meth:`epoch_fields`: what the method adds to every epoch's row (its name).
     - :meth:`state_dict`: everything needed to resume exactly (counters, random generators).
 
     ``needs_images``: a training step needs the images themselves, so the engine must not
@@ -96,10 +98,15 @@ class TrainingMethod:
         raise NotImplementedError
 
     def evaluate(self, evaluated, val_loader) -> tuple[float, float, dict]:
-        """(validation loss, validation accuracy, extra logs): the engine keeps the epoch with
-        the highest accuracy."""
+        """(validation loss, validation accuracy, extra logs), written into the epoch's row as
+        ``val_loss``, ``val_accuracy`` and the logs' keys."""
         loss, accuracy, _, _ = evaluate_loader(evaluated, val_loader)
         return loss, accuracy, {}
+
+    def epoch_fields(self) -> dict:
+        """Fields every history row of this method carries, after the engine's own: by default
+        its ``name`` as ``method``, so a row says how it was trained."""
+        return {"method": self.name}
 
     def train(self, mode: bool = True) -> None:
         for module in self.modules().values():

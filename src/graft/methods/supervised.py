@@ -33,6 +33,9 @@ class Supervised(TrainingMethod):
         self.regularizer = regularizer
         self.needs_images = needs_images
 
+    def epoch_fields(self) -> dict:
+        return {}  # the plain method: rows keep the layout runs have always had
+
     def mixes(self, augmented: bool) -> bool:
         return augmented and self.mixer is not None and self.mixer.enabled
 

@@ -295,11 +295,12 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
     if hooks.before and is_main_process() and resume is None:
         hooks.before(run, parts)
     callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", patience=config.patience,
-                                   keep_last=hooks.keep_last, frozen_prefix=parts.frozen_prefix)
+                                   keep_last=hooks.keep_last, frozen_prefix=parts.frozen_prefix,
+                                   monitor=config.monitor, mode=config.mode)
     result = _fit(parts, method, callbacks, resume)
     # best_epoch: the epoch whose weights the model holds (the last one when the recipe keeps it)
     kept = {"best_epoch": result.kept_epoch,
-            "epoch_kept_by": "last epoch" if hooks.keep_last else "validation accuracy"}
+            "epoch_kept_by": "last epoch" if hooks.keep_last else KEPT_BY.get(config.monitor, config.monitor)}
     parts.model.training_info.update({**kept, "epochs_run": len(result.history)})
     parts.model.eval()
     shipped = _final_refit(run, parts, hooks, result.best_epoch, progress, distributed) if config.final \
@@ -357,6 +358,10 @@ def _write_reports(run: RunDir, parts: Parts, history: list[dict], extra: dict, 
     training_curves_png(history, run.path / "curves.png")
     run.write_split(parts.train, parts.val)
     return metrics
+
+
+# what graft.json's training record says picked the kept epoch, per --monitor
+KEPT_BY = {"val_accuracy": "validation accuracy", "val_loss": "validation loss"}
 
 
 def _final_refit(run: RunDir, parts: Parts, hooks: Hooks, best_epoch: int, progress: bool, distributed: bool):

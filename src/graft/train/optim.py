@@ -22,18 +22,15 @@ So graft keeps its own LambdaLR factors and groups; the numbers stay as recorded
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from graft.defaults import OPTIMIZERS, SCHEDULES
 from graft.errors import GraftError
-from graft.train.stages import Stage, apply_stage
-
-if TYPE_CHECKING:
-    from graft.train.trainer import LoopSettings
-
+from graft.train.settings import LoopSettings
+from graft.train.stages import Stage, apply_stage, trainable_names
 
 
 def cosine_with_warmup(total_steps: int, warmup_fraction: float):
@@ -125,11 +122,18 @@ def check_choices(settings: LoopSettings) -> None:
 
 def stage_optimizer(settings: LoopSettings, stage: Stage, trunk: nn.Module, head: nn.Module,
                     steps_per_epoch: int, extra=()) -> StageOptimizer:
-    """Freeze for ``stage``; a fresh optimizer (head LR, smaller base LR) and its schedule over
-    the stage's ``stage.epochs * steps_per_epoch`` steps. ``extra`` are a training method's
-    own parameters (trained at the head's LR). Every group remembers its ``peak_lr``."""
+    """Freeze for ``stage`` (:func:`freeze_for_stage`), then :func:`optimizer_for_stage`."""
+    freeze_for_stage(settings, stage, trunk, head)
+    return optimizer_for_stage(settings, stage, trunk, head, steps_per_epoch, extra)
+
+
+def optimizer_for_stage(settings: LoopSettings, stage: Stage, trunk: nn.Module, head: nn.Module,
+                        steps_per_epoch: int, extra=()) -> StageOptimizer:
+    """A fresh optimizer (head LR, smaller base LR) over what trains now (``requires_grad``:
+    whoever froze the network decided) and its schedule over the stage's ``stage.epochs *
+    steps_per_epoch`` steps. ``extra`` are a training method's own parameters (trained at the
+    head's LR). Every group remembers its ``peak_lr``."""
     check_choices(settings)
-    trainable = freeze_for_stage(settings, stage, trunk, head)
     groups = param_groups(settings, trunk, head, settings.lr, extra)
     for group in groups:
         group["peak_lr"] = group["lr"]
@@ -140,4 +144,4 @@ def stage_optimizer(settings: LoopSettings, stage: Stage, trunk: nn.Module, head
         cosine_with_warmup(steps, settings.warmup_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     n_base = sum(p.numel() for p in trunk.parameters() if p.requires_grad)
-    return StageOptimizer(optimizer, scheduler, trainable, n_base)
+    return StageOptimizer(optimizer, scheduler, trainable_names(trunk), n_base)

@@ -90,14 +90,17 @@ def apply_stage(trunk: nn.Module, head: nn.Module, stage: Stage | None = None,
             raise GraftError("apply_stage needs a stage or freeze_first")
         trainable = _trainable_units(trunk, stage.top_blocks)
     trainable -= set(always_frozen)
-    names = []
-    modules = dict(layer_units(trunk))
-    for unit in units:
-        for pname, p in modules[unit].named_parameters():
+    for unit, module in layer_units(trunk):
+        for p in module.parameters():
             p.requires_grad_(unit in trainable)
-            if unit in trainable:
-                names.append(f"{unit}.{pname}")
-    return names
+    return trainable_names(trunk)
+
+
+def trainable_names(trunk: nn.Module) -> list[str]:
+    """The names (``unit.parameter``, in layer-unit order) of the trunk's parameters that train
+    now: what a resume checkpoint records as its stage's freeze mask."""
+    return [f"{unit}.{pname}" for unit, module in layer_units(trunk)
+            for pname, p in module.named_parameters() if p.requires_grad]
 
 
 def frozen_count(units: list[str], freeze_first: int | str) -> int:

@@ -1,11 +1,14 @@
 """The fine-tuning loop: stages of epochs of steps over a backbone + head.
 
-The :class:`Trainer` owns the machinery every method shares: per stage, what trains (the
-stage plan), a fresh optimizer and its schedule (:mod:`graft.train.optim`), DDP; per epoch,
-the steps, validation and the history row. The method (:mod:`graft.methods`) owns its
-batches, loss, mixing and extra modules. Callbacks (:mod:`graft.train.callbacks`) own
-checkpoints and exact resume, early stopping, history.jsonl, the non-finite loss guard and
-the frozen-prefix shortcuts (Lightning's split of the same concerns).
+The :class:`Trainer` owns the machinery every method shares: per stage, a fresh optimizer
+and its schedule over what trains (:mod:`graft.train.optim`), DDP; per epoch, the steps,
+validation and the history row. The method (:mod:`graft.methods`) owns its batches, loss,
+mixing, extra modules and the fields it adds to the row. Callbacks
+(:mod:`graft.train.callbacks`) own what trains in each stage (staged unfreezing), which
+epoch is best and when to stop (each on its own ``monitor`` / ``mode``), checkpoints and
+exact resume, history.jsonl, the divergence guards and the frozen-prefix shortcuts
+(Lightning's split of the same concerns). The trainer reads no callback's fields and no
+method's name.
 
 A stage trains on augmented or on plain images (``LoopSettings.augmented``).
 """
@@ -18,44 +21,16 @@ import torch
 from torch import nn
 
 from graft._io.progress import progress_bar
-from graft.defaults import BASE_LR_FACTOR, LR, OPTIMIZER, SCHEDULE, WEIGHT_DECAY  # graft finetune's too
 from graft.errors import GraftError
 from graft.methods.base import TrainingMethod
-from graft.train.callbacks import Callback, StageRun
 from graft.train.distributed import barrier, world_size
-from graft.train.optim import check_choices, stage_optimizer
+from graft.train.freezing import StagedUnfreezing
+from graft.train.hooks import Callback, StageRun
+from graft.train.optim import check_choices, optimizer_for_stage
+from graft.train.settings import LoopSettings
 from graft.train.stages import Stage, set_train_mode
 
 __all__ = ["LoopResult", "LoopSettings", "Network", "TrainData", "Trainer"]
-
-
-@dataclass
-class LoopSettings:
-    """How the loop trains; what a method or a callback decides lives there instead.
-
-    ``lr`` is the head's peak learning rate; unfrozen backbone layers get ``lr *
-    base_lr_factor``, with ``layer_decay`` another factor less per unit down from the top.
-    ``schedule``: ``cosine`` (warm-up over ``warmup_fraction`` of each stage's steps, then
-    cosine) or ``onecycle``. ``augmented``: per stage, train on the augmented loader (True)
-    or the plain one (False); None = all augmented. ``freeze_first`` (K or a unit's name)
-    replaces the plan's freezing; units in ``always_frozen`` never train.
-    """
-    stages: list[Stage]
-    lr: float = LR
-    base_lr_factor: float = BASE_LR_FACTOR
-    optimizer: str = OPTIMIZER
-    weight_decay: float = WEIGHT_DECAY
-    warmup_fraction: float = 0.1
-    freeze_first: int | str | None = None
-    schedule: str = SCHEDULE  # or "onecycle"
-    layer_decay: float | None = None  # base LR x decay**k for the k-th trainable unit from the top
-    progress: bool = True
-    distributed: bool = False  # DDP: gradients averaged across processes; only rank 0 writes
-    augmented: list[bool] | None = None
-    always_frozen: tuple = ()  # layer units no stage trains (--freeze-transferred)
-
-    def stage_augmented(self, index: int) -> bool:
-        return True if self.augmented is None else self.augmented[index]
 
 
 @dataclass
@@ -79,8 +54,11 @@ class TrainData:
 
 @dataclass
 class LoopResult:
+    """``best_epoch`` (1-based) is the epoch the selecting callback (a
+    :class:`~graft.train.callbacks.Checkpoint`, by its ``monitor`` / ``mode``) kept as best,
+    ``best_accuracy`` that epoch's validation accuracy; -1 for both without one."""
     best_accuracy: float
-    best_epoch: int  # 1-based, the highest validation accuracy
+    best_epoch: int
     history: list[dict] = field(default_factory=list)
     # 1-based: the epoch whose weights the model holds at the end (best_epoch when a Checkpoint
     # gave them back; else the last epoch run)
@@ -93,9 +71,11 @@ class FitState:
     epoch: int = 0  # epochs finished, over all stages
     stage_index: int = 0
     epoch_in_stage: int = 0  # epochs finished in stage ``stage_index``
+    # set by the callback that selects epochs (Checkpoint, by its monitor and mode): its best
+    # epoch so far, that epoch's validation accuracy, and whether the last epoch became it
     best_accuracy: float = -1.0
     best_epoch: int = -1
-    improved: bool = False  # the last epoch beat every earlier one
+    improved: bool = False
     should_stop: bool = False  # set by a callback (early stopping)
     resumed_epoch: int | None = None
     history: list[dict] = field(default_factory=list)
@@ -105,10 +85,14 @@ class FitState:
 class Trainer:
     """``Trainer(settings, callbacks).fit(method, network, data, resume)``: train through
     ``settings.stages``; see :func:`~graft.train.callbacks.standard_callbacks` for the
-    callbacks a graft run uses."""
+    callbacks a graft run uses. Without a
+    :class:`~graft.train.freezing.StagedUnfreezing` among ``callbacks``, one is put first
+    (as Lightning adds its default callbacks), so each stage trains what its name says."""
 
     def __init__(self, settings: LoopSettings, callbacks: list[Callback] | tuple = ()):
         self.settings, self.callbacks = settings, list(callbacks)
+        if not any(isinstance(callback, StagedUnfreezing) for callback in self.callbacks):
+            self.callbacks.insert(0, StagedUnfreezing())
         self.state = FitState()
         self.method: TrainingMethod | None = None
         self.network: Network | None = None
@@ -159,7 +143,6 @@ class Trainer:
         state = self.state
         state.epoch, state.resumed_epoch = resume["epoch"], resume["epoch"]
         state.stage_index, state.epoch_in_stage = resume["stage_index"], resume["epoch_in_stage"]
-        state.best_accuracy, state.best_epoch = resume["best_accuracy"], resume["best_epoch"]
         for callback in self.callbacks:
             callback.load_state_dict(resume)
 
@@ -183,7 +166,8 @@ class Trainer:
     def _run_stage(self, index: int, resume: dict | None) -> None:
         settings, method, network = self.settings, self.method, self.network
         stage, images = settings.stages[index], self._images_loader(index)
-        self.optimizer, self.scheduler, self.trainable, n_base = stage_optimizer(
+        self._call("on_stage_setup", stage)  # what trains (StagedUnfreezing)
+        self.optimizer, self.scheduler, self.trainable, n_base = optimizer_for_stage(
             settings, stage, network.trunk, network.head, method.steps_per_epoch(images), method.parameters())
         start = self._resume_stage(resume, stage) if resume is not None else 0
         if start >= stage.epochs:
@@ -201,9 +185,6 @@ class Trainer:
             row = self._run_epoch(run, n_base, first=epoch_in_stage == start)
             state = self.state
             state.stage_index, state.epoch_in_stage = index, epoch_in_stage + 1
-            state.improved = row["val_accuracy"] > state.best_accuracy
-            if state.improved:
-                state.best_accuracy, state.best_epoch = row["val_accuracy"], state.epoch
             state.history.append(row)
             self._call("on_epoch_end", row)
             if state.should_stop:
@@ -253,22 +234,20 @@ class Trainer:
                "seconds": round(time.perf_counter() - start, 3)}
         if drawn is not None:  # what the sampler drew this epoch, per class (this process's shard)
             row["train_class_counts"] = drawn.tolist()
-        if method.name != "supervised":
-            row["method"] = method.name
+        row.update(method.epoch_fields())
         row.update({key: value / max(1, seen) for key, value in logged.items()})
         row.update(val_logs)
         return row
 
     def checkpoint_state(self, weights: dict) -> dict:
         """The resume checkpoint after the current epoch: ``weights`` (the model's state dict,
-        copied), optimizer, schedule, position, best so far, the callbacks' state, random
-        states and the method's state."""
+        copied), optimizer, schedule, position, the callbacks' state (the best epoch so far is
+        the checkpoint callback's), random states and the method's state."""
         state = self.state
         checkpoint = {"model": weights, "optimizer": self.optimizer.state_dict(),
                       "scheduler": self.scheduler.state_dict(), "epoch": state.epoch,
                       "stage_index": state.stage_index, "epoch_in_stage": state.epoch_in_stage,
-                      "trainable": self.trainable, "best_accuracy": state.best_accuracy,
-                      "best_epoch": state.best_epoch}
+                      "trainable": self.trainable}
         for callback in self.callbacks:
             checkpoint.update(callback.state_dict())
         generator = self.data.generator
