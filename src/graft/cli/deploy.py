@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from graft.cli.options import as_json, config_from, config_options, data_options, echo_summary, quiet
-from graft.recipes.settings import FrozenFitConfig
+from graft.recipes.settings import ExportConfig, FrozenFitConfig
 from graft.serve.settings import ServeSettings
 
 
@@ -57,18 +57,13 @@ def evaluate(run_dir, data, strict, engine, batch_size, cache, quiet):
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="File format.")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Default RUN/model.onnx; never RUN/model/.")
-@click.option("--input", "input_type", type=click.Choice(["float", "uint8"]), default="float",
-              help="float: normalised (N,3,S,S); uint8: cropped RGB pixels (N,S,S,3), normalised inside.")
-def export(run_dir, fmt, out, input_type):
-    """Export a model to ONNX (outputs: logits, probabilities, pooled features) and check it
-    against torch; classes, preprocessing and the input recipe travel in the ONNX metadata."""
-    from graft.artifacts.export import export_and_verify
+@config_options(ExportConfig)
+def export(**params):
+    """Export a model (ONNX: logits, probabilities, pooled features; OpenVINO, Core ML; --int8) and check
+    it against torch and ONNX Runtime; classes, preprocessing and the input recipe travel with it."""
+    from graft.artifacts.export import export_model
 
-    path, max_diff = export_and_verify(run_dir, out, input_type=input_type)
-    click.echo(f"wrote {path} (ONNX Runtime vs torch: max |diff| {max_diff:.2e})")
+    click.echo("\n".join(export_model(config_from(ExportConfig, params))))
 
 
 @click.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from graft.config import Config, check_head_spec, comma_list, open_ends, parse_tasks, setting
 from graft.defaults import DEFAULT_BACKBONE
 from graft.recipes.settings.curation import AuditConfig, ZeroshotConfig
+from graft.recipes.settings.export import EXPORT_FORMATS, ExportConfig
 from graft.recipes.settings.features import AdviseConfig, FewshotConfig, FrozenFitConfig
 from graft.recipes.settings.names import (
                                           ADVERSARY_NAMES,
@@ -36,4 +37,4 @@ __all__ = ["ADVERSARY_NAMES", "DEFAULT_BACKBONE", "DEFAULT_VAL_FRACTION", "OPTIM
            "FewshotConfig", "FinetuneConfig", "FrozenFitConfig", "LRFindConfig", "MultitaskConfig", "PretrainConfig",
            "ClusterConfig", "SelectConfig",
            "check_head_spec", "comma_list", "open_ends", "parse_tasks", "setting",
-           "AuditConfig", "ZeroshotConfig"]
+           "AuditConfig", "ZeroshotConfig", "EXPORT_FORMATS", "ExportConfig"]
