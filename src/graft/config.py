@@ -83,13 +83,12 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, saved: dict, **older_defaults):
-        """A config from settings saved in config.yaml. Keys a later graft added take
-        ``older_defaults`` (what runs written before them did) or the field's default; keys
-        that no longer name a field (written by an older graft) are left out."""
+    def from_dict(cls, saved: dict):
+        """A config from settings saved in config.yaml, at this graft's settings version (an older
+        run's are upgraded first: :func:`graft.recipes.settings.versions.read_settings`). Keys that
+        name no field (what a resume keeps besides, ``lr_found``) are left out."""
         names = {f.name for f in fields(cls)}
-        values = {**{k: v for k, v in older_defaults.items() if k not in saved}, **saved}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return cls(**{k: v for k, v in saved.items() if k in names})
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from graft.errors import GraftError
 from graft.methods.supervised import balanced_class_weights
+from graft.recipes.settings.versions import settings_record
 from graft.train.distributed import is_main_process
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def auto_lr(run: RunDir, parts: Parts, method, progress: bool, distributed: bool
             sweep = sweep_stage(parts, parts.plan[0], needs_images=method.needs_images, progress=progress)
             sweep.save(run.path)
             lr = sweep.suggestion
-            run.write_config({"command": parts.config.COMMAND, "settings": saved_settings(parts.config, lr)})
+            run.write_config(settings_record(parts.config.COMMAND, saved_settings(parts.config, lr)))
         except GraftError as exc:
             if not distributed:
                 raise

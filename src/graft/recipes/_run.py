@@ -15,6 +15,7 @@ from graft.data.folders import ImageFolder, load_train_val, scan_folder, scan_un
 from graft.data.manifest import folder_manifest, manifest_changes
 from graft.data.overlap import check_output_outside, shared_images, warn_trained_on
 from graft.errors import DataError, GraftError
+from graft.recipes.settings.versions import read_settings
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -172,7 +173,7 @@ def read_saved(run_dir) -> tuple[RunDir, dict]:
     config = read_yaml(config_path)
     if not isinstance(config.get("settings"), dict):
         raise GraftError(f"cannot resume: {config_path} holds no saved settings")
-    return run, config
+    return run, read_settings(config, config_path)  # an older graft's settings, as this graft writes them
 
 
 def check_resumable(run: RunDir) -> None:

@@ -43,6 +43,7 @@ from graft.recipes._run import (
     write_manifest,
 )
 from graft.recipes.settings import FinetuneConfig
+from graft.recipes.settings.versions import settings_record
 from graft.reporting.plots import training_curves_png
 from graft.reporting.summary import validation_title
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
@@ -228,7 +229,7 @@ def start_training(config: FinetuneConfig, out, hooks: Hooks, *, strict: bool, p
     run = open_run(out, config.COMMAND, overwrite=overwrite) if main else RunDir(out)
     with run.lock(config.COMMAND) if main else contextlib.nullcontext():
         if main:
-            run.write_config({"command": config.COMMAND, "settings": config.to_dict()})
+            run.write_config(settings_record(config.COMMAND, config.to_dict()))
             write_manifest(run, run_manifests(config, train.classes))
         return train_network(run, config, hooks, strict=strict, progress=progress and main, resume=None,
                              distributed=distributed)
@@ -244,10 +245,6 @@ def _check_plan(config: FinetuneConfig) -> None:
                       "(augmentation is off, or only head stages without --augment-head-stage)")
 
 
-# Keys that runs written before they existed lack, and what those runs did.
-OLDER_DEFAULTS = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, "cutmix": 0.0, "class_weight": None,
-                  "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True, "transfer_layers": None,
-                  "transfer_from": None, "freeze_transferred": False, "exclude": None}
 # Settings every training run has saved since the first version: one missing means a damaged file.
 SAVED_SINCE_THE_FIRST_RUN = ("train_dir", "backbone", "stages", "augment", "seed")
 
@@ -259,9 +256,7 @@ def continue_training(run: RunDir, saved: dict, config_cls, hooks: Hooks, *, giv
     where, missing = run.path / "config.yaml", [k for k in SAVED_SINCE_THE_FIRST_RUN if k not in saved["settings"]]
     if missing:  # a cut file can still parse: what every run has saved must be there
         raise GraftError(f"{where} lacks {', '.join(missing)}: the file is cut short or was edited")
-    settings = {**OLDER_DEFAULTS, **saved["settings"]}
-    if "augment_head_stage" not in saved["settings"]:  # older runs augmented every stage alike
-        settings["augment_head_stage"] = settings["augment"] not in ("none", False, None)
+    settings = saved["settings"]  # at this graft's settings version (read_saved upgraded an older run's)
     check_resume_arguments(run.path, settings, given, config_cls)
     check_resumable(run)
     check_data_unchanged(run.path, {part: settings.get(key) for part, key in MANIFEST_PARTS.items()})
@@ -314,9 +309,8 @@ def train_network(run: RunDir, config: FinetuneConfig, hooks: Hooks, *, strict: 
              "lr": parts.loop.lr, "skipped": parts.skipped}
     extra.update(_held_out_results(run, parts, hooks, shipped, strict, progress))
     metrics = _write_reports(run, parts, result.history, extra, start)
-    run.write_config({"command": config.COMMAND, "settings": saved_settings(config, lr_found),
-                      "classes": parts.train.classes, "backbone_weights": parts.source.weights_source,
-                      "image_size": parts.preprocessing.size})
+    run.write_config(settings_record(config.COMMAND, saved_settings(config, lr_found), classes=parts.train.classes,
+                                     backbone_weights=parts.source.weights_source, image_size=parts.preprocessing.size))
     write_html_safely(run.path)
     return FitResult(run.path, metrics)
 
