@@ -83,9 +83,9 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from graft.serve.onnx_predictor import OnnxPredictor
+    from graft.inference import Predictor
 
-    predictor = OnnxPredictor.load(args.run)
+    predictor = Predictor.load(args.run)
     stats = predictor.novelty
     if stats is None:
         raise SystemExit(f"{args.run} has no novelty statistics: train it again with this graft")

@@ -5,7 +5,7 @@
 Starts `graft serve RUN` on a free port, then for each concurrency sends --requests requests
 (one image each, the raw body) with an httpx async client and reports errors, p50/p99 latency
 and images/s; images/s at the highest concurrency is compared with graft's own batch predict
-(OnnxPredictor.predict_paths, batches of 32, the path `graft predict` takes) over the same
+(Predictor.predict_paths, batches of 32, the path `graft predict` takes) over the same
 images in one process. The server's RSS is read from /proc before and after. A second pass
 mixes in --bad-fraction bad requests (not an image, truncated JPEG, a decompression bomb, a
 30 MB body): each must be answered 4xx, every good one with the right class.
@@ -102,9 +102,9 @@ def summarise(rows, wall: float, concurrency: int, label: str) -> dict:
 def batch_baseline(run: str, paths: list[str], total: int) -> tuple[float, float]:
     """(images/s, CPU ms per image) of graft's own batch predict over ``total`` images (the
     same list, cycled). CPU time counts every thread of this process (decoding, ORT)."""
-    from graft.serve.onnx_predictor import OnnxPredictor
+    from graft.inference import Predictor
 
-    predictor = OnnxPredictor.load(run)
+    predictor = Predictor.load(run)
     cycled = [paths[i % len(paths)] for i in range(total)]
     predictor.predict_paths(cycled[:64])  # warm
     start, cpu = time.perf_counter(), time.process_time()
@@ -167,11 +167,11 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from graft.serve.onnx_predictor import OnnxPredictor
+    from graft.inference import Predictor
 
     paths = sorted(str(p) for p in Path(args.images).rglob("*.jpg"))
     paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[:args.n_images]]
-    predictor = OnnxPredictor.load(args.run)  # exports model.onnx once if needed
+    predictor = Predictor.load(args.run)  # exports model.onnx once if needed
     answers = predictor.predict_paths(paths)
     expected = [predictor.classes[int(i)] for i in answers.probabilities.argmax(1)]
     good = [("good", Path(p).read_bytes(), c) for p, c in zip(paths, expected)]

@@ -139,11 +139,11 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from graft.serve.onnx_predictor import OnnxPredictor
+    from graft.inference import Predictor
 
     paths = sorted(str(p) for p in Path(args.images).rglob("*.jpg"))
     paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[:args.n_images]]
-    predictor = OnnxPredictor.load(args.run)  # exports model.onnx once if needed
+    predictor = Predictor.load(args.run)  # exports model.onnx once if needed
     expected = [predictor.classes[int(i)] for i in predictor.predict_paths(paths).probabilities.argmax(1)]
     good = [("good", {}, Path(p).read_bytes(), c) for p, c in zip(paths, expected)]
     clean = [good[i % len(good)] for i in range(args.requests)]

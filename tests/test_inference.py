@@ -106,3 +106,16 @@ def test_bytes_decode_as_the_file_and_engines_agree(digits_run, digits_dir):
     assert a.paths == b.paths == [str(p) for p in paths]
     assert np.abs(a.probabilities - b.probabilities).max() < 1e-4
     assert np.abs(a.novelty - b.novelty).max() < 1e-2
+
+
+def test_onnx_graphs_are_cached_in_one_folder(digits_run, digits_dir, tmp_path, monkeypatch):
+    """One cache location: what predicting keeps (the optimised graph of model.onnx) lies under
+    $GRAFT_CACHE_DIR/onnx/, beside the feature networks' exports, and nowhere else."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRAFT_CACHE_DIR", str(cache))
+    image = sorted(digits_dir.rglob("*.png"))[0]
+    first = _cli("predict", digits_run, image, "--json", "-q").stdout
+    assert (digits_run / "model.onnx").is_file()
+    kept = [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()]
+    assert kept and all(p.parts[:2] == ("onnx", "optimised") for p in kept), kept
+    assert _cli("predict", digits_run, image, "--json", "-q").stdout == first  # read back: the same answer
