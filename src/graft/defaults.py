@@ -27,6 +27,12 @@ ADVERSARIES = ("dann", "cdan", "none")
 # --sampler: how training batches are drawn (graft.train.loaders.training_loader)
 SAMPLERS = ("shuffle", "balanced")
 
+# Frozen inference: the engine (auto: ONNX Runtime, torch where it cannot answer) and images per batch. graft fit's
+# --engine and --batch-size (FrozenFitConfig; predict and evaluate share them) and the library's FeatureExtractor and
+# PredictOptions start from these.
+ENGINE = "auto"
+BATCH_SIZE = 32
+
 # The training loop's defaults: the head's peak learning rate, the factor of unfrozen backbone layers,
 # the optimizer, its weight decay and the schedule.
 LR = 1e-3

@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from graft._io.progress import progress_bar
 from graft.data.folders import ImageFolder, load_image
 from graft.data.preprocess import Preprocessing
-from graft.defaults import DEFAULT_BACKBONE
+from graft.defaults import BATCH_SIZE, DEFAULT_BACKBONE, ENGINE
 from graft.errors import GraftError, ImageDecodeError
 from graft.features.cache import FEATURE_FORMAT, cache_root, stable_hash
 from graft.features.vectors import Features, gather_features, skip_image
@@ -72,7 +72,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     # scikit-learn's convention: every hyper-parameter is an __init__ keyword (get_params / clone)
     def __init__(self, backbone=DEFAULT_BACKBONE, layer=None, weights=None, image_size=None,  # noqa: PLR0913
-                 batch_size=32, engine="auto", cache=True, progress=False, decode_workers=1, flip=False,
+                 batch_size=BATCH_SIZE, engine=ENGINE, cache=True, progress=False, decode_workers=1, flip=False,
                  processes="auto"):
         self.backbone = backbone
         self.layer = layer

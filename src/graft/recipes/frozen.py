@@ -248,8 +248,8 @@ def _decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, I
     return train, val
 
 
-def evaluate(run_dir, data_dir, *, strict=False, engine="auto", batch_size=32, cache=True,
-             progress=True) -> tuple[Path, dict]:
+def evaluate(run_dir, data_dir, *, strict=False, engine=FrozenFitConfig.engine, batch_size=FrozenFitConfig.batch_size,
+             cache=FrozenFitConfig.cache, progress=True) -> tuple[Path, dict]:
     """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``.
 
     Predicts through :func:`graft.inference.open_predictor`, as ``graft predict`` does (the same

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graft.defaults import BATCH_SIZE, ENGINE
 from graft.inference.predictor import Batch
 
 
@@ -17,8 +18,8 @@ class PredictOptions:
 
     tta: str | None = None
     strict: bool = False
-    engine: str = "auto"
-    batch_size: int = 32
+    engine: str = ENGINE  # graft fit's --engine and --batch-size, which graft predict shows
+    batch_size: int = BATCH_SIZE
     cache: bool = True
     progress: bool = False
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from graft.config import Config, comma_list, setting
-from graft.defaults import DEFAULT_BACKBONE
+from graft.defaults import BATCH_SIZE, DEFAULT_BACKBONE, ENGINE
 from graft.errors import GraftError
 from graft.heads.registry import HEAD_NAMES
 from graft.recipes.settings.names import DEFAULT_VAL_FRACTION
@@ -46,9 +46,9 @@ class FrozenFitConfig(Config):
                                         "edited copy); rows with a 'relabel' class keep the image with that class.",
                                   path=True)
     seed: int = setting(0, "Random seed (split, subsets).")
-    engine: str = setting("auto", "Frozen inference engine (auto: ONNX Runtime when installed).",
+    engine: str = setting(ENGINE, "Frozen inference engine (auto: ONNX Runtime when installed).",
                           choices=("auto", "onnx", "torch"))
-    batch_size: int = setting(32, "Images per batch.", low=1)
+    batch_size: int = setting(BATCH_SIZE, "Images per batch.", low=1)
     cache: bool = setting(True, "Do not read or write the feature cache.", flag="--no-cache")
 
     def __post_init__(self):
