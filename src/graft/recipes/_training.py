@@ -21,6 +21,7 @@ from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
 from graft.backbones import create_backbone
 from graft.data.datasets import ImageDataset, readable_images
 from graft.data.folders import ImageFolder, load_train_val
+from graft.defaults import LR
 from graft.errors import DataError, GraftError
 from graft.heads.modules import LinearHead, MLPHead
 from graft.methods import Supervised, evaluate_loader
@@ -196,7 +197,7 @@ def prepare(c: FinetuneConfig, hooks: Hooks, *, strict: bool, progress: bool, di
 
         always_frozen = tuple(resolve_transfer(c.transfer_layers, parts.features.trunk))
     parts.loop = LoopSettings(
-        stages=parts.plan, lr=c.lr if c.lr != "auto" else 1e-3, base_lr_factor=c.base_lr_factor,
+        stages=parts.plan, lr=c.lr if c.lr != "auto" else LR, base_lr_factor=c.base_lr_factor,
         layer_decay=c.layer_decay, optimizer=c.optimizer, weight_decay=c.weight_decay, schedule=c.schedule,
         freeze_first=c.freeze_first, progress=progress, distributed=distributed, augmented=augmented,
         always_frozen=always_frozen)
