@@ -29,7 +29,7 @@ cd "$WORK"  # not the clone: `import graft` must find the installed wheel, nothi
 t0=$(date +%s)
 "$WORK/venv/bin/python" "$ROOT/tools/install_torch.py"
 step "the wheel"
-"$WORK/venv/bin/python" -m pip install -q "$wheel"
+"$WORK/venv/bin/python" -m pip install -q "$wheel" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 install_s=$(( $(date +%s) - t0 ))
 echo "installed in ${install_s} s; the venv holds $(du -sh "$WORK/venv" | cut -f1)"
 "$WORK/venv/bin/python" - <<'EOF'
@@ -41,12 +41,25 @@ EOF
 export GRAFT_NO_PROGRESS=1
 "$WORK/venv/bin/graft" --version
 
+step "every command on the plain install (no extras)"
+commands=$("$WORK/venv/bin/graft" --help | awk '/^Commands:/ {on=1; next} on && NF {print $1}')
+for command in $commands; do "$WORK/venv/bin/graft" "$command" --help >/dev/null; done
+echo "graft COMMAND --help runs for: $(echo $commands)"
+# the one command that needs an extra says which, in one line, exit 2
+set +e; said=$("$WORK/venv/bin/graft" serve "x=$WORK" 2>&1); code=$?; set -e
+echo "graft serve without the extra: exit $code: $said"
+[ "$code" = 2 ] && grep -q "pip install '.*\[serve\]'" <<<"$said" || { echo "graft serve does not name its extra"; exit 1; }
+
 step "graft demo"
 "$WORK/venv/bin/graft" demo -o "$WORK/runs/demo"
 if [ -d "$SHARED/hymenoptera" ]; then
   step "graft fit on shared data"
   "$WORK/venv/bin/graft" fit "$SHARED/hymenoptera/train" --val "$SHARED/hymenoptera/val" -o "$WORK/runs/hym"
-  "$WORK/venv/bin/graft" predict "$WORK/runs/hym" "$SHARED/hymenoptera/val/bees" --top-k 1 --json | head -2
+  "$WORK/venv/bin/graft" predict "$WORK/runs/hym" "$SHARED/hymenoptera/val/bees" --top-k 1 --json >"$WORK/bees.jsonl"
+  head -2 "$WORK/bees.jsonl"
+  rows=$(wc -l <"$WORK/bees.jsonl")
+  echo "graft predict: $rows rows for $(ls "$SHARED/hymenoptera/val/bees" | wc -l) files in hymenoptera/val/bees"
+  [ "$rows" -gt 0 ]
 else
   echo "no $SHARED: graft fit on shared data not run"
 fi

@@ -35,8 +35,14 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def pip(*args: str) -> int:
+    """Run pip; its stderr without the lines a local index folder that lacks a package writes for
+    each one ("Location ... is ignored: it is neither a file nor a directory")."""
     print("+ pip", " ".join(args), flush=True)
-    return subprocess.call([sys.executable, "-m", "pip", *args])
+    done = subprocess.Popen([sys.executable, "-m", "pip", *args], stderr=subprocess.PIPE, text=True)
+    for line in done.stderr:
+        if "is ignored: it is neither a file nor a directory" not in line:
+            sys.stderr.write(line)
+    return done.wait()
 
 
 def installed_torch() -> str | None:
