@@ -28,11 +28,16 @@ def test_a_version_1_run_gets_what_runs_without_a_setting_did():
     assert read_settings(plain, "RUN/config.yaml")["settings"]["augment_head_stage"] is False
 
 
-def test_the_current_version_is_read_as_written_and_other_commands_are_left_alone():
+def test_the_current_version_is_read_as_written():
     record = settings_record("finetune", {"train_dir": "/d", "sampler": "balanced"}, classes=["a", "b"])
     assert read_settings(record, "RUN/config.yaml") == record  # no setting is filled in: a missing one is damage
-    multitask = {"command": "multitask", "settings": {"tasks": {"a": "/a"}}}
-    assert read_settings(multitask, "RUN/config.yaml")["settings"] == multitask["settings"]
+
+
+def test_a_version_1_multitask_run_gets_the_optimizer_and_schedule_it_trained_with():
+    multitask = {"command": "multitask", "settings": {"tasks": {"a": "/a"}, "lr": 0.01}}
+    settings = read_settings(multitask, "RUN/config.yaml")["settings"]
+    assert settings == {"tasks": {"a": "/a"}, "lr": 0.01, "optimizer": "adamw", "weight_decay": 1e-4,
+                        "schedule": "cosine"}
 
 
 @pytest.mark.parametrize("version", [SETTINGS_VERSION + 1, 0, "2", True])
@@ -81,3 +86,24 @@ def test_an_older_run_resumes_and_a_current_one_lacking_a_setting_is_damaged(kil
     result = CliRunner().invoke(main, ["resume", str(cut), "-q"])
     assert result.exit_code == 2, result.output
     assert "config.yaml" in result.output and "sampler" in result.output, result.output
+
+
+def test_multitask_trains_with_the_optimizer_its_config_saves(digits_dir, parity_dir, tmp_path):
+    """Multitask's optimizer and schedule are its Config's (saved in config.yaml), not the loop's
+    silent defaults: SGD and AdamW from the same start give other losses."""
+    import json
+    import warnings
+
+    from graft.recipes.multitask import multitask
+    from graft.recipes.settings import MultitaskConfig
+
+    losses = {}
+    for optimizer in ("adamw", "sgd"):
+        config = MultitaskConfig(tasks={"digit": str(digits_dir), "parity": str(parity_dir)}, stages="head:1",
+                                 image_size=64, batch_size=16, val_fraction=0.25, augment="none", optimizer=optimizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = multitask(config, tmp_path / optimizer, progress=False).run_dir
+        assert yaml.safe_load((run / "config.yaml").read_text())["settings"]["optimizer"] == optimizer
+        losses[optimizer] = json.loads((run / "history.jsonl").read_text().splitlines()[0])["train_loss"]
+    assert abs(losses["adamw"] - losses["sgd"]) > 1e-4, losses

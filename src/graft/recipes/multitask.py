@@ -228,8 +228,8 @@ def _fit(run: RunDir, s: dict, model: GraftModel, source, features, data: dict, 
                        weights=s["task_weights"], generators=generators,
                        sampling=s.get("task_sampling", "together"),  # what runs written before the setting did
                        frozen_statistics=not s.get("train_statistics", True))  # older runs trained them
-    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], progress=progress,
-                        augmented=augmented)
+    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], optimizer=s["optimizer"],
+                        weight_decay=s["weight_decay"], schedule=s["schedule"], progress=progress, augmented=augmented)
     frozen = FrozenPrefix(encode_pooled=pooled_encoder(features, preprocessing, source.architecture,
                                                        s["batch_size"], progress))
     callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", frozen_prefix=frozen)

@@ -323,6 +323,11 @@ class MultitaskConfig(Config):
     base_lr_factor: float = setting(BASE_LR_FACTOR, "Unfrozen backbone layers train at lr x this.", low=0,
                                     high=MAX_FACTOR, open="low")
     batch_size: int = setting(32, "Images per task batch.", low=1)
+    # Library only (the command trains with the defaults): saved with the run, so a resume trains as it started.
+    optimizer: str = setting(OPTIMIZER, "Optimizer.", choices=OPTIMIZER_NAMES, hidden=True)
+    weight_decay: float = setting(WEIGHT_DECAY, "Weight decay.", low=0, high=1, hidden=True)
+    schedule: str = setting(SCHEDULE, "Per stage: warm-up then cosine decay, or one-cycle.", choices=SCHEDULE_NAMES,
+                            hidden=True)
     seed: int = setting(0, "Random seed.")
     augment: str = setting("crop-flip", "Augmentation for stages that train backbone layers.", choices=AUGMENTATIONS)
     augment_head_stage: bool = setting(False, "Augment head-only stages too (by default they train on plain "

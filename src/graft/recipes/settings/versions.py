@@ -10,7 +10,7 @@ file at the current version that lacks a setting is damaged, not old.
 from __future__ import annotations
 
 from graft.errors import GraftError
-from graft.recipes.settings.networks import AdaptConfig, DistillConfig, FinetuneConfig, PretrainConfig
+from graft.recipes.settings.networks import AdaptConfig, DistillConfig, FinetuneConfig, MultitaskConfig, PretrainConfig
 
 # 1: graft before issue 26 (no settings_version in config.yaml); 2: the version is written.
 SETTINGS_VERSION = 2
@@ -18,10 +18,12 @@ SETTINGS_VERSION = 2
 # The commands continued by the fine-tuning path (graft.recipes._training.continue_training).
 FINETUNING_COMMANDS = tuple(c.COMMAND for c in (FinetuneConfig, PretrainConfig, AdaptConfig, DistillConfig))
 
-# Version 1: settings added over its lifetime, and what runs written before each existed did.
+# Version 1: settings added over its lifetime, and what runs written before each existed did (multitask's
+# optimizer, weight decay and schedule were not saved: it trained with these).
 _ADDED_IN_VERSION_1 = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, "cutmix": 0.0, "class_weight": None,
                        "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True,
                        "transfer_layers": None, "transfer_from": None, "freeze_transferred": False, "exclude": None}
+_MULTITASK_IN_VERSION_1 = {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine"}
 
 
 def settings_record(command: str, settings: dict, **more) -> dict:
@@ -50,9 +52,14 @@ def read_settings(saved: dict, where) -> dict:
 
 def _from_version_1(record: dict) -> dict:
     """1 -> 2: a fine-tuning run gets the settings it lacks as runs written before them did;
-    ``augment_head_stage`` follows ``augment`` (older runs augmented every stage alike)."""
+    ``augment_head_stage`` follows ``augment`` (older runs augmented every stage alike). A
+    multitask run gets the optimizer, weight decay and schedule it trained with."""
     saved = record.get("settings")
-    if record.get("command") not in FINETUNING_COMMANDS or not isinstance(saved, dict):
+    if not isinstance(saved, dict):
+        return record
+    if record.get("command") == MultitaskConfig.COMMAND:
+        return {**record, "settings": {**_MULTITASK_IN_VERSION_1, **saved}}
+    if record.get("command") not in FINETUNING_COMMANDS:
         return record
     settings = {**_ADDED_IN_VERSION_1, **saved}
     if "augment_head_stage" not in saved and "augment" in saved:
