@@ -42,6 +42,10 @@ def write(job) -> list[str]:
     lines, quantised = quantise_checked(job)
     with atomic_path(job.path) as tmp:
         shutil.copyfile(quantised, tmp)
+    from graft.artifacts.export import default_export_path
+
+    if job.path.resolve() != default_export_path(Path(job.settings.run_dir)).resolve():  # not the file predict runs
+        return [*lines, f"wrote {job.path} (int8)"]
     return [*lines, f"wrote {job.path} (int8; graft predict and graft serve run it; "
                     f"`graft export {job.settings.run_dir}` writes the float model again)"]
 
