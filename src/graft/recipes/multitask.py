@@ -25,6 +25,7 @@ from graft.methods import evaluate_loader
 from graft.methods.multitask import MultiTask
 from graft.recipes._run import FitResult, check_not_an_input, check_on_network, manifest_of
 from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
+from graft.recipes.settings.versions import settings_record
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
 from graft.train.loaders import training_loader
 from graft.train.prefix import pooled_encoder
@@ -56,7 +57,7 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
     check_not_an_input(out, config)
     run = open_run(out, COMMAND, overwrite=overwrite)
     with run.lock(COMMAND):
-        run.write_config({"command": COMMAND, "settings": settings})
+        run.write_config(settings_record(COMMAND, settings))
         write_atomic(run.path / "data.json", json.dumps(_manifests(settings)) + "\n")
         return _train(run, settings, splits, strict=strict, progress=progress, resume=None)
 
@@ -197,8 +198,8 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
                "seconds": round(time.perf_counter() - start, 3), "skipped": skipped}
     write_atomic(run.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
     training_curves_png(result.history, run.path / "curves.png")
-    run.write_config({"command": COMMAND, "settings": s, "tasks": {n: t.classes for n, (t, _) in data.items()},
-                      "backbone_weights": source.weights_source, "image_size": preprocessing.size})
+    run.write_config(settings_record(COMMAND, s, tasks={n: t.classes for n, (t, _) in data.items()},
+                                     backbone_weights=source.weights_source, image_size=preprocessing.size))
     return FitResult(run.path, summary)
 
 
