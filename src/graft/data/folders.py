@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graft.data.counting import counted
 from graft.data.decode import load_image  # noqa: F401  (re-exported: scanning and decoding go together)
 from graft.data.overlap import duplicate_groups, warn_duplicates  # noqa: F401  (duplicate_groups re-exported)
 from graft.errors import DataError
@@ -141,6 +142,7 @@ def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
     compared in NFC (:func:`class_name`). Raises DataError naming the folder and the problem.
     """
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    counted(root_path)
     if not root_path.exists():
         raise DataError(f"dataset folder does not exist: {root_path}")
     if not root_path.is_dir():
@@ -204,6 +206,7 @@ def scan_unlabelled(root, need: str = "the target domain needs unlabelled images
     says, in the error for a folder without files, what the images were for; ``flag`` (the
     option that named ``root``, e.g. "--target") starts the error for a missing path or a file."""
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    counted(root_path)
     if not root_path.exists():
         raise DataError(f"{flag} {root_path} does not exist" if flag else f"folder does not exist: {root_path}")
     if not root_path.is_dir():

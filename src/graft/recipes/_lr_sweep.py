@@ -13,7 +13,7 @@ from graft.train.distributed import is_main_process
 
 if TYPE_CHECKING:
     from graft.artifacts.run_folder import RunDir
-    from graft.recipes._training import Parts
+    from graft.recipes._run_plan import TrainingPlan
 
 
 def saved_settings(config, lr_found: float | None) -> dict:
@@ -21,7 +21,7 @@ def saved_settings(config, lr_found: float | None) -> dict:
     return {**config.to_dict(), **({"lr_found": lr_found} if lr_found is not None else {})}
 
 
-def auto_lr(run: RunDir, parts: Parts, method, progress: bool, distributed: bool) -> float:
+def auto_lr(run: RunDir, parts: TrainingPlan, method, progress: bool, distributed: bool) -> float:
     """``--lr auto``: rank 0 range-tests the first stage and every process uses its suggestion."""
     lr, failure = None, None
     if is_main_process():
@@ -45,7 +45,8 @@ def auto_lr(run: RunDir, parts: Parts, method, progress: bool, distributed: bool
     return float(lr)
 
 
-def sweep_stage(parts: Parts, stage, *, needs_images: bool = False, start=1e-6, end=1.0, steps=100, progress=True):
+def sweep_stage(parts: TrainingPlan, stage, *, needs_images: bool = False, start=1e-6, end=1.0, steps=100,
+                progress=True):
     """LR range test with ``stage``'s trainable set, on its frozen prefix's outputs when it can."""
     from graft.train.lr_find import lr_sweep
     from graft.train.optim import OPTIMIZERS, freeze_for_stage, param_groups

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from graft._io.files import read_json, read_yaml, write_atomic
 from graft.artifacts.run_folder import RunDir
-from graft.data.folders import ImageFolder, load_train_val, scan_folder, scan_unlabelled, warn_unscored_classes
+from graft.data.folders import ImageFolder, scan_folder, scan_unlabelled, warn_unscored_classes
 from graft.data.manifest import folder_manifest, manifest_changes
 from graft.data.overlap import check_output_outside, shared_images, warn_trained_on
 from graft.errors import DataError, GraftError
@@ -69,21 +69,6 @@ def load_test(test_dir, train: ImageFolder, val: ImageFolder | None = None, *, f
     return test
 
 
-def check_test(config, train: ImageFolder | None = None, val: ImageFolder | None = None) -> None:
-    """:func:`load_test`'s refusals and warnings for ``config.test_dir`` (if any), before a
-    network trains; ``train``/``val`` are read from the Config when not given."""
-    if not getattr(config, "test_dir", None):
-        return
-    if train is None:
-        import warnings
-
-        with warnings.catch_warnings():  # the training data's own warnings come when training loads it
-            warnings.simplefilter("ignore")
-            train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
-                                        seed=config.seed)
-    load_test(config.test_dir, train, val, final=config.final)
-
-
 def check_not_an_input(out, config) -> None:
     """``-o`` may not be, hold, or lie inside any folder the command of ``config`` (a recipe's
     Config) reads: its data, --val, --test, target and transfer-set folders, multitask tasks,
@@ -99,23 +84,6 @@ def check_not_an_input(out, config) -> None:
         elif isinstance(value, str) and f.metadata.get("path"):
             inputs[f"{config.flag(f.name)} folder"] = value
     check_output_outside(out, inputs)
-
-
-def check_on_network(c) -> None:
-    """What only the network can tell, checked before the run folder is touched (an untrained
-    copy, so it is quick): the ``topN`` stages and ``--freeze-first`` fit its layers, and
-    ``--transfer-layers`` copy into it from ``--transfer-from``."""
-    from graft.backbones import create_backbone
-    from graft.train.stages import check_plan, parse_stages
-
-    if getattr(c, "transfer_layers", None):
-        from graft.backbones.transfer import transferred_network
-
-        network = transferred_network(c.backbone, c.transfer_layers, donor=c.transfer_from, weights=c.weights,
-                                      pretrained=False)
-    else:
-        network = create_backbone(c.backbone, weights=c.weights, pretrained=False)
-    check_plan(parse_stages(c.stages), network.feature_net(None).trunk, getattr(c, "freeze_first", None))
 
 
 def held_out_summary(metrics: dict) -> dict:
@@ -149,19 +117,6 @@ def manifest_of(root, classes=None, unlabelled: bool = False) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return folder_manifest(scan_unlabelled(root) if unlabelled else scan_folder(root, classes=classes))
-
-
-def run_manifests(config, classes: list[str]) -> dict:
-    """data.json's content for a run of ``config`` (a training recipe's Config) whose training
-    folder has ``classes``: one manifest per folder of :data:`MANIFEST_PARTS` it names."""
-    manifests = {}
-    for part, key in MANIFEST_PARTS.items():
-        root = getattr(config, key, None)
-        if part == "train" or root:
-            manifests[part] = manifest_of(root, None if part == "train" else classes, part in UNLABELLED_PARTS)
-        elif part == "val":
-            manifests[part] = None  # a split of the training folder, covered by its manifest
-    return manifests
 
 
 def read_saved(run_dir) -> tuple[RunDir, dict]:
@@ -220,9 +175,11 @@ def _check_whole(run_dir: Path, saved: dict, config_cls) -> None:
                          "the file is damaged or cut short, so restore it or start the run again with --overwrite")
 
 
-def check_data_unchanged(run_dir: Path, roots: dict) -> None:
-    """``roots``: {manifest key: folder}. Files gone, added or rewritten, or a class added since
-    the run started, are one error listing them (the split or the images would differ)."""
+def check_data_unchanged(run_dir: Path, roots: dict, now: dict | None = None) -> None:
+    """``roots``: {manifest key: folder}; ``now``: {manifest key: manifest} of the folders as
+    the resumed run scanned them (without it, each folder is scanned here). Files gone, added
+    or rewritten, or a class added since the run started, are one error listing them (the
+    split or the images would differ)."""
     manifest_path = run_dir / "data.json"
     if not manifest_path.exists():  # run folders written before manifests existed
         return
@@ -235,11 +192,11 @@ def check_data_unchanged(run_dir: Path, roots: dict) -> None:
         unlabelled = part in UNLABELLED_PARTS  # adapt's target, distill's transfer set
         classes = None if part == "train" or unlabelled or train_classes is None else train_classes
         try:
-            now = manifest_of(root, classes, unlabelled)
+            current = now[part] if now and now.get(part) is not None else manifest_of(root, classes, unlabelled)
         except DataError as exc:
             problems.append(str(exc))
             continue
-        problems += [f"{root}: {change}" for change in manifest_changes(manifest[part], now)]
+        problems += [f"{root}: {change}" for change in manifest_changes(manifest[part], current)]
     if problems:
         raise GraftError("cannot resume: the data changed since the run started (the split, the classes or the "
                          "images would differ): " + "; ".join(problems)

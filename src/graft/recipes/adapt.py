@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from graft.defaults import DEFAULT_BACKBONE
 from graft.errors import DataError
 from graft.methods.alignment import DomainAdversarial, proxy_a_distance
 from graft.recipes._run import FitResult, as_config, score_folder
-from graft.recipes._training import Hooks, Parts, continue_training, start_training
+from graft.recipes._run_plan import NetworkRecipe, RunData, TrainingPlan
+from graft.recipes._training import continue_training, start_training
 from graft.recipes.settings import AdaptConfig
 
 __all__ = ["AdaptConfig", "adapt", "check_target_domain", "continue_run", "domain_distance", "fitted_to_images"]
@@ -50,23 +52,42 @@ def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite
     folder with its fields as keywords. RUN/domain.json holds the proxy A-distance (Ben-David
     et al. 2007) before and after. Raises DataError for an empty or unreadable target."""
     config = as_config(AdaptConfig, config, settings)
-    # an empty or missing target fails before anything is written
+    return start_training(config, out, RECIPE, strict=strict, progress=progress, overwrite=overwrite)
+
+
+@dataclass(frozen=True)
+class DomainFolders:
+    """adapt's own folders: the unlabelled ``target`` and the labelled ``target_val`` (or None)."""
+
+    target: ImageFolder
+    target_val: ImageFolder | None
+
+
+def _folders(config: AdaptConfig, data: RunData) -> tuple[DomainFolders, dict]:
+    """The target (and target-val) folders, scanned once and checked against the source: an
+    empty or missing target fails before anything is written."""
     target = scan_unlabelled(config.target_dir, flag="--target")
-    with warnings.catch_warnings():  # the folders' own warnings come once, when training loads them
-        warnings.simplefilter("ignore")
-        source = scan_folder(config.train_dir)
-        labelled = {"--source": source}
-        if config.val_dir:
-            labelled["--val"] = scan_folder(config.val_dir, classes=source.classes)
-        scored = scan_folder(config.target_val_dir, classes=source.classes) if config.target_val_dir else None
+    source = data.scanned["train"]
+    labelled = {"--source": source, **({"--val": data.scanned["val"]} if config.val_dir else {})}
+    scored = scan_folder(config.target_val_dir, classes=source.classes) if config.target_val_dir else None
     check_target_domain(target, labelled)
     if scored is not None:  # labelled with the source's classes
         warn_unscored_classes(scored, "target-val")
         warn_trained_on(scored.paths, "target-val", source.paths, "labelled source images")
         if config.adversary != "none":  # source-only never reads the target
             warn_trained_on(scored.paths, "target-val", target.paths, "--target images (adapted to, unlabelled)")
-    config = fitted_to_images(config)
-    return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
+    return DomainFolders(target, scored), {"target": target, **({"target_val": scored} if scored else {})}
+
+
+def _readable(config: AdaptConfig, data: RunData, strict: bool, progress: bool) -> tuple[DomainFolders, list]:
+    target, skipped = readable_images(data.own.target, strict, progress)
+    if len(target) == 0:
+        raise DataError(f"no readable images in the target folder {config.target_dir}")
+    target_val = data.own.target_val
+    if target_val is not None:
+        target_val, skipped_val = readable_images(target_val, strict, progress)
+        skipped = skipped + skipped_val
+    return DomainFolders(target, target_val), skipped
 
 
 def check_target_domain(target: ImageFolder, labelled: dict) -> None:
@@ -108,7 +129,7 @@ def _median_short_side(paths, most: int = 200) -> float:
     return float(np.median(sides)) if sides else float("inf")
 
 
-def fitted_to_images(config: AdaptConfig) -> AdaptConfig:
+def fitted_to_images(config: AdaptConfig, source: ImageFolder | None = None) -> AdaptConfig:
     """The Config with ``backbone="auto"`` and ``image_size=None`` chosen from the source
     images' median shorter side. Digit-sized images (under ``SMALL_IMAGES`` px) get
     ``SMALL_BACKBONE`` from random weights at the next multiple of 32 px; ImageNet features
@@ -119,9 +140,11 @@ def fitted_to_images(config: AdaptConfig) -> AdaptConfig:
     from random weights and ``PRETRAINED_PLAN`` otherwise."""
     if config.backbone != "auto" and (config.image_size is not None or Path(config.backbone).exists()):
         return _with_plan(config)
-    with warnings.catch_warnings():  # the source's own warnings come once, when training loads it
-        warnings.simplefilter("ignore")
-        side = _median_short_side(scan_folder(config.train_dir).paths)
+    if source is None:  # ``source``: the source folder as scanned, when the caller has it
+        with warnings.catch_warnings():  # the source's own warnings come once, when training loads it
+            warnings.simplefilter("ignore")
+            source = scan_folder(config.train_dir)
+    side = _median_short_side(source.paths)
     small = side < SMALL_IMAGES
     changes = {}
     if config.backbone == "auto":
@@ -143,27 +166,18 @@ def _with_plan(config: AdaptConfig) -> AdaptConfig:
 
 def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
     """Continue a killed adaptation run (see :func:`graft.recipes.resume.resume`)."""
-    return continue_training(run, saved, AdaptConfig, HOOKS, given=given, strict=strict, progress=progress)
+    return continue_training(run, saved, AdaptConfig, RECIPE, given=given, strict=strict, progress=progress)
 
 
-def domain_method(parts: Parts, strict: bool, progress: bool) -> DomainAdversarial:
+def domain_method(parts: TrainingPlan, strict: bool, progress: bool) -> DomainAdversarial:
     """The adversarial method for a run: target loaders, discriminator, ramp."""
-    c = parts.config
-    target, skipped = readable_images(scan_unlabelled(c.target_dir), strict, progress)
-    if len(target) == 0:
-        raise DataError(f"no readable images in the target folder {c.target_dir}")
-    parts.skipped += skipped
-    parts.extras["target"] = target
+    c, target = parts.config, parts.own.target
     generator = torch.Generator().manual_seed(c.seed + 1)
     augment = getattr(parts.train_loader.dataset, "augment", "none")
     target_loader = DataLoader(ImageDataset(target, parts.preprocessing, augment), batch_size=c.batch_size,
                                shuffle=True, generator=generator, drop_last=len(target) > c.batch_size)
-    target_val_loader = None
-    if c.target_val_dir:
-        target_val, skipped_val = readable_images(scan_folder(c.target_val_dir, classes=parts.train.classes),
-                                                  strict, progress)
-        parts.skipped += skipped_val
-        parts.extras["target_val"] = target_val
+    target_val, target_val_loader = parts.own.target_val, None
+    if target_val is not None:
         target_val_loader = DataLoader(ImageDataset(target_val, parts.preprocessing, "none"), batch_size=c.batch_size)
     dim = parts.features.output_dim(parts.preprocessing.size)
     return DomainAdversarial(target_loader, dim, len(parts.train.classes), adversary=c.adversary,
@@ -183,17 +197,17 @@ def _pooled(features, folder, preprocessing, batch_size: int, most: int, seed: i
     return vectors
 
 
-def domain_distance(parts: Parts) -> float | str:
+def domain_distance(parts: TrainingPlan) -> float | str:
     """Proxy A-distance between source-training and target features of the network as it is,
     or why it is not measured: its 3-fold cross-validated probe needs ``MIN_DISTANCE_IMAGES``
     images of each domain."""
     c = parts.config
-    for what, folder in (("source", parts.train), ("target", parts.extras["target"])):
+    for what, folder in (("source", parts.train), ("target", parts.own.target)):
         if len(folder) < MIN_DISTANCE_IMAGES:
             return (f"not measured: too few {what} images ({len(folder)}; the 3-fold estimate needs "
                     f"{MIN_DISTANCE_IMAGES} per domain)")
     source = _pooled(parts.features, parts.train, parts.preprocessing, c.batch_size, DISTANCE_SAMPLE, c.seed)
-    target = _pooled(parts.features, parts.extras["target"], parts.preprocessing, c.batch_size, DISTANCE_SAMPLE,
+    target = _pooled(parts.features, parts.own.target, parts.preprocessing, c.batch_size, DISTANCE_SAMPLE,
                      c.seed)
     return proxy_a_distance(source, target, c.seed)
 
@@ -211,16 +225,16 @@ def _record_distance(run_path: Path, key: str, value: float | str) -> dict:
     return data
 
 
-def _before(run, parts: Parts) -> None:
+def _before(run, parts: TrainingPlan) -> None:
     _record_distance(run.path, "proxy_a_distance_before", domain_distance(parts))
 
 
-def _results(run, parts: Parts, model) -> dict:
+def _results(run, parts: TrainingPlan, model) -> dict:
     """After adaptation: the proxy A-distance again, and the labelled target images scored
     (RUN/target/) when --target-val was given."""
     distances = _record_distance(run.path, "proxy_a_distance_after", domain_distance(parts))
     extra = {"adversary": parts.config.adversary, **{k: v for k, v in distances.items() if v is not None}}
-    target_val = parts.extras.get("target_val")
+    target_val = parts.own.target_val
     if target_val is not None:
         extra["target"] = score_folder(run, model, target_val, subdir="target",
                                        title=f"{target_val.root.name} (target)", batch_size=parts.config.batch_size,
@@ -229,4 +243,5 @@ def _results(run, parts: Parts, model) -> dict:
 
 
 # adaptation selects no epoch on source validation: the last one is kept
-HOOKS = Hooks(method=domain_method, before=_before, results=_results, keep_last=True)
+RECIPE = NetworkRecipe(folders=_folders, configure=lambda config, data: fitted_to_images(config, data.scanned["train"]),
+                       readable=_readable, method=domain_method, before=_before, results=_results, keep_last=True)

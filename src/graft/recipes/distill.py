@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,12 +13,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from graft._io.progress import progress_bar
 from graft.data.datasets import ImageDataset, readable_images
-from graft.data.folders import ImageFolder, scan_folder, scan_unlabelled
+from graft.data.folders import ImageFolder, scan_unlabelled
 from graft.data.overlap import overlaps
 from graft.errors import DataError, GraftError, ImageDecodeError
 from graft.methods.distillation import Distillation, TeacherOnStudentInputs
 from graft.recipes._run import FitResult, as_config
-from graft.recipes._training import Hooks, Parts, continue_training, start_training
+from graft.recipes._run_plan import NetworkRecipe, RunData, TrainingPlan
+from graft.recipes._training import continue_training, start_training
 from graft.recipes.settings import DistillConfig
 
 __all__ = ["DistillConfig", "WithIndex", "continue_run", "distill", "known_images", "teacher_outputs", "transfer_set"]
@@ -52,25 +54,10 @@ def distill(config, out, *, strict: bool = False, progress: bool = True, overwri
     beside the labelled ones (RUN/data.json lists them; metrics.json counts them). Raises
     GraftError when the teacher's classes differ from the data's, DataError when the unlabelled
     folder holds no readable image."""
-    from graft.artifacts.model import GraftModel
-    from graft.data.folders import class_name, load_train_val
-
     config = as_config(DistillConfig, config, settings)
     if config.alpha is None:
         config = config.replace(alpha=_default_alpha(config))
-    with warnings.catch_warnings():  # the data's own warnings come once, when training loads it
-        warnings.simplefilter("ignore")
-        train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
-                                    seed=config.seed)
-        if config.unlabelled_dir:  # fails before anything is written
-            test = scan_folder(config.test_dir, classes=train.classes) if config.test_dir else None
-            transfer_set(config.unlabelled_dir, first_only=True, known=known_images(train, val, test))
-    teacher = GraftModel.load(config.teacher)
-    classes = train.classes
-    if [class_name(c) for c in teacher.classes] != list(classes):  # one Unicode form, as scanning
-        raise GraftError(f"the teacher {config.teacher} knows classes {teacher.classes}, but {config.train_dir} has "
-                         f"{classes}: distillation needs the same classes in the same order")
-    return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
+    return start_training(config, out, RECIPE, strict=strict, progress=progress, overwrite=overwrite)
 
 
 # The default weight of the soft term. With a transfer set most images carry no label and the soft
@@ -88,7 +75,7 @@ def _default_alpha(config: DistillConfig) -> float:
 
 def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
     """Continue a killed distillation run (see :func:`graft.recipes.resume.resume`)."""
-    return continue_training(run, saved, DistillConfig, HOOKS, given=given, strict=strict, progress=progress)
+    return continue_training(run, saved, DistillConfig, RECIPE, given=given, strict=strict, progress=progress)
 
 
 def teacher_outputs(teacher, folder, batch_size: int, progress: bool) -> torch.Tensor:
@@ -120,14 +107,7 @@ def transfer_set(root, *, first_only: bool = False, strict: bool = False, progre
     from graft.data.datasets import CHECK_MIN_SIDE
     from graft.data.decode import load_image
 
-    path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-    if not path.is_dir():  # missing, or a file: said as such
-        scan_unlabelled(path, flag="--unlabelled")
-    try:
-        folder = scan_unlabelled(path)
-    except DataError:  # a folder without files: said below, as a folder without a readable image
-        folder = ImageFolder(path, [], [])
-    folder, left_out = _without_known(folder, known or {})
+    folder, left_out = _without_known(_scanned_transfer(root), known or {})
     if first_only:
         for record in folder.records:
             try:
@@ -138,9 +118,24 @@ def transfer_set(root, *, first_only: bool = False, strict: bool = False, progre
         found, skipped = folder.subset([]), []
     else:
         found, skipped = readable_images(folder, strict, progress)
-    if len(found) == 0:
-        raise DataError(f"--unlabelled {path}: no readable image in this folder (nor below it)")
+    _require_one(found)
     return found, left_out + skipped
+
+
+def _scanned_transfer(root) -> ImageFolder:
+    """Every file below ``root`` (labels -1); DataError when it is missing or a file."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if not path.is_dir():  # missing, or a file: said as such
+        scan_unlabelled(path, flag="--unlabelled")
+    try:
+        return scan_unlabelled(path)
+    except DataError:  # a folder without files: said later, as a folder without a readable image
+        return ImageFolder(path, [], [])
+
+
+def _require_one(found: ImageFolder) -> None:
+    if len(found) == 0:
+        raise DataError(f"--unlabelled {found.root}: no readable image in this folder (nor below it)")
 
 
 def known_images(train: ImageFolder, val: ImageFolder | None, test: ImageFolder | None) -> dict:
@@ -185,53 +180,73 @@ def _example(mine: Path, other: Path) -> str:
     return str(mine) if mine == other else f"{mine} = {other}"
 
 
-def _transfer(parts: Parts) -> ImageFolder:
-    """The run's transfer set (empty without ``--unlabelled``), checked once per run."""
-    if "transfer" not in parts.extras:
-        folder, skipped = ImageFolder(parts.train.root, [], []), []
-        c = parts.config
-        if c.unlabelled_dir:
-            test = scan_folder(c.test_dir, classes=parts.train.classes) if c.test_dir else None
-            folder, skipped = transfer_set(c.unlabelled_dir, known=known_images(parts.train, parts.val, test))
-        parts.skipped += skipped
-        parts.extras["transfer"] = folder
-    return parts.extras["transfer"]
+@dataclass(frozen=True)
+class TransferSet:
+    """A run's transfer set as scanned (``folder``: empty without ``--unlabelled``), and the
+    images left out of it as known ones (``{"path", "reason"}``)."""
+
+    folder: ImageFolder
+    left_out: tuple = ()
 
 
-def _training_images(parts: Parts) -> ImageFolder:
+def _folders(c: DistillConfig, data: RunData) -> tuple[TransferSet, dict]:
+    """The transfer set, scanned once, without the images the run scores or trains on with
+    labels; {"unlabelled": the folder as scanned} for data.json."""
+    if not c.unlabelled_dir:
+        return TransferSet(ImageFolder(data.train.root, [], [])), {}
+    scanned = _scanned_transfer(c.unlabelled_dir)
+    folder, left_out = _without_known(scanned, known_images(data.train, data.val, data.test))
+    return TransferSet(folder, tuple(left_out)), {"unlabelled": scanned}
+
+
+def _readable(c: DistillConfig, data: RunData, strict: bool, progress: bool) -> tuple[ImageFolder, list]:
+    """The plan's ``own``: the transfer set's readable images (DataError when none is)."""
+    if not c.unlabelled_dir:
+        return data.own.folder, []
+    found, skipped = readable_images(data.own.folder, strict, progress)
+    _require_one(found)
+    return found, list(data.own.left_out) + skipped
+
+
+def _training_images(plan: TrainingPlan) -> ImageFolder:
     """The labelled training images, then the transfer set's (label -1)."""
-    return ImageFolder(parts.train.root, parts.train.classes, parts.train.records + _transfer(parts).records)
+    return ImageFolder(plan.train.root, plan.train.classes, plan.train.records + plan.own.records)
 
 
-def _dataset(parts: Parts, dataset: ImageDataset) -> WithIndex:
-    if len(_transfer(parts)):
-        dataset = ImageDataset(_training_images(parts), dataset.preprocessing, dataset.augment)
+def _dataset(plan: TrainingPlan, dataset: ImageDataset) -> WithIndex:
+    if len(plan.own):
+        dataset = ImageDataset(_training_images(plan), dataset.preprocessing, dataset.augment)
     return WithIndex(dataset)
 
 
-def _method(parts: Parts, strict: bool, progress: bool) -> Distillation:
-    """The teacher's outputs on every training image (the transfer set's too), computed once;
-    with ``teacher_inputs="augmented"`` the teacher itself for augmented batches (resized and
+def _method(plan: TrainingPlan, strict: bool, progress: bool) -> Distillation:
+    """The teacher, loaded once (GraftError when its classes are not the data's), and its
+    outputs on every training image (the transfer set's too), computed once; with
+    ``teacher_inputs="augmented"`` the teacher itself for augmented batches (resized and
     re-normalised to its own input)."""
     from graft.artifacts.model import GraftModel
+    from graft.data.folders import class_name
 
-    c = parts.config
+    c = plan.config
     teacher = GraftModel.load(c.teacher).eval()
-    logits = teacher_outputs(teacher, _training_images(parts), c.batch_size, progress)
-    student, own = parts.preprocessing, teacher.preprocessing
+    if [class_name(name) for name in teacher.classes] != list(plan.train.classes):  # one Unicode form, as scanning
+        raise GraftError(f"the teacher {c.teacher} knows classes {teacher.classes}, but {c.train_dir} has "
+                         f"{plan.train.classes}: distillation needs the same classes in the same order")
+    logits = teacher_outputs(teacher, _training_images(plan), c.batch_size, progress)
+    student, own = plan.preprocessing, teacher.preprocessing
     on_batches = TeacherOnStudentInputs(teacher, own.size, student.mean, student.std, own.mean, own.std) \
         if c.teacher_inputs == "augmented" else None
     weights = None
     if c.class_weight == "balanced":  # of the labelled images: the hard term's
         from graft.methods.supervised import balanced_class_weights
 
-        weights = balanced_class_weights(parts.train.labels, len(parts.train.classes))
-    return Distillation(logits, temperature=c.temperature, alpha=c.alpha, teacher=on_batches, mixer=parts.mixer,
+        weights = balanced_class_weights(plan.train.labels, len(plan.train.classes))
+    return Distillation(logits, temperature=c.temperature, alpha=c.alpha, teacher=on_batches, mixer=plan.mixer,
                         transfer_set=bool(c.unlabelled_dir), class_weights=weights)
 
 
-def _results(run, parts: Parts, model) -> dict:
-    return {"n_unlabelled": len(_transfer(parts))} if parts.config.unlabelled_dir else {}
+def _results(run, plan: TrainingPlan, model) -> dict:
+    return {"n_unlabelled": len(plan.own)} if plan.config.unlabelled_dir else {}
 
 
-HOOKS = Hooks(method=_method, dataset=_dataset, results=_results)
+RECIPE = NetworkRecipe(folders=_folders, readable=_readable, dataset=_dataset, method=_method, results=_results)

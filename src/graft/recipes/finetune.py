@@ -6,12 +6,11 @@ artifact and run folder as :func:`graft.recipes.frozen.fit_frozen`.
 from __future__ import annotations
 
 from graft.recipes._run import FitResult, as_config
-from graft.recipes._training import Hooks, continue_training, start_training
+from graft.recipes._run_plan import SUPERVISED
+from graft.recipes._training import continue_training, start_training
 from graft.recipes.settings import FinetuneConfig
 
 __all__ = ["FinetuneConfig", "continue_run", "finetune"]
-
-HOOKS = Hooks()  # the shared path's defaults: the supervised method, the best epoch on validation
 
 
 def finetune(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
@@ -29,9 +28,9 @@ def finetune(config, out, *, strict: bool = False, progress: bool = True, overwr
     DataError for bad settings or data, before anything is written.
     """
     config = as_config(FinetuneConfig, config, settings)
-    return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
+    return start_training(config, out, SUPERVISED, strict=strict, progress=progress, overwrite=overwrite)
 
 
 def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
     """Continue a killed or interrupted finetune run (see :func:`graft.recipes.resume.resume`)."""
-    return continue_training(run, saved, FinetuneConfig, HOOKS, given=given, strict=strict, progress=progress)
+    return continue_training(run, saved, FinetuneConfig, SUPERVISED, given=given, strict=strict, progress=progress)

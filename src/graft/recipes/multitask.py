@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +25,8 @@ from graft.errors import GraftError
 from graft.heads.modules import MultiTaskHead
 from graft.methods import evaluate_loader
 from graft.methods.multitask import MultiTask
-from graft.recipes._run import FitResult, check_not_an_input, check_on_network, manifest_of
+from graft.recipes._run import FitResult, check_not_an_input, manifest_of
+from graft.recipes._run_plan import make_head, whole_folder
 from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
 from graft.recipes.settings.versions import settings_record
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
@@ -51,15 +54,15 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
     unknown = sorted(set(config.val_dirs) - set(config.tasks)) + sorted(set(config.task_weights) - set(config.tasks))
     if unknown:
         raise GraftError(f"--val / --task-weight name task(s) that are not given: {', '.join(unknown)}")
-    check_on_network(config)
-    settings = config.to_dict()
-    splits = _splits(settings)  # data problems are reported before the run folder is touched
+    start, settings = time.perf_counter(), config.to_dict()
+    splits, scanned = _splits(settings)  # each folder scanned once; data problems said before the run folder
     check_not_an_input(out, config)
+    plan = _plan(settings, splits, strict=strict, progress=progress)  # the network built once, its plan checked
     run = open_run(out, COMMAND, overwrite=overwrite)
     with run.lock(COMMAND):
         run.write_config(settings_record(COMMAND, settings))
-        write_atomic(run.path / "data.json", json.dumps(_manifests(settings)) + "\n")
-        return _train(run, settings, splits, strict=strict, progress=progress, resume=None)
+        write_atomic(run.path / "data.json", json.dumps(_manifests(scanned)) + "\n")
+        return _train(run, settings, plan, progress=progress, resume=None, start=start)
 
 
 # Entries of a run folder a task's report folder (RUN/<task>/) would write into: the folders among
@@ -78,57 +81,86 @@ def check_task_names(tasks) -> None:
 
 def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
     """Continue a killed or interrupted multi-task run (see :func:`graft.recipes.resume.resume`)."""
+    import warnings
+
+    from graft.errors import DataError
     from graft.recipes._run import check_resumable, check_resume_arguments
 
-    settings = saved["settings"]
+    start, settings = time.perf_counter(), saved["settings"]
     check_resume_arguments(run.path, settings, given, MultitaskConfig)
     check_resumable(run)
-    before, problems = read_json(run.path / "data.json"), []
-    for name, folder in settings["tasks"].items():
-        problems += _changes(before.get(name), folder, None)
-        if name in settings["val_dirs"] and VAL_MANIFESTS in before:  # older runs did not record them
-            problems += _changes(before[VAL_MANIFESTS].get(name), settings["val_dirs"][name],
-                                 (before.get(name) or {}).get("classes"))
+    with warnings.catch_warnings(record=True) as said:  # said once the data is known to be the run's
+        warnings.simplefilter("always")
+        try:
+            splits, scanned = _splits(settings)
+        except DataError:  # a folder gone or broken: each is scanned again below to say what changed
+            splits, scanned = None, None
+    problems = _data_changes(run, settings, _manifests(scanned) if scanned else None)
     if problems:
         raise GraftError("cannot resume: the data changed since the run started: " + "; ".join(problems))
+    if splits is None:
+        splits, scanned = _splits(settings)  # not a change: the error itself
+    for warning in said:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    plan = _plan(settings, splits, strict=strict, progress=progress)
     with run.lock(COMMAND):
-        return _train(run, settings, _splits(settings), strict=strict, progress=progress,
-                      resume=load_checkpoint(run.path / "checkpoints" / "last.pt"))
+        state = load_checkpoint(run.path / "checkpoints" / "last.pt")
+        return _train(run, settings, plan, progress=progress, resume=state, start=start)
+
+
+def _data_changes(run: RunDir, s: dict, now: dict | None) -> list[str]:
+    """What changed in the task and --val folders since data.json (``now``: their manifests as
+    scanned for this resume; None: each is scanned here)."""
+    before, problems = read_json(run.path / "data.json"), []
+    for name, folder in s["tasks"].items():
+        problems += _changes(before.get(name), folder, None, now and now[name])
+        if name in s["val_dirs"] and VAL_MANIFESTS in before:  # older runs did not record them
+            problems += _changes(before[VAL_MANIFESTS].get(name), s["val_dirs"][name],
+                                 (before.get(name) or {}).get("classes"), now and now[VAL_MANIFESTS].get(name))
+    return problems
 
 
 # data.json's entry of the tasks' --val folders ({task: manifest}); no task name starts with "-".
 VAL_MANIFESTS = "--val"
 
 
-def _manifests(s: dict) -> dict:
+def _manifests(scanned: dict) -> dict:
     """data.json: every task folder's manifest, and every --val folder's (scored each epoch)."""
-    manifests = {name: manifest_of(folder) for name, folder in s["tasks"].items()}
-    manifests[VAL_MANIFESTS] = {name: manifest_of(folder, manifests[name]["classes"])
-                                for name, folder in s["val_dirs"].items()}
+    from graft.data.manifest import folder_manifest
+
+    manifests = {name: folder_manifest(folder) for name, folder in scanned.items() if name != VAL_MANIFESTS}
+    manifests[VAL_MANIFESTS] = {name: folder_manifest(folder) for name, folder in scanned[VAL_MANIFESTS].items()}
     return manifests
 
 
-def _changes(before: dict | None, folder: str, classes) -> list[str]:
-    """What changed in ``folder`` since its manifest ``before`` (one entry per change)."""
+def _changes(before: dict | None, folder: str, classes, now: dict | None = None) -> list[str]:
+    """What changed in ``folder`` since its manifest ``before`` (one entry per change); ``now``:
+    its manifest as scanned already (else it is scanned here)."""
     from graft.data.manifest import manifest_changes
     from graft.errors import DataError
 
     if before is None:
         return []
     try:
-        now = manifest_of(folder, classes)
+        now = now if now is not None else manifest_of(folder, classes)
     except DataError as exc:
         return [str(exc)]
     return [f"{folder}: {change}" for change in manifest_changes(before, now)]
 
 
-def _splits(s: dict) -> dict:
-    splits = {name: load_train_val(folder, val_dir=s["val_dirs"].get(name),
-                                   val_fraction=None if s["val_dirs"].get(name) else s["val_fraction"],
-                                   seed=s["seed"])
-              for name, folder in s["tasks"].items()}
+def _splits(s: dict) -> tuple[dict, dict]:
+    """({task: (train, val)}, {task: its folder as scanned, "--val": {task: its --val folder}}):
+    each folder scanned once."""
+    splits, scanned = {}, {VAL_MANIFESTS: {}}
+    for name, folder in s["tasks"].items():
+        val_dir = s["val_dirs"].get(name)
+        train, val = load_train_val(folder, val_dir=val_dir, val_fraction=None if val_dir else s["val_fraction"],
+                                    seed=s["seed"])
+        splits[name], scanned[name] = (train, val), whole_folder(train, val, split=not val_dir)
+        if val_dir:
+            scanned[VAL_MANIFESTS][name] = val
     warn_across_tasks(splits)
-    return splits
+    return splits, scanned
 
 
 def warn_across_tasks(splits: dict) -> None:
@@ -150,18 +182,31 @@ def warn_across_tasks(splits: dict) -> None:
                           f"be optimistic (give the tasks the same validation images with --val)", stacklevel=2)
 
 
-def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, resume: dict | None) -> FitResult:
+@dataclass(frozen=True)
+class TaskPlan:
+    """A multi-task run's plan, built once before the run folder is opened: the source network
+    (its stage plan checked on it), the model, and each task's readable (train, val) images."""
+
+    source: Any
+    features: torch.nn.Module
+    model: GraftModel
+    data: dict
+    skipped: tuple
+
+
+def _plan(s: dict, splits: dict, *, strict: bool, progress: bool) -> TaskPlan:
+    """Seeded, so it repeats: the network built once, its stage plan checked, the images
+    decode-checked, one head per task."""
     from graft.backbones import create_backbone
     from graft.data.datasets import readable_images
-    from graft.recipes._training import make_head
-    from graft.reporting.plots import training_curves_png
+    from graft.train.stages import check_plan
 
-    start = time.perf_counter()
     torch.manual_seed(s["seed"])
     np.random.seed(s["seed"])
     source = create_backbone(s["backbone"], weights=s["weights"])
     preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
     features = source.feature_net(None)
+    check_plan(parse_stages(s["stages"]), features.trunk)
     dim = features.output_dim(preprocessing.size)
     data, skipped = {}, []
     for name, (train, val) in splits.items():
@@ -176,7 +221,14 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
                                                             "weighting", "task_sampling")}}
     model = GraftModel.from_backbone(source, head, classes, preprocessing=preprocessing, training=training,
                                      features=features)
-    result, val_loaders = _fit(run, s, model, source, features, data, progress=progress, resume=resume)
+    return TaskPlan(source, features, model, data, tuple(skipped))
+
+
+def _train(run: RunDir, s: dict, plan: TaskPlan, *, progress: bool, resume: dict | None, start: float) -> FitResult:
+    from graft.reporting.plots import training_curves_png
+
+    model, data, head, source = plan.model, plan.data, plan.model.head, plan.source
+    result, val_loaders = _fit(run, s, model, source, plan.features, data, progress=progress, resume=resume)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval().save(run.model_dir)
     per_task = {}
@@ -195,11 +247,11 @@ def _train(run: RunDir, s: dict, splits: dict, *, strict: bool, progress: bool, 
     summary = {"tasks": per_task, "accuracy": float(np.mean([m["accuracy"] for m in per_task.values()])),
                "macro_f1": float(np.mean([m["macro_f1"] for m in per_task.values()])),
                "best_epoch": result.best_epoch, "resumed_from_epoch": resume["epoch"] if resume else None,
-               "seconds": round(time.perf_counter() - start, 3), "skipped": skipped}
+               "seconds": round(time.perf_counter() - start, 3), "skipped": list(plan.skipped)}
     write_atomic(run.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
     training_curves_png(result.history, run.path / "curves.png")
     run.write_config(settings_record(COMMAND, s, tasks={n: t.classes for n, (t, _) in data.items()},
-                                     backbone_weights=source.weights_source, image_size=preprocessing.size))
+                                     backbone_weights=source.weights_source, image_size=model.preprocessing.size))
     return FitResult(run.path, summary)
 
 

@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 from graft.recipes._run import FitResult, as_config
-from graft.recipes._training import Hooks, continue_training, start_training
+from graft.recipes._run_plan import SUPERVISED
+from graft.recipes._training import continue_training, start_training
 from graft.recipes.settings import PretrainConfig
 
 __all__ = ["PretrainConfig", "continue_run", "pretrain"]
-
-HOOKS = Hooks()  # supervised training of every layer (PretrainConfig: random weights, the plan all:10)
 
 
 def pretrain(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
@@ -21,9 +20,9 @@ def pretrain(config, out, *, strict: bool = False, progress: bool = True, overwr
     its fields as keywords. Writes the run folder (model, reports, history, checkpoints);
     resumable with ``graft resume RUN``."""
     config = as_config(PretrainConfig, config, settings)
-    return start_training(config, out, HOOKS, strict=strict, progress=progress, overwrite=overwrite)
+    return start_training(config, out, SUPERVISED, strict=strict, progress=progress, overwrite=overwrite)
 
 
 def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
     """Continue a killed pretrain run (see :func:`graft.recipes.resume.resume`)."""
-    return continue_training(run, saved, PretrainConfig, HOOKS, given=given, strict=strict, progress=progress)
+    return continue_training(run, saved, PretrainConfig, SUPERVISED, given=given, strict=strict, progress=progress)
