@@ -126,6 +126,23 @@ def test_a_fit_monitoring_val_loss_resumes_to_the_same_stop_and_kept_epoch(digit
                                                                       resume=resume)
 
 
+def test_a_checkpoint_written_before_monitors_resumes_as_validation_accuracy(digits, tmp_path):
+    """Runs killed before graft had monitors saved no monitor, mode or bests of their own: they
+    continue as they were kept, by the highest validation accuracy."""
+    def callbacks(name):
+        return standard_callbacks(tmp_path / name, tmp_path / f"{name}.jsonl", patience=2)
+
+    straight = Trainer(SETTINGS, callbacks("a")).fit(Supervised(), network(), data(digits))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(SETTINGS, [*callbacks("b"), Interrupt(straight.best_epoch + 1)]).fit(Supervised(), network(),
+                                                                                     data(digits))
+    older = {k: v for k, v in load_checkpoint(tmp_path / "b" / "last.pt").items()
+             if k not in ("best_score", "monitor", "mode", "stopping_best")}
+    resumed = Trainer(SETTINGS, callbacks("b")).fit(Supervised(), network(seed=7), data(digits, seed=7), resume=older)
+    assert without_times(resumed.history) == without_times(straight.history)
+    assert (resumed.best_epoch, resumed.best_accuracy) == (straight.best_epoch, straight.best_accuracy)
+
+
 def test_monitor_modes_and_a_name_the_row_lacks():
     assert (Monitor("val_loss").mode, Monitor("val_accuracy").mode, Monitor("val_loss", "max").mode) == \
         ("min", "max", "max")
