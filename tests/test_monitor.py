@@ -143,6 +143,15 @@ def test_a_checkpoint_written_before_monitors_resumes_as_validation_accuracy(dig
     assert (resumed.best_epoch, resumed.best_accuracy) == (straight.best_epoch, straight.best_accuracy)
 
 
+def test_runs_saved_before_monitors_read_as_kept_by_validation_accuracy():
+    from graft.recipes.settings.versions import read_settings
+
+    older = {"command": "finetune", "settings": {"train_dir": "/d", "backbone": "resnet10t", "stages": "head:1",
+                                                 "augment": "crop-flip", "seed": 0}}  # no settings_version: 1
+    settings = read_settings(older, "RUN/config.yaml")["settings"]
+    assert (settings["monitor"], settings["mode"]) == ("val_accuracy", "max")
+
+
 def test_monitor_modes_and_a_name_the_row_lacks():
     assert (Monitor("val_loss").mode, Monitor("val_accuracy").mode, Monitor("val_loss", "max").mode) == \
         ("min", "max", "max")

@@ -22,7 +22,8 @@ FINETUNING_COMMANDS = tuple(c.COMMAND for c in (FinetuneConfig, PretrainConfig, 
 # optimizer, weight decay and schedule were not saved: it trained with these).
 _ADDED_IN_VERSION_1 = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, "cutmix": 0.0, "class_weight": None,
                        "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True,
-                       "transfer_layers": None, "transfer_from": None, "freeze_transferred": False, "exclude": None}
+                       "transfer_layers": None, "transfer_from": None, "freeze_transferred": False, "exclude": None,
+                       "monitor": "val_accuracy", "mode": "max"}  # kept the epoch of highest validation accuracy
 _MULTITASK_IN_VERSION_1 = {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine"}
 
 
