@@ -67,7 +67,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     flip : mirror every image horizontally before the network (test-time augmentation); the
         mirrored features are cached apart from the plain ones.
     processes : "auto" (one worker process per core for a cold extraction of a few hundred
-        images or more, on ONNX Runtime), a number, or 0 to stay in this process.
+        images or more, on ONNX Runtime), a number, or 0 to stay in this process; "ray:N": N
+        Ray Data actors, on the running Ray cluster or a local one (graft.features.ray_workers).
     """
 
     # scikit-learn's convention: every hyper-parameter is an __init__ keyword (get_params / clone)
@@ -239,7 +240,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         from graft.features.workers import process_count
 
         runner = self._get_runner()
-        workers = process_count(len(todo), self.processes) if runner.name == "onnx" else 0
+        on_ray = str(self.processes).startswith("ray:")
+        workers = (int(str(self.processes)[4:]) if on_ray else process_count(len(todo), self.processes)) \
+            if runner.name == "onnx" and todo else 0
         if workers:
             return self._run_in_processes(paths, identities, todo, vectors, skipped, strict, cache, desc, workers)
         window = max(2 * self.batch_size, 4)  # decoded images in flight: bounds memory
@@ -287,8 +290,12 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         bar.close()
 
     def _run_in_processes(self, paths, identities, todo, vectors, skipped, strict, cache, desc, workers):  # noqa: PLR0913
-        """``_run`` with decoding and inference in worker processes (see graft.features.workers)."""
-        from graft.features.workers import extract_in_processes
+        """``_run`` with decoding and inference in worker processes (see graft.features.workers),
+        or in Ray actors (``processes="ray:N"``, graft.features.ray_workers: the same chunks)."""
+        if str(self.processes).startswith("ray:"):
+            from graft.features.ray_workers import extract_on_ray as extract_in_processes
+        else:
+            from graft.features.workers import extract_in_processes
 
         onnx_path = self._onnx_path_
         bar = progress_bar(total=len(todo), desc=desc, unit="img", enable=self.progress)
