@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 # developed and benchmarked with (TORCH_VERSION / TORCHVISION_VERSION override them).
 export TORCH_VERSION ?= 2.14.1
 export TORCHVISION_VERSION ?= 0.29.1
-EXTRAS := lite,serve,test,audit,docs,release
+# every extra, so the suite runs each one's tests (the export formats' tests skip where theirs is absent)
+EXTRAS := lite,serve,audit,openvino,coreml,test,docs,release
 
 .PHONY: demo test lint typecheck format docs wheel check-name install clean system-packages
 
