@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export TORCH_VERSION ?= 2.14.1
 export TORCHVISION_VERSION ?= 0.29.1
 # every extra, so the suite runs each one's tests (the export formats' tests skip where theirs is absent)
-EXTRAS := lite,serve,audit,openvino,coreml,test,docs,release
+EXTRAS := lite,serve,audit,openvino,coreml,ray,test,docs,release
 
 .PHONY: demo test lint typecheck format docs wheel check-name install clean system-packages
 
