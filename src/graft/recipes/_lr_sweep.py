@@ -49,7 +49,7 @@ def sweep_stage(parts: TrainingPlan, stage, *, needs_images: bool = False, start
                 progress=True):
     """LR range test with ``stage``'s trainable set, on its frozen prefix's outputs when it can."""
     from graft.train.lr_find import lr_sweep
-    from graft.train.optim import OPTIMIZERS, freeze_for_stage, param_groups
+    from graft.train.optim import build_optimizer, freeze_for_stage, param_groups
     from graft.train.prefix import cached_prefix_loaders
 
     loop = parts.loop
@@ -63,7 +63,7 @@ def sweep_stage(parts: TrainingPlan, stage, *, needs_images: bool = False, start
 
     def make_optimizer(lr):
         groups = param_groups(loop, parts.features.trunk, parts.head, lr)
-        return OPTIMIZERS[loop.optimizer](groups, loop.weight_decay)
+        return build_optimizer(loop, groups)
 
     state = parts.generator.get_state()
     try:

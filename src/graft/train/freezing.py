@@ -47,20 +47,39 @@ class FrozenPrefix(Callback):
     A stage's loaders may be dicts of named loaders (a multi-task method's tasks): each task's
     frozen outputs are cached, and one trainable suffix serves them all.
 
-    Off under DDP and for methods that need the images themselves (``needs_images``). The
-    random stream of the run is the same with or without it (the encoding runs under a forked
-    RNG), so the losses match the plain path's and resumed runs repeat uninterrupted ones.
+    Off under DDP and for methods that need the images themselves (``needs_images``); plain
+    stages only with ``plain``. The random stream of the run is the same with or without it
+    (the encoding runs under a forked RNG), so the losses match the plain path's and resumed
+    runs repeat uninterrupted ones. Every epoch's row says what it did: ``frozen_units_reused``
+    (plain stages: leading units replaced by cached outputs), ``frozen_units_onnx`` (augmented
+    stages: leading units run in ONNX Runtime), ``frozen_engine`` (``onnx``, ``torch``,
+    ``cache`` or None) and, on a stage's first epoch, ``frozen_encode_seconds``. The trainer
+    adds ``FrozenPrefix(in_onnx=False, plain=False)`` (off: every row says 0) when given none.
     """
 
-    def __init__(self, encode_pooled=None, in_onnx: bool = True):
-        self.encode_pooled, self.in_onnx = encode_pooled, in_onnx
+    def __init__(self, encode_pooled=None, in_onnx: bool = True, plain: bool = True):
+        self.encode_pooled, self.in_onnx, self.plain = encode_pooled, in_onnx, plain
+        self._stage_done()
+
+    def _stage_done(self, units_reused: int = 0, units_onnx: int = 0, engine: str | None = None,
+                    seconds: float = 0.0) -> None:
+        self.units_reused, self.units_onnx, self.engine, self.encode_seconds = units_reused, units_onnx, engine, seconds
+        self._first_epoch = True
+
+    def epoch_fields(self, trainer) -> dict:
+        first, self._first_epoch = self._first_epoch, False
+        return {"frozen_units_reused": self.units_reused, "frozen_units_onnx": self.units_onnx,
+                "frozen_engine": self.engine,
+                # the stage's one pass of its frozen layers, on the stage's first epoch
+                "frozen_encode_seconds": self.encode_seconds if first else 0.0}
 
     def on_stage_start(self, trainer, run: StageRun) -> None:
         from graft.train import prefix  # looked up per call: the public functions stay patchable
 
+        self._stage_done()
         if trainer.settings.distributed or trainer.method.needs_images:
             return
-        if run.augmented and not self.in_onnx:
+        if (run.augmented and not self.in_onnx) or (not run.augmented and not self.plain):
             return
         network, progress = trainer.network, trainer.settings.progress
         started = time.perf_counter()
@@ -75,14 +94,15 @@ class FrozenPrefix(Callback):
                 found = prefix.cached_prefix_loaders(network.trunk, network.head, run.images_loader,
                                                      run.val_loader, trainer.data.generator, progress,
                                                      self.encode_pooled)
-        run.encode_seconds = round(time.perf_counter() - started, 3)
+        seconds = round(time.perf_counter() - started, 3)
         if found is None:
-            return
-        if run.augmented:
-            run.forward, run.evaluated, run.val_loader, run.frozen_units_onnx = found
-            run.frozen_engine = "onnx"
+            self._stage_done(seconds=seconds)
+        elif run.augmented:
+            run.forward, run.evaluated, run.val_loader, units = found
+            self._stage_done(units_onnx=units, engine="onnx", seconds=seconds)
         else:
-            run.forward, run.train_loader, run.val_loader, run.frozen_units_reused = found
+            run.forward, run.train_loader, run.val_loader, units = found
             run.evaluated = run.forward
             loaders = run.train_loader if isinstance(run.train_loader, dict) else {None: run.train_loader}
-            run.frozen_engine = getattr(next(iter(loaders.values())).dataset, "engine", None)
+            self._stage_done(units_reused=units, engine=getattr(next(iter(loaders.values())).dataset, "engine", None),
+                             seconds=seconds)

@@ -9,6 +9,7 @@ The :class:`~graft.train.trainer.Trainer` calls every callback's hooks in list o
 - ``on_stage_start(trainer, run)``: the stage's optimizer is built; a hook may replace what
   the stage trains and validates on (``run``: a :class:`StageRun`);
 - ``on_before_backward(trainer, loss)``: every training step, before its gradients;
+- ``epoch_fields(trainer)``: each callback's own fields of the epoch's history row;
 - ``on_epoch_end(trainer, row)``: the epoch's history row is complete; callbacks that
   select or stop on a metric read ``row[monitor]`` themselves (Lightning's ``monitor`` and
   ``mode``: :class:`~graft.train.callbacks.Monitor`);
@@ -34,8 +35,8 @@ from graft.train.stages import Stage
 class StageRun:
     """One stage as the loop runs it. ``on_stage_start`` hooks may replace ``forward`` (inputs
     of ``train_loader`` -> logits), ``train_loader``, ``evaluated`` (the model scored on
-    ``val_loader``) and ``val_loader``, and say what they did in the ``frozen_*`` fields,
-    which every epoch's history row reports."""
+    ``val_loader``) and ``val_loader``; what they did they report in their own
+    :meth:`Callback.epoch_fields`."""
     index: int
     stage: Stage
     augmented: bool
@@ -44,10 +45,6 @@ class StageRun:
     val_loader: object
     forward: nn.Module
     evaluated: nn.Module
-    frozen_units_reused: int = 0  # plain stages: leading units replaced by cached outputs
-    frozen_units_onnx: int = 0  # augmented stages: leading units run in ONNX Runtime
-    frozen_engine: str | None = None  # "onnx", "torch", "cache" or None
-    encode_seconds: float = 0.0  # the stage's one pass of its frozen layers
 
 
 class Callback:
@@ -64,6 +61,11 @@ class Callback:
 
     def on_before_backward(self, trainer, loss: torch.Tensor) -> None:
         pass
+
+    def epoch_fields(self, trainer) -> dict:
+        """Fields this callback adds to the epoch's history row (after the engine's own, before
+        its ``seconds``), e.g. what an ``on_stage_start`` hook replaced. None by default."""
+        return {}
 
     def on_epoch_end(self, trainer, row: dict) -> None:
         pass

@@ -127,6 +127,13 @@ def stage_optimizer(settings: LoopSettings, stage: Stage, trunk: nn.Module, head
     return optimizer_for_stage(settings, stage, trunk, head, steps_per_epoch, extra)
 
 
+def build_optimizer(settings: LoopSettings, groups: list[dict]) -> torch.optim.Optimizer:
+    """``settings.optimizer`` (a name of graft.defaults' registry: its torch.optim class and
+    arguments) over ``groups``, with ``settings.weight_decay``."""
+    optimizer_class, options = OPTIMIZERS[settings.optimizer]  # the registry: graft.defaults
+    return getattr(torch.optim, optimizer_class)(groups, weight_decay=settings.weight_decay, **options)
+
+
 def optimizer_for_stage(settings: LoopSettings, stage: Stage, trunk: nn.Module, head: nn.Module,
                         steps_per_epoch: int, extra=()) -> StageOptimizer:
     """A fresh optimizer (head LR, smaller base LR) over what trains now (``requires_grad``:
@@ -137,8 +144,7 @@ def optimizer_for_stage(settings: LoopSettings, stage: Stage, trunk: nn.Module, 
     groups = param_groups(settings, trunk, head, settings.lr, extra)
     for group in groups:
         group["peak_lr"] = group["lr"]
-    optimizer_class, options = OPTIMIZERS[settings.optimizer]  # the registry: graft.defaults
-    optimizer = getattr(torch.optim, optimizer_class)(groups, weight_decay=settings.weight_decay, **options)
+    optimizer = build_optimizer(settings, groups)
     steps = stage.epochs * max(1, steps_per_epoch)
     schedule = one_cycle(steps) if settings.schedule == "onecycle" else \
         cosine_with_warmup(steps, settings.warmup_fraction)

@@ -24,7 +24,7 @@ from graft._io.progress import progress_bar
 from graft.errors import GraftError
 from graft.methods.base import TrainingMethod
 from graft.train.distributed import barrier, world_size
-from graft.train.freezing import StagedUnfreezing
+from graft.train.freezing import FrozenPrefix, StagedUnfreezing
 from graft.train.hooks import Callback, StageRun
 from graft.train.optim import check_choices, optimizer_for_stage
 from graft.train.settings import LoopSettings
@@ -87,12 +87,16 @@ class Trainer:
     ``settings.stages``; see :func:`~graft.train.callbacks.standard_callbacks` for the
     callbacks a graft run uses. Without a
     :class:`~graft.train.freezing.StagedUnfreezing` among ``callbacks``, one is put first
-    (as Lightning adds its default callbacks), so each stage trains what its name says."""
+    (as Lightning adds its default callbacks), so each stage trains what its name says; without
+    a :class:`~graft.train.freezing.FrozenPrefix`, one that is off is put last, so every row
+    has its columns."""
 
     def __init__(self, settings: LoopSettings, callbacks: list[Callback] | tuple = ()):
         self.settings, self.callbacks = settings, list(callbacks)
         if not any(isinstance(callback, StagedUnfreezing) for callback in self.callbacks):
             self.callbacks.insert(0, StagedUnfreezing())
+        if not any(isinstance(callback, FrozenPrefix) for callback in self.callbacks):
+            self.callbacks.append(FrozenPrefix(in_onnx=False, plain=False))
         self.state = FitState()
         self.method: TrainingMethod | None = None
         self.network: Network | None = None
@@ -182,7 +186,7 @@ class Trainer:
 
             run.forward = DistributedDataParallel(network.model)
         for epoch_in_stage in range(start, stage.epochs):
-            row = self._run_epoch(run, n_base, first=epoch_in_stage == start)
+            row = self._run_epoch(run, n_base)
             state = self.state
             state.stage_index, state.epoch_in_stage = index, epoch_in_stage + 1
             state.history.append(row)
@@ -190,7 +194,7 @@ class Trainer:
             if state.should_stop:
                 break
 
-    def _run_epoch(self, run: StageRun, n_base: int, first: bool) -> dict:
+    def _run_epoch(self, run: StageRun, n_base: int) -> dict:
         method, optimizer, scheduler = self.method, self.optimizer, self.scheduler
         start = time.perf_counter()
         # DistributedSampler: a new shuffle per epoch (a multi-task stage's loaders are a dict, without one)
@@ -225,13 +229,10 @@ class Trainer:
                "lrs_end": [g["lr"] for g in optimizer.param_groups],
                "train_loss": total / max(1, seen), "train_accuracy": correct / max(1, seen),
                "val_loss": val_loss, "val_accuracy": val_accuracy,
-               "trainable_backbone_params": n_base, "world_size": world_size(),
-               "frozen_units_reused": run.frozen_units_reused,
-               "frozen_units_onnx": run.frozen_units_onnx,  # augmented stages: frozen layers in ONNX Runtime
-               "frozen_engine": run.frozen_engine,
-               # the stage's one pass of its frozen layers, on the stage's first epoch
-               "frozen_encode_seconds": run.encode_seconds if first else 0.0,
-               "seconds": round(time.perf_counter() - start, 3)}
+               "trainable_backbone_params": n_base, "world_size": world_size()}
+        for callback in self.callbacks:  # what the callbacks did this epoch (the frozen prefix's units)
+            row.update(callback.epoch_fields(self))
+        row["seconds"] = round(time.perf_counter() - start, 3)
         if drawn is not None:  # what the sampler drew this epoch, per class (this process's shard)
             row["train_class_counts"] = drawn.tolist()
         row.update(method.epoch_fields())
