@@ -104,22 +104,28 @@ def transfer_set(root, *, first_only: bool = False, strict: bool = False, progre
     optimistic, and a labelled training image is learnt from its label already. Raises
     DataError naming ``root`` when it is missing or not a folder, or when no image in it is
     left and decodes."""
+    folder, left_out = _without_known(_scanned_transfer(root), known or {})
+    if first_only:
+        _require_one(_first_readable(folder))
+        return folder, left_out
+    found, skipped = readable_images(folder, strict, progress)
+    _require_one(found)
+    return found, left_out + skipped
+
+
+def _first_readable(folder: ImageFolder) -> ImageFolder:
+    """``folder`` when one of its images decodes (it stops at the first), else an empty folder:
+    the cheap check before a run starts."""
     from graft.data.datasets import CHECK_MIN_SIDE
     from graft.data.decode import load_image
 
-    folder, left_out = _without_known(_scanned_transfer(root), known or {})
-    if first_only:
-        for record in folder.records:
-            try:
-                load_image(record.path, min_side=CHECK_MIN_SIDE)
-                return folder, left_out
-            except ImageDecodeError:
-                continue
-        found, skipped = folder.subset([]), []
-    else:
-        found, skipped = readable_images(folder, strict, progress)
-    _require_one(found)
-    return found, left_out + skipped
+    for record in folder.records:
+        try:
+            load_image(record.path, min_side=CHECK_MIN_SIDE)
+            return folder
+        except ImageDecodeError:
+            continue
+    return folder.subset([])
 
 
 def _scanned_transfer(root) -> ImageFolder:
@@ -196,6 +202,7 @@ def _folders(c: DistillConfig, data: RunData) -> tuple[TransferSet, dict]:
         return TransferSet(ImageFolder(data.train.root, [], [])), {}
     scanned = _scanned_transfer(c.unlabelled_dir)
     folder, left_out = _without_known(scanned, known_images(data.train, data.val, data.test))
+    _require_one(_first_readable(folder))  # before the data's warnings are said: a refusal is one line
     return TransferSet(folder, tuple(left_out)), {"unlabelled": scanned}
 
 
