@@ -40,7 +40,7 @@ system-packages:
 	else echo "not installing $$missing (needs root and apt-get): the tests that need them skip"; fi
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff check src tests bench tools docs
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/lint-imports
 
