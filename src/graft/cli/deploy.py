@@ -1,5 +1,5 @@
 """Commands that use a trained model: predict, serve (options from ServeSettings), evaluate,
-export, report; and demo."""
+export, report; demo; and app (the local web app)."""
 from __future__ import annotations
 
 import click
@@ -92,4 +92,16 @@ def report(run_dir, eval_name):
     click.echo(f"wrote {write_html_report(run_dir, f'eval/{eval_name}' if eval_name else None)}")
 
 
-COMMANDS = (predict, serve, evaluate, export, demo, report)
+@click.command()
+@click.option("--root", type=click.Path(exists=True, file_okay=False), default=".", show_default=True,
+              help="Projects (folders of class folders) are opened from under this folder only.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+def app(root, host, port):
+    """A local web app: open a folder of photos, train, see the results, try it, export (prints a URL with a token)."""
+    from graft.app.runner import run_app
+
+    run_app(root, host, port, echo=click.echo)
+
+
+COMMANDS = (predict, serve, evaluate, export, demo, report, app)

@@ -1,0 +1,229 @@
+"""``graft app``'s ASGI app (FastAPI): the pages and the few JSON calls they make.
+
+Pages (``?p=`` names the project, relative to the root): ``/`` open a project, ``/data``,
+``/train``, ``/results``, ``/try``, ``/ship``. Calls: ``POST /api/train``, ``/api/cancel``,
+``GET /api/status``, ``POST /api/predict`` (multipart ``file``), ``POST /api/export``; files
+under the root: ``/thumb`` (a small JPEG of an image), ``/file`` (a run's report.html, an
+export). Every request must carry the app's token (``?token=`` once: it is then kept in a
+cookie), else 403; every path must lie under the root, else one line on the page (403).
+Bad input is answered ``{"error": "<one line>"}`` with a 4xx status and shown on the page.
+"""
+from __future__ import annotations
+
+import hmac
+import io
+from pathlib import Path
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from graft.app import training
+from graft.app.projects import AppError, candidates, project_data, relative, state_folder, under_root
+from graft.errors import GraftError
+
+COOKIE = "graft_app_token"
+STEPS = (("data", "1 Data"), ("train", "2 Train"), ("results", "3 Results"), ("try", "4 Try it"),
+         ("ship", "5 Ship it"))
+MAX_UPLOAD = 50 * 1024 * 1024  # bytes of one image uploaded to Try it
+
+
+class TokenGuard:
+    """ASGI middleware: 403 for a request whose ``token`` query parameter or cookie is not the
+    app's; a right query token is stored in a cookie (as Jupyter does), so links need no token."""
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        given = request.query_params.get("token")
+        ok = any(value is not None and hmac.compare_digest(value, self.token)
+                 for value in (given, request.cookies.get(COOKIE)))
+        if not ok:
+            answer = PlainTextResponse("403: this page needs the link graft app printed when it started "
+                                       "(it carries a token)", status_code=403)
+            return await answer(scope, receive, send)
+
+        async def send_with_cookie(message):
+            if message["type"] == "http.response.start" and given is not None:
+                cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
+                message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def create_app(root, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> FastAPI:
+    """The app for projects under ``root``, answering requests that carry ``token``."""
+    root = Path(root).resolve()
+    pages = Environment(loader=PackageLoader("graft.app", "templates"), autoescape=select_autoescape(["html"]))
+    predictors: dict[Path, object] = {}
+    app = FastAPI(title="graft app", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TokenGuard, token=token)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)
+    app.state.root = root
+
+    @app.exception_handler(AppError)
+    async def bad_input(request: Request, exc: AppError):
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return HTMLResponse(render("home.html", request, None, error=str(exc)), status_code=exc.status)
+
+    @app.exception_handler(GraftError)
+    async def graft_error(request: Request, exc: GraftError):
+        return await bad_input(request, AppError(str(exc)))
+
+    def render(name: str, request: Request, project: Path | None, **values) -> str:
+        if name == "home.html":
+            values.setdefault("projects", [relative(root, p) for p in candidates(root)])
+        return pages.get_template(name).render(root=str(root), project=project and relative(root, project),
+                                               project_name=project and project.name, steps=STEPS,
+                                               step=name.removesuffix(".html"), **values)
+
+    def project_of(p: str | None) -> Path:
+        if not p:
+            raise AppError("Choose a project first")
+        project = under_root(root, p)
+        if project == root:  # its runs would be written inside the photos it reads, or outside the root
+            raise AppError(f"{root} is the folder graft app was started in: a project is a folder inside it (graft "
+                           "writes the runs beside the project). Start graft app in the folder above: graft app "
+                           f"--root {root.parent}")
+        return project
+
+    _add_pages(app, root, render, project_of)
+    _add_api(app, root, project_of, predictors)
+    return app
+
+
+def _add_pages(app: FastAPI, root: Path, render, project_of) -> None:
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request, p: str | None = None):
+        if p:  # "open" typed into the box: the guard's message on this page when it is outside
+            return data(request, p)
+        return render("home.html", request, None)
+
+    @app.get("/data", response_class=HTMLResponse)
+    def data(request: Request, p: str):
+        project = project_of(p)
+        summary = project_data(project)
+        thumbs = {c.name: [relative(root, f.resolve()) for f in c.samples] for c in summary.classes}
+        return render("data.html", request, project, data=summary, thumbs=thumbs)
+
+    @app.get("/train", response_class=HTMLResponse)
+    def train_page(request: Request, p: str):
+        project = project_of(p)
+        return render("train.html", request, project, data=project_data(project))
+
+    @app.get("/results", response_class=HTMLResponse)
+    def results(request: Request, p: str):
+        import json
+
+        project = project_of(p)
+        run = training.latest_model(project)
+        metrics = json.loads((run / "metrics.json").read_text()) if run else None
+        return render("results.html", request, project, run=run and relative(root, run), metrics=metrics)
+
+    @app.get("/try", response_class=HTMLResponse)
+    def try_page(request: Request, p: str):
+        project = project_of(p)
+        return render("try.html", request, project, run=training.latest_model(project))
+
+    @app.get("/ship", response_class=HTMLResponse)
+    def ship(request: Request, p: str):
+        project = project_of(p)
+        run = training.latest_model(project)
+        return render("ship.html", request, project, run=run and str(run))
+
+
+def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  # noqa: C901 -- one route each
+    @app.post("/api/train")
+    def train(p: str = Query(...)):
+        project = project_of(p)
+        summary = project_data(project)
+        if summary.problems:
+            raise AppError(summary.problems[0])
+        exclude = state_folder(project, "exclude.csv")
+        return {"run": training.start(project, exclude if exclude.exists() else None)}
+
+    @app.post("/api/cancel")
+    def cancel(p: str = Query(...)):
+        return {"run": training.cancel(project_of(p))}
+
+    @app.get("/api/status")
+    def status(p: str = Query(...)):
+        return training.status(project_of(p)).as_dict()
+
+    @app.post("/api/predict")
+    def predict(p: str = Query(...), file: UploadFile = File(...)):
+        project = project_of(p)
+        run = training.latest_model(project)
+        if run is None:
+            raise AppError("Train a model first (step 2): this project has none yet")
+        content = file.file.read(MAX_UPLOAD + 1)
+        if len(content) > MAX_UPLOAD:
+            raise AppError(f"{file.filename} is larger than {MAX_UPLOAD // 2**20} MB", 413)
+        predictor = _predictor(predictors, run)
+        try:
+            row = predictor.decode(content)
+        except GraftError as exc:
+            reason = str(exc).removeprefix("<bytes>: ")
+            raise AppError(f"{file.filename} is not an image graft can read: {reason}", 415) from None
+        probabilities, novelty, unfamiliar = predictor.run(row[None])
+        top = predictor.top(probabilities[0], 5)[None]
+        return {"file": file.filename, "run": run.name,
+                "top": [{"class": c, "probability": round(q, 4)} for c, q in top],
+                "unfamiliar": None if unfamiliar is None else bool(unfamiliar[0]),
+                "novelty": None if novelty is None else round(float(novelty[0]), 3)}
+
+    @app.post("/api/export")
+    def export(p: str = Query(...)):
+        from graft.artifacts.export import export_model
+        from graft.recipes.settings import ExportConfig
+
+        project = project_of(p)
+        run = training.latest_model(project)
+        if run is None:
+            raise AppError("Train a model first (step 2): there is nothing to export yet")
+        lines = export_model(ExportConfig(run_dir=str(run), format="onnx"))
+        predictors.pop(run, None)  # model.onnx was rewritten: load it again
+        onnx = run / "model.onnx"
+        return {"path": str(onnx), "file": relative(root, onnx), "bytes": onnx.stat().st_size, "lines": lines,
+                "command": f"graft export {run} --format onnx"}
+
+    @app.get("/thumb")
+    def thumb(path: str):
+        from graft.data.decode import load_image
+
+        image_path = under_root(root, path)
+        try:
+            image = load_image(image_path, min_side=128)
+        except GraftError as exc:
+            return PlainTextResponse(str(exc), status_code=415)
+        image.thumbnail((128, 128))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=80)
+        return Response(buffer.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/file")
+    def file(path: str):
+        target = under_root(root, path)
+        if not target.is_file():
+            raise AppError(f"{path} is not a file")
+        inline = target.suffix in (".html", ".png", ".jpg")
+        return FileResponse(target, filename=None if inline else target.name)
+
+
+def _predictor(cache: dict, run: Path):
+    """The run's Predictor on ONNX Runtime (exported in a child process the first time, as
+    ``graft serve`` does), kept for the next upload."""
+    if run not in cache:
+        from graft.serve.runner import load_predictor
+
+        cache.clear()  # one model at a time: the newest run of the project in use
+        cache[run] = load_predictor(run)
+    return cache[run]

@@ -1,0 +1,121 @@
+"""graft app without a browser: the token, the root guard and bad input, on the real app (TestClient)."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from graft.app import training  # noqa: E402
+from graft.app.projects import state_folder  # noqa: E402
+from graft.app.server import create_app  # noqa: E402
+from graft.artifacts.run_folder import RunLock  # noqa: E402
+
+TOKEN = "test-token-123"
+
+
+@pytest.fixture
+def root(tmp_path, digits_dir) -> Path:
+    """A root with one project of real digits (3 classes, 4 images each) and a file outside it."""
+    project = tmp_path / "root" / "digits"
+    for name in ("0", "1", "2"):
+        (project / name).mkdir(parents=True)
+        for image in sorted((digits_dir / name).glob("*.png"))[:4]:
+            shutil.copy2(image, project / name / image.name)
+    (tmp_path / "secret.txt").write_text("not for the page")
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def client(root):
+    with TestClient(create_app(root, TOKEN), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def test_every_request_needs_the_token_then_the_cookie_carries_it(root):
+    with TestClient(create_app(root, TOKEN), base_url="http://127.0.0.1") as c:
+        for path in ("/", "/data?p=digits", "/api/status?p=digits", "/thumb?path=digits/0"):
+            assert c.get(path).status_code == 403, path
+        assert c.get("/?token=wrong").status_code == 403
+        assert c.post("/api/train?p=digits").status_code == 403  # nothing started without it
+        assert not state_folder(root / "digits").exists()
+        first = c.get(f"/?token={TOKEN}")
+        assert first.status_code == 200 and "digits" in first.text
+        assert "HttpOnly" in first.headers["set-cookie"]
+        assert c.get("/data?p=digits").status_code == 200  # the cookie alone from now on
+    with TestClient(create_app(root, TOKEN), base_url="http://evil.example") as c:
+        assert c.get(f"/?token={TOKEN}").status_code == 400  # DNS rebinding: a foreign Host header
+
+
+def test_the_data_page_lists_classes_counts_and_thumbnails(client):
+    page = client.get(f"/data?p=digits&token={TOKEN}").text
+    assert "3 classes, 12 photos" in page and page.count("4 photos") == 3
+    thumb = client.get("/thumb?path=digits/0/" + sorted(os.listdir(client.app.state.root / "digits" / "0"))[0])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.content[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("path", ["..", "../secret.txt", "/etc", "digits/../../secret.txt", "link"])
+def test_a_path_outside_the_root_gets_one_message(client, root, path):
+    (root / "link").symlink_to(root.parent)  # a symlink inside the root leading out of it
+    client.get(f"/?token={TOKEN}")
+    page = client.get("/data", params={"p": path})
+    assert page.status_code == 403
+    assert f"{path} is outside the folder graft app was started in ({root.resolve()})" in page.text
+    assert client.get("/file", params={"path": path}).status_code == 403
+    answer = client.post("/api/train", params={"p": path})
+    assert answer.status_code == 403 and "is outside the folder" in answer.json()["error"]
+
+
+def test_an_empty_class_is_named_and_training_is_refused_before_anything_runs(client, root):
+    (root / "digits" / "3").mkdir()
+    page = client.get(f"/data?p=digits&token={TOKEN}").text
+    assert "class &#39;3&#39; has no images" in page
+    answer = client.post("/api/train?p=digits")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "class '3' has no images: add some, or remove its folder, before training"
+    assert training.runs(root / "digits") == []
+
+
+def test_the_root_itself_is_not_a_project(client, root):
+    answer = client.post(f"/api/train?p=.&token={TOKEN}")
+    assert answer.status_code == 400 and "is the folder graft app was started in" in answer.json()["error"]
+
+
+def test_training_held_by_another_process_is_refused_with_the_run_lock_message(client, root):
+    """A run of the project whose folder another process holds (graft fit from a terminal, another app)."""
+    project = root / "digits"
+    busy = state_folder(project, "runs", "run-busy")
+    busy.mkdir(parents=True)
+    state_folder(project, "app").mkdir()
+    state_folder(project, "app", "run-busy.log").write_text("")
+    with RunLock(busy, "fit"):
+        answer = client.post(f"/api/train?p=digits&token={TOKEN}")
+    assert answer.status_code == 409
+    assert answer.json()["error"].startswith("This project is training already (run-busy): ")
+    assert "is in use by another graft process: pid" in answer.json()["error"]
+    assert training.runs(project) == ["run-busy"]  # no second run was started
+
+
+def test_a_second_train_is_refused_and_cancel_stops_the_first_keeping_every_photo(client, root):
+    project = root / "digits"
+    photos = sorted(p.relative_to(project) for p in project.rglob("*.png"))
+    first = client.post(f"/api/train?p=digits&token={TOKEN}")
+    assert first.status_code == 200
+    second = client.post("/api/train?p=digits")  # another tab
+    assert second.status_code == 409 and second.json()["error"].startswith("This project is training already")
+    assert client.get("/api/status?p=digits").json()["state"] == "running"
+    assert client.post("/api/cancel?p=digits").json()["run"] == first.json()["run"]
+    deadline = time.monotonic() + 60
+    while client.get("/api/status?p=digits").json()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = client.get("/api/status?p=digits").json()
+    assert status["state"] == "cancelled" and "cancelled" in status["message"]
+    assert sorted(p.relative_to(project) for p in project.rglob("*.png")) == photos
+    assert client.post("/api/cancel?p=digits").status_code == 409  # nothing is training now
