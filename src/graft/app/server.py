@@ -183,15 +183,20 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
     @app.post("/api/export")
     def export(p: str = Query(...)):
         from graft.artifacts.export import export_model
+        from graft.inference import current_export
         from graft.recipes.settings import ExportConfig
 
         project = project_of(p)
         run = training.latest_model(project)
         if run is None:
             raise AppError("Train a model first (step 2): there is nothing to export yet")
-        lines = export_model(ExportConfig(run_dir=str(run), format="onnx"))
-        predictors.pop(run, None)  # model.onnx was rewritten: load it again
         onnx = run / "model.onnx"
+        try:  # written by `graft export` when training finished, and still the model's: nothing to redo
+            current_export(run, threads=1, export=False)
+            lines = ["exported when training finished, checked against the trained model"]
+        except GraftError:
+            lines = export_model(ExportConfig(run_dir=str(run), format="onnx"))
+            predictors.pop(run, None)  # model.onnx was rewritten: load it again
         return {"path": str(onnx), "file": relative(root, onnx), "bytes": onnx.stat().st_size, "lines": lines,
                 "command": f"graft export {run} --format onnx"}
 

@@ -144,9 +144,21 @@ def cancel(project: Path) -> str:
     raise AppError("Nothing is training in this project", 409)
 
 
+_STEP = re.compile(r"^step: (?P<desc>.+)$", re.M)  # the worker's own steps (no bar)
+# tqdm's names of the fit's steps, in the page's words
+_WORDS = {"features train": "reading the training photos", "features val": "reading the photos kept aside",
+          "features test": "reading the test photos"}
+
+
 def _last_bar(log: str) -> dict | None:
-    matches = list(_BAR.finditer(log[-4000:]))
-    return matches[-1].groupdict() if matches else None
+    """The latest progress bar or step the log shows: {"desc", and "n", "total", "left" for a bar}."""
+    tail = log[-4000:].replace("\r", "\n")
+    found = [(m.start(), m.groupdict()) for pattern in (_BAR, _STEP) for m in pattern.finditer(tail)]
+    if not found:
+        return None
+    bar = max(found, key=lambda item: item[0])[1]
+    bar["desc"] = _WORDS.get(bar["desc"].strip(), bar["desc"].strip())
+    return bar
 
 
 def _error_line(log: str) -> str:
@@ -173,7 +185,7 @@ def status(project: Path, name: str | None = None) -> Status:
     if pid is not None and _alive(pid):
         bar = _last_bar(log) or {}
         step = (bar.get("desc") or "starting (loading the network)").strip()
-        return Status("running", name, step, int(bar.get("n", 0)), int(bar.get("total", 0)), bar.get("left", ""))
+        return Status("running", name, step, int(bar.get("n") or 0), int(bar.get("total") or 0), bar.get("left") or "")
     _starting.pop(project, None)
     if (folder / "metrics.json").exists() and (folder / "model").is_dir():
         metrics = json.loads((folder / "metrics.json").read_text())

@@ -1,7 +1,8 @@
 """The child process of one Train: ``python -m graft.app.worker PROJECT RUN_DIR [EXCLUDE_CSV]``.
 
 Runs the recipe registry's ``fit`` with its defaults (what ``graft fit PROJECT -o RUN_DIR``
-runs), then writes its model.onnx (what Try it runs), and prints as the command does: progress
+runs), then ``graft export RUN`` (RUN/model.onnx: what Try it runs and Ship it offers), and
+prints as the commands do: progress
 bars and warnings on stderr, a GraftError as one ``error:`` line (exit 2), Ctrl-C / the page's
 cancel as ``cancelled`` (exit 130).
 """
@@ -28,10 +29,13 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
-    from graft.inference import current_export
+    from graft.artifacts.export import export_model
+    from graft.recipes.settings import ExportConfig
 
-    print("preparing the model for Try it: 1/1", file=sys.stderr)
-    current_export(result.run_dir)  # model.onnx now, while torch is loaded: the first Try it answers at once
+    print("step: exporting the model to ONNX", file=sys.stderr)
+    # what `graft export RUN` writes, now that torch is loaded: Try it and Ship it need no torch
+    for line in export_model(ExportConfig(run_dir=str(result.run_dir), format="onnx")):
+        print(line, file=sys.stderr)
     print(f"done: validation accuracy {result.metrics['accuracy']:.4f} -> {result.run_dir}", file=sys.stderr)
     return 0
 

@@ -1,0 +1,137 @@
+"""graft app end to end: a real `graft app` on 127.0.0.1 driven by Debian's Chromium (selenium).
+
+A project of 20 real photos per class of hymenoptera: open it, look at the data, train with the
+default, read the validation accuracy off the page, try a validation photo and a text file
+named .jpg, export and find the file. GRAFT_APP_SCREENSHOTS=DIR keeps a screenshot of each step
+(docs/app/ holds the ones in the docs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATASETS, copy_subset
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+webdriver = pytest.importorskip("selenium.webdriver")
+pytestmark = [
+    pytest.mark.skipif(not (SHARED_DATASETS / "hymenoptera").is_dir(), reason=f"no datasets at {SHARED_DATASETS}"),
+    pytest.mark.skipif(not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")),
+                       reason="Debian's chromium and chromium-driver are not installed"),
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(tmp_path, private_cache):
+    """`graft app --root ROOT` in a child process (progress bars on, as for a user); its printed URL."""
+    copy_subset(SHARED_DATASETS / "hymenoptera" / "train", tmp_path / "root" / "hymenoptera", 20)
+    env = {k: v for k, v in os.environ.items() if k != "GRAFT_NO_PROGRESS"}
+    process = subprocess.Popen([sys.executable, "-m", "graft", "app", "--root", str(tmp_path / "root"), "--port",
+                                str(_free_port())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env)
+    try:
+        lines = [process.stdout.readline() for _ in range(2)]
+        url = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", "".join(lines))
+        assert url, lines
+        yield url.group(0)
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@pytest.fixture
+def browser():
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,500"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    # an 800 x 500 page whatever the headless window's frame takes: the screenshots' size
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 800, "height": 500, "deviceScaleFactor": 1, "mobile": False})
+    yield driver
+    driver.quit()
+
+
+def test_open_train_read_accuracy_try_and_export_in_chromium(app_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = Path(os.environ.get("GRAFT_APP_SCREENSHOTS", tmp_path / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    find, wait = browser.find_element, WebDriverWait(browser, 120, poll_frequency=0.2)
+
+    browser.get(app_url)
+    browser.save_screenshot(str(shots / "1-open.png"))
+    find(By.CSS_SELECTOR, "a.project").click()  # the one candidate: hymenoptera
+    assert find(By.ID, "summary").text.startswith("2 classes, 40 photos")
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".count")] == ["20 photos", "20 photos"]
+    wait.until(lambda b: all(i.get_attribute("naturalWidth") not in (None, "0")
+                             for i in b.find_elements(By.CSS_SELECTOR, ".thumbs img")))
+    browser.save_screenshot(str(shots / "2-data.png"))
+
+    find(By.ID, "next").click()
+    find(By.ID, "train").click()
+    wait.until(lambda b: find(By.ID, "state").get_attribute("data-state") == "running")
+    wait.until(lambda b: "about" in find(By.ID, "left").text
+               or find(By.ID, "state").get_attribute("data-state") != "running")
+    browser.save_screenshot(str(shots / "3-training.png"))
+    browser.refresh()  # progress is read from the run's files: a reload keeps it
+    wait.until(lambda b: find(By.ID, "state").get_attribute("data-state") in ("running", "done"))
+    wait.until(lambda b: find(By.ID, "state").get_attribute("data-state") != "running")
+    assert find(By.ID, "state").get_attribute("data-state") == "done", find(By.ID, "state").text
+    browser.save_screenshot(str(shots / "4-trained.png"))
+
+    find(By.ID, "nav-results").click()
+    shown = float(find(By.ID, "accuracy").get_attribute("data-accuracy"))
+    run = tmp_path / "root" / ".graft-app" / "hymenoptera" / "runs"
+    run = sorted(run.iterdir())[-1]
+    assert shown == json.loads((run / "metrics.json").read_text())["accuracy"] and shown >= 0.75
+    assert find(By.ID, "accuracy").text == f"{100 * shown:.1f} %"
+    browser.save_screenshot(str(shots / "5-results.png"))
+
+    from graft.inference import Predictor
+
+    photo = sorted((SHARED_DATASETS / "hymenoptera" / "val" / "bees").glob("*.jpg"))[3]
+    predictor = Predictor.load(run, export=False)
+    expected = predictor.top(predictor.predict_paths([photo]).probabilities[0], 1)[None][0][0]
+    find(By.ID, "nav-try").click()
+    find(By.ID, "files").send_keys(str(photo))
+    card = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".card.done"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1
+    assert card.find_elements(By.CSS_SELECTOR, ".top-class")[0].text == expected == "bees"
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("shopping list: milk, eggs")
+    find(By.ID, "files").send_keys(str(not_an_image))
+    failed = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".card.failed"))
+    assert "notes.jpg is not an image graft can read" in failed.text
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 2  # each photo tried once
+    browser.save_screenshot(str(shots / "6-try.png"))
+
+    find(By.ID, "nav-ship").click()
+    find(By.ID, "export").click()
+    wait.until(lambda b: find(By.ID, "exported").is_displayed())
+    path = Path(find(By.ID, "path").text)
+    assert path == run / "model.onnx" and path.stat().st_size > 1_000_000
+    assert find(By.ID, "command").text == f"graft export {run} --format onnx"
+    browser.save_screenshot(str(shots / "7-ship.png"))
+
+    browser.get(app_url.split("?")[0] + "data?p=/etc")
+    assert "/etc is outside the folder graft app was started in" in find(By.ID, "message").text
