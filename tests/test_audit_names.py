@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from conftest import SHARED_DATASETS, copy_subset, needs_shared
-from graft.curation.decisions import read_decisions
+from graft.data.decisions import read_decisions
 from graft.recipes.audit import audit
 from graft.reporting.audit_page import rewrite_audit_page
 

@@ -9,8 +9,10 @@ rename, so run folders shared with a group stay readable by it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -117,3 +119,37 @@ def read_json_lines(path: str | Path, needed: int | None = None) -> list[dict]:
             raise _damaged(path, f"line {number} is not a JSON object")
         rows.append(row)
     return rows
+
+
+def stable_hash(obj) -> str:
+    """sha256 of a JSON-able object, independent of dict order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def file_identity(path: Path) -> str:
+    """Path, size, modification time, change time and inode, from one ``stat``.
+
+    Size and mtime alone miss a file rewritten with the same size whose mtime was put back
+    (``cp -p``, ``touch -r``, rsync -t, some editors); the change time cannot be set from user
+    space and moves on every write, and a file replaced by another gets a new inode. Hashing
+    the contents would catch the rest, at the price of reading every image on every run
+    (bench/bench_cache_identity.py measures both).
+    """
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
+def json_safe(obj):
+    """numpy scalars/arrays and Paths -> JSON/YAML-safe Python values (dicts and lists walked)."""
+    np = sys.modules.get("numpy")  # without numpy imported there is no numpy value to convert
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if np is not None and isinstance(obj, np.generic):
+        return obj.item()
+    if np is not None and isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -21,9 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
-from graft._io.files import current_umask, write_atomic
+from graft._io.files import current_umask, json_safe, write_atomic
 from graft.errors import GraftError
 from graft.reporting.html import write_html_report
 from graft.reporting.metrics import Scored, classification_metrics, top_k_accuracy
@@ -101,7 +99,7 @@ class RunDir:
     def write_config(self, settings: dict) -> Path:
         import yaml
 
-        return write_atomic(self.path / "config.yaml", yaml.safe_dump(_plain(settings), sort_keys=False))
+        return write_atomic(self.path / "config.yaml", yaml.safe_dump(json_safe(settings), sort_keys=False))
 
     def write_report(self, scored: Scored, extra: dict, subdir: str | None = None, title: str = "") -> dict:
         """Write an evaluation's files into the run folder (or ``RUN/subdir``): metrics.json
@@ -114,13 +112,15 @@ class RunDir:
         metrics = classification_metrics(y_true, y_pred, classes)
         if scored.probabilities is not None:
             metrics["top_k_accuracy"] = top_k_accuracy(y_true, scored.probabilities)
-            if scored.paths is not None:
-                write_predictions(target / "predictions.csv", scored.paths, y_true, scored.probabilities, classes,
-                                  scored.split)
         metrics.update(extra)
-        write_atomic(target / "metrics.json", json.dumps(_plain(metrics), indent=2) + "\n")
-        write_atomic(target / "report.txt", report_text(y_true, y_pred, classes, metrics))
+        text = report_text(y_true, y_pred, classes, metrics)
         confusion_matrix_png(y_true, y_pred, classes, target / "confusion_matrix.png", title)
+        if scored.probabilities is not None and scored.paths is not None:
+            write_predictions(target / "predictions.csv", scored.paths, y_true, scored.probabilities, classes,
+                              scored.split)
+        write_atomic(target / "report.txt", text)
+        # metrics.json last: its presence says the evaluation's files are all there
+        write_atomic(target / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
         return metrics
 
     def write_evaluation(  # noqa: PLR0913 -- the recipes' call sites; new code passes a Scored to write_report
@@ -294,18 +294,3 @@ def _remove_if_only_the_lock(folder: Path) -> None:
             folder.rmdir()
     except OSError:  # another process wrote into it meanwhile: leave it as it is
         pass
-
-
-def _plain(obj):
-    """numpy scalars/arrays and Paths -> JSON/YAML-safe Python values."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -4,7 +4,8 @@
 * :mod:`.labels` -- likely wrong labels from out-of-fold probabilities and neighbours' votes.
 * :mod:`.copies` -- exact and near duplicates (re-encoded, resized, slightly cropped copies).
 * :mod:`.outliers` -- images far from every other one, tiny or extreme images, small classes.
-* :mod:`.decisions` -- an audit.csv (or an edited copy) applied to a folder: ``graft fit --exclude``.
 * :mod:`.wordnet` -- class names -> WordNet synsets -> the ImageNet-1k classes beneath them
   (zero-shot classification from a backbone's own ImageNet classifier).
+
+An audit's decisions are applied where the folders are read: :mod:`graft.data.decisions`.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,3 +75,20 @@ def apply_decisions(folder: ImageFolder, decisions: Decisions) -> tuple[ImageFol
             record, relabelled = Record(record.path, folder.classes.index(name)), relabelled + 1
         records.append(record)
     return ImageFolder(folder.root, list(folder.classes), records), {"excluded": excluded, "relabelled": relabelled}
+
+
+def apply_exclude(path, train: ImageFolder, val: ImageFolder | None) -> tuple[ImageFolder, ImageFolder | None]:
+    """``train`` and ``val`` with the decisions of the file at ``path`` applied (``--exclude``):
+    listed images left out, relabelled ones moved; one warning counts them (and the rows that
+    name no image of these folders). DataError when the file is unreadable, names a class the
+    data lacks, or leaves no validation image. ``val`` may be None (nothing held out)."""
+    decisions = read_decisions(path)
+    train, in_train = apply_decisions(train, decisions)
+    val, in_val = apply_decisions(val, decisions) if val is not None else (val, {"excluded": 0, "relabelled": 0})
+    if val is not None and not len(val):
+        raise DataError(f"--exclude {path} leaves no validation image: give another --val, or edit the file")
+    excluded, relabelled = in_train["excluded"] + in_val["excluded"], in_train["relabelled"] + in_val["relabelled"]
+    unused = len(decisions.exclude) + len(decisions.relabel) - excluded - relabelled
+    warnings.warn(f"--exclude {path}: left out {excluded} image(s), relabelled {relabelled}; {unused} of its rows "
+                  "name no image of these folders", stacklevel=3)
+    return train, val

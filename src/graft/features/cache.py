@@ -13,7 +13,6 @@ kept beside it (``trunks/<key>.safetensors``) for writing the model artifact.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -24,27 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from graft._io.cache_dir import cache_root  # graft's one cache folder (imported from here too)
-from graft._io.files import write_atomic
+from graft._io.files import file_identity, stable_hash, write_atomic  # noqa: F401  (re-exported: the cache's keys)
 
 FEATURE_FORMAT = 2  # bump when the meaning of a cached vector changes (2: torchvision's centre-crop rounding)
-
-
-def stable_hash(obj) -> str:
-    """sha256 of a JSON-able object, independent of dict order."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def file_identity(path: Path) -> str:
-    """Path, size, modification time, change time and inode, from one ``stat``.
-
-    Size and mtime alone miss a file rewritten with the same size whose mtime was put back
-    (``cp -p``, ``touch -r``, rsync -t, some editors); the change time cannot be set from user
-    space and moves on every write, and a file replaced by another gets a new inode. Hashing
-    the contents would catch the rest, at the price of reading every image on every run
-    (bench/bench_cache_identity.py measures both).
-    """
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
 
 
 def open_feature_cache(extractor_key: str) -> "FeatureCache | None":

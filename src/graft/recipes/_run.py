@@ -11,9 +11,9 @@ from pathlib import Path
 
 from graft._io.files import read_json, read_yaml, write_atomic
 from graft.artifacts.run_folder import RunDir
-from graft.data.folders import ImageFolder, scan_folder, scan_unlabelled, warn_unscored_classes
+from graft.data.folders import ImageFolder, scan_folder, scan_unlabelled
 from graft.data.manifest import folder_manifest, manifest_changes
-from graft.data.overlap import check_output_outside, shared_images, warn_trained_on
+from graft.data.overlap import check_output_outside
 from graft.errors import DataError, GraftError
 from graft.recipes.settings.versions import read_settings
 
@@ -44,29 +44,6 @@ def as_config(config_cls, data, settings: dict):
                              f"{', '.join(sorted(settings))}")
         return data
     return config_cls(train_dir=data, **settings)
-
-
-def load_test(test_dir, train: ImageFolder, val: ImageFolder | None = None, *, final: bool = False) -> ImageFolder:
-    """A labelled test folder scored against the training classes. Refused (DataError) when it
-    is the training or the validation folder, or, with ``final`` (the model then trains on the
-    validation images too), when it shares images with validation; warned when it shares
-    images with training or validation (by content: copies, links) or lacks classes."""
-    test = scan_folder(test_dir, classes=train.classes)
-    for what, folder in (("training", train), ("validation", val)):
-        if folder is not None and os.path.samefile(test.root, folder.root):
-            raise DataError(f"test folder is the {what} folder: {test.root}: a test score needs images the model "
-                            "neither trained on nor was chosen on")
-    warn_unscored_classes(test, "test")
-    if val is not None and final:
-        shared = shared_images(test.paths, val.paths)
-        if shared:
-            raise DataError(f"--final trains on the validation images, and {len(shared)} of {len(test)} test images "
-                            f"are among them (same content), e.g. {shared[0][0]} = {shared[0][1]}: give a test "
-                            "folder without validation images, or leave out --final")
-    warn_trained_on(test.paths, "test", train.paths)
-    if val is not None and not final:
-        warn_trained_on(test.paths, "test", val.paths, "validation images, which chose the model")
-    return test
 
 
 def check_not_an_input(out, config) -> None:

@@ -20,15 +20,15 @@ from graft._io.memory import check_training_memory
 from graft.artifacts.model import GraftModel
 from graft.backbones import create_backbone
 from graft.data.datasets import ImageDataset, readable_images
+from graft.data.decisions import apply_exclude
 from graft.data.folders import ImageFolder, load_train_val
+from graft.data.heldout import load_test
 from graft.data.manifest import folder_manifest
 from graft.defaults import LR
-from graft.errors import DataError
 from graft.heads.modules import LinearHead, MLPHead
 from graft.methods import Supervised
 from graft.methods.regularization import conservation_term
 from graft.methods.supervised import balanced_class_weights
-from graft.recipes._run import load_test
 from graft.recipes.settings import FinetuneConfig
 from graft.train.callbacks import FrozenPrefix
 from graft.train.loaders import training_loader
@@ -41,7 +41,7 @@ from graft.train.trainer import LoopSettings
 class RunData:
     """A run's data, each folder scanned once, before anything is written. ``train``/``val``:
     the split with ``--exclude`` applied (not yet decode-checked); ``test``: the test folder
-    scanned against the training classes and checked (:func:`graft.recipes._run.load_test`);
+    scanned against the training classes and checked (:func:`graft.data.heldout.load_test`);
     ``scanned``: {data.json part: the folder as scanned, or None}, what a resume compares;
     ``own``: the recipe's own folders (:attr:`NetworkRecipe.folders`); ``said``: the warnings
     about them, held until every check before training has passed (a refusal is one line)."""
@@ -124,23 +124,6 @@ class TrainingPlan:
         return list(self.stages)
 
 
-def decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, ImageFolder]:
-    """``train`` and ``val`` with ``--exclude``'s decisions applied (:mod:`graft.curation.decisions`):
-    listed images left out, relabelled ones moved; one warning counts them. DataError when the
-    file is unreadable, names a class the data lacks, or leaves no validation image."""
-    from graft.curation.decisions import apply_decisions, read_decisions
-
-    decisions = read_decisions(path)
-    (train, in_train), (val, in_val) = apply_decisions(train, decisions), apply_decisions(val, decisions)
-    if not len(val):
-        raise DataError(f"--exclude {path} leaves no validation image: give another --val, or edit the file")
-    excluded, relabelled = in_train["excluded"] + in_val["excluded"], in_train["relabelled"] + in_val["relabelled"]
-    unused = len(decisions.exclude) + len(decisions.relabel) - excluded - relabelled
-    warnings.warn(f"--exclude {path}: left out {excluded} image(s), relabelled {relabelled}; {unused} of its rows "
-                  "name no image of these folders", stacklevel=2)
-    return train, val
-
-
 def whole_folder(train: ImageFolder, val: ImageFolder | None, split: bool) -> ImageFolder:
     """The training folder as scanned: a split's two parts together again, in scanning order."""
     if not split or val is None:
@@ -164,7 +147,7 @@ def _scanned(c: FinetuneConfig, recipe: NetworkRecipe) -> RunData:
                                 balanced="balanced" in (c.class_weight, c.sampler))
     scanned = {"train": whole_folder(train, val, c.val_dir is None), "val": val if c.val_dir else None}
     if c.exclude is not None:  # graft audit's decisions, acted on in memory: no file changes
-        train, val = decided(c.exclude, train, val)
+        train, val = apply_exclude(c.exclude, train, val)
     test = load_test(c.test_dir, train, val, final=c.final) if getattr(c, "test_dir", None) else None
     data = RunData(train, val, test, scanned)
     if recipe.folders is None:

@@ -22,13 +22,15 @@ from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
 from graft.curation.copies import warn_near_copies
+from graft.data.decisions import apply_exclude
 from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_per_class, warn_unscored_classes
+from graft.data.heldout import load_test
 from graft.data.overlap import check_output_outside, warn_trained_on
 from graft.errors import DataError
 from graft.features import cache as feature_cache
 from graft.features.extractor import Features, gather_features
 from graft.heads.classical import fit_head
-from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary, load_test
+from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary
 from graft.recipes.settings import FrozenFitConfig
 from graft.reporting.summary import validation_title
 
@@ -92,7 +94,7 @@ def plan_fit(config: FrozenFitConfig, *, strict: bool = False) -> FrozenPlan:
     train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                 seed=config.seed, balanced=config.class_weight == "balanced")
     if config.exclude is not None:  # graft audit's decisions, acted on in memory: no file changes
-        train, val = _decided(config.exclude, train, val)
+        train, val = apply_exclude(config.exclude, train, val)
     if config.shots is not None:  # K labelled images per class; the rest of the training folder is not used
         train = take_per_class(train, config.shots, config.seed)
     folders = {"train": train, "val": val}
@@ -229,23 +231,6 @@ def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> 
         warnings.warn(f"cannot write {path} ({exc.strerror or exc}); the next fit will not skip the network")
         return
     feature_cache.record_source(key, template)
-
-
-def _decided(path, train: ImageFolder, val: ImageFolder) -> tuple[ImageFolder, ImageFolder]:
-    import warnings
-
-    from graft.curation.decisions import apply_decisions, read_decisions
-
-    decisions = read_decisions(path)
-    train, in_train = apply_decisions(train, decisions)
-    val, in_val = apply_decisions(val, decisions) if val is not None else (val, {"excluded": 0, "relabelled": 0})
-    excluded, relabelled = in_train["excluded"] + in_val["excluded"], in_train["relabelled"] + in_val["relabelled"]
-    if val is not None and not len(val):
-        raise DataError(f"--exclude {path} leaves no validation image: give another --val, or edit the file")
-    unused = len(decisions.exclude) + len(decisions.relabel) - excluded - relabelled
-    warnings.warn(f"--exclude {path}: left out {excluded} image(s), relabelled {relabelled}; {unused} of its rows "
-                  "name no image of these folders", stacklevel=3)
-    return train, val
 
 
 def evaluate(run_dir, data_dir, *, strict=False, engine=FrozenFitConfig.engine, batch_size=FrozenFitConfig.batch_size,
