@@ -310,3 +310,17 @@ def test_a_stalled_client_is_cut_off_and_others_are_answered_meanwhile(predictor
             assert client.get("/health").status_code == 503  # uvicorn's limit_concurrency
         for conn in idle:
             conn.close()
+
+
+def test_host_refusal_is_json_and_ipv6_hosts_are_read_whole(predictor):
+    """Starlette's check cut '[::1]:8000' at its first colon (refusing the server's own IPv6
+    name) and answered in plain text; graft serve's other refusals are {"error": ...}."""
+    app = create_app({"d": predictor}, ServeSettings(allowed_hosts="::1,*.models.example"))
+    with running_server(app) as base:
+        port = base.rsplit(":", 1)[1]
+        for host, status in ((f"[::1]:{port}", 200), ("[::1]", 200), ("eu.models.example", 200),
+                             ("[::2]:80", 400), ("models.example.attacker.org", 400), ("", 400)):
+            answer = httpx.get(f"{base}/v1/models", headers={"Host": host})
+            assert answer.status_code == status, host
+            if status == 400:
+                assert "is not a name of this server" in answer.json()["error"]

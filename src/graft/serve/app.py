@@ -4,8 +4,8 @@ Endpoints: ``POST /v1/models/{name}/predict`` (multipart field ``file``, repeata
 image body; ``?top_k=``, ``?tta=flip``), ``GET /v1/models``, ``GET /v1/models/{name}``,
 ``GET /health``, the preview page at ``/`` and OpenAPI docs at ``/docs`` and ``/redoc`` (their
 scripts and styles served from the ``fastapi-offline`` package: nothing is fetched from
-outside). Requests whose Host header is not one of the server's names get 400 (Starlette's
-TrustedHostMiddleware: a web page elsewhere cannot reach the server by DNS rebinding).
+outside). Requests whose Host header is not one of the server's names get 400
+(:mod:`graft.serve.hosts`: a web page elsewhere cannot reach the server by DNS rebinding).
 
 Each file of a predict request is answered in its own row, ``top`` (``tasks`` for a multi-task
 model) or ``error``, as ``graft predict --json``: 200 when at least one image was read, 400
@@ -28,10 +28,10 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from graft.serve.batcher import DynamicBatcher
+from graft.serve.hosts import HostCheck
 from graft.serve.models import ServedModel
 from graft.serve.page import preview_page
 from graft.serve.settings import ServeSettings
@@ -175,7 +175,7 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> FastA
     app.state.batchers = batchers
     app.state.decoder = decoder
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.read_timeout_s)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.host_names(), www_redirect=False)
+    app.add_middleware(HostCheck, allowed=settings.host_names())
     _add_error_handlers(app)
 
     def model_of(name: str) -> ServedModel:

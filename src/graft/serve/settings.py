@@ -22,8 +22,8 @@ class ServeSettings(Config):
     host: str = setting("127.0.0.1", "Address to listen on; 0.0.0.0 exposes the models to the network.")
     port: int = setting(8000, "Port to listen on.", low=1, high=65535)
     max_batch: int = setting(32, "Images per ONNX Runtime batch, gathered from concurrent requests.", low=1)
-    max_wait_ms: float = setting(5.0, "How long the first waiting request waits for others to join its batch.",
-                                 low=0)
+    max_wait_ms: float = setting(5.0, "How long the first waiting request waits for others to join its batch "
+                                 "(at most a second: every request in the batch waits as long).", low=0, high=1000)
     max_body_bytes: int = setting(20 * 1024 * 1024, "Largest request body accepted (413 beyond it).", low=1)
     max_pixels: int = setting(16_000_000, "Most pixels one image may cost to decode, read from its header before "
                                           "decoding (a one-pass JPEG counts its draft decode at the model's size); "
