@@ -6,7 +6,7 @@ import json
 
 import click
 
-from graft.cli.options import as_json, config_from, config_options, data_options, echo_summary, quiet
+from graft.cli.options import as_json, config_from, config_options, data_options, echo_summary, on_ray, quiet
 from graft.defaults import DEFAULT_BACKBONE
 from graft.recipes.settings import AdviseConfig, FewshotConfig, FrozenFitConfig
 
@@ -45,13 +45,14 @@ def layers(backbone, weights, image_size, transfer_layers, as_json):
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .npz (features, labels, paths, classes).")
 @config_options(FrozenFitConfig, only=("backbone", "weights", "layer", "image_size"))
 @data_options
-def extract(data, out, strict, quiet, **params):
+@on_ray
+def extract(data, out, strict, quiet, ray, **params):
     """Write frozen backbone features of DATA to an .npz file: class folders with their labels, or
     unlabelled images (a flat or nested folder); the last line says which it read."""
     from graft.recipes.frozen import extract as write_features
 
     features, path = write_features(config_from(FrozenFitConfig, params, train_dir=data), out, strict=strict,
-                                    progress=not quiet)
+                                    progress=not quiet, ray=ray)
     click.echo(f"wrote {path}: {features.summary()}")
 
 

@@ -85,6 +85,9 @@ def given_settings(ctx: click.Context, config) -> dict:
 
 quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 as_json = click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+on_ray = click.option("--ray", type=click.IntRange(1), default=None, metavar="N",
+                      help="Spread the images over N Ray actors, one ONNX Runtime session each: on the cluster at "
+                           "$RAY_ADDRESS, else a local one of N CPUs (pip install 'graft-vision[ray]').")
 
 
 def quiet_strict(fn):

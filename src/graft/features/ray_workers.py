@@ -4,13 +4,13 @@ with the workers on a Ray cluster instead of forked processes of this machine.
 Each of ``workers`` Ray actors holds one single-threaded ONNX Runtime session of the feature
 network and decodes its batches itself (graft's own decode and preprocessing), so only paths
 travel to the workers and vectors back. Rows carry their position in ``paths``, so the chunks
-merge into the same arrays, in the same order, whatever order the workers finish in. Without a
-running cluster (``ray.init`` not called) a local one of ``workers`` CPUs is started; with
-``RAY_ADDRESS`` set, or ``ray.init(address=...)`` called first, the actors run on that cluster's
-nodes (the ONNX file and the images must then be readable at the same paths there).
+merge into the same arrays, in the same order, whatever order the workers finish in. Where
+the actors run is :func:`graft._io.ray_cluster.ray_started`'s choice: the cluster at
+``RAY_ADDRESS`` (or the one ``ray.init`` joined), else a local one of ``workers`` CPUs; on a
+cluster the ONNX file and the images must be readable at the same paths on every node.
 
-Status: a library function, measured by ``bench/bench_ray_extract.py``; ``graft extract`` and
-``graft predict`` do not call it yet.
+``FeatureExtractor(processes="ray:N")`` and ``graft extract --ray N`` call it; measured by
+``bench/bench_ray_extract.py``.
 """
 from __future__ import annotations
 
@@ -56,20 +56,11 @@ def extract_on_ray(onnx_path, preprocessing: dict, flip: bool, paths: list[str],
     """Yield ``(positions, vectors, [(position, reason)])`` chunks for ``paths`` (as
     :func:`graft.features.workers.extract_in_processes`): ``vectors`` (n, D) float32 of the
     network's ``output`` (default its first), one row per position read; positions index
-    ``paths``. Raises ImportError when Ray Data is not installed."""
-    import ray
+    ``paths``. Raises :class:`~graft.errors.GraftError` naming the extra when Ray Data is not
+    installed."""
+    from graft._io.ray_cluster import on_actors
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # graft's own output only
-    context.print_on_execution_start = False
-    dataset = ray.data.from_items([{"position": k, "path": str(p)} for k, p in enumerate(paths)],
-                                  override_num_blocks=max(1, min(len(paths) // batch_size, 8 * workers)))
-    mapped = dataset.map_batches(_Worker, fn_constructor_args=(str(onnx_path), preprocessing, flip, output),
-                                 batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
-                                 batch_format="numpy")
-    for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in on_actors(_Worker, (str(onnx_path), preprocessing, flip, output), paths, batch_size, workers):
         reasons = batch["reason"]
         ok = np.array([not r for r in reasons], dtype=bool)
         positions = batch["position"]

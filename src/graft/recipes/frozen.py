@@ -266,18 +266,22 @@ def evaluate(run_dir, data_dir, *, strict=False, engine=FrozenFitConfig.engine, 
     return run.path / target, metrics
 
 
-def extract(config: FrozenFitConfig, out, *, strict: bool = False, progress: bool = True):
+def extract(config: FrozenFitConfig, out, *, strict: bool = False, progress: bool = True, ray: int | None = None):
     """Frozen features of ``config.train_dir`` written to ``out`` (.npz): class folders with
     their labels, or unlabelled images (:func:`graft.data.folders.scan_images`). Returns the
-    :class:`~graft.features.extractor.Features` (``.summary()`` says which it read) and the path."""
+    :class:`~graft.features.extractor.Features` (``.summary()`` says which it read) and the path.
+    ``ray``: extract on this many Ray actors (:mod:`graft.features.ray_workers`; ONNX Runtime only)."""
     from graft.data.folders import scan_images
+    from graft.errors import GraftError
     from graft.features.extractor import FeatureExtractor
 
+    if ray and config.engine == "torch":
+        raise GraftError("--ray runs the feature network in ONNX Runtime on each worker: leave out --engine torch")
     folder = scan_images(config.train_dir)
     check_output_outside(out, {"DATA folder": config.train_dir})  # the .npz would be read as an image next time
     extractor = FeatureExtractor(config.backbone, layer=config.layer, weights=config.weights,
                                  image_size=config.image_size, batch_size=config.batch_size, engine=config.engine,
-                                 cache=config.cache, progress=progress).fit()
+                                 cache=config.cache, progress=progress, processes=f"ray:{ray}" if ray else "auto").fit()
     features = extractor.extract_folder(folder, strict=strict)
     return features, features.save(out)
 

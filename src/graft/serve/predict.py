@@ -14,7 +14,8 @@ class PredictOptions:
     """How to predict: ``tta`` None or "flip"; ``engine`` auto (ONNX Runtime, torch when it
     cannot answer), onnx (ONNX Runtime or an error) or torch; the rest as ``graft predict``'s
     flags. ``cache``: kept for the shared ``--no-cache`` flag; predicting reads and writes no
-    feature cache on either engine (the whole model runs on each image)."""
+    feature cache on either engine (the whole model runs on each image). ``ray``: predict on this
+    many Ray actors (:mod:`graft.inference.on_ray`; ONNX Runtime only), None: in this process."""
 
     tta: str | None = None
     strict: bool = False
@@ -22,6 +23,7 @@ class PredictOptions:
     batch_size: int = BATCH_SIZE
     cache: bool = True
     progress: bool = False
+    ray: int | None = None
 
 
 @dataclass
@@ -109,6 +111,23 @@ def predict_files(run_dir, paths, options: PredictOptions | None = None) -> Pred
     from graft.inference import open_predictor
 
     options = options or PredictOptions()
+    if options.ray:
+        return _predict_on_ray(run_dir, paths, options)
     predictor = open_predictor(run_dir, options.engine)
     batch = predictor.predict_paths(paths, options.tta, options.batch_size, options.strict, options.progress)
+    return Predictions(predictor.classes, predictor.tasks, batch, predictor.engine)
+
+
+def _predict_on_ray(run_dir, paths, options: PredictOptions) -> Predictions:
+    """predict_files on ``options.ray`` Ray actors: model.onnx made current here, once, then
+    loaded by each actor (the torch engine has no place there)."""
+    from graft.errors import GraftError
+    from graft.inference import open_predictor
+    from graft.inference.on_ray import predict_on_ray
+
+    if options.engine == "torch":
+        raise GraftError("--ray runs the model's ONNX export in ONNX Runtime on each worker: leave out --engine torch")
+    predictor = open_predictor(run_dir, "onnx", threads=1)
+    batch = predict_on_ray(predictor, paths, options.ray, options.tta, options.batch_size, options.strict,
+                           options.progress)
     return Predictions(predictor.classes, predictor.tasks, batch, predictor.engine)
