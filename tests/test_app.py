@@ -116,6 +116,25 @@ def test_a_second_train_is_refused_and_cancel_stops_the_first_keeping_every_phot
     while client.get("/api/status?p=digits").json()["state"] == "running" and time.monotonic() < deadline:
         time.sleep(0.2)
     status = client.get("/api/status?p=digits").json()
-    assert status["state"] == "cancelled" and "cancelled" in status["message"]
+    assert status["state"] == "cancelled" and status["message"].startswith("Cancelled")
     assert sorted(p.relative_to(project) for p in project.rglob("*.png")) == photos
     assert client.post("/api/cancel?p=digits").status_code == 409  # nothing is training now
+
+
+def test_a_decision_is_a_row_of_exclude_csv_and_never_touches_a_photo(client, root):
+    project = root / "digits"
+    photo = str(sorted((project / "1").glob("*.png"))[0])
+    client.get(f"/?token={TOKEN}")
+    assert client.post("/api/decide?p=digits", data={"path": photo, "relabel": "7"}).json() == {
+        "error": "'7' is not a class of digits (0, 1, 2)"}
+    outside = client.post("/api/decide?p=digits", data={"path": str(root.parent / "secret.txt")})
+    assert outside.status_code == 400 and outside.json()["error"].endswith("is not a photo of digits")
+    answer = client.post("/api/decide?p=digits", data={"path": photo, "relabel": "2", "issue": "label"})
+    assert answer.status_code == 200
+    csv_file = state_folder(project, "exclude.csv")
+    assert csv_file.read_text() == f"path,relabel,issue\n{photo},2,label\n"
+    from graft.data.decisions import read_decisions
+
+    assert read_decisions(csv_file).relabel == {os.path.realpath(photo): "2"}  # what graft fit --exclude reads
+    client.post("/api/undo?p=digits", data={"path": photo})
+    assert csv_file.read_text() == "path,relabel,issue\n" and Path(photo).exists()

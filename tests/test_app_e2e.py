@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,10 @@ pytestmark = [
 ]
 
 
+def project_dir(tmp_path: Path) -> Path:
+    return tmp_path / "root" / "hymenoptera"
+
+
 def _free_port() -> int:
     import socket
 
@@ -39,7 +44,9 @@ def _free_port() -> int:
 @pytest.fixture
 def app_url(tmp_path, private_cache):
     """`graft app --root ROOT` in a child process (progress bars on, as for a user); its printed URL."""
-    copy_subset(SHARED_DATASETS / "hymenoptera" / "train", tmp_path / "root" / "hymenoptera", 20)
+    project = copy_subset(SHARED_DATASETS / "hymenoptera" / "train", tmp_path / "root" / "hymenoptera", 20)
+    ant = sorted((project / "ants").iterdir())[0]
+    shutil.copy2(ant, project / "bees" / "wrong-label.jpg")  # an ant filed as a bee: the audit's to find
     env = {k: v for k, v in os.environ.items() if k != "GRAFT_NO_PROGRESS"}
     process = subprocess.Popen([sys.executable, "-m", "graft", "app", "--root", str(tmp_path / "root"), "--port",
                                 str(_free_port())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -76,36 +83,43 @@ def test_open_train_read_accuracy_try_and_export_in_chromium(app_url, browser, t
 
     shots = Path(os.environ.get("GRAFT_APP_SCREENSHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
-    find, wait = browser.find_element, WebDriverWait(browser, 120, poll_frequency=0.2)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    find = browser.find_element
+    wait = WebDriverWait(browser, 120, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
 
     browser.get(app_url)
     browser.save_screenshot(str(shots / "1-open.png"))
     find(By.CSS_SELECTOR, "a.project").click()  # the one candidate: hymenoptera
-    assert find(By.ID, "summary").text.startswith("2 classes, 40 photos")
-    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".count")] == ["20 photos", "20 photos"]
+    assert find(By.ID, "summary").text.startswith("2 classes, 41 photos")
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".count")] == ["20 photos", "21 photos"]
     wait.until(lambda b: all(i.get_attribute("naturalWidth") not in (None, "0")
                              for i in b.find_elements(By.CSS_SELECTOR, ".thumbs img")))
     browser.save_screenshot(str(shots / "2-data.png"))
+
+    _audit_and_leave_out_the_wrong_label(browser, wait, shots, tmp_path)
 
     find(By.ID, "next").click()
     find(By.ID, "train").click()
     wait.until(lambda b: find(By.ID, "state").get_attribute("data-state") == "running")
     wait.until(lambda b: "about" in find(By.ID, "left").text
                or find(By.ID, "state").get_attribute("data-state") != "running")
-    browser.save_screenshot(str(shots / "3-training.png"))
+    browser.save_screenshot(str(shots / "4-training.png"))
     browser.refresh()  # progress is read from the run's files: a reload keeps it
     wait.until(lambda b: find(By.ID, "state").get_attribute("data-state") in ("running", "done"))
     wait.until(lambda b: find(By.ID, "state").get_attribute("data-state") != "running")
     assert find(By.ID, "state").get_attribute("data-state") == "done", find(By.ID, "state").text
-    browser.save_screenshot(str(shots / "4-trained.png"))
+    browser.save_screenshot(str(shots / "5-trained.png"))
 
     find(By.ID, "nav-results").click()
     shown = float(find(By.ID, "accuracy").get_attribute("data-accuracy"))
     run = tmp_path / "root" / ".graft-app" / "hymenoptera" / "runs"
     run = sorted(run.iterdir())[-1]
-    assert shown == json.loads((run / "metrics.json").read_text())["accuracy"] and shown >= 0.75
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert shown == metrics["accuracy"] and shown >= 0.75
+    assert metrics["n_train"] + metrics["n_val"] == 40  # the photo left out was not trained on
     assert find(By.ID, "accuracy").text == f"{100 * shown:.1f} %"
-    browser.save_screenshot(str(shots / "5-results.png"))
+    browser.save_screenshot(str(shots / "6-results.png"))
 
     from graft.inference import Predictor
 
@@ -123,7 +137,7 @@ def test_open_train_read_accuracy_try_and_export_in_chromium(app_url, browser, t
     failed = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".card.failed"))
     assert "notes.jpg is not an image graft can read" in failed.text
     assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 2  # each photo tried once
-    browser.save_screenshot(str(shots / "6-try.png"))
+    browser.save_screenshot(str(shots / "7-try.png"))
 
     find(By.ID, "nav-ship").click()
     find(By.ID, "export").click()
@@ -131,7 +145,23 @@ def test_open_train_read_accuracy_try_and_export_in_chromium(app_url, browser, t
     path = Path(find(By.ID, "path").text)
     assert path == run / "model.onnx" and path.stat().st_size > 1_000_000
     assert find(By.ID, "command").text == f"graft export {run} --format onnx"
-    browser.save_screenshot(str(shots / "7-ship.png"))
+    browser.save_screenshot(str(shots / "8-ship.png"))
 
     browser.get(app_url.split("?")[0] + "data?p=/etc")
     assert "/etc is outside the folder graft app was started in" in find(By.ID, "message").text
+
+
+def _audit_and_leave_out_the_wrong_label(browser, wait, shots: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "check").click()  # the audit: its run ends with the page reloaded, findings listed
+    wait.until(lambda b: b.find_elements(By.ID, "audit-summary"))
+    wrong = browser.find_element(By.CSS_SELECTOR, '.finding[data-path$="/bees/wrong-label.jpg"]')
+    assert "same photo as ants/" in wrong.text and "in another class" in wrong.text
+    browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "audit"))
+    browser.save_screenshot(str(shots / "3-audit.png"))
+    wrong.find_element(By.CSS_SELECTOR, ".exclude").click()
+    wait.until(lambda b: "left out" in b.find_element(By.CSS_SELECTOR, '.finding[data-path$="/wrong-label.jpg"]').text)
+    decided = (tmp_path / "root" / ".graft-app" / "hymenoptera" / "exclude.csv").read_text()
+    assert decided.splitlines()[1].startswith(str(project_dir(tmp_path) / "bees" / "wrong-label.jpg"))
+    assert (project_dir(tmp_path) / "bees" / "wrong-label.jpg").exists()  # left out, never deleted

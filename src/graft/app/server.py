@@ -13,13 +13,14 @@ from __future__ import annotations
 import hmac
 import io
 from pathlib import Path
+from typing import Literal
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from graft.app import training
+from graft.app import decisions, training
 from graft.app.projects import AppError, candidates, project_data, relative, state_folder, under_root
 from graft.errors import GraftError
 
@@ -97,6 +98,7 @@ def create_app(root, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localho
 
     _add_pages(app, root, render, project_of)
     _add_api(app, root, project_of, predictors)
+    _add_audit(app, project_of)
     return app
 
 
@@ -112,7 +114,12 @@ def _add_pages(app: FastAPI, root: Path, render, project_of) -> None:
         project = project_of(p)
         summary = project_data(project)
         thumbs = {c.name: [relative(root, f.resolve()) for f in c.samples] for c in summary.classes}
-        return render("data.html", request, project, data=summary, thumbs=thumbs)
+        found, total, audit_run = decisions.findings(project)
+        for row in found:
+            row["thumb"] = _inside(root, row["path"]) if row["image"] else None
+        return render("data.html", request, project, data=summary, thumbs=thumbs, findings=found,
+                      n_findings=total, audit=audit_run and relative(root, audit_run),
+                      decided=len(decisions.read_decisions(project)))
 
     @app.get("/train", response_class=HTMLResponse)
     def train_page(request: Request, p: str):
@@ -149,14 +156,6 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
             raise AppError(summary.problems[0])
         exclude = state_folder(project, "exclude.csv")
         return {"run": training.start(project, exclude if exclude.exists() else None)}
-
-    @app.post("/api/cancel")
-    def cancel(p: str = Query(...)):
-        return {"run": training.cancel(project_of(p))}
-
-    @app.get("/api/status")
-    def status(p: str = Query(...)):
-        return training.status(project_of(p)).as_dict()
 
     @app.post("/api/predict")
     def predict(p: str = Query(...), file: UploadFile = File(...)):
@@ -221,6 +220,41 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
             raise AppError(f"{path} is not a file")
         inline = target.suffix in (".html", ".png", ".jpg")
         return FileResponse(target, filename=None if inline else target.name)
+
+
+def _add_audit(app: FastAPI, project_of) -> None:
+    @app.post("/api/audit")
+    def audit(p: str = Query(...)):
+        project = project_of(p)
+        summary = project_data(project)
+        if summary.problems:
+            raise AppError(summary.problems[0])
+        return {"run": training.start(project, kind="audit")}
+
+    @app.post("/api/cancel")
+    def cancel(p: str = Query(...), kind: Literal["run", "audit"] = "run"):
+        return {"run": training.cancel(project_of(p), kind)}
+
+    @app.get("/api/status")
+    def status(p: str = Query(...), kind: Literal["run", "audit"] = "run"):
+        return training.status(project_of(p), kind=kind).as_dict()
+
+    @app.post("/api/decide")
+    def decide(p: str = Query(...), path: str = Form(...), relabel: str = Form(""), issue: str = Form("")):
+        return decisions.decide(project_of(p), path, relabel, issue)
+
+    @app.post("/api/undo")
+    def undo(p: str = Query(...), path: str = Form(...)):
+        decisions.undo(project_of(p), path)
+        return {"path": path}
+
+
+def _inside(root: Path, path: str) -> str | None:
+    """``path`` relative to ``root`` for a /thumb link, or None when it lies outside."""
+    try:
+        return relative(root, Path(path).resolve())
+    except ValueError:
+        return None
 
 
 def _predictor(cache: dict, run: Path):

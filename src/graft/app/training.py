@@ -54,10 +54,16 @@ _starting: dict[Path, subprocess.Popen] = {}  # started by this app: held until 
 _guard = threading.Lock()
 
 
-def runs(project: Path) -> list[str]:
-    """The project's Train runs, oldest first (names sort by start time)."""
+KINDS = {"run": "fit", "audit": "audit"}  # a job's name prefix -> the recipe it runs
+
+
+def runs(project: Path, kind: str | None = "run") -> list[str]:
+    """The project's jobs of ``kind`` ("run": Train, "audit": Check the photos; None: both),
+    oldest first within a kind (names sort by start time)."""
     folder = state_folder(project, "app")
-    return sorted(p.stem for p in folder.glob("*.log")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob(f"{kind or '*'}-*.log") if p.stem.split("-")[0] in KINDS)
 
 
 def run_dir(project: Path, name: str) -> Path:
@@ -96,29 +102,30 @@ def _lock_holder(folder: Path) -> str | None:
 
 def training_now(project: Path) -> str | None:
     """Why ``project`` cannot start another Train (a run of it is training), or None."""
-    for name in runs(project):
+    for name in runs(project, None):
         pid = _pid(project, name)
         held = _lock_holder(run_dir(project, name))
+        doing = "training" if name.startswith("run-") else "checking its photos"
         if held:
-            return f"This project is training already ({name}): {held}"
+            return f"This project is {doing} already ({name}): {held}"
         if pid is not None and _alive(pid):
-            return f"This project is training already ({name}, process {pid}): wait for it to finish, or cancel it"
+            return f"This project is {doing} already ({name}, process {pid}): wait for it to finish, or cancel it"
     return None
 
 
-def start(project: Path, exclude: Path | None = None) -> str:
-    """Start a frozen fit of ``project`` (the recipe's defaults) in a child process; its name.
-    AppError (409) when the project is training already."""
+def start(project: Path, exclude: Path | None = None, kind: str = "run") -> str:
+    """Start a job of ``kind`` on ``project`` in a child process: "run" a frozen fit, "audit"
+    graft audit (each recipe's defaults); its name. AppError (409) when the project is busy."""
     with _guard:
         busy = training_now(project)
         if busy:
             raise AppError(busy, 409)
-        name = time.strftime("run-%Y%m%d-%H%M%S")
+        name = time.strftime(f"{kind}-%Y%m%d-%H%M%S")
         while (state_folder(project, "app") / f"{name}.log").exists():  # two clicks in one second
             name += "b"
         logs = app_folder(project, "app")
         app_folder(project, "runs")
-        command = [sys.executable, "-m", "graft.app.worker", str(project), str(run_dir(project, name))]
+        command = [sys.executable, "-m", "graft.app.worker", KINDS[kind], str(project), str(run_dir(project, name))]
         if exclude is not None and exclude.exists():
             command.append(str(exclude))
         with open(logs / f"{name}.log", "wb") as log:
@@ -129,10 +136,10 @@ def start(project: Path, exclude: Path | None = None) -> str:
         return name
 
 
-def cancel(project: Path) -> str:
-    """Stop the project's running Train (SIGINT to its process group: the recipe lets go of the
-    run folder's lock as on Ctrl-C); its name. AppError when nothing is training."""
-    for name in reversed(runs(project)):
+def cancel(project: Path, kind: str = "run") -> str:
+    """Stop the project's running job of ``kind`` (SIGINT to its process group: the recipe lets
+    go of the run folder's lock as on Ctrl-C); its name. AppError when none is running."""
+    for name in reversed(runs(project, kind)):
         pid = _pid(project, name)
         if pid is not None and _alive(pid):
             (state_folder(project, "app") / f"{name}.cancelled").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
@@ -169,9 +176,9 @@ def _error_line(log: str) -> str:
     return lines[-1] if lines else "the training process ended without a message"
 
 
-def status(project: Path, name: str | None = None) -> Status:
-    """The state of run ``name`` (default: the newest) read from its files."""
-    names = runs(project)
+def status(project: Path, name: str | None = None, kind: str = "run") -> Status:
+    """The state of job ``name`` (default: the newest of ``kind``) read from its files."""
+    names = runs(project, kind)
     if name is None:
         if not names:
             return Status()
@@ -187,11 +194,11 @@ def status(project: Path, name: str | None = None) -> Status:
         step = (bar.get("desc") or "starting (loading the network)").strip()
         return Status("running", name, step, int(bar.get("n") or 0), int(bar.get("total") or 0), bar.get("left") or "")
     _starting.pop(project, None)
-    if (folder / "metrics.json").exists() and (folder / "model").is_dir():
+    if (folder / "metrics.json").exists() and ((folder / "model").is_dir() or kind == "audit"):
         metrics = json.loads((folder / "metrics.json").read_text())
         return Status("done", name, accuracy=metrics.get("accuracy"), seconds=metrics.get("seconds"))
     if (logs / f"{name}.cancelled").exists():
-        return Status("cancelled", name, message="Training was cancelled: nothing was kept from this run")
+        return Status("cancelled", name, message="Cancelled: nothing was kept from this run")
     return Status("failed", name, message=_error_line(log))
 
 

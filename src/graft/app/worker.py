@@ -1,7 +1,8 @@
-"""The child process of one Train: ``python -m graft.app.worker PROJECT RUN_DIR [EXCLUDE_CSV]``.
+"""The child process of one job: ``python -m graft.app.worker COMMAND PROJECT RUN_DIR [EXCLUDE_CSV]``.
 
-Runs the recipe registry's ``fit`` with its defaults (what ``graft fit PROJECT -o RUN_DIR``
-runs), then ``graft export RUN`` (RUN/model.onnx: what Try it runs and Ship it offers), and
+Runs the recipe registry's COMMAND (``fit`` or ``audit``) with its defaults (what ``graft fit
+PROJECT -o RUN_DIR`` runs); after ``fit``, ``graft export RUN`` (RUN/model.onnx: what Try it
+runs and Ship it offers), and
 prints as the commands do: progress
 bars and warnings on stderr, a GraftError as one ``error:`` line (exit 2), Ctrl-C / the page's
 cancel as ``cancelled`` (exit 130).
@@ -19,10 +20,11 @@ def main(argv: list[str]) -> int:
     from graft.errors import GraftError
     from graft.recipes.registry import recipe
 
-    project, out, exclude = argv[0], argv[1], (argv[2] if len(argv) > 2 else None)
-    fit = recipe("fit")
+    command, project, out, exclude = argv[0], argv[1], argv[2], (argv[3] if len(argv) > 3 else None)
+    chosen = recipe(command)
+    settings = {"exclude": exclude} if command == "fit" else {}
     try:
-        result = fit.run(fit.config(train_dir=project, exclude=exclude), out, progress=True)
+        result = chosen.run(chosen.config(train_dir=project, **settings), out, progress=True)
     except GraftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -32,6 +34,9 @@ def main(argv: list[str]) -> int:
     from graft.artifacts.export import export_model
     from graft.recipes.settings import ExportConfig
 
+    if command != "fit":
+        print(f"done: {result.metrics.get('summary', '')}", file=sys.stderr)
+        return 0
     print("step: exporting the model to ONNX", file=sys.stderr)
     # what `graft export RUN` writes, now that torch is loaded: Try it and Ship it need no torch
     for line in export_model(ExportConfig(run_dir=str(result.run_dir), format="onnx")):
