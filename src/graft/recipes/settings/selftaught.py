@@ -1,0 +1,37 @@
+"""Settings of ``graft pretrain --unlabelled`` (self-taught learning): its defaults, chosen by
+measurement (BENCHMARKS.md, issue 28), and the options it refuses (they need labels)."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from graft.defaults import DEFAULT_BACKBONE
+from graft.errors import GraftError
+
+# MNIST-M 2000 unlabelled digits on this project's 2-core machine: see BENCHMARKS.md (issue 28).
+SELF_TAUGHT = {"stages": "top8:6", "lr": 1e-3, "base_lr_factor": 0.5, "batch_size": 64, "image_size": 96,
+               "val_fraction": 0.1}
+
+# Options that need labels or a labelled method: refused with --unlabelled unless left at their default.
+NEEDS_LABELS = ("train_dir", "val_dir", "test_dir", "final", "exclude", "class_weight", "mixup", "cutmix",
+                "transfer_layers", "transfer_from", "freeze_transferred", "augment", "augment_head_stage", "head")
+
+
+def self_taught_settings(config) -> None:
+    """Fill a self-taught PretrainConfig's defaults (:data:`SELF_TAUGHT`; pretrained weights of
+    ``tf_efficientnet_lite0``; the kept epoch is the last, validation watches the SimSiam loss)
+    and refuse, in one GraftError, options that need labels."""
+    defaults = {f.name: f.default for f in fields(config)}
+    given = [config.flag(name) for name in NEEDS_LABELS if getattr(config, name) != defaults[name]]
+    if config.sampler != "shuffle":
+        given.append("--sampler")
+    if given:
+        raise GraftError(f"--unlabelled trains without labels: {', '.join(given)} need labels (a labelled "
+                         "method); leave them out")
+    if config.lr == "auto":
+        raise GraftError("--unlabelled has no --lr auto (the range test needs labels): give a number")
+    for name, value in SELF_TAUGHT.items():
+        if getattr(config, name) is None:
+            setattr(config, name, value)
+    config.backbone = config.backbone or DEFAULT_BACKBONE
+    config.pretrained = True
+    config.monitor, config.mode = "val_loss", "min"
