@@ -69,6 +69,7 @@ def test_nothing_readable_is_one_error_exit_2(digits_run, hostile):
     single = _predict(digits_run, bad[2], "--csv")
     assert single.exit_code == 2 and single.stderr.splitlines()[-1].startswith(f"error: {bad[2]}: ")
     assert single.stdout.splitlines() == ["path,rank,class,probability,novelty,unfamiliar"]
+    assert len(single.stderr.splitlines()) == 1, single.stderr  # named once, not warned then errored
 
 
 def test_all_readable_exits_0_on_both_engines(digits_run, digits_dir):

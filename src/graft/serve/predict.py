@@ -73,13 +73,15 @@ class Predictions:
 
     def write(self, echo, top_k: int = 3, fmt: str = "table") -> int:
         """Print :meth:`lines` with ``echo`` and name each skipped file on stderr (``echo(...,
-        err=True)``: "warning: skipping PATH: REASON", in every format). Returns the exit status,
+        err=True)``: "warning: skipping PATH: REASON", in every format; a lone unreadable input is named once, by the
+        error). Returns the exit status,
         as ``cat`` or ``grep`` set theirs: 0 when every input was predicted, 1 when some were
         skipped (the others' answers are printed). Raises :class:`~graft.errors.DataError`
         (exit 2) when none could be read."""
         for line in self.lines(top_k, fmt):
             echo(line)
-        for item in self.batch.skipped:
+        alone = len(self.batch.skipped) == 1 and not self.batch.paths  # the error line below names it
+        for item in [] if alone else self.batch.skipped:
             echo(f"warning: skipping {item['path']}: {item['reason']}", err=True)
         if self.batch.skipped and not self.batch.paths:
             from graft.errors import DataError
