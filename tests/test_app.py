@@ -1,6 +1,7 @@
 """graft app without a browser: the token, the root guard and bad input, on the real app (TestClient)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -138,3 +139,20 @@ def test_a_decision_is_a_row_of_exclude_csv_and_never_touches_a_photo(client, ro
     assert read_decisions(csv_file).relabel == {os.path.realpath(photo): "2"}  # what graft fit --exclude reads
     client.post("/api/undo?p=digits", data={"path": photo})
     assert csv_file.read_text() == "path,relabel,issue\n" and Path(photo).exists()
+
+
+def test_the_advisor_answers_in_words_and_trains_nothing(client, root):
+    """The real `graft advise --json` in a child process, read back as sentences."""
+    project = root / "digits"
+    first = client.post(f"/api/advise?p=digits&token={TOKEN}")
+    assert first.status_code == 200 and first.json()["state"] == "running"
+    assert client.post("/api/advise?p=digits").status_code == 409  # still measuring
+    deadline = time.monotonic() + 240
+    while (answer := client.get("/api/advice?p=digits").json())["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert answer["state"] == "done", answer
+    saved = json.loads(state_folder(project, "advice.json").read_text())
+    assert answer["words"][0] == f"{saved['n_images']} photos to learn from, about 3 per class: a small project."
+    assert "graft recommends" in answer["words"][-1]
+    assert answer["command"].startswith("graft ") and str(project) in answer["command"]
+    assert training.runs(project, None) == [] and not state_folder(project, "runs").exists()

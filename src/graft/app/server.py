@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from graft.app import decisions, training
+from graft.app import advice, decisions, training
 from graft.app.projects import AppError, candidates, project_data, relative, state_folder, under_root
 from graft.errors import GraftError
 
@@ -223,6 +223,19 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
 
 
 def _add_audit(app: FastAPI, project_of) -> None:
+    @app.post("/api/advise")
+    def advise(p: str = Query(...)):
+        project = project_of(p)
+        summary = project_data(project)
+        if summary.problems:
+            raise AppError(summary.problems[0])
+        advice.start(project)
+        return advice.status(project)
+
+    @app.get("/api/advice")
+    def advice_status(p: str = Query(...)):
+        return advice.status(project_of(p))
+
     @app.post("/api/audit")
     def audit(p: str = Query(...)):
         project = project_of(p)
