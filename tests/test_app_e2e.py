@@ -67,7 +67,8 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,500"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,500",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):  # Chromium's test camera
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     # an 800 x 500 page whatever the headless window's frame takes: the screenshots' size
@@ -136,6 +137,7 @@ def test_open_train_read_accuracy_try_and_export_in_chromium(app_url, browser, t
     assert "notes.jpg is not an image graft can read" in failed.text
     assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 2  # each photo tried once
     browser.save_screenshot(str(shots / "7-try.png"))
+    _snap_the_webcam(browser, wait, shots)
 
     find(By.ID, "nav-ship").click()
     find(By.ID, "export").click()
@@ -163,3 +165,16 @@ def _audit_and_leave_out_the_wrong_label(browser, wait, shots: Path, tmp_path: P
     decided = (tmp_path / "root" / ".graft-app" / "hymenoptera" / "exclude.csv").read_text()
     assert decided.splitlines()[1].startswith(str(project_dir(tmp_path) / "bees" / "wrong-label.jpg"))
     assert (project_dir(tmp_path) / "bees" / "wrong-label.jpg").exists()  # left out, never deleted
+
+
+def _snap_the_webcam(browser, wait, shots: Path) -> None:
+    """Chromium's fake camera: a frame snapped and tried like a chosen photo."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "camera").click()
+    wait.until(lambda b: b.find_element(By.ID, "video").get_property("videoWidth") > 0)
+    browser.find_element(By.ID, "snap").click()
+    snapped = wait.until(lambda b: [c for c in b.find_elements(By.CSS_SELECTOR, ".card.done")
+                                    if c.find_element(By.CSS_SELECTOR, ".name").text == "webcam-1.jpg"])[0]
+    assert snapped.find_elements(By.CSS_SELECTOR, ".top-class")[0].text in ("ants", "bees")
+    browser.save_screenshot(str(shots / "9-webcam.png"))
