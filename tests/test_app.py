@@ -156,3 +156,24 @@ def test_the_advisor_answers_in_words_and_trains_nothing(client, root):
     assert "graft recommends" in answer["words"][-1]
     assert answer["command"].startswith("graft ") and str(project) in answer["command"]
     assert training.runs(project, None) == [] and not state_folder(project, "runs").exists()
+
+
+def test_photos_added_from_the_page_are_copied_and_a_non_image_is_refused(client, root, digits_dir):
+    project = root / "digits"
+    photo = sorted((digits_dir / "5").glob("*.png"))[0]
+    before = {p.name: p.read_bytes() for p in (project / "0").iterdir()}
+    taken = sorted((project / "0").iterdir())[0]  # a name the class has already
+    files = [("file", (photo.name, photo.read_bytes(), "image/png")),
+             ("file", ("notes.jpg", b"milk, eggs", "image/jpeg")),
+             ("file", (taken.name, photo.read_bytes(), "image/png"))]
+    answer = client.post(f"/api/add?p=digits&token={TOKEN}", data={"cls": "0"}, files=files)
+    assert answer.status_code == 200
+    assert answer.json()["refused"] == ["notes.jpg was not added: not an image (unrecognised format)"]
+    assert len(answer.json()["added"]) == 2 and not (project / "0" / "notes.jpg").exists()
+    assert not set(answer.json()["added"]) & set(before) and answer.json()["added"][1].startswith(f"{taken.stem}-")
+    assert {p.name: p.read_bytes() for p in (project / "0").iterdir() if p.name in before} == before  # none replaced
+    new_class = client.post("/api/add?p=digits", data={"cls": "5"}, files=files[:1])
+    assert new_class.json()["added"] == [photo.name] and (project / "5" / photo.name).read_bytes() == photo.read_bytes()
+    for bad in ("../escape", ".hidden", ""):
+        refused = client.post("/api/add?p=digits", data={"cls": bad}, files=files[:1])
+        assert refused.status_code in (400, 422) and not (root / "escape").exists()

@@ -125,3 +125,35 @@ def app_folder(project: Path, *parts: str) -> Path:
     folder = state_folder(project, *parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def add_photos(project: Path, class_name: str, uploads: list[tuple[str, bytes]]) -> tuple[list[str], list[str]]:
+    """Copy uploaded photos into ``PROJECT/<class_name>/`` (a new class folder when the name is new);
+    returns (names written, one line per file refused). Each file is decoded by graft's rules
+    first: a file that is not an image graft reads is refused and nothing of it is written; a
+    name already taken gets ``-1``, ``-2``... (no photo is replaced)."""
+    from graft.data.decode import load_image
+
+    name = class_name.strip()
+    if not name or name.startswith(".") or "/" in name or "\\" in name or name in ("..", APP_FOLDER):
+        raise AppError(f"{class_name!r} cannot be a class name: use letters, digits, spaces or dashes")
+    folder = project / name
+    if folder.exists() and not folder.is_dir():
+        raise AppError(f"{folder} is a file, not a class folder")
+    written, refused = [], []
+    for filename, content in uploads:
+        base = Path(filename or "photo").name
+        try:
+            load_image(content, name=base)
+        except GraftError as exc:
+            refused.append(f"{base} was not added: {str(exc).removeprefix(f'{base}: ')}")
+            continue
+        stem, suffix = Path(base).stem.lstrip(".") or "photo", Path(base).suffix or ".jpg"
+        target, n = folder / f"{stem}{suffix}", 0
+        while target.exists():
+            n += 1
+            target = folder / f"{stem}-{n}{suffix}"
+        folder.mkdir(exist_ok=True)
+        target.write_bytes(content)
+        written.append(target.name)
+    return written, refused

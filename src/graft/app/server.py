@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from graft.app import advice, decisions, training
-from graft.app.projects import AppError, candidates, project_data, relative, state_folder, under_root
+from graft.app.projects import AppError, add_photos, candidates, project_data, relative, state_folder, under_root
 from graft.errors import GraftError
 
 COOKIE = "graft_app_token"
@@ -156,6 +156,16 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
             raise AppError(summary.problems[0])
         exclude = state_folder(project, "exclude.csv")
         return {"run": training.start(project, exclude if exclude.exists() else None)}
+
+    @app.post("/api/add")
+    def add(p: str = Query(...), cls: str = Form(...), file: list[UploadFile] = File(...)):
+        project = project_of(p)
+        uploads = [(f.filename, f.file.read(MAX_UPLOAD + 1)) for f in file]
+        too_big = [name for name, content in uploads if len(content) > MAX_UPLOAD]
+        if too_big:
+            raise AppError(f"{too_big[0]} is larger than {MAX_UPLOAD // 2**20} MB: nothing was added", 413)
+        written, refused = add_photos(project, cls, uploads)
+        return {"class": cls.strip(), "added": written, "refused": refused}
 
     @app.post("/api/predict")
     def predict(p: str = Query(...), file: UploadFile = File(...)):
