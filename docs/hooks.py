@@ -22,12 +22,30 @@ def public_api() -> str:
         qualname = getattr(value, "__qualname__", None)
         if not (module and qualname and callable(value)) or not module.startswith("graft"):
             continue  # a table (CLASSICAL_HEADS, ...): shown with the module that defines it
-        by_module[module].append(f"{module}.{qualname}")
+        is_config = hasattr(value, "validate") and hasattr(value, "PATHS")
+        by_module[module].append(f"{module}.{qualname}" + (f"\n\n{config_fields(value)}" if is_config else ""))
     blocks = []
     for module in sorted(by_module):
         blocks.append(f"## `{module}`\n")
         blocks.extend(f"::: {path}\n" for path in by_module[module])
     return "\n".join(blocks)
+
+
+def config_fields(config) -> str:
+    """A Config's fields as a table: the Parameters section graft.config.with_parameters_section
+    adds to its docstring at import (griffe reads the source's docstring, which lacks it)."""
+    from dataclasses import MISSING, fields
+
+    rows = ["| Parameter | Type | Default | Description |", "| --- | --- | --- | --- |"]
+    for f in fields(config):
+        if f.default is not MISSING:
+            default = f"`{f.default!r}`"
+        else:
+            default = f"`{f.default_factory()!r}`" if f.default_factory is not MISSING else "required"
+        cells = [f"`{f.name}`", f"`{f.type}`", default, f.metadata.get("help") or ""]
+        cells[3] = cells[3].replace("|", "\\|")  # a code span keeps its own pipes
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

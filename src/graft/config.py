@@ -4,9 +4,10 @@ settings themselves are in :mod:`graft.recipes.settings`."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -145,3 +146,28 @@ def parse_tasks(specs, what: str = "task") -> dict:
             raise GraftError(f"task names clash: {name!r} is given twice ({tasks[name]} and {folder})")
         tasks[name] = folder
     return tasks
+
+
+def with_parameters_section(config_cls: type[Config]) -> str:
+    """``config_cls``'s docstring with numpydoc ``Parameters`` and ``Raises`` sections built from
+    its fields (name, type, default and the help text the command line shows), so the library's
+    reference and ``--help`` are one text. Fields the command refuses or hides are marked."""
+    doc = inspect.cleandoc(config_cls.__doc__ or "")
+    if "\nParameters\n----------" in doc:
+        return doc
+    lines = [doc, "", "Parameters", "----------"]
+    for f in fields(config_cls):
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        required = f.default is MISSING and f.default_factory is MISSING
+        lines.append(f"{f.name} : {f.type}" + ("" if required else f", default {default!r}"))
+        text = f.metadata.get("help") or "(no description)"
+        if f.name in config_cls.REFUSED:
+            text += " Not used by this command: a value other than the default is refused."
+        elif f.name in config_cls.CLI_HIDDEN or f.metadata.get("hidden"):
+            text += " Library only (not a command-line option)."
+        lines.append(f"    {text}")
+    lines += ["", "Raises", "------", "GraftError",
+              "    On construction, for a value no run can use: outside a field's choices or bounds, NaN or",
+              "    infinite, or settings that contradict each other (one line naming the option)."]
+    return "\n".join(lines)

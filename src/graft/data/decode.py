@@ -336,22 +336,40 @@ def load_image(
 ) -> Image.Image:
     """Decode one image to a fully loaded RGB image, or raise ImageDecodeError.
 
-    ``source``: a path (str, bytes or PathLike), the file's bytes, or a binary file object
-    (an upload), all decoded by the same rules; ``name`` labels errors for the last two.
+    Parameters
+    ----------
+    source : str, bytes, os.PathLike or binary file object
+        A path, the file's bytes, or a file object (an upload), all decoded by the same rules.
+    min_side : int, optional
+        Let JPEG decoding shrink by a power of two, keeping the shorter side at least this long.
+    max_pixels : int, optional
+        Refuse an image that would decode to more pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``).
+    name : str, optional
+        How errors name a ``source`` given as bytes or a file object.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode RGB, pixels loaded.
+
+    Raises
+    ------
+    ImageDecodeError
+        Every failure, whatever its kind, with the reason.
+
+    Notes
+    -----
     Only :data:`FORMATS` are opened; anything else is refused as "not a supported image
     format (...)" from its first bytes, and no decoder here starts another program. EXIF
     orientation is applied, transparency is composited over white, 16-bit and float images
-    are scaled to 8 bits, and multi-frame files give their first frame. ``min_side`` lets JPEG
-    decoding shrink by a power of two while keeping the shorter side at least that long.
-    ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``) refuses, before any pixel data is
-    decoded, an image that would decode to more pixels: the header's width x height, or for a
+    are scaled to 8 bits, and multi-frame files give their first frame. ``max_pixels`` is
+    checked before any pixel data is decoded: the header's width x height, or for a
     one-pass JPEG with ``min_side`` its draft size, so a 12000 x 9000 photo read for a 256 px
     model is decoded at 1500 x 1125 instead of being called a bomb (PIL's own refusal above
     twice its limit still applies); a WebP counts :data:`WEBP_COST` times its pixels. A PNG with
     more than 1 MiB of text chunks is refused (PIL would inflate them). A JPEG whose data ends
     early but is closed by an EOI marker, which libjpeg decodes without an error as flat grey, is
     refused too.
-    Every failure, whatever its kind, is an ImageDecodeError with the reason.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     with _opened(source, name) as (label, fp), _reasons(label, fp):

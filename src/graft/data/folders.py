@@ -19,6 +19,7 @@ import numpy as np
 from graft.data.counting import counted
 from graft.data.decode import load_image  # noqa: F401  (re-exported: scanning and decoding go together)
 from graft.data.overlap import duplicate_groups, warn_duplicates  # noqa: F401  (duplicate_groups re-exported)
+from graft.data.splits import IMBALANCE_RATIO, stratified_split, take_per_class, warn_imbalance  # noqa: F401  (re-exported)
 from graft.errors import DataError
 
 # For information (e.g. a hint in a report): scanning does not filter on suffix.
@@ -41,7 +42,15 @@ class Record:
 
 @dataclass
 class ImageFolder:
-    """The records of one dataset folder; ``classes[i]`` is the name of label ``i``."""
+    """The records of one dataset folder; ``classes[i]`` is the name of label ``i``.
+
+    Attributes
+    ----------
+    root : pathlib.Path
+    classes : list of str
+    records : list of Record
+        ``(path, label)`` per image, in scanning order.
+    """
 
     root: Path
     classes: list[str]
@@ -135,11 +144,24 @@ def _class_dirs(root_path: Path, class_dirs: list[Path]) -> dict[str, list[Path]
 def scan_folder(root, classes: list[str] | None = None) -> ImageFolder:
     """List the images of a ``root/<class>/<image>`` tree (images may be nested deeper).
 
-    Without ``classes`` the class names are the sorted sub-folder names, and at least two
-    are required. With ``classes`` (scanning a validation folder against the training
-    classes) labels are positions in that list, every sub-folder must be one of them, and a
-    listed class may be absent or empty (see :func:`warn_unscored_classes`). Names are
-    compared in NFC (:func:`class_name`). Raises DataError naming the folder and the problem.
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder; class names are compared in NFC (:func:`class_name`).
+    classes : list of str, optional
+        Scan against these classes (a validation folder against the training classes): labels
+        are positions in the list, every sub-folder must be one of them, a class may be absent
+        or empty (see :func:`warn_unscored_classes`). Default: the sorted sub-folder names,
+        at least two.
+
+    Returns
+    -------
+    ImageFolder
+
+    Raises
+    ------
+    DataError
+        Naming the folder and the problem (missing, no class folders, one class, an unknown class).
     """
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     counted(root_path)
@@ -234,54 +256,6 @@ def scan_images(root) -> ImageFolder:
     return scan_unlabelled(root_path, "it has no files at any depth")
 
 
-def stratified_split(
-    folder: ImageFolder, val_fraction: float, seed: int = 0
-) -> tuple[ImageFolder, ImageFolder]:
-    """Split each class into train and validation parts, ``val_fraction`` of it to validation.
-
-    Every class with at least two images lands on both sides; a single-image class stays in
-    training (with a warning), since it cannot be both learned and validated.
-    """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.number)):
-        raise DataError(f"val_fraction must be a number between 0 and 1, got {val_fraction!r}")
-    if not 0.0 < float(val_fraction) < 1.0:  # also rejects NaN
-        raise DataError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
-
-    rng = np.random.default_rng(seed)
-    by_label: dict[int, list[Record]] = {}
-    for record in sorted(folder.records, key=lambda r: (r.label, r.path)):
-        by_label.setdefault(record.label, []).append(record)
-
-    train: list[Record] = []
-    val: list[Record] = []
-    single: list[str] = []
-    for label in sorted(by_label):
-        members = by_label[label]
-        n = len(members)
-        if n == 1:
-            train.extend(members)
-            single.append(folder.classes[label])
-            continue
-        n_val = min(max(round(n * float(val_fraction)), 1), n - 1)
-        order = rng.permutation(n)
-        val.extend(members[i] for i in order[:n_val])
-        train.extend(members[i] for i in order[n_val:])
-    if single:
-        names = ", ".join(f"'{name}'" for name in single)
-        warnings.warn(
-            f"class(es) {names} have only one image: kept in training, not validated",
-            stacklevel=2,
-        )
-
-    def sort_key(r: Record):
-        return (r.label, r.path)
-
-    return (
-        ImageFolder(folder.root, list(folder.classes), sorted(train, key=sort_key)),
-        ImageFolder(folder.root, list(folder.classes), sorted(val, key=sort_key)),
-    )
-
-
 def load_train_val(
     train_dir, val_dir=None, val_fraction=None, seed: int = 0, balanced: bool = False
 ) -> tuple[ImageFolder, ImageFolder | None]:
@@ -291,6 +265,25 @@ def load_train_val(
     both training and validation, a largest class more than 5x the smallest (unless
     ``balanced``: the run already weighs or samples the classes equally), and classes
     without validation images.
+
+    Parameters
+    ----------
+    train_dir, val_dir : str or os.PathLike
+        Class-folder trees; ``val_dir`` (optional) is scanned against the training classes.
+    val_fraction : float, optional
+        Without ``val_dir``: hold out this stratified fraction (:func:`stratified_split`).
+    seed : int, default 0
+    balanced : bool, default False
+
+    Returns
+    -------
+    (ImageFolder, ImageFolder or None)
+        Training and validation; None when neither ``val_dir`` nor ``val_fraction`` is given.
+
+    Raises
+    ------
+    DataError
+        A folder that cannot be used (see :func:`scan_folder`).
     """
     if val_dir is not None and val_fraction is not None:
         raise DataError(
@@ -312,7 +305,7 @@ def load_train_val(
     else:
         train, val = whole, None
     if not balanced:
-        _warn_imbalance(train)
+        warn_imbalance(train)
     if val is not None:
         warn_unscored_classes(val, "validation")
     return train, val
@@ -325,36 +318,6 @@ def warn_unscored_classes(folder: ImageFolder, what: str) -> None:
     if missing:
         warnings.warn(f"class(es) {', '.join(repr(m) for m in missing)} have no {what} images in {folder.root}: "
                       "their recall is not measured and they do not count in the macro F1", stacklevel=3)
-
-
-def take_per_class(folder: ImageFolder, per_class: int, seed: int = 0) -> ImageFolder:
-    """``per_class`` images of every class, drawn with ``seed`` (what K labelled images buy)."""
-    counts = folder.class_counts()
-    short = {name: n for name, n in counts.items() if n < per_class}
-    if short:
-        name, n = min(short.items(), key=lambda item: item[1])
-        raise DataError(f"--shots {per_class} is larger than class '{name}' ({n} training image(s)); "
-                        f"the smallest class allows at most --shots {min(counts.values())}")
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in range(len(folder.classes)):
-        keep.extend(rng.permutation(np.flatnonzero(folder.labels == label))[:per_class])
-    return folder.subset(np.sort(np.asarray(keep, dtype=np.int64)))
-
-
-IMBALANCE_RATIO = 5.0  # a largest class more than this many times the smallest gets a warning
-
-
-def _warn_imbalance(train: ImageFolder) -> None:
-    counts = {name: n for name, n in train.class_counts().items() if n > 0}
-    if len(counts) < 2:
-        return
-    largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
-    if counts[largest] > IMBALANCE_RATIO * counts[smallest]:
-        warnings.warn(
-            f"class imbalance: '{largest}' has {counts[largest]} training images, '{smallest}' only "
-            f"{counts[smallest]} ({counts[largest] / counts[smallest]:.0f}x); accuracy will favour the large "
-            "class: consider --class-weight balanced (or --sampler balanced for finetune)", stacklevel=3)
 
 
 def image_files(inputs) -> list[Path]:

@@ -24,7 +24,18 @@ _RESAMPLE = {
 @dataclass(frozen=True)
 class Preprocessing:
     """How a backbone wants its input: square ``size``, resize ``interpolation``,
-    centre ``crop_pct``, per-channel ``mean`` and ``std`` on [0, 1] pixel values."""
+    centre ``crop_pct``, per-channel ``mean`` and ``std`` on [0, 1] pixel values.
+
+    Attributes
+    ----------
+    size : int, default 224
+        Output side in pixels.
+    interpolation : str, default "bicubic"
+        PIL resize filter of the shorter side to ``size / crop_pct``.
+    crop_pct : float, default 0.875
+        The centre crop's share of the resized image (timm's convention).
+    mean, std : tuple of 3 float
+        Per-channel normalisation of [0, 1] RGB values (ImageNet's by default)."""
 
     size: int = 224
     interpolation: str = "bicubic"

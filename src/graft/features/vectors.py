@@ -15,7 +15,23 @@ from graft.features.cache import file_identity, open_feature_cache
 
 @dataclass
 class Features:
-    """Feature vectors of the images that decoded, plus what was skipped and why."""
+    """Feature vectors of the images that decoded, plus what was skipped and why.
+
+    Attributes
+    ----------
+    vectors : numpy.ndarray
+        Shape (n, D), float32: one row per decoded image, in ``paths`` order.
+    paths : list of str
+        The n images.
+    labels : numpy.ndarray, optional
+        Shape (n,), int64 class indices into ``classes``; None for unlabelled images.
+    classes : list of str, optional
+        Class names in label order.
+    skipped : list of dict
+        ``{"path", "reason"}`` of each image that did not decode.
+    cached : int
+        How many of the rows were read from the feature cache.
+    """
 
     vectors: np.ndarray
     paths: list[str]

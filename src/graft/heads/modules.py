@@ -26,6 +26,25 @@ def register_head_module(kind: str):
 
 
 def build_head(config: dict) -> nn.Module:
+    """The torch head module a saved head config describes (graft.json's ``head``).
+
+    Parameters
+    ----------
+    config : dict
+        ``kind`` (a name of :data:`HEAD_MODULES`: linear, mlp, rbf-svm, knn, prototype, ...)
+        and that module's own settings (``in_features``, ``num_classes``, ...).
+
+    Returns
+    -------
+    torch.nn.Module
+        The head, weights uninitialised: load its state dict next. Input (N, D) features,
+        output (N, classes) logits.
+
+    Raises
+    ------
+    GraftError
+        An unknown ``kind``.
+    """
     kind = config.get("kind")
     if kind not in HEAD_MODULES:
         raise GraftError(f"unknown head kind {kind!r}; known: {', '.join(sorted(HEAD_MODULES))}")

@@ -16,6 +16,7 @@ from graft.data.manifest import folder_manifest, manifest_changes
 from graft.data.overlap import check_output_outside
 from graft.errors import DataError, GraftError
 from graft.recipes.settings.versions import read_settings
+from graft.reporting.metrics import Scored
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -203,7 +204,6 @@ def score_folder(run: RunDir, model, folder: ImageFolder, *, subdir: str, title:
 
     loader = DataLoader(ImageDataset(folder, model.preprocessing, "none"), batch_size=batch_size)
     _, _, y_true, y_pred, probabilities = evaluate_loader(model, loader, with_probabilities=True)
-    metrics = run.write_evaluation(y_true, y_pred, model.classes, {**extra, "data_dir": str(folder.root)},
-                                   subdir=subdir, title=title, probabilities=probabilities,
-                                   paths=[record.path for record in folder.records], split=subdir)
+    scored = Scored(y_true, y_pred, model.classes, probabilities, [record.path for record in folder.records], subdir)
+    metrics = run.write_report(scored, {**extra, "data_dir": str(folder.root)}, subdir=subdir, title=title)
     return held_out_summary(metrics)

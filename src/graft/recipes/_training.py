@@ -29,6 +29,7 @@ from graft.recipes._run import (
 from graft.recipes._run_plan import NetworkRecipe, RunData, TrainingPlan, build_plan, check_mixing, load_run_data
 from graft.recipes.settings import FinetuneConfig
 from graft.recipes.settings.versions import settings_record
+from graft.reporting.metrics import Scored
 from graft.reporting.plots import training_curves_png
 from graft.reporting.summary import validation_title
 from graft.train.callbacks import load_checkpoint, standard_callbacks
@@ -176,10 +177,8 @@ def _held_out_results(run: RunDir, plan: TrainingPlan, model, strict: bool, prog
 def _write_reports(run: RunDir, plan: TrainingPlan, history: list[dict], extra: dict, start: float) -> dict:
     _, _, y_true, y_pred, probabilities = evaluate_loader(plan.model, plan.val_loader, with_probabilities=True)
     extra["seconds"] = round(time.perf_counter() - start, 3)
-    metrics = run.write_evaluation(y_true, y_pred, plan.train.classes, extra,
-                                   title=validation_title(plan.val.root, plan.train.root, "fine-tuned"),
-                                   probabilities=probabilities,
-                                   paths=[record.path for record in plan.val.records])
+    scored = Scored(y_true, y_pred, plan.train.classes, probabilities, [record.path for record in plan.val.records])
+    metrics = run.write_report(scored, extra, title=validation_title(plan.val.root, plan.train.root, "fine-tuned"))
     training_curves_png(history, run.path / "curves.png")
     run.write_split(plan.train, plan.val)
     return metrics

@@ -45,12 +45,57 @@ SCRATCH_PLAN, PRETRAINED_PLAN = "all:24", "all:12"
 
 def adapt(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
           **settings) -> FitResult:
-    """Train on the labelled source folder (``config.train_dir``) and unlabelled
-    ``config.target_dir``; ``config.target_val_dir`` (labelled, same classes) is scored every
-    epoch and at the end, never trained on nor used to choose the epoch: the model kept is the
-    last epoch's. ``config``: an :class:`~graft.recipes.settings.AdaptConfig`, or the source
-    folder with its fields as keywords. RUN/domain.json holds the proxy A-distance (Ben-David
-    et al. 2007) before and after. Raises DataError for an empty or unreadable target."""
+    """Unsupervised domain adaptation: train on the labelled source folder and the unlabelled
+    target folder, so that the model works on the target's images.
+
+    Parameters
+    ----------
+    config : AdaptConfig or str
+        The settings; or the labelled source folder,
+        with the Config's fields as keywords (``settings``).
+    out : str or pathlib.Path
+        The run folder: new, empty, or an earlier run of this command (replaced).
+    strict : bool, default False
+        Stop at the first unreadable image (DataError) instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+    overwrite : bool, default False
+        Write into a folder that holds something else than an earlier run of this command
+        (graft's own outputs are removed first; the user's other files stay).
+    **settings
+        Fields of :class:`~graft.recipes.settings.AdaptConfig`, when ``config`` is a folder.
+
+    Returns
+    -------
+    FitResult
+        The run folder and the metrics written to ``RUN/metrics.json`` (``.model`` loads the
+        saved model).
+
+    Raises
+    ------
+    GraftError
+        A setting no run can use, or an output folder that is or lies inside an input folder;
+        raised before the run folder is touched.
+    DataError
+        An empty or unreadable source or target folder, or a ``target_val_dir`` whose classes
+        differ from the source's.
+
+    Notes
+    -----
+    ``config.target_val_dir`` (labelled, the source's classes) is scored every epoch and at the
+    end, never trained on nor used to choose the epoch: the model kept is the last epoch's (its
+    reports in ``RUN/target/``). ``RUN/domain.json`` holds the proxy A-distance between the
+    source and target features before and after adaptation (0 = indistinguishable, 2 = apart).
+    ``config.adversary``: ``dann``, ``cdan``, or ``none`` (source-only: the same run without the
+    adversary and the target, for comparison).
+
+    References
+    ----------
+    Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016 (DANN).
+    Long et al., "Conditional Adversarial Domain Adaptation", NeurIPS 2018 (CDAN).
+    Ben-David et al., "Analysis of Representations for Domain Adaptation", NeurIPS 2007
+    (proxy A-distance).
+    """
     config = as_config(AdaptConfig, config, settings)
     return start_training(config, out, RECIPE, strict=strict, progress=progress, overwrite=overwrite)
 

@@ -34,10 +34,46 @@ DOUBTFUL = 6
 
 def cluster(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
             **settings) -> FitResult:
-    """Cluster the images of ``config.data`` into ``config.k`` groups (or an over-clustered
-    estimate) and write the run into ``out``. ``config``: a :class:`ClusterConfig` or the folder
-    with its fields as keywords. Every check (folder, -k against the number of images, the
-    export folder) runs before the run folder is opened. Returns the run folder and metrics."""
+    """Group the images of an unlabelled folder by their frozen features, so that a person can
+    name the groups (``export`` lays each group's images out as a class folder ``graft fit`` reads).
+
+    Parameters
+    ----------
+    config : ClusterConfig or str
+        The settings; or the folder of images (``data``),
+        with the Config's fields as keywords (``settings``).
+    out : str or pathlib.Path
+        The run folder: new, empty, or an earlier run of this command (replaced).
+    strict : bool, default False
+        Stop at the first unreadable image (DataError) instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+    overwrite : bool, default False
+        Write into a folder that holds something else than an earlier run of this command
+        (graft's own outputs are removed first; the user's other files stay).
+    **settings
+        Fields of :class:`~graft.recipes.settings.ClusterConfig`, when ``config`` is a folder.
+
+    Returns
+    -------
+    FitResult
+        The run folder and the metrics written to ``RUN/metrics.json`` (``.model`` loads the
+        saved model).
+
+    Raises
+    ------
+    GraftError
+        A setting no run can use, or an output folder that is or lies inside an input folder;
+        raised before the run folder is touched.
+    DataError
+        A folder without readable images, or ``k`` above the number of images.
+
+    Notes
+    -----
+    ``config.k`` clusters, or an over-clustered eigengap estimate when ``k`` is None. Every check (the
+    folder, ``k`` against the number of images, the export folder) runs before the run folder
+    is opened.
+    """
     start = time.perf_counter()
     config = config if isinstance(config, ClusterConfig) else ClusterConfig(data=config, **settings)
     folder = scan_images(config.data)

@@ -43,17 +43,57 @@ class WithIndex(Dataset):
 
 def distill(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
             **settings) -> FitResult:
-    """Train the student ``config.backbone`` on ``config.train_dir`` from the teacher run's
-    outputs and the labels. ``alpha=0`` is the same student trained without the teacher; ``alpha=None``
-    (the default) is 0.9 with a transfer set and 0.5 without. Stages
-    that train backbone layers see augmented images (``augment``, as in fine-tuning) and the
+    """Knowledge distillation: train the student ``config.backbone`` on ``config.train_dir`` from a
+    teacher run's outputs and the labels.
+
+    Parameters
+    ----------
+    config : DistillConfig or str
+        The settings; or the labelled training folder,
+        with the Config's fields as keywords (``settings``).
+    out : str or pathlib.Path
+        The run folder: new, empty, or an earlier run of this command (replaced).
+    strict : bool, default False
+        Stop at the first unreadable image (DataError) instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+    overwrite : bool, default False
+        Write into a folder that holds something else than an earlier run of this command
+        (graft's own outputs are removed first; the user's other files stay).
+    **settings
+        Fields of :class:`~graft.recipes.settings.DistillConfig`, when ``config`` is a folder.
+
+    Returns
+    -------
+    FitResult
+        The run folder and the metrics written to ``RUN/metrics.json`` (``.model`` loads the
+        saved model).
+
+    Raises
+    ------
+    GraftError
+        A setting no run can use, or an output folder that is or lies inside an input folder;
+        raised before the run folder is touched.
+    DataError
+        An empty or unreadable folder, or a transfer set (``unlabelled_dir``) without a readable
+        image.
+
+    Notes
+    -----
+    The loss is ``alpha`` x the KL divergence to the teacher's softened outputs (temperature
+    ``config.temperature``) + ``(1 - alpha)`` x cross-entropy on the labels. ``alpha=0`` is the
+    same student trained without the teacher; ``alpha=None`` (the default) is 0.9 with a
+    transfer set and 0.5 without. Stages that train backbone layers see augmented images and the
     teacher runs on each of those batches; head stages use its outputs on the plain images,
-    computed once. The loaders are fine-tuning's (``sampler`` shuffle or balanced, one shard per
-    process under torchrun). ``config.unlabelled_dir``: a transfer set (Hinton et al. 2015) of
-    unlabelled images the student learns from the teacher's soft targets alone, in every epoch
-    beside the labelled ones (RUN/data.json lists them; metrics.json counts them). Raises
-    GraftError when the teacher's classes differ from the data's, DataError when the unlabelled
-    folder holds no readable image."""
+    computed once. ``config.unlabelled_dir`` is a transfer set of unlabelled images the student
+    learns from the teacher's soft targets alone. A teacher whose classes differ from the data's
+    is a GraftError.
+
+    References
+    ----------
+    Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", NIPS 2014
+    Deep Learning Workshop (arXiv:1503.02531).
+    """
     config = as_config(DistillConfig, config, settings)
     if config.alpha is None:
         config = config.replace(alpha=_default_alpha(config))

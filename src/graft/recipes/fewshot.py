@@ -112,14 +112,20 @@ def usable_queries(labels: np.ndarray, support_slots: int, queries: int) -> int:
     return max(0, min(queries, int(np.unique(np.asarray(labels), return_counts=True)[1].min()) - support_slots))
 
 
-def run_episodes(features: np.ndarray, labels: np.ndarray, ways: int, shots: int, episodes: int,  # noqa: PLR0913
-                 queries: int = 15, head: str = "prototype", seed: int = 0, *,
-                 support_slots: int | None = None) -> FewShotResult:
+def run_episodes(features: np.ndarray, labels: np.ndarray, ways: int, shots: int, episodes: int,
+                 queries: int = 15, head: str = "prototype", seed: int = 0) -> FewShotResult:
     """Mean accuracy of ``head`` over ``episodes`` random N-way K-shot episodes (seeded; see
     :func:`draw_episodes`). ``features``: [N, D]; ``labels``: [N] integers. ``queries`` is
     lowered to what the smallest class allows (:func:`usable_queries`); the result records it."""
+    return _run_episodes(features, labels, ways, shots, episodes, queries, head, seed, shots)
+
+
+def _run_episodes(features, labels, ways: int, shots: int, episodes: int, queries: int, head: str,  # noqa: PLR0913
+                  seed: int, support_slots: int) -> FewShotResult:
+    """:func:`run_episodes` with the queries drawn after ``support_slots`` support images, so
+    that every K of one ``graft fewshot`` run scores the same query images."""
     labels = np.asarray(labels)
-    queries = usable_queries(labels, shots if support_slots is None else support_slots, queries)  # the real count
+    queries = usable_queries(labels, support_slots, queries)  # the real count
     transformed = simpleshot_transform(features, np.asarray(features, np.float64).mean(0))
     accuracies = np.asarray([_episode_accuracy(head, transformed[s], labels[s], transformed[q], labels[q])
                              for s, q in draw_episodes(labels, ways, shots, episodes, queries, seed, support_slots)])
@@ -166,5 +172,5 @@ def fewshot(config, *, progress: bool = True, **settings) -> list[FewShotResult]
         warnings.warn(f"--queries {queries}: class '{folder.classes[int(counts.argmin())]}' has {int(counts.min())} "
                       f"readable image(s), so every episode scores {used} queries per class after {max(shots)} "
                       "support images", stacklevel=2)
-    return [run_episodes(found.vectors, found.labels, ways, k, episodes, used, head, seed, support_slots=max(shots))
+    return [_run_episodes(found.vectors, found.labels, ways, k, episodes, used, head, seed, max(shots))
             for k in shots for head in heads]

@@ -32,6 +32,7 @@ from graft.features.extractor import Features, gather_features
 from graft.heads.classical import fit_head
 from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary
 from graft.recipes.settings import FrozenFitConfig
+from graft.reporting.metrics import Scored
 from graft.reporting.summary import validation_title
 
 __all__ = ["FitResult", "FrozenFitConfig", "FrozenPlan", "evaluate", "extract", "fit_frozen", "plan_fit"]
@@ -64,19 +65,52 @@ class _Extracted:
 
 def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
                **settings) -> FitResult:
-    """Extract frozen features, fit the head on them, save model + reports into ``out``.
+    """Fit a classical head on frozen backbone features and save the model and its reports into
+    ``out`` (``graft fit``).
 
-    ``config``: a :class:`~graft.recipes.settings.FrozenFitConfig`, or the training folder with
-    its fields as keywords (``fit_frozen("data", "runs/f", head="rbf-svm")``). With neither
-    ``val_dir`` nor ``val_fraction``, a stratified 20 % of the training folder is held out (as
-    fastai's ``valid_pct``) so that every run reports held-out metrics. ``out`` may be new,
-    empty or an earlier ``fit`` run (replaced); anything else needs ``overwrite`` (see
-    :func:`graft.artifacts.run_folder.open_run`).
+    Parameters
+    ----------
+    config : FrozenFitConfig or str
+        The settings; or the training folder (one sub-folder of images per class),
+        with the Config's fields as keywords (``settings``).
+    out : str or pathlib.Path
+        The run folder: new, empty, or an earlier ``fit`` run (replaced).
+    strict : bool, default False
+        Stop at the first unreadable image (DataError) instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+    overwrite : bool, default False
+        Write into a folder that holds something else than an earlier run of this command
+        (graft's own outputs are removed first; the user's other files stay).
+    **settings
+        Fields of :class:`~graft.recipes.settings.FrozenFitConfig`, when ``config`` is a folder.
 
-    ``test_dir`` is scored once, at the end, with the model validation chose; its reports go to
-    ``out/test/``. ``final`` refits the head on training + validation images with the
-    hyper-parameter cross-validation chose: the saved model is that refit, the validation
-    metrics stay those of the model fitted without the validation images.
+    Returns
+    -------
+    FitResult
+        The run folder and the metrics written to ``RUN/metrics.json`` (``.model`` loads the
+        saved model).
+
+    Raises
+    ------
+    GraftError
+        A setting no run can use, or an output folder that is or lies inside an input folder;
+        raised before the run folder is touched.
+    DataError
+        A folder that is missing, empty, has fewer than two classes or no readable image;
+        a ``test_dir`` that is the training or validation folder.
+
+    Notes
+    -----
+    With neither ``val_dir`` nor ``val_fraction``, a stratified 20 % of the training folder is
+    held out (as fastai's ``valid_pct``), so every run reports held-out metrics. The head's
+    hyper-parameter (C, k) is chosen by cross-validation on the training split. ``test_dir`` is
+    scored once, at the end, with the model validation chose (reports in ``RUN/test/``).
+    ``final`` refits the head on training + validation images with the hyper-parameter
+    cross-validation chose: the saved model is that refit, the validation metrics stay those of
+    the model fitted without the validation images. When every image's features are cached for
+    the backbone, layer and size, no network is built: "try another head" takes seconds.
+    Example: ``fit_frozen("data", "runs/f", head="rbf-svm")``.
     """
     start = time.perf_counter()
     config = as_config(FrozenFitConfig, config, settings)  # the head and its options are checked there
@@ -141,16 +175,15 @@ def _fit(run: RunDir, plan: FrozenPlan, start: float, progress: bool) -> FitResu
     if "test" in features:
         test = features["test"]
         test_probabilities = shipped.probabilities(test.vectors)
-        extra["test"] = held_out_summary(run.write_evaluation(
-            test.labels, test_probabilities.argmax(1), classes,
+        extra["test"] = held_out_summary(run.write_report(
+            Scored(test.labels, test_probabilities.argmax(1), classes, test_probabilities, test.paths, "test"),
             {"n_test": len(test), "data_dir": str(config.test_dir), "skipped": test.skipped},
-            subdir="test", title=f"{Path(str(config.test_dir)).name} (test)", probabilities=test_probabilities,
-            paths=test.paths, split="test"))
+            subdir="test", title=f"{Path(str(config.test_dir)).name} (test)"))
     extra["seconds"] = round(time.perf_counter() - start, 3)
     probabilities = chosen.probabilities(features["val"].vectors)
-    metrics = run.write_evaluation(features["val"].labels, probabilities.argmax(1), classes, extra,
-                                   title=validation_title(folders["val"].root, folders["train"].root, config.head),
-                                   probabilities=probabilities, paths=features["val"].paths)
+    metrics = run.write_report(Scored(features["val"].labels, probabilities.argmax(1), classes, probabilities,
+                                      features["val"].paths), extra,
+                               title=validation_title(folders["val"].root, folders["train"].root, config.head))
     run.write_split(folders["train"], folders["val"])
     # config.yaml: the Config's fields with the network as resolved (its weights, layer and input size), strict
     # and the classes; not cache (where the features were read from does not change the run)
@@ -235,10 +268,41 @@ def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> 
 
 def evaluate(run_dir, data_dir, *, strict=False, engine=FrozenFitConfig.engine, batch_size=FrozenFitConfig.batch_size,
              cache=FrozenFitConfig.cache, progress=True) -> tuple[Path, dict]:
-    """Score a saved model on a labelled folder; reports go to ``RUN_DIR/eval/<folder name>/``.
+    """Score a saved model on a labelled folder; the reports go to ``RUN_DIR/eval/<folder name>/``.
 
-    Predicts through :func:`graft.inference.open_predictor`, as ``graft predict`` does (the same
-    probabilities on one engine); ``cache`` is the shared flag's: no feature cache is read."""
+    Predicts through :func:`graft.inference.open_predictor`, as ``graft predict`` does, so the
+    probabilities equal predict's on the same engine.
+
+    Parameters
+    ----------
+    run_dir : str or pathlib.Path
+        A run folder (or its ``model/`` folder).
+    data_dir : str or pathlib.Path
+        A class-folder tree whose class names are among the model's.
+    strict : bool, default False
+        Stop at the first unreadable image instead of skipping it with a warning.
+    engine : {"auto", "onnx", "torch"}, default "auto"
+        ONNX Runtime on ``RUN/model.onnx`` (exported when missing or stale), or torch.
+    batch_size : int, default 32
+        Images per forward pass.
+    cache : bool, default True
+        The shared flag of the frozen commands; evaluating reads no feature cache.
+    progress : bool, default True
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    tuple of (pathlib.Path, dict)
+        The reports folder and the metrics written to its ``metrics.json`` (accuracy, macro F1,
+        per class, top-k accuracy, ``n_val``, ``seconds``, ``skipped``).
+
+    Raises
+    ------
+    GraftError
+        ``run_dir`` holds no graft model, or the reports folder would lie inside ``data_dir``.
+    DataError
+        ``data_dir`` is missing, names classes the model lacks, or holds no readable image.
+    """
     from graft.inference import open_predictor, saved_config
 
     start = time.perf_counter()
@@ -257,11 +321,12 @@ def evaluate(run_dir, data_dir, *, strict=False, engine=FrozenFitConfig.engine, 
     label_of = dict(zip(map(str, folder.paths), folder.labels))
     labels = np.array([label_of[p] for p in batch.paths], dtype=np.int64)
     target = Path("eval") / evaluation_folder_name(run.path / "eval", Path(data_dir).resolve())
-    metrics = run.write_evaluation(labels, batch.probabilities.argmax(1), predictor.classes, {
+    scored = Scored(labels, batch.probabilities.argmax(1), predictor.classes, batch.probabilities, batch.paths,
+                    "evaluate")
+    metrics = run.write_report(scored, {
         "n_val": len(batch.paths), "data_dir": str(Path(data_dir).resolve()),
         "seconds": round(time.perf_counter() - start, 3), "skipped": batch.skipped,
-    }, subdir=str(target), title=Path(data_dir).name, probabilities=batch.probabilities, paths=batch.paths,
-        split="evaluate")
+    }, subdir=str(target), title=Path(data_dir).name)
     write_html_safely(run.path, str(target))
     return run.path / target, metrics
 

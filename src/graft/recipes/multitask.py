@@ -29,6 +29,7 @@ from graft.recipes._run import FitResult, check_not_an_input, manifest_of
 from graft.recipes._run_plan import make_head, whole_folder
 from graft.recipes.settings import MultitaskConfig, parse_tasks  # noqa: F401  (parse_tasks re-exported)
 from graft.recipes.settings.versions import settings_record
+from graft.reporting.metrics import Scored
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
 from graft.train.loaders import training_loader
 from graft.train.prefix import pooled_encoder
@@ -40,10 +41,49 @@ COMMAND = "multitask"
 
 def multitask(config, out=None, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
               **settings) -> FitResult:
-    """Train one network on every task. ``config``: a
-    :class:`~graft.recipes.settings.MultitaskConfig`, or ``{task name: class-folder tree}`` with
-    its other fields as keywords. Per-task reports land in ``RUN/<task>/``. Raises GraftError
-    for fewer than two tasks, unknown task names in ``val_dirs``/``task_weights``, or bad data."""
+    """Train one network with one head per task on several labelled folders (``graft multitask``).
+
+    Parameters
+    ----------
+    config : MultitaskConfig or dict
+        The settings; or ``{task name: class-folder tree}``, with the Config's other fields as
+        keywords (``settings``).
+    out : str or pathlib.Path
+        The run folder: new, empty, or an earlier run of this command (replaced).
+    strict : bool, default False
+        Stop at the first unreadable image (DataError) instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+    overwrite : bool, default False
+        Write into a folder that holds something else than an earlier run of this command.
+    **settings
+        Fields of :class:`~graft.recipes.settings.MultitaskConfig`, when ``config`` is a dict.
+
+    Returns
+    -------
+    FitResult
+        The run folder and its metrics (per task: accuracy, macro F1, ``n_train``, ``n_val``);
+        each task's reports are in ``RUN/<task>/``.
+
+    Raises
+    ------
+    GraftError
+        Fewer than two tasks, task names in ``val_dirs`` / ``task_weights`` that are no task, or
+        a setting no run can use; raised before the run folder is touched.
+    DataError
+        A task folder that is missing, empty or without readable images.
+
+    Notes
+    -----
+    One shared backbone (hard parameter sharing), one head per task; every step draws a batch
+    of every task. ``config.weighting``: the task losses summed with ``config.task_weights``
+    (default 1 each), or with learned uncertainty weights.
+
+    References
+    ----------
+    Caruana, "Multitask Learning", Machine Learning 28, 1997. Kendall, Gal and Cipolla,
+    "Multi-Task Learning Using Uncertainty to Weigh Losses", CVPR 2018.
+    """
     if not isinstance(config, MultitaskConfig):
         config = MultitaskConfig(tasks=dict(config), **settings)
     elif settings:
@@ -238,10 +278,9 @@ def _train(run: RunDir, s: dict, plan: TaskPlan, *, progress: bool, resume: dict
         # equals the softmax over this task's logits alone
         part = probabilities[:, head.slices[name]]
         part = part / part.sum(axis=1, keepdims=True)
-        metrics = run.write_evaluation(val.labels, part.argmax(1), train.classes,
-                                       {"n_train": len(train), "n_val": len(val), "data_dir": s["tasks"][name]},
-                                       subdir=name, title=f"{name} (multi-task)", probabilities=part,
-                                       paths=[record.path for record in val.records])
+        scored = Scored(val.labels, part.argmax(1), train.classes, part, [record.path for record in val.records])
+        metrics = run.write_report(scored, {"n_train": len(train), "n_val": len(val), "data_dir": s["tasks"][name]},
+                                   subdir=name, title=f"{name} (multi-task)")
         per_task[name] = {k: metrics[k] for k in ("accuracy", "macro_f1", "n_train", "n_val")}
         write_html_safely(run.path, subdir=name)
     summary = {"tasks": per_task, "accuracy": float(np.mean([m["accuracy"] for m in per_task.values()])),

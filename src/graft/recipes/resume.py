@@ -10,12 +10,34 @@ __all__ = ["interrupted_hint", "is_resumable", "resume", "resumable_commands"]
 
 
 def resume(run_dir, *, given: dict | None = None, strict: bool = False, progress: bool = True) -> FitResult:
-    """Continue a killed or interrupted training run in ``run_dir``.
+    """Continue a killed or interrupted training run from its last finished epoch.
 
-    ``given``: settings the user repeated (on the command line); any that differs from the saved
-    one is an error listing them all (``graft finetune --resume RUN`` and ``graft resume RUN``
-    continue the same way, whichever training command made RUN). Raises GraftError when the folder is no
-    training run, is finished, has no finished epoch, or its data changed since it started.
+    Any training command's run (``finetune``, ``pretrain``, ``adapt``, ``distill``,
+    ``multitask``) continues the way it started: the saved settings are read back (older runs'
+    through the settings versions) and the recipe that wrote the run continues it.
+
+    Parameters
+    ----------
+    run_dir : str or pathlib.Path
+        The run folder (it holds ``checkpoints/last.pt``).
+    given : dict, optional
+        Settings the user repeated (on the command line); any that differs from the saved one
+        is an error listing them all.
+    strict : bool, default False
+        Stop at the first unreadable image instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+
+    Returns
+    -------
+    FitResult
+        The run folder and its final metrics, as the uninterrupted run would have written.
+
+    Raises
+    ------
+    GraftError
+        The folder is no training run, is finished, has no finished epoch, a repeated setting
+        differs, or its data changed since it started.
     """
     run, config = read_saved(run_dir)
     saved_command = config.get("command")

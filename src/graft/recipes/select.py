@@ -26,9 +26,46 @@ __all__ = ["SelectConfig", "select", "selected_paths"]
 
 def select(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
            **settings) -> FitResult:
-    """Pick ``config.n`` images of ``config.pool`` to label next and write the run into ``out``.
-    ``config``: a :class:`SelectConfig` or the pool folder with its fields as keywords. The pool,
-    -n against its size and the labelled folder are checked before the run folder is opened."""
+    """Active learning: pick the ``config.n`` images of an unlabelled pool that are most worth
+    labelling next, and write the picks into ``out``.
+
+    Parameters
+    ----------
+    config : SelectConfig or str
+        The settings; or the pool folder,
+        with the Config's fields as keywords (``settings``).
+    out : str or pathlib.Path
+        The run folder: new, empty, or an earlier run of this command (replaced).
+    strict : bool, default False
+        Stop at the first unreadable image (DataError) instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+    overwrite : bool, default False
+        Write into a folder that holds something else than an earlier run of this command
+        (graft's own outputs are removed first; the user's other files stay).
+    **settings
+        Fields of :class:`~graft.recipes.settings.SelectConfig`, when ``config`` is a folder.
+
+    Returns
+    -------
+    FitResult
+        The run folder and the metrics written to ``RUN/metrics.json`` (``.model`` loads the
+        saved model).
+
+    Raises
+    ------
+    GraftError
+        A setting no run can use, or an output folder that is or lies inside an input folder;
+        raised before the run folder is touched.
+    DataError
+        A pool without readable images, or ``n`` above the images not labelled yet.
+
+    Notes
+    -----
+    Images whose content equals a labelled image (``config.labelled``) are left out of the
+    picks. The pool, ``n`` against its size and the labelled folder are checked before the run
+    folder is opened.
+    """
     start = time.perf_counter()
     config = config if isinstance(config, SelectConfig) else SelectConfig(pool=config, **settings)
     pool = scan_unlabelled(config.pool, "select needs images to pick from")

@@ -9,7 +9,7 @@ name, choices, bounds) as plain data: this module imports neither click nor torc
 """
 from __future__ import annotations
 
-from graft.config import Config, check_head_spec, comma_list, open_ends, parse_tasks, setting
+from graft.config import Config, check_head_spec, comma_list, open_ends, parse_tasks, setting, with_parameters_section
 from graft.defaults import DEFAULT_BACKBONE
 from graft.recipes.settings.curation import AuditConfig, ZeroshotConfig
 from graft.recipes.settings.export import EXPORT_FORMATS, ExportConfig
@@ -38,3 +38,9 @@ __all__ = ["ADVERSARY_NAMES", "DEFAULT_BACKBONE", "DEFAULT_VAL_FRACTION", "OPTIM
            "ClusterConfig", "SelectConfig",
            "check_head_spec", "comma_list", "open_ends", "parse_tasks", "setting",
            "AuditConfig", "ZeroshotConfig", "EXPORT_FORMATS", "ExportConfig"]
+
+# Each Config's reference (help(), the API pages) lists its fields with the help text --help shows.
+for _config in (AdaptConfig, AdviseConfig, AuditConfig, ClusterConfig, DistillConfig, ExportConfig, FewshotConfig,
+                FinetuneConfig, FrozenFitConfig, LRFindConfig, MultitaskConfig, PretrainConfig, SelectConfig,
+                ZeroshotConfig):
+    _config.__doc__ = with_parameters_section(_config)
