@@ -177,3 +177,30 @@ def test_photos_added_from_the_page_are_copied_and_a_non_image_is_refused(client
     for bad in ("../escape", ".hidden", ""):
         refused = client.post("/api/add?p=digits", data={"cls": bad}, files=files[:1])
         assert refused.status_code in (400, 422) and not (root / "escape").exists()
+
+
+def test_label_these_next_picks_from_the_pool_and_files_a_copy(client, root, digits_dir):
+    """The real graft select in a child process on a pool beside the project; a pick filed into a class."""
+    project, pool = root / "digits", root / "digits-unlabelled"
+    pool.mkdir()
+    for name in ("0", "1", "2"):
+        for image in sorted((digits_dir / name).glob("*.png"))[6:8]:
+            shutil.copy2(image, pool / f"{name}-{image.name}")
+    before = sorted(p.name for p in pool.iterdir())
+    page = client.get(f"/data?p=digits&token={TOKEN}").text
+    assert 'value="digits-unlabelled"' in page  # the pool beside the project is found
+    assert client.post("/api/select?p=digits", data={"pool": "digits"}).json()["error"].endswith(
+        "the photos without a label go in a folder of their own")
+    assert client.post("/api/select?p=digits", data={"pool": "digits-unlabelled"}).status_code == 200
+    deadline = time.monotonic() + 180
+    while (status := client.get("/api/status?p=digits&kind=select").json())["state"] == "running" \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert status["state"] == "done", status
+    page = client.get("/data?p=digits").text
+    picks = [line.split('data-path="')[1].split('"')[0] for line in page.splitlines() if 'class="panel pick"' in line]
+    assert len(picks) == 6 and {Path(p).name for p in picks} == set(before)
+    filed = client.post("/api/file?p=digits", data={"path": picks[0], "cls": Path(picks[0]).name[0]}).json()
+    assert (project / filed["class"] / filed["added"]).read_bytes() == Path(picks[0]).read_bytes()
+    assert picks[0] not in client.get("/data?p=digits").text  # filed: no longer offered
+    assert sorted(p.name for p in pool.iterdir()) == before  # the pool is never changed

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from graft.app import advice, decisions, training
+from graft.app import advice, decisions, training, unlabelled
 from graft.app.projects import AppError, add_photos, candidates, project_data, relative, state_folder, under_root
 from graft.errors import GraftError
 
@@ -99,6 +99,7 @@ def create_app(root, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localho
     _add_pages(app, root, render, project_of)
     _add_api(app, root, project_of, predictors)
     _add_audit(app, project_of)
+    _add_unlabelled(app, root, project_of)
     return app
 
 
@@ -117,9 +118,12 @@ def _add_pages(app: FastAPI, root: Path, render, project_of) -> None:
         found, total, audit_run = decisions.findings(project)
         for row in found:
             row["thumb"] = _inside(root, row["path"]) if row["image"] else None
+        pool = unlabelled.default_pool(project)
+        picked = [(path, _inside(root, path)) for path in unlabelled.picks(project)[0]]
         return render("data.html", request, project, data=summary, thumbs=thumbs, findings=found,
                       n_findings=total, audit=audit_run and relative(root, audit_run),
-                      decided=len(decisions.read_decisions(project)))
+                      decided=len(decisions.read_decisions(project)), picks=picked,
+                      pool=relative(root, pool) if pool.is_dir() else "")
 
     @app.get("/train", response_class=HTMLResponse)
     def train_page(request: Request, p: str):
@@ -255,11 +259,11 @@ def _add_audit(app: FastAPI, project_of) -> None:
         return {"run": training.start(project, kind="audit")}
 
     @app.post("/api/cancel")
-    def cancel(p: str = Query(...), kind: Literal["run", "audit"] = "run"):
+    def cancel(p: str = Query(...), kind: Literal["run", "audit", "select"] = "run"):
         return {"run": training.cancel(project_of(p), kind)}
 
     @app.get("/api/status")
-    def status(p: str = Query(...), kind: Literal["run", "audit"] = "run"):
+    def status(p: str = Query(...), kind: Literal["run", "audit", "select"] = "run"):
         return training.status(project_of(p), kind=kind).as_dict()
 
     @app.post("/api/decide")
@@ -270,6 +274,20 @@ def _add_audit(app: FastAPI, project_of) -> None:
     def undo(p: str = Query(...), path: str = Form(...)):
         decisions.undo(project_of(p), path)
         return {"path": path}
+
+
+def _add_unlabelled(app: FastAPI, root: Path, project_of) -> None:
+    @app.post("/api/select")
+    def select(p: str = Query(...), pool: str = Form(...)):
+        project = project_of(p)
+        summary = project_data(project)
+        if summary.problems:
+            raise AppError(summary.problems[0])
+        return {"run": unlabelled.start(project, under_root(root, pool))}
+
+    @app.post("/api/file")
+    def file_photo(p: str = Query(...), path: str = Form(...), cls: str = Form(...)):
+        return {"added": unlabelled.file_photo(project_of(p), root, path, cls), "class": cls}
 
 
 def _inside(root: Path, path: str) -> str | None:

@@ -54,7 +54,7 @@ _starting: dict[Path, subprocess.Popen] = {}  # started by this app: held until 
 _guard = threading.Lock()
 
 
-KINDS = {"run": "fit", "audit": "audit"}  # a job's name prefix -> the recipe it runs
+KINDS = {"run": "fit", "audit": "audit", "select": "select"}  # a job's name prefix -> the recipe it runs
 
 
 def runs(project: Path, kind: str | None = "run") -> list[str]:
@@ -105,7 +105,7 @@ def training_now(project: Path) -> str | None:
     for name in runs(project, None):
         pid = _pid(project, name)
         held = _lock_holder(run_dir(project, name))
-        doing = "training" if name.startswith("run-") else "checking its photos"
+        doing = {"run": "training", "audit": "checking its photos"}.get(name.split("-")[0], "choosing photos")
         if held:
             return f"This project is {doing} already ({name}): {held}"
         if pid is not None and _alive(pid):
@@ -113,9 +113,10 @@ def training_now(project: Path) -> str | None:
     return None
 
 
-def start(project: Path, exclude: Path | None = None, kind: str = "run") -> str:
+def start(project: Path, exclude: Path | None = None, kind: str = "run", extra: tuple[str, ...] = ()) -> str:
     """Start a job of ``kind`` on ``project`` in a child process: "run" a frozen fit, "audit"
-    graft audit (each recipe's defaults); its name. AppError (409) when the project is busy."""
+    graft audit, "select" graft select (``extra``: its pool and n), each with the recipe's
+    defaults; its name. AppError (409) when the project is busy."""
     with _guard:
         busy = training_now(project)
         if busy:
@@ -128,6 +129,7 @@ def start(project: Path, exclude: Path | None = None, kind: str = "run") -> str:
         command = [sys.executable, "-m", "graft.app.worker", KINDS[kind], str(project), str(run_dir(project, name))]
         if exclude is not None and exclude.exists():
             command.append(str(exclude))
+        command += extra
         with open(logs / f"{name}.log", "wb") as log:
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -194,7 +196,7 @@ def status(project: Path, name: str | None = None, kind: str = "run") -> Status:
         step = (bar.get("desc") or "starting (loading the network)").strip()
         return Status("running", name, step, int(bar.get("n") or 0), int(bar.get("total") or 0), bar.get("left") or "")
     _starting.pop(project, None)
-    if (folder / "metrics.json").exists() and ((folder / "model").is_dir() or kind == "audit"):
+    if (folder / "metrics.json").exists() and ((folder / "model").is_dir() or kind != "run"):
         metrics = json.loads((folder / "metrics.json").read_text())
         return Status("done", name, accuracy=metrics.get("accuracy"), seconds=metrics.get("seconds"))
     if (logs / f"{name}.cancelled").exists():

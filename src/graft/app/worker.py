@@ -1,11 +1,10 @@
-"""The child process of one job: ``python -m graft.app.worker COMMAND PROJECT RUN_DIR [EXCLUDE_CSV]``.
+"""The child process of one job: ``python -m graft.app.worker COMMAND PROJECT RUN_DIR [ARGS]``.
 
-Runs the recipe registry's COMMAND (``fit`` or ``audit``) with its defaults (what ``graft fit
-PROJECT -o RUN_DIR`` runs); after ``fit``, ``graft export RUN`` (RUN/model.onnx: what Try it
-runs and Ship it offers), and
-prints as the commands do: progress
-bars and warnings on stderr, a GraftError as one ``error:`` line (exit 2), Ctrl-C / the page's
-cancel as ``cancelled`` (exit 130).
+Runs the recipe registry's COMMAND with its defaults: ``fit`` (ARGS: an exclude CSV; what
+``graft fit PROJECT -o RUN_DIR`` runs), then ``graft export RUN`` (RUN/model.onnx: what Try it
+runs and Ship it offers); ``audit``; ``select`` (ARGS: the pool and n; PROJECT's class folders
+are the labelled images). Prints as the commands do: progress bars and warnings on stderr, a
+GraftError as one ``error:`` line (exit 2), Ctrl-C / the page's cancel as ``cancelled`` (130).
 """
 from __future__ import annotations
 
@@ -20,11 +19,14 @@ def main(argv: list[str]) -> int:
     from graft.errors import GraftError
     from graft.recipes.registry import recipe
 
-    command, project, out, exclude = argv[0], argv[1], argv[2], (argv[3] if len(argv) > 3 else None)
+    command, project, out, rest = argv[0], argv[1], argv[2], argv[3:]
     chosen = recipe(command)
-    settings = {"exclude": exclude} if command == "fit" else {}
+    if command == "select":  # rest: the pool and n; the project's class folders are what is labelled
+        settings = {"pool": rest[0], "n": int(rest[1]), "labelled": project}
+    else:
+        settings = {"train_dir": project, **({"exclude": rest[0]} if command == "fit" and rest else {})}
     try:
-        result = chosen.run(chosen.config(train_dir=project, **settings), out, progress=True)
+        result = chosen.run(chosen.config(**settings), out, progress=True)
     except GraftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

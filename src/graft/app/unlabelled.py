@@ -1,0 +1,64 @@
+"""Photos without a label on the data page: graft select's "label these next", one click to file each.
+
+The pool is a folder of photos under the root (default: ``<project>-unlabelled`` beside the
+project). ``graft select POOL -n N --labelled PROJECT`` runs as a job (:mod:`graft.app.training`,
+kind "select"); its picks are read from ``RUN/selected.csv``. Filing a pick copies it into the
+class folder (:func:`graft.app.projects.add_photos`): the pool is never changed.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from graft.app import training
+from graft.app.projects import AppError, _files_under, add_photos, app_folder, state_folder
+
+PICKS = 12  # photos asked for at a time: a page of them
+
+
+def default_pool(project: Path) -> Path:
+    return project.parent / f"{project.name}-unlabelled"
+
+
+def start(project: Path, pool: Path) -> str:
+    """Ask graft select for the next photos to label from ``pool``; the job's name."""
+    if not pool.is_dir():
+        raise AppError(f"{pool.name} is not a folder of photos")
+    if project.resolve() in (pool.resolve(), *pool.resolve().parents):
+        raise AppError(f"{pool.name} is inside the project: the photos without a label go in a folder of their own")
+    files = len(_files_under(pool))
+    if files == 0:
+        raise AppError(f"{pool} has no photos")
+    return training.start(project, kind="select", extra=(str(pool), str(min(PICKS, files))))
+
+
+def picks(project: Path) -> tuple[list[str], Path | None]:
+    """The newest finished selection's photos, in the order to label them, less those filed
+    into the project since; and its run folder."""
+    runs = [training.run_dir(project, n) for n in training.runs(project, "select")]
+    done = [r for r in runs if (r / "selected.csv").exists()]
+    if not done:
+        return [], None
+    with open(done[-1] / "selected.csv", newline="", encoding="utf-8") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda row: int(row["rank"]))
+    filed = _filed(project)
+    return [row["path"] for row in rows if row["path"] not in filed], done[-1]
+
+
+def _filed(project: Path) -> set[str]:
+    log = state_folder(project, "filed.txt")
+    return set(log.read_text().splitlines()) if log.exists() else set()
+
+
+def file_photo(project: Path, root: Path, path: str, class_name: str) -> str:
+    """Copy the pool photo ``path`` into ``PROJECT/<class_name>/``; the name written."""
+    source = Path(path).resolve()
+    if root not in source.parents or not source.is_file():
+        raise AppError(f"{path} is not a photo under {root}")
+    written, refused = add_photos(project, class_name, [(source.name, source.read_bytes())])
+    if refused:
+        raise AppError(refused[0])
+    log = app_folder(project) / "filed.txt"
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(path + "\n")
+    return written[0]
