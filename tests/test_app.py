@@ -204,3 +204,26 @@ def test_label_these_next_picks_from_the_pool_and_files_a_copy(client, root, dig
     assert (project / filed["class"] / filed["added"]).read_bytes() == Path(picks[0]).read_bytes()
     assert picks[0] not in client.get("/data?p=digits").text  # filed: no longer offered
     assert sorted(p.name for p in pool.iterdir()) == before  # the pool is never changed
+
+
+def test_groups_of_the_pool_are_named_into_a_class(client, root, digits_dir):
+    """The real graft cluster on a pool of real digits; one group copied into a new class folder."""
+    project, pool = root / "digits", root / "digits-unlabelled"
+    pool.mkdir()
+    for name in ("3", "4", "5"):
+        for image in sorted((digits_dir / name).glob("*.png"))[:6]:
+            shutil.copy2(image, pool / f"{name}-{image.name}")
+    assert client.post(f"/api/cluster?p=digits&token={TOKEN}", data={"pool": "digits-unlabelled"}).status_code == 200
+    deadline = time.monotonic() + 180
+    while (status := client.get("/api/status?p=digits&kind=cluster").json())["state"] == "running" \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert status["state"] == "done", status
+    page = client.get("/data?p=digits").text
+    groups = [line.split('data-cluster="')[1].split('"')[0] for line in page.splitlines()
+              if 'class="panel group"' in line]
+    assert len(groups) >= 2
+    named = client.post("/api/name-group?p=digits", data={"cluster": groups[0], "cls": "new"}).json()
+    assert named["copied"] >= 1 and named["refused"] == []
+    assert len(list((project / "new").iterdir())) == named["copied"] and len(list(pool.iterdir())) == 18
+    assert f'data-cluster="{groups[0]}"' not in client.get("/data?p=digits").text  # named: no longer offered

@@ -120,9 +120,10 @@ def _add_pages(app: FastAPI, root: Path, render, project_of) -> None:
             row["thumb"] = _inside(root, row["path"]) if row["image"] else None
         pool = unlabelled.default_pool(project)
         picked = [(path, _inside(root, path)) for path in unlabelled.picks(project)[0]]
+        grouped = [{**g, "thumbs": [_inside(root, path) for path in g["shown"]]} for g in unlabelled.groups(project)]
         return render("data.html", request, project, data=summary, thumbs=thumbs, findings=found,
                       n_findings=total, audit=audit_run and relative(root, audit_run),
-                      decided=len(decisions.read_decisions(project)), picks=picked,
+                      decided=len(decisions.read_decisions(project)), picks=picked, groups=grouped,
                       pool=relative(root, pool) if pool.is_dir() else "")
 
     @app.get("/train", response_class=HTMLResponse)
@@ -259,11 +260,11 @@ def _add_audit(app: FastAPI, project_of) -> None:
         return {"run": training.start(project, kind="audit")}
 
     @app.post("/api/cancel")
-    def cancel(p: str = Query(...), kind: Literal["run", "audit", "select"] = "run"):
+    def cancel(p: str = Query(...), kind: Literal["run", "audit", "select", "cluster"] = "run"):
         return {"run": training.cancel(project_of(p), kind)}
 
     @app.get("/api/status")
-    def status(p: str = Query(...), kind: Literal["run", "audit", "select"] = "run"):
+    def status(p: str = Query(...), kind: Literal["run", "audit", "select", "cluster"] = "run"):
         return training.status(project_of(p), kind=kind).as_dict()
 
     @app.post("/api/decide")
@@ -284,6 +285,15 @@ def _add_unlabelled(app: FastAPI, root: Path, project_of) -> None:
         if summary.problems:
             raise AppError(summary.problems[0])
         return {"run": unlabelled.start(project, under_root(root, pool))}
+
+    @app.post("/api/cluster")
+    def cluster(p: str = Query(...), pool: str = Form(...)):
+        return {"run": unlabelled.start(project_of(p), under_root(root, pool), kind="cluster")}
+
+    @app.post("/api/name-group")
+    def name_group(p: str = Query(...), cluster: str = Form(...), cls: str = Form(...)):
+        copied, refused = unlabelled.file_group(project_of(p), root, cluster, cls)
+        return {"copied": copied, "refused": refused, "class": cls}
 
     @app.post("/api/file")
     def file_photo(p: str = Query(...), path: str = Form(...), cls: str = Form(...)):

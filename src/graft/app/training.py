@@ -54,7 +54,8 @@ _starting: dict[Path, subprocess.Popen] = {}  # started by this app: held until 
 _guard = threading.Lock()
 
 
-KINDS = {"run": "fit", "audit": "audit", "select": "select"}  # a job's name prefix -> the recipe it runs
+# a job's name prefix -> the recipe it runs
+KINDS = {"run": "fit", "audit": "audit", "select": "select", "cluster": "cluster"}
 
 
 def runs(project: Path, kind: str | None = "run") -> list[str]:
@@ -115,7 +116,8 @@ def training_now(project: Path) -> str | None:
 
 def start(project: Path, exclude: Path | None = None, kind: str = "run", extra: tuple[str, ...] = ()) -> str:
     """Start a job of ``kind`` on ``project`` in a child process: "run" a frozen fit, "audit"
-    graft audit, "select" graft select (``extra``: its pool and n), each with the recipe's
+    graft audit, "select" graft select (``extra``: its pool and n), "cluster" graft cluster
+    (``extra``: the pool), each with the recipe's
     defaults; its name. AppError (409) when the project is busy."""
     with _guard:
         busy = training_now(project)

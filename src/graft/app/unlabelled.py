@@ -1,4 +1,5 @@
-"""Photos without a label on the data page: graft select's "label these next", one click to file each.
+"""Photos without a label on the data page: graft select's "label these next" and graft cluster's
+groups to name; one click files a photo (or a whole group) into a class.
 
 The pool is a folder of photos under the root (default: ``<project>-unlabelled`` beside the
 project). ``graft select POOL -n N --labelled PROJECT`` runs as a job (:mod:`graft.app.training`,
@@ -20,8 +21,9 @@ def default_pool(project: Path) -> Path:
     return project.parent / f"{project.name}-unlabelled"
 
 
-def start(project: Path, pool: Path) -> str:
-    """Ask graft select for the next photos to label from ``pool``; the job's name."""
+def start(project: Path, pool: Path, kind: str = "select") -> str:
+    """Ask graft select for the next photos to label from ``pool`` (``kind`` "cluster": graft
+    cluster to group them); the job's name."""
     if not pool.is_dir():
         raise AppError(f"{pool.name} is not a folder of photos")
     if project.resolve() in (pool.resolve(), *pool.resolve().parents):
@@ -29,7 +31,8 @@ def start(project: Path, pool: Path) -> str:
     files = len(_files_under(pool))
     if files == 0:
         raise AppError(f"{pool} has no photos")
-    return training.start(project, kind="select", extra=(str(pool), str(min(PICKS, files))))
+    extra = (str(pool), str(min(PICKS, files))) if kind == "select" else (str(pool),)
+    return training.start(project, kind=kind, extra=extra)
 
 
 def picks(project: Path) -> tuple[list[str], Path | None]:
@@ -62,3 +65,35 @@ def file_photo(project: Path, root: Path, path: str, class_name: str) -> str:
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(path + "\n")
     return written[0]
+
+
+def groups(project: Path, shown: int = 6) -> list[dict]:
+    """The newest finished clustering's groups not filed yet, largest first: ``{"cluster", "paths"
+    (most typical first), "shown" (the first ``shown``)}``."""
+    runs = [training.run_dir(project, n) for n in training.runs(project, "cluster")]
+    done = [r for r in runs if (r / "clusters.csv").exists()]
+    if not done:
+        return []
+    with open(done[-1] / "clusters.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    filed, found = _filed(project), {}
+    for row in sorted(rows, key=lambda row: int(row["rank"])):
+        if row["path"] not in filed:
+            found.setdefault(row["cluster"], []).append(row["path"])
+    return [{"cluster": c, "paths": paths, "shown": paths[:shown]}
+            for c, paths in sorted(found.items(), key=lambda item: -len(item[1]))]
+
+
+def file_group(project: Path, root: Path, cluster: str, class_name: str) -> tuple[int, list[str]]:
+    """Copy every photo of group ``cluster`` into ``PROJECT/<class_name>/``; (copied, refused lines)."""
+    group = next((g for g in groups(project) if g["cluster"] == cluster), None)
+    if group is None:
+        raise AppError(f"there is no group {cluster} left to name")
+    copied, refused = 0, []
+    for path in group["paths"]:
+        try:
+            file_photo(project, root, path, class_name)
+            copied += 1
+        except AppError as exc:
+            refused.append(str(exc))
+    return copied, refused

@@ -3,8 +3,9 @@
 Runs the recipe registry's COMMAND with its defaults: ``fit`` (ARGS: an exclude CSV; what
 ``graft fit PROJECT -o RUN_DIR`` runs), then ``graft export RUN`` (RUN/model.onnx: what Try it
 runs and Ship it offers); ``audit``; ``select`` (ARGS: the pool and n; PROJECT's class folders
-are the labelled images). Prints as the commands do: progress bars and warnings on stderr, a
-GraftError as one ``error:`` line (exit 2), Ctrl-C / the page's cancel as ``cancelled`` (130).
+are the labelled images); ``cluster`` (ARGS: the pool). Prints as the commands do: progress
+bars and warnings on stderr, a GraftError as one ``error:`` line (exit 2), Ctrl-C / the page's
+cancel as ``cancelled`` (130).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def main(argv: list[str]) -> int:
     chosen = recipe(command)
     if command == "select":  # rest: the pool and n; the project's class folders are what is labelled
         settings = {"pool": rest[0], "n": int(rest[1]), "labelled": project}
+    elif command == "cluster":  # rest: the pool
+        settings = {"data": rest[0]}
     else:
         settings = {"train_dir": project, **({"exclude": rest[0]} if command == "fit" and rest else {})}
     try:
