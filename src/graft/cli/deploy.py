@@ -19,7 +19,7 @@ from graft.serve.settings import ServeSettings
               help="Test-time augmentation: flip averages each image's and its mirror's probabilities.")
 @data_options
 @on_ray
-def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_size, cache, quiet, ray):
+def predict(run_dir, inputs, top_k, as_json, as_csv, tta, **reading):  # reading: --strict ... --ray
     """Top-k classes, novelty and unfamiliar for images (files or folders) on model.onnx in ONNX Runtime
     (--engine torch: torch). Exit 0; 1 if a file was skipped (each named on stderr); 2 if none was read."""
     if as_json and as_csv:
@@ -27,7 +27,9 @@ def predict(run_dir, inputs, top_k, as_json, as_csv, tta, strict, engine, batch_
     from graft.data.folders import image_files
     from graft.serve.predict import PredictOptions, predict_files
 
-    options = PredictOptions(None if tta == "none" else tta, strict, engine, batch_size, cache, not quiet, ray)
+    r = reading
+    options = PredictOptions(None if tta == "none" else tta, r["strict"], r["engine"], r["batch_size"], r["cache"],
+                             not r["quiet"], r["ray"])
     answer = predict_files(run_dir, image_files(inputs), options)
     fmt = "json" if as_json else "csv" if as_csv else "table"
     click.get_current_context().exit(answer.write(click.echo, top_k, fmt))  # 0, or 1 when a file was skipped
