@@ -76,7 +76,10 @@ async def read_uploads(request, max_images: int) -> list[Upload]:
         if not items:
             raise ApiError(400, "no 'file' field in the form: send each image as a multipart field named 'file'")
         if any(isinstance(item, str) for item in items):
-            raise ApiError(400, "the 'file' field must be a file upload, not text")
+            # Starlette reads a part as a file only by its filename= parameter; RFC 7578 (4.2) says
+            # filename*= is not to be used in forms, so a part carrying only that arrives as text
+            raise ApiError(400, "the 'file' field must be a file upload (its part's Content-Disposition "
+                                "needs filename=\"...\"; filename*= alone is read as text), not text")
         uploads = [Upload(item.filename or f"file {i + 1}", await item.read()) for i, item in enumerate(items)]
     else:
         body = await request.body()

@@ -29,8 +29,9 @@ class NonFiniteLossGuard(Callback):
 class DivergenceGuard(Callback):
     """Stop with one clear line when an epoch's mean training loss, or its validation loss, is
     non-finite or far above chance: more than ``factor`` times a uniform guess's cross-entropy,
-    ln(classes) (at least 1), times the method's ``loss_scale`` for the training loss (the
-    validation loss is plain cross-entropy). Such a run (the learning rate is too high) can
+    ln(classes) (at least 1), times the method's ``loss_scale`` for the training loss less its
+    ``conservation_loss`` (the regularizer's, on the scale its weight sets; the validation loss
+    is plain cross-entropy). Such a run (the learning rate is too high) can
     still score well on validation while its probabilities are all 0 or 1, or score as a
     constant guess, so it must not end as a success. Runs before the checkpoint, which then
     keeps the last sound epoch; the run ends with this error and no model is written."""
@@ -41,8 +42,12 @@ class DivergenceGuard(Callback):
     def on_epoch_end(self, trainer, row: dict) -> None:
         classes = len(getattr(trainer.network.model, "classes", ()) or ()) or 2
         chance = max(math.log(classes), 1.0)
+        # a conservation term (L2-SP, LwF, BSS) is on its own scale, set by its weight: a large
+        # weight is not divergence, so the training loss is judged without it (if it is finite)
+        conservation = row.get("conservation_loss", 0.0)
+        task_loss = row["train_loss"] - conservation if math.isfinite(conservation) else math.inf
         for name, scale in (("train", getattr(trainer.method, "loss_scale", 1.0)), ("validation", 1.0)):
-            loss = row["train_loss" if name == "train" else "val_loss"]
+            loss = task_loss if name == "train" else row["val_loss"]
             if math.isfinite(loss) and loss <= self.factor * chance * scale:
                 continue
             raise GraftError(f"training diverged: {name} loss {loss:.3g} in stage {row['stage']}, epoch "
