@@ -1,18 +1,15 @@
 """Splitting a scanned folder: a stratified train/validation split, K images per class, and the
-class-imbalance warning. Functions of :class:`~graft.data.folders.ImageFolder` values (they use
-its fields and methods; :mod:`graft.data.folders` imports this module and re-exports them)."""
+class-imbalance warning, on :class:`~graft.data.records.ImageFolder` values
+(:mod:`graft.data.folders` re-exports them)."""
 from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from graft.data.records import ImageFolder, Record
 from graft.errors import DataError
-
-if TYPE_CHECKING:
-    from graft.data.folders import ImageFolder, Record
 
 
 def stratified_split(
