@@ -18,11 +18,11 @@ from typing import Literal
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from graft.app import advice, decisions, training, unlabelled
 from graft.app.projects import AppError, add_photos, candidates, project_data, relative, state_folder, under_root
 from graft.errors import GraftError
+from graft.serve.hosts import HostCheck
 
 COOKIE = "graft_app_token"
 STEPS = (("data", "1 Data"), ("train", "2 Train"), ("results", "3 Results"), ("try", "4 Try it"),
@@ -66,7 +66,7 @@ def create_app(root, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localho
     predictors: dict[Path, object] = {}
     app = FastAPI(title="graft app", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TokenGuard, token=token)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)
+    app.add_middleware(HostCheck, allowed=hosts)  # a page elsewhere cannot reach the app by DNS rebinding
     app.state.root = root
 
     @app.exception_handler(AppError)
