@@ -110,15 +110,7 @@ def test_open_train_read_accuracy_try_and_export_in_chromium(app_url, browser, t
     assert find(By.ID, "state").get_attribute("data-state") == "done", find(By.ID, "state").text
     browser.save_screenshot(str(shots / "5-trained.png"))
 
-    find(By.ID, "nav-results").click()
-    shown = float(find(By.ID, "accuracy").get_attribute("data-accuracy"))
-    run = tmp_path / "root" / ".graft-app" / "hymenoptera" / "runs"
-    run = sorted(run.iterdir())[-1]
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert shown == metrics["accuracy"] and shown >= 0.75
-    assert metrics["n_train"] + metrics["n_val"] == 40  # the photo left out was not trained on
-    assert find(By.ID, "accuracy").text == f"{100 * shown:.1f} %"
-    browser.save_screenshot(str(shots / "6-results.png"))
+    run = _read_the_results(browser, wait, shots, tmp_path)
 
     from graft.inference import Predictor
 
@@ -178,3 +170,22 @@ def _snap_the_webcam(browser, wait, shots: Path) -> None:
                                     if c.find_element(By.CSS_SELECTOR, ".name").text == "webcam-1.jpg"])[0]
     assert snapped.find_elements(By.CSS_SELECTOR, ".top-class")[0].text in ("ants", "bees")
     browser.save_screenshot(str(shots / "9-webcam.png"))
+
+def _read_the_results(browser, wait, shots: Path, tmp_path: Path) -> Path:
+    """The Results page against the run folder it reads: accuracy, mistakes, confusion matrix."""
+    from selenium.webdriver.common.by import By
+
+    find = browser.find_element
+    find(By.ID, "nav-results").click()
+    shown = float(find(By.ID, "accuracy").get_attribute("data-accuracy"))
+    run = tmp_path / "root" / ".graft-app" / "hymenoptera" / "runs"
+    run = sorted(run.iterdir())[-1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert shown == metrics["accuracy"] and shown >= 0.75
+    assert metrics["n_train"] + metrics["n_val"] == 40  # the photo left out was not trained on
+    assert find(By.ID, "accuracy").text == f"{100 * shown:.1f} %"
+    wrong = metrics["n_val"] - round(shown * metrics["n_val"])
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".mistake")) == wrong  # each mistake listed with its photo
+    wait.until(lambda b: find(By.ID, "confusion").get_property("naturalWidth") > 0)
+    browser.save_screenshot(str(shots / "6-results.png"))
+    return run

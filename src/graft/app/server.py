@@ -138,7 +138,9 @@ def _add_pages(app: FastAPI, root: Path, render, project_of) -> None:
         project = project_of(p)
         run = training.latest_model(project)
         metrics = json.loads((run / "metrics.json").read_text()) if run else None
-        return render("results.html", request, project, run=run and relative(root, run), metrics=metrics)
+        mistakes = [{**row, "thumb": _inside(root, row["path"])} for row in _mistakes(run)] if run else []
+        return render("results.html", request, project, run=run and relative(root, run), metrics=metrics,
+                      mistakes=mistakes)
 
     @app.get("/try", response_class=HTMLResponse)
     def try_page(request: Request, p: str):
@@ -298,6 +300,18 @@ def _add_unlabelled(app: FastAPI, root: Path, project_of) -> None:
     @app.post("/api/file")
     def file_photo(p: str = Query(...), path: str = Form(...), cls: str = Form(...)):
         return {"added": unlabelled.file_photo(project_of(p), root, path, cls), "class": cls}
+
+
+def _mistakes(run: Path, most: int = 12) -> list[dict]:
+    """The validation photos the model got wrong (RUN/predictions.csv), the surest mistakes first."""
+    import csv
+
+    try:
+        with open(run / "predictions.csv", newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("split", "val") == "val" and row["correct"] == "0"]
+    except OSError:
+        return []
+    return sorted(rows, key=lambda row: -float(row["probability"]))[:most]
 
 
 def _inside(root: Path, path: str) -> str | None:
