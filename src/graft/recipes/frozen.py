@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from graft._io.artifact import write_artifact
-from graft._io.files import atomic_path
-from graft._io.memory import check_fits
 from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import NoveltyData, record_novelty
 from graft.artifacts.run_folder import RunDir, open_run, write_html_safely
@@ -27,8 +25,7 @@ from graft.data.folders import ImageFolder, load_train_val, scan_folder, take_pe
 from graft.data.heldout import load_test
 from graft.data.overlap import check_output_outside, warn_trained_on
 from graft.errors import DataError
-from graft.features import cache as feature_cache
-from graft.features.extractor import Features, gather_features
+from graft.features.sources import SourceFeatures, source_features
 from graft.heads.classical import fit_head
 from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary
 from graft.recipes.settings import FrozenFitConfig
@@ -50,17 +47,6 @@ class FrozenPlan:
     @property
     def classes(self) -> list[str]:
         return self.folders["train"].classes
-
-
-@dataclass
-class _Extracted:
-    """Features of each split (train, val, and test when given), plus what the artifact needs
-    to know about the network."""
-
-    splits: dict[str, Features]
-    template: dict  # backbone info, layer, preprocessing (a source record)
-    trunk: dict[str, np.ndarray]
-    engine: str
 
 
 def fit_frozen(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
@@ -196,74 +182,14 @@ def _fit(run: RunDir, plan: FrozenPlan, start: float, progress: bool) -> FitResu
     return FitResult(run.path, metrics)
 
 
-def _features(plan: FrozenPlan, progress: bool) -> _Extracted:
+def _features(plan: FrozenPlan, progress: bool) -> SourceFeatures:
     """Every split's features: from the cache alone when it holds them all, else extracted."""
-    config = plan.config
-    key = feature_cache.source_key(config.backbone, config.weights, config.layer, config.image_size)
-    extracted = _from_cache(key, plan.folders, plan.strict) if config.cache else None
-    return extracted if extracted is not None else _extract(key, plan, progress)
-
-
-def _from_cache(key, folders: dict[str, ImageFolder], strict) -> _Extracted | None:
-    """Every split from the cache alone, or None if anything is missing."""
-    record = feature_cache.lookup_source(key)
-    if record is None:
-        return None
-    extractor_key = record["extractor_key"]
-    splits = {}
-    for name, folder in folders.items():
-        splits[name] = gather_features(extractor_key, folder.paths, folder.labels, folder.classes, strict)
-        if splits[name] is None:
-            return None
-    from safetensors.numpy import load_file
-
-    try:
-        trunk = load_file(str(feature_cache.trunk_path(extractor_key)))
-    except Exception:  # a damaged cached trunk (safetensors raises several types): build the network
-        return None
-    return _Extracted(splits, record, trunk, "cache")
-
-
-def _extract(key, plan: FrozenPlan, progress: bool) -> _Extracted:
-    from graft.backbones import create_backbone
     from graft.features.extractor import FeatureExtractor
 
-    config = plan.config
-    source = create_backbone(config.backbone, weights=config.weights)
-    extractor = FeatureExtractor(source, layer=config.layer, image_size=config.image_size,
-                                 batch_size=config.batch_size, engine=config.engine, cache=config.cache,
-                                 progress=progress).fit()
-    check_fits(extractor.feature_net_, extractor.preprocessing_.size, config.batch_size, training=False)
-    splits = {name: extractor.extract_folder(folder, strict=plan.strict, desc=f"features {name}")
-              for name, folder in plan.folders.items()}
-    trunk = {k: v.detach().cpu().numpy() for k, v in extractor.feature_net_.trunk.state_dict().items()}
-    template = {
-        "extractor_key": extractor.extractor_key_,
-        "backbone": {"name": source.name, "architecture": source.architecture,
-                     "weights_source": source.weights_source},
-        "layer": extractor.layer_,
-        "preprocessing": extractor.preprocessing_.to_dict(),
-    }
-    if config.cache:
-        _remember_source(key, template, trunk)
-    computed = sum(f.cached for f in splits.values()) < sum(len(f) for f in splits.values())
-    return _Extracted(splits, template, trunk, extractor.engine_ if computed else "cache")
-
-
-def _remember_source(key: str, template: dict, trunk: dict[str, np.ndarray]) -> None:
-    from safetensors.numpy import save_file
-
-    path = feature_cache.trunk_path(template["extractor_key"])
-    try:
-        if not path.exists():
-            with atomic_path(path) as tmp:
-                save_file({k: np.ascontiguousarray(v) for k, v in trunk.items()}, str(tmp))
-    except OSError as exc:  # a read-only cache: the next fit extracts again
-        import warnings
-
-        warnings.warn(f"cannot write {path} ({exc.strerror or exc}); the next fit will not skip the network")
-        return
-    feature_cache.record_source(key, template)
+    c = plan.config
+    extractor = FeatureExtractor(c.backbone, layer=c.layer, weights=c.weights, image_size=c.image_size,
+                                 batch_size=c.batch_size, engine=c.engine, cache=c.cache, progress=progress)
+    return source_features(extractor, plan.folders, strict=plan.strict)
 
 
 def evaluate(run_dir, data_dir, *, strict=False, engine=FrozenFitConfig.engine, batch_size=FrozenFitConfig.batch_size,
