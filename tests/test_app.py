@@ -227,3 +227,33 @@ def test_groups_of_the_pool_are_named_into_a_class(client, root, digits_dir):
     assert named["copied"] >= 1 and named["refused"] == []
     assert len(list((project / "new").iterdir())) == named["copied"] and len(list(pool.iterdir())) == 18
     assert f'data-cluster="{groups[0]}"' not in client.get("/data?p=digits").text  # named: no longer offered
+
+
+def _wait(client, path: str, until, limit: float = 240) -> dict:
+    deadline = time.monotonic() + limit
+    while not until(answer := client.get(path).json()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return answer
+
+
+def test_a_fine_tune_whose_process_dies_resumes_from_its_last_epoch(client, root, monkeypatch):
+    """The real finetune recipe; its process killed (SIGKILL: a crash) after an epoch; Resume = graft resume."""
+    import signal
+
+    monkeypatch.delenv("GRAFT_NO_PROGRESS", raising=False)  # the page reads the epochs off the progress bars
+    project = root / "digits"
+    run = client.post(f"/api/train?p=digits&how=finetune&token={TOKEN}").json()["run"]
+    checkpoint = state_folder(project, "runs", run, "checkpoints", "last.pt")
+    _wait(client, "/api/status?p=digits", lambda s: checkpoint.exists() or s["state"] != "running")
+    assert client.get("/api/status?p=digits").json()["step"].startswith(("training the new head, epoch",
+                                                                          "fine-tuning"))
+    os.killpg(int(state_folder(project, "app", f"{run}.pid").read_text()), signal.SIGKILL)
+    stopped = _wait(client, "/api/status?p=digits", lambda s: s["state"] != "running", 30)
+    assert stopped["state"] == "failed" and stopped["resumable"], stopped
+    assert client.post("/api/resume?p=digits").json() == {"run": run}
+    done = _wait(client, "/api/status?p=digits", lambda s: s["state"] != "running")
+    assert done["state"] == "done" and done["run"] == run, done
+    history = state_folder(project, "runs", run, "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == list(range(1, 26))  # head:20,top2:5, none twice
+    assert training.latest_model(project) == state_folder(project, "runs", run)
+    assert client.post("/api/resume?p=digits").status_code == 409  # finished: nothing to resume

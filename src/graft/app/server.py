@@ -156,13 +156,17 @@ def _add_pages(app: FastAPI, root: Path, render, project_of) -> None:
 
 def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  # noqa: C901 -- one route each
     @app.post("/api/train")
-    def train(p: str = Query(...)):
+    def train(p: str = Query(...), how: Literal["fit", "finetune"] = "fit"):
         project = project_of(p)
         summary = project_data(project)
         if summary.problems:
             raise AppError(summary.problems[0])
         exclude = state_folder(project, "exclude.csv")
-        return {"run": training.start(project, exclude if exclude.exists() else None)}
+        return {"run": training.start(project, exclude if exclude.exists() else None, recipe=how)}
+
+    @app.post("/api/resume")
+    def resume(p: str = Query(...)):
+        return {"run": training.resume(project_of(p))}
 
     @app.post("/api/add")
     def add(p: str = Query(...), cls: str = Form(...), file: list[UploadFile] = File(...)):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Status:
     accuracy: float | None = None
     seconds: float | None = None
     message: str = ""
+    resumable: bool = False  # a fine-tune stopped after a finished epoch: Resume continues it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,7 +97,9 @@ def _lock_holder(folder: Path) -> str | None:
     if not (folder / LOCK_FILE).exists():
         return None
     try:
-        RunLock(folder, "fit").acquire().release()
+        with warnings.catch_warnings():  # a lock left by a killed run is free: the probe need not say so
+            warnings.simplefilter("ignore")
+            RunLock(folder, "fit").acquire().release()
     except GraftError as exc:
         return str(exc)
     return None
@@ -114,11 +118,12 @@ def training_now(project: Path) -> str | None:
     return None
 
 
-def start(project: Path, exclude: Path | None = None, kind: str = "run", extra: tuple[str, ...] = ()) -> str:
+def start(project: Path, exclude: Path | None = None, kind: str = "run", extra: tuple[str, ...] = (),
+          recipe: str | None = None) -> str:
     """Start a job of ``kind`` on ``project`` in a child process: "run" a frozen fit, "audit"
     graft audit, "select" graft select (``extra``: its pool and n), "cluster" graft cluster
-    (``extra``: the pool), each with the recipe's
-    defaults; its name. AppError (409) when the project is busy."""
+    (``extra``: the pool), each with the recipe's defaults (``recipe`` "finetune": a Train that
+    fine-tunes); its name. AppError (409) when the project is busy."""
     with _guard:
         busy = training_now(project)
         if busy:
@@ -126,18 +131,40 @@ def start(project: Path, exclude: Path | None = None, kind: str = "run", extra: 
         name = time.strftime(f"{kind}-%Y%m%d-%H%M%S")
         while (state_folder(project, "app") / f"{name}.log").exists():  # two clicks in one second
             name += "b"
-        logs = app_folder(project, "app")
+        app_folder(project, "app")
         app_folder(project, "runs")
-        command = [sys.executable, "-m", "graft.app.worker", KINDS[kind], str(project), str(run_dir(project, name))]
+        command = [sys.executable, "-m", "graft.app.worker", recipe or KINDS[kind], str(project),
+                   str(run_dir(project, name))]
         if exclude is not None and exclude.exists():
             command.append(str(exclude))
         command += extra
-        with open(logs / f"{name}.log", "wb") as log:
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        (logs / f"{name}.pid").write_text(str(child.pid))
-        _starting[project] = child
+        _spawn(project, name, command, "wb")
         return name
+
+
+def _spawn(project: Path, name: str, command: list[str], mode: str) -> None:
+    logs = app_folder(project, "app")
+    with open(logs / f"{name}.log", mode) as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    (logs / f"{name}.pid").write_text(str(child.pid))
+    _starting[project] = child
+
+
+def resume(project: Path) -> str:
+    """Continue the project's newest Train from its last finished epoch (a fine-tune that was
+    cancelled, or whose process died: ``graft resume RUN`` through the registry); its name."""
+    with _guard:
+        busy = training_now(project)
+        if busy:
+            raise AppError(busy, 409)
+        now = status(project)
+        if not now.resumable:
+            raise AppError("There is no stopped fine-tune to resume in this project: train again", 409)
+        state_folder(project, "app", f"{now.run}.cancelled").unlink(missing_ok=True)
+        _spawn(project, now.run, [sys.executable, "-m", "graft.app.worker", "resume", str(project),
+                                  str(run_dir(project, now.run))], "ab")
+        return now.run
 
 
 def cancel(project: Path, kind: str = "run") -> str:
@@ -159,6 +186,7 @@ _STEP = re.compile(r"^step: (?P<desc>.+)$", re.M)  # the worker's own steps (no 
 # tqdm's names of the fit's steps, in the page's words
 _WORDS = {"features train": "reading the training photos", "features val": "reading the photos kept aside",
           "features test": "reading the test photos"}
+_EPOCH = re.compile(r"^(?P<stage>\S+) epoch (?P<epoch>\d+)$")  # the Trainer's bar: "top2 epoch 3"
 
 
 def _last_bar(log: str) -> dict | None:
@@ -168,7 +196,12 @@ def _last_bar(log: str) -> dict | None:
     if not found:
         return None
     bar = max(found, key=lambda item: item[0])[1]
-    bar["desc"] = _WORDS.get(bar["desc"].strip(), bar["desc"].strip())
+    desc = bar["desc"].strip()
+    epoch = _EPOCH.match(desc)
+    if epoch:
+        desc = ("training the new head" if epoch["stage"] == "head" else f"fine-tuning ({epoch['stage']})") + \
+            f", epoch {epoch['epoch']}"
+    bar["desc"] = _WORDS.get(desc, desc)
     return bar
 
 
@@ -201,9 +234,11 @@ def status(project: Path, name: str | None = None, kind: str = "run") -> Status:
     if (folder / "metrics.json").exists() and ((folder / "model").is_dir() or kind != "run"):
         metrics = json.loads((folder / "metrics.json").read_text())
         return Status("done", name, accuracy=metrics.get("accuracy"), seconds=metrics.get("seconds"))
+    resumable = kind == "run" and (folder / "checkpoints" / "last.pt").exists()
     if (logs / f"{name}.cancelled").exists():
-        return Status("cancelled", name, message="Cancelled: nothing was kept from this run")
-    return Status("failed", name, message=_error_line(log))
+        return Status("cancelled", name, message="Cancelled: Resume continues from the last finished epoch"
+                      if resumable else "Cancelled: nothing was kept from this run", resumable=resumable)
+    return Status("failed", name, message=_error_line(log), resumable=resumable)
 
 
 def latest_model(project: Path) -> Path | None:

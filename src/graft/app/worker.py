@@ -2,7 +2,8 @@
 
 Runs the recipe registry's COMMAND with its defaults: ``fit`` (ARGS: an exclude CSV; what
 ``graft fit PROJECT -o RUN_DIR`` runs), then ``graft export RUN`` (RUN/model.onnx: what Try it
-runs and Ship it offers); ``audit``; ``select`` (ARGS: the pool and n; PROJECT's class folders
+runs and Ship it offers), the same after ``finetune`` and ``resume`` (a stopped fine-tune: what
+``graft resume RUN_DIR`` does); ``audit``; ``select`` (ARGS: the pool and n; PROJECT's class folders
 are the labelled images); ``cluster`` (ARGS: the pool). Prints as the commands do: progress
 bars and warnings on stderr, a GraftError as one ``error:`` line (exit 2), Ctrl-C / the page's
 cancel as ``cancelled`` (130).
@@ -21,15 +22,22 @@ def main(argv: list[str]) -> int:
     from graft.recipes.registry import recipe
 
     command, project, out, rest = argv[0], argv[1], argv[2], argv[3:]
-    chosen = recipe(command)
+    chosen = recipe("finetune" if command == "resume" else command)
     if command == "select":  # rest: the pool and n; the project's class folders are what is labelled
         settings = {"pool": rest[0], "n": int(rest[1]), "labelled": project}
     elif command == "cluster":  # rest: the pool
         settings = {"data": rest[0]}
+    elif command == "resume":  # a stopped fine-tune, continued as `graft resume RUN` does
+        settings = {}
     else:
-        settings = {"train_dir": project, **({"exclude": rest[0]} if command == "fit" and rest else {})}
+        settings = {"train_dir": project, **({"exclude": rest[0]} if command in ("fit", "finetune") and rest else {})}
     try:
-        result = chosen.run(chosen.config(**settings), out, progress=True)
+        if command == "resume":
+            from graft.recipes.resume import resume
+
+            result = resume(out, progress=True)
+        else:
+            result = chosen.run(chosen.config(**settings), out, progress=True)
     except GraftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -39,7 +47,7 @@ def main(argv: list[str]) -> int:
     from graft.artifacts.export import export_model
     from graft.recipes.settings import ExportConfig
 
-    if command != "fit":
+    if command not in ("fit", "finetune", "resume"):
         print(f"done: {result.metrics.get('summary', '')}", file=sys.stderr)
         return 0
     print("step: exporting the model to ONNX", file=sys.stderr)
