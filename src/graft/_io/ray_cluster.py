@@ -33,7 +33,12 @@ def ray_started(workers: int):
     if not ray.is_initialized():
         quiet = {"log_to_driver": False, "logging_level": "ERROR"}
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(**quiet)  # joins it: its nodes' CPUs count, not ``workers``
+            try:
+                ray.init(**quiet)  # joins it: its nodes' CPUs count, not ``workers``
+            except Exception as exc:  # unreachable, refused (a token missing): Ray's own reason, one line
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise GraftError(f"cannot join the Ray cluster at RAY_ADDRESS={os.environ['RAY_ADDRESS']}: {reason} "
+                                 "(a cluster begun by `ray start` wants RAY_AUTH_MODE=token and its token)") from None
             _started_here.clear()
         else:
             _started_here[:] = [ray.init(address="local", num_cpus=workers, include_dashboard=False, **quiet)]
