@@ -26,7 +26,14 @@ from graft.errors import GraftError
 from graft.reporting.html import write_html_report
 from graft.reporting.metrics import Scored, classification_metrics, top_k_accuracy
 from graft.reporting.plots import confusion_matrix_png
-from graft.reporting.tables import PREDICTION_COLUMNS, read_predictions, report_text, write_predictions, write_split
+from graft.reporting.tables import (
+    PREDICTION_COLUMNS,
+    predictions_csv,
+    read_predictions,
+    report_text,
+    write_predictions,
+    write_split,
+)
 
 # predictions.csv's writer and reader and top-k accuracy moved to graft.reporting; their old home keeps the names
 __all__ = ["GRAFT_OUTPUTS", "LOCK_FILE", "PREDICTION_COLUMNS", "RunDir", "RunLock", "Scored", "open_run",
@@ -101,32 +108,54 @@ class RunDir:
 
         return write_atomic(self.path / "config.yaml", yaml.safe_dump(json_safe(settings), sort_keys=False))
 
-    def write_report(self, scored: Scored, extra: dict, subdir: str | None = None, title: str = "") -> dict:
+    def write_report(self, scored: Scored, extra: dict, subdir: str | None = None, title: str = "",
+                     held_out: dict | None = None) -> dict:
         """Write an evaluation's files into the run folder (or ``RUN/subdir``): metrics.json
         (:func:`graft.reporting.metrics.classification_metrics` plus ``extra``), report.txt and
         confusion_matrix.png (titled ``title``), and, when ``scored`` has probabilities, top-k
-        accuracy in metrics.json and (with paths) predictions.csv. Returns the metrics written."""
-        target = self.path / subdir if subdir else self.path
-        target.mkdir(parents=True, exist_ok=True)
-        y_true, y_pred, classes = scored.y_true, scored.y_pred, scored.classes
-        metrics = classification_metrics(y_true, y_pred, classes)
-        if scored.probabilities is not None:
-            metrics["top_k_accuracy"] = top_k_accuracy(y_true, scored.probabilities)
-        metrics.update(extra)
-        text = report_text(y_true, y_pred, classes, metrics)
-        confusion_matrix_png(y_true, y_pred, classes, target / "confusion_matrix.png", title)
-        if scored.probabilities is not None and scored.paths is not None:
-            write_predictions(target / "predictions.csv", scored.paths, y_true, scored.probabilities, classes,
-                              scored.split)
-        write_atomic(target / "report.txt", text)
-        # metrics.json last: its presence says the evaluation's files are all there
-        write_atomic(target / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
-        return metrics
+        accuracy in metrics.json and (with paths) predictions.csv. Returns the metrics written.
+
+        ``held_out``: ``{name: (Scored, extra, title)}`` of folders held out from training (a test
+        folder) that the same model scored: each gets the same files in ``RUN/<name>/``, and this
+        metrics.json keeps its summary under ``name`` (:func:`held_out_summary`). Every file's
+        content is computed before the first is written, and each metrics.json is written last
+        (its presence says the evaluation's files are all there)."""
+        held = {name: _page(self.path / name, *item) for name, item in (held_out or {}).items()}
+        main = _page(self.path / subdir if subdir else self.path, scored, extra, title)
+        main["metrics"].update({name: held_out_summary(page["metrics"]) for name, page in held.items()})
+        for page in [*held.values(), main]:
+            for path, text in page["files"]:
+                write_atomic(path, text)
+            write_atomic(page["target"] / "metrics.json", json.dumps(json_safe(page["metrics"]), indent=2) + "\n")
+        return main["metrics"]
 
     def write_split(self, train, val) -> Path:
         """split.csv: every image of the run and whether it trained or validated, so a
         ``--val-split`` can be inspected and reproduced (:func:`graft.reporting.tables.write_split`)."""
         return write_split(self.path / "split.csv", train, val)
+
+
+def _page(target: Path, scored: Scored, extra: dict, title: str) -> dict:
+    """One evaluation's files, computed: its metrics, report.txt and predictions.csv texts (the
+    confusion matrix is drawn into ``target`` here). Nothing else is written."""
+    target.mkdir(parents=True, exist_ok=True)
+    y_true, y_pred, classes = scored.y_true, scored.y_pred, scored.classes
+    metrics = classification_metrics(y_true, y_pred, classes)
+    if scored.probabilities is not None:
+        metrics["top_k_accuracy"] = top_k_accuracy(y_true, scored.probabilities)
+    metrics.update(extra)
+    files = [(target / "report.txt", report_text(y_true, y_pred, classes, metrics))]
+    confusion_matrix_png(y_true, y_pred, classes, target / "confusion_matrix.png", title)
+    if scored.probabilities is not None and scored.paths is not None:
+        files.insert(0, (target / "predictions.csv", predictions_csv(scored.paths, y_true, scored.probabilities,
+                                                                     classes, scored.split)))
+    return {"target": target, "metrics": metrics, "files": files}
+
+
+def held_out_summary(metrics: dict) -> dict:
+    """What metrics.json keeps of a held-out (test) evaluation beside the validation numbers."""
+    keys = ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "n_target_val", "data_dir")
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def write_html_safely(run_dir: Path, subdir: str | None = None) -> Path | None:

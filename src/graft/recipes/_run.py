@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graft._io.files import read_json, read_yaml, write_atomic
-from graft.artifacts.run_folder import RunDir
+from graft.artifacts.run_folder import RunDir, held_out_summary
 from graft.data.folders import ImageFolder, scan_folder, scan_unlabelled
 from graft.data.manifest import folder_manifest, manifest_changes
 from graft.data.overlap import check_output_outside
@@ -62,12 +62,6 @@ def check_not_an_input(out, config) -> None:
         elif isinstance(value, str) and f.metadata.get("path"):
             inputs[f"{config.flag(f.name)} folder"] = value
     check_output_outside(out, inputs)
-
-
-def held_out_summary(metrics: dict) -> dict:
-    """What metrics.json keeps of a test evaluation beside the validation numbers."""
-    keys = ("accuracy", "macro_f1", "top_k_accuracy", "n_test", "n_target_val", "data_dir")
-    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def is_resumable(run_dir) -> bool:

@@ -27,7 +27,7 @@ from graft.data.overlap import check_output_outside, warn_trained_on
 from graft.errors import DataError
 from graft.features.sources import SourceFeatures, source_features
 from graft.heads.classical import fit_head
-from graft.recipes._run import FitResult, as_config, check_not_an_input, held_out_summary
+from graft.recipes._run import FitResult, as_config, check_not_an_input
 from graft.recipes.settings import FrozenFitConfig
 from graft.reporting.metrics import Scored
 from graft.reporting.summary import validation_title
@@ -37,12 +37,14 @@ __all__ = ["FitResult", "FrozenFitConfig", "FrozenPlan", "evaluate", "extract", 
 
 @dataclass
 class FrozenPlan:
-    """A fit decided before its run folder is touched: the typed settings, and every folder it
-    reads scanned and split once (``train``, ``val``, and ``test`` when given)."""
+    """A fit decided before its run folder is touched: the typed settings, every folder it
+    reads scanned and split once (``train``, ``val``, and ``test`` when given), and what the
+    validation images are, as the reports title them (a folder, or held out of the training one)."""
 
     config: FrozenFitConfig
     folders: dict[str, ImageFolder]
-    strict: bool = False
+    strict: bool
+    val_title: str
 
     @property
     def classes(self) -> list[str]:
@@ -111,6 +113,7 @@ def plan_fit(config: FrozenFitConfig, *, strict: bool = False) -> FrozenPlan:
     """The folders ``config`` names, scanned and split once, with audit decisions (``exclude``)
     and ``shots`` applied and the test folder checked against them; raises GraftError (nothing
     is written) for data no fit can use."""
+    val_title = validation_title(config.val_dir or config.train_dir, config.train_dir, config.head)
     train, val = load_train_val(config.train_dir, val_dir=config.val_dir, val_fraction=config.val_fraction,
                                 seed=config.seed, balanced=config.class_weight == "balanced")
     if config.exclude is not None:  # graft audit's decisions, acted on in memory: no file changes
@@ -120,7 +123,7 @@ def plan_fit(config: FrozenFitConfig, *, strict: bool = False) -> FrozenPlan:
     folders = {"train": train, "val": val}
     if config.test_dir is not None:
         folders["test"] = load_test(config.test_dir, train, val, final=config.final)
-    return FrozenPlan(config, folders, strict)
+    return FrozenPlan(config, folders, strict, val_title)
 
 
 def _fit(run: RunDir, plan: FrozenPlan, start: float, progress: bool) -> FitResult:
@@ -158,18 +161,19 @@ def _fit(run: RunDir, plan: FrozenPlan, start: float, progress: bool) -> FitResu
         "skipped": sorted((item for f in features.values() for item in f.skipped), key=lambda i: i["path"]),
         "final_refit": config.final,
     }
-    if "test" in features:
+    held_out = {}
+    if "test" in features:  # scored by the shipped model; metrics.json keeps its summary under "test"
         test = features["test"]
         test_probabilities = shipped.probabilities(test.vectors)
-        extra["test"] = held_out_summary(run.write_report(
+        held_out["test"] = (
             Scored(test.labels, test_probabilities.argmax(1), classes, test_probabilities, test.paths, "test"),
             {"n_test": len(test), "data_dir": str(config.test_dir), "skipped": test.skipped},
-            subdir="test", title=f"{Path(str(config.test_dir)).name} (test)"))
+            f"{Path(str(config.test_dir)).name} (test)")
     extra["seconds"] = round(time.perf_counter() - start, 3)
     probabilities = chosen.probabilities(features["val"].vectors)
     metrics = run.write_report(Scored(features["val"].labels, probabilities.argmax(1), classes, probabilities,
                                       features["val"].paths), extra,
-                               title=validation_title(folders["val"].root, folders["train"].root, config.head))
+                               title=plan.val_title, held_out=held_out)
     run.write_split(folders["train"], folders["val"])
     # config.yaml: the Config's fields with the network as resolved (its weights, layer and input size), strict
     # and the classes; not cache (where the features were read from does not change the run)

@@ -22,12 +22,17 @@ PREDICTION_COLUMNS = ("path", "split", "true_class", "predicted_class", "probabi
 
 
 def write_predictions(path: Path, paths, y_true, probabilities, classes, split: str) -> Path:
+    """``predictions.csv`` (:func:`predictions_csv`) written to ``path``; returns ``path``."""
+    return write_atomic(Path(path), predictions_csv(paths, y_true, probabilities, classes, split))
+
+
+def predictions_csv(paths, y_true, probabilities, classes, split: str) -> str:
     """``predictions.csv``: one row per image: what it is, what the model said, how sure, and its loss.
 
     ``paths``: the n image paths; ``y_true``: class indices, shape (n,); ``probabilities``:
     shape (n, classes), rows summing to 1; ``split``: the subset's name (``val``, ``test``,
     ...). Probabilities and the loss (cross-entropy in nats, ``-log p_true``, p floored at
-    1e-12) are written with 6 decimals; ``correct`` is 1 or 0. Returns ``path``.
+    1e-12) are written with 6 decimals; ``correct`` is 1 or 0.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -38,7 +43,7 @@ def write_predictions(path: Path, paths, y_true, probabilities, classes, split: 
         p_true = float(row[true])
         writer.writerow([str(image), split, classes[true], classes[guess], f"{row[guess]:.6f}", f"{p_true:.6f}",
                          f"{-np.log(max(p_true, 1e-12)):.6f}", int(true == guess)])
-    return write_atomic(Path(path), buffer.getvalue())
+    return buffer.getvalue()
 
 
 def read_predictions(path: Path) -> list[dict]:
