@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 from graft.methods.base import StepOutput, TrainingMethod
 
-__all__ = ["ProjectionHead", "SimSiam", "TwoViews", "adapt_batchnorm", "simsiam_loss"]
+__all__ = ["ROTATIONS", "ProjectionHead", "RotationPrediction", "SimSiam", "TwoViews", "adapt_batchnorm", "rotated",
+           "simsiam_loss"]
 
 
 class ProjectionHead(nn.Module):
@@ -116,12 +117,14 @@ class SimSiam(TrainingMethod):
 
 
 @torch.no_grad()
-def adapt_batchnorm(network: nn.Module, loader, progress=None) -> int:
-    """AdaBN: every BatchNorm layer of ``network`` gets the mean and variance of its inputs over
-    all images of ``loader`` (batches ``(images [B, 3, H, W], ...)``), a cumulative average
-    instead of the running one; weights are unchanged. Returns the number of layers adapted.
-    ``progress``: called once per batch (a progress bar's update)."""
-    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def adapt_batchnorm(network: nn.Module, loader, progress=None, trainable_only: bool = False) -> int:
+    """AdaBN: every BatchNorm layer of ``network`` (``trainable_only``: those whose parameters
+    train now) gets the mean and variance of its inputs over all images of ``loader`` (batches
+    ``(images [B, 3, H, W], ...)``), a cumulative average instead of the running one; weights
+    are unchanged, the other layers run in the mode they are in. Returns the number of layers
+    adapted. ``progress``: called once per batch (a progress bar's update)."""
+    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              and (not trainable_only or any(p.requires_grad for p in m.parameters()))]
     saved = [(m.momentum, m.training) for m in layers]
     for m in layers:
         m.reset_running_stats()
@@ -137,3 +140,49 @@ def adapt_batchnorm(network: nn.Module, loader, progress=None) -> int:
             m.momentum = momentum
             m.train(training)
     return len(layers)
+
+
+ROTATIONS = ("rot0", "rot90", "rot180", "rot270")  # the classes of the rotation task, counter-clockwise
+
+
+def rotated(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Each image ``[B, 3, H, W]`` (square) turned ``turns[i]`` quarter turns counter-clockwise."""
+    out = images.clone()
+    for k in range(1, 4):
+        chosen = turns == k
+        if chosen.any():
+            out[chosen] = torch.rot90(images[chosen], k, dims=(2, 3))
+    return out
+
+
+class RotationPrediction(TrainingMethod):
+    """Rotation prediction (Gidaris, Singh & Komodakis, "Unsupervised Representation Learning
+    by Predicting Image Rotations", ICLR 2018): each image of a batch ``(images [B, 3, H, W],
+    ignored labels)`` is turned by a random multiple of 90 degrees (torch's global RNG, which
+    checkpoints save) and the network (a 4-way head, :data:`ROTATIONS`) predicts how far.
+    Telling a 6 from a turned 9 or an upright digit from a lying one needs the shape, which a
+    background texture shared by two crops (SimSiam's shortcut on MNIST-M) does not give.
+    Validation: every held-out image in all four orientations; its accuracy is the rotation's."""
+
+    name = "rotation"
+
+    def training_step(self, forward, batch, augmented: bool) -> StepOutput:
+        images = batch[0]
+        turns = torch.randint(0, 4, (len(images),))
+        logits = forward(rotated(images, turns))
+        loss = F.cross_entropy(logits, turns)
+        return StepOutput(loss, len(images), int((logits.argmax(1) == turns).sum()), labels=turns)
+
+    def evaluate(self, evaluated, val_loader) -> tuple[float, float, dict]:
+        evaluated.eval()
+        total, correct, seen = 0.0, 0, 0
+        with torch.inference_mode():
+            for batch in val_loader:
+                images = batch[0]
+                for k in range(4):
+                    turns = torch.full((len(images),), k)
+                    logits = evaluated(rotated(images, turns))
+                    total += F.cross_entropy(logits, turns, reduction="sum").item()
+                    correct += int((logits.argmax(1) == turns).sum())
+                    seen += len(images)
+        return total / max(1, seen), correct / max(1, seen), {}

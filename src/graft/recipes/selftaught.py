@@ -32,7 +32,15 @@ from graft.data.datasets import readable_images
 from graft.data.folders import ImageFolder, load_image, scan_unlabelled
 from graft.data.manifest import folder_manifest
 from graft.errors import DataError, GraftError
-from graft.methods.selfsupervised import ProjectionHead, SimSiam, TwoViews, adapt_batchnorm
+from graft.heads.modules import LinearHead
+from graft.methods.selfsupervised import (
+    ROTATIONS,
+    ProjectionHead,
+    RotationPrediction,
+    SimSiam,
+    TwoViews,
+    adapt_batchnorm,
+)
 from graft.recipes._run import (
     FitResult,
     check_data_unchanged,
@@ -49,20 +57,21 @@ from graft.train.stages import check_plan, parse_stages
 from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 
 PROJECTION_DIM = 256
+ROTATION_CROP = 0.6  # the smallest crop (area fraction) rotation prediction trains on
 MIN_IMAGES = 8  # two training batches of 2 and a validation image at the least
 
 
 class Views(Dataset):
     """One randomly augmented view ``[3, H, W]`` of each image (and its -1 label): a random-resized
-    crop (scale 0.3-1; never mirrored: a mirrored digit or letter is another), colour jitter
+    crop (scale ``smallest``-1; never mirrored: a mirrored digit or letter is another), colour jitter
     (p 0.8) and grayscale (p 0.2), SimCLR's recipe (Chen et al. 2020) without the blur, which
     erases images of a few dozen pixels. Random draws use torch's global RNG (checkpointed)."""
 
-    def __init__(self, folder: ImageFolder, preprocessing):
+    def __init__(self, folder: ImageFolder, preprocessing, smallest: float = 0.3):
         from torchvision.transforms import v2
 
         self.records, self.preprocessing = folder.records, preprocessing
-        self.random = v2.Compose([v2.RandomResizedCrop(preprocessing.size, scale=(0.3, 1.0), antialias=True),
+        self.random = v2.Compose([v2.RandomResizedCrop(preprocessing.size, scale=(smallest, 1.0), antialias=True),
                                   v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
                                   v2.RandomGrayscale(p=0.2)])
 
@@ -92,7 +101,7 @@ class Plan:
     skipped: list
     source: object  # the Backbone training starts from
     model: GraftModel
-    method: SimSiam
+    method: object  # SimSiam or RotationPrediction
     loop: LoopSettings
     data: TrainData
     plain: DataLoader
@@ -132,20 +141,26 @@ def build(config: PretrainConfig, folder: ImageFolder, *, strict: bool, progress
     val, skipped_val = readable_images(val, strict, progress)
     if len(train) < 2 or not len(val):
         raise DataError(f"--unlabelled {folder.root}: too few readable images to train and validate on")
-    head = ProjectionHead(features.output_dim(preprocessing.size), dim=PROJECTION_DIM)
-    model = GraftModel.from_backbone(source, head, [], preprocessing=preprocessing, features=features,
-                                     training=config.training_record())
+    width = features.output_dim(preprocessing.size)
+    rotation = config.objective == "rotation"
+    head = LinearHead(width, len(ROTATIONS)) if rotation else ProjectionHead(width, dim=PROJECTION_DIM)
+    model = GraftModel.from_backbone(source, head, list(ROTATIONS) if rotation else [], preprocessing=preprocessing,
+                                     features=features, training=config.training_record())
     generator = torch.Generator().manual_seed(config.seed)
     batch = min(config.batch_size, len(train))
-    loader = DataLoader(TwoViews(Views(train, preprocessing)), batch_size=batch, shuffle=True, generator=generator,
+    # rotation: one view, crops that keep most of the image (a digit cut in half has no upright)
+    views = Views(train, preprocessing, ROTATION_CROP) if rotation else TwoViews(Views(train, preprocessing))
+    loader = DataLoader(views, batch_size=batch, shuffle=True, generator=generator,
                         drop_last=len(train) > batch)  # BatchNorm needs two or more images per batch
-    val_loader = DataLoader(TwoViews(Views(val, preprocessing)), batch_size=config.batch_size)
+    val_loader = DataLoader(Plain(val, preprocessing) if rotation else TwoViews(Views(val, preprocessing)),
+                            batch_size=config.batch_size)
     loop = LoopSettings(stages=stages, lr=config.lr, base_lr_factor=config.base_lr_factor,
                         optimizer=config.optimizer, weight_decay=config.weight_decay, schedule=config.schedule,
                         progress=progress, augmented=[True] * len(stages))
-    return Plan(config, folder, train, val, skipped + skipped_val, source, model,
-                SimSiam(PROJECTION_DIM, seed=config.seed), loop, TrainData(loader, val_loader, loader, generator),
-                DataLoader(Plain(train, preprocessing), batch_size=config.batch_size))
+    method = RotationPrediction() if rotation else SimSiam(PROJECTION_DIM, seed=config.seed)
+    return Plan(config, folder, train, val, skipped + skipped_val, source, model, method, loop,
+                TrainData(loader, val_loader, loader, generator), DataLoader(Plain(train, preprocessing),
+                                                                             batch_size=config.batch_size))
 
 
 def pretrain_unlabelled(config: PretrainConfig, out, *, strict: bool = False, progress: bool = True,
@@ -189,12 +204,14 @@ def continue_unlabelled(run: RunDir, saved: dict, *, given: dict, strict: bool =
 
 
 def _adapt(plan: Plan, progress: bool) -> None:
-    """AdaBN on the plain training images (the trunk's statistics as ``fit`` will extract)."""
+    """AdaBN on the plain training images for the BatchNorm layers the last stage trained (their
+    running statistics followed augmented views; ``fit`` extracts from plain images). Frozen
+    layers keep ImageNet's: AdaBN of every layer cost 11 points on MNIST-M (BENCHMARKS.md)."""
     features = plan.model.features
     features.eval()
     bar = progress_bar(len(plan.plain), "BatchNorm statistics", "batch", progress)
     with torch.random.fork_rng(devices=[]):  # the training run's random stream stays as it was
-        adapt_batchnorm(features, plan.plain, bar.update)
+        adapt_batchnorm(features, plan.plain, bar.update, trainable_only=True)
     bar.close()
 
 
@@ -209,20 +226,25 @@ def execute(run: RunDir, plan: Plan, *, resume: dict | None, progress: bool, sta
     result = Trainer(plan.loop, callbacks).fit(plan.method, network, plan.data, resume=resume)
     _adapt(plan, progress)
     model.eval()
-    training = {**config.training_record(), "objective": "simsiam", "epochs_run": len(result.history)}
-    _save(run, model, training)
+    training = {**config.training_record(), "objective": config.objective, "epochs_run": len(result.history)}
+    if config.objective == "rotation":  # a 4-way rotation classifier: a model in graft's own format
+        model.training_info.update(training)
+        model.save(run.model_dir)
+    else:
+        _save(run, model, training)
     last = result.history[-1]
-    metrics = {"command": "pretrain", "objective": "simsiam", "unlabelled_dir": str(plan.folder.root),
+    metrics = {"command": "pretrain", "objective": config.objective, "unlabelled_dir": str(plan.folder.root),
                "n_train": len(plan.train), "n_val": len(plan.val), "epochs_run": len(result.history),
                "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
                "first_val_loss": result.history[0]["val_loss"], "val_output_spread": last.get("val_output_spread"),
+               "final_val_accuracy": last["val_accuracy"],
                "resumed_from_epoch": resume["epoch"] if resume else None, "skipped": plan.skipped,
                "image_size": model.preprocessing.size, "seconds": round(time.perf_counter() - start, 3),
                # ru_maxrss is in KiB on Linux: the whole process's peak, the weights and loaders included
                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     metrics["summary"] = (  # what the command prints
-        f"self-taught {config.backbone} on {len(plan.train)} unlabelled images ({plan.folder.root}): SimSiam "
-        f"validation loss {metrics['first_val_loss']:.3f} -> {metrics['final_val_loss']:.3f} over "
+        f"self-taught {config.backbone} on {len(plan.train)} unlabelled images ({plan.folder.root}): "
+        f"{config.objective} validation loss {metrics['first_val_loss']:.3f} -> {metrics['final_val_loss']:.3f} over "
         f"{len(result.history)} epoch(s), {metrics['seconds']:.0f} s, peak RSS {metrics['peak_rss_mib']:.0f} MiB\n"
         f"history: {run.path / 'history.jsonl'}  curves: {run.path / 'curves.png'}\n"
         f"a backbone now: graft fit DATA --backbone {run.path}")
