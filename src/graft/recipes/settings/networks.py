@@ -24,6 +24,7 @@ from graft.recipes.settings.names import (
     SCHEDULE_NAMES,
     WEIGHTING_NAMES,
 )
+from graft.recipes.settings.selftaught import SELF_TAUGHT, self_taught_settings
 
 
 @dataclass
@@ -128,28 +129,58 @@ class FinetuneConfig(Config):
 @dataclass
 class PretrainConfig(FinetuneConfig):
     """``graft pretrain``: a network trained from random initialisation on a labelled source
-    folder; its run folder is then a backbone for every other command (``--backbone RUN``)."""
+    folder, or (``unlabelled_dir``) a pretrained one continued self-supervised on unlabelled
+    images (self-taught learning, :mod:`graft.recipes.selftaught`); its run folder is then a
+    backbone for every other command (``--backbone RUN``)."""
 
     # fields its command does not show
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = ("freeze_first", "regularizer", "regularizer_weight", "pretrained",
                                              "layer_decay")
     # the command's --help
-    HELP: ClassVar[str] = ("Train a network from random initialisation on a labelled source folder; the run folder"
-                           " is then a backbone for every other command (--backbone RUN).")
+    HELP: ClassVar[str] = ("Train a network from random initialisation on a labelled source folder, or continue a "
+                           "pretrained one self-supervised on --unlabelled images; the run folder is then a backbone "
+                           "for every other command (--backbone RUN).")
 
+    PATHS: ClassVar[tuple[str, ...]] = FinetuneConfig.PATHS + ("unlabelled_dir",)
     COMMAND: ClassVar[str] = "pretrain"
+    RECORDED: ClassVar[tuple[str, ...]] = FinetuneConfig.RECORDED + ("unlabelled_dir",)
 
-    backbone: str = setting(None, "Any timm architecture (e.g. resnet10t, tf_efficientnet_lite0).", flag="--arch")
-    stages: str = setting("all:10", "Stage plan; from random weights, train all.")
-    lr: float | str = setting(2e-3, "Learning rate, or 'auto'.", lr=True, low=0, high=MAX_LR, open="low")
-    base_lr_factor: float = setting(1.0, "Backbone layers train at lr x this.", low=0, high=MAX_FACTOR, open="low")
-    batch_size: int = setting(64, "Images per batch.", low=1)
+    backbone: str = setting(None, "Any timm architecture (e.g. resnet10t, tf_efficientnet_lite0); with --unlabelled "
+                                  "also a registered name or a run folder (default " + DEFAULT_BACKBONE + ").",
+                            flag="--arch")
+    stages: str | None = setting(None, "Stage plan (default all:10 from labels; " + str(SELF_TAUGHT["stages"]) +
+                                       " with --unlabelled).")
+    lr: float | str | None = setting(None, "Learning rate, or 'auto' (default 2e-3; " + str(SELF_TAUGHT["lr"]) +
+                                           " with --unlabelled).", lr=True, low=0, high=MAX_LR, open="low")
+    base_lr_factor: float | None = setting(None, "Backbone layers train at lr x this (default 1; " +
+                                                 str(SELF_TAUGHT["base_lr_factor"]) + " with --unlabelled).", low=0,
+                                           high=MAX_FACTOR, open="low")
+    batch_size: int | None = setting(None, "Images per batch (default 64; " + str(SELF_TAUGHT["batch_size"]) +
+                                           " with --unlabelled, two views each).", low=1)
     augment: str = setting("none", "none suits digits and text (a mirrored 2 is no 2).", choices=AUGMENTATIONS)
     pretrained: bool = setting(False, "Start from pretrained weights.", hidden=True)
+    unlabelled_dir: str | None = setting(None, "Self-taught: continue the pretrained network self-supervised "
+                                               "(SimSiam) on these unlabelled images (any layout, folder names "
+                                               "ignored) instead of training on DATA's labels.", flag="--unlabelled",
+                                         path=True)
+    objective: str | None = setting(None, "With --unlabelled, the self-supervised task: rotation (predict a turn of "
+                                          "0/90/180/270 degrees) or simsiam (two augmented views agree) (default " +
+                                          str(SELF_TAUGHT["objective"]) + ").", choices=("rotation", "simsiam"))
 
     def __post_init__(self):
+        if self.objective and not self.unlabelled_dir:
+            raise GraftError("--objective is the self-supervised task of --unlabelled images: give those too")
+        if self.unlabelled_dir:
+            self_taught_settings(self)
+            Config.__post_init__(self)
+            return
+        defaults = {"stages": "all:10", "lr": 2e-3, "base_lr_factor": 1.0, "batch_size": 64}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if not self.backbone:
-            raise GraftError("pretrain needs an architecture (--arch)")
+            raise GraftError("pretrain needs an architecture (--arch), or --unlabelled images to continue a "
+                             "pretrained network on")
         super().__post_init__()
 
 
