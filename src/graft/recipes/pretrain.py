@@ -14,15 +14,28 @@ __all__ = ["PretrainConfig", "continue_run", "pretrain"]
 
 def pretrain(config, out, *, strict: bool = False, progress: bool = True, overwrite: bool = False,
              **settings) -> FitResult:
-    """Supervised training of ``config.backbone`` (an architecture) from random weights.
+    """Supervised training of ``config.backbone`` (an architecture) from random weights, or,
+    with ``config.unlabelled_dir``, self-taught: a pretrained network continued self-supervised
+    on unlabelled images (:mod:`graft.recipes.selftaught`).
 
     ``config``: a :class:`~graft.recipes.settings.PretrainConfig`, or the source folder with
     its fields as keywords. Writes the run folder (model, reports, history, checkpoints);
     resumable with ``graft resume RUN``."""
+    if not isinstance(config, PretrainConfig) and config is None:  # pretrain(None, out, unlabelled_dir=...)
+        config = PretrainConfig(**settings)
+        settings = {}
     config = as_config(PretrainConfig, config, settings)
+    if config.unlabelled_dir:  # self-taught: continue a pretrained network on unlabelled images
+        from graft.recipes.selftaught import pretrain_unlabelled
+
+        return pretrain_unlabelled(config, out, strict=strict, progress=progress, overwrite=overwrite)
     return start_training(config, out, SUPERVISED, strict=strict, progress=progress, overwrite=overwrite)
 
 
 def continue_run(run, saved: dict, *, given: dict, strict: bool = False, progress: bool = True) -> FitResult:
     """Continue a killed pretrain run (see :func:`graft.recipes.resume.resume`)."""
+    if saved["settings"].get("unlabelled_dir"):
+        from graft.recipes.selftaught import continue_unlabelled
+
+        return continue_unlabelled(run, saved, given=given, strict=strict, progress=progress)
     return continue_training(run, saved, PretrainConfig, SUPERVISED, given=given, strict=strict, progress=progress)
