@@ -152,6 +152,7 @@ OTHER_EFFECT = {"train_dir", "val_dir", "val_fraction", "test_dir", "final", "pa
                 "stages", "freeze_first", "transfer_layers", "transfer_from", "freeze_transferred", "pretrained",
                 "teacher", "target_dir", "target_val_dir", "stage", "start", "end", "steps",
                 "exclude",  # exclude: tests/test_audit.py
+                "unlabelled_dir", "objective",  # pretrain --unlabelled: tests/test_selftaught.py (distill: LOSS_PAIRS)
                 "monitor", "mode"}  # which epoch is kept and when to stop: tests/test_monitor.py
 # Read only where prepare() decides which stages are augmented (a head stage's plain or augmented
 # images), for every recipe alike; its run is finetune's (another head-stage run per command costs).
