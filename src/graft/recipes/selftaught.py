@@ -1,10 +1,11 @@
 """``graft pretrain --unlabelled DIR``: self-taught learning (Raina et al., ICML 2007). A pretrained
-network is continued self-supervised (SimSiam, :mod:`graft.methods.selfsupervised`) on the
-user's unlabelled images, any layout, labels ignored, on graft's
-:class:`~graft.train.trainer.Trainer` (stages, checkpoints, exact resume, history.jsonl,
-progress bar). The run folder's model is the adapted trunk (its head is the SimSiam projector,
-not a classifier), so the run is a backbone for ``fit``, ``finetune``, ``cluster`` and
-``advise`` (``--backbone RUN``), as a labelled ``graft pretrain`` run is.
+network is continued self-supervised (``objective``: rotation prediction or SimSiam,
+:mod:`graft.methods.selfsupervised`) on the user's unlabelled images, any layout, labels
+ignored, on graft's :class:`~graft.train.trainer.Trainer` (stages, checkpoints, exact resume,
+history.jsonl, progress bar). The run folder's model is the adapted trunk with the pretext
+task's head (a 4-way rotation classifier, or SimSiam's projector, which predictors refuse), so
+the run is a backbone for ``fit``, ``finetune``, ``cluster`` and ``advise`` (``--backbone
+RUN``), as a labelled ``graft pretrain`` run is.
 
 Continuing from ImageNet weights instead of starting from scratch is what makes it fit a CPU
 (Reed et al., "Self-Supervised Pretraining Improves Self-Supervised Pretraining", WACV 2022).
@@ -129,7 +130,8 @@ def split(folder: ImageFolder, fraction: float, seed: int) -> tuple[ImageFolder,
 def build(config: PretrainConfig, folder: ImageFolder, *, strict: bool, progress: bool) -> Plan:
     """Seeded first, so a resume builds the same plan: the split, the readable images (a file
     that does not decode is skipped with a warning, or an error with ``strict``), the source
-    network with a SimSiam projector for head, the loaders and the loop."""
+    network with the objective's head (rotation classifier or SimSiam projector), the loaders,
+    the method and the loop."""
     torch.manual_seed(config.seed)
     stages = parse_stages(config.stages)
     source = create_backbone(config.backbone, weights=config.weights, pretrained=True)
