@@ -66,10 +66,13 @@ PAGES = [
         "predict",
         [
             f"graft predict runs/docs/flowers17 {DATA}/flowers17/sunflower/image_0721.jpg "
-            f"{DATA}/hymenoptera/val/bees/10870992_eebeeb3a12.jpg --top-k 3"
+            f"{DATA}/hymenoptera/val/bees/10870992_eebeeb3a12.jpg --top-k 3",
+            f"graft predict runs/docs/flowers17 {DATA}/flowers17/sunflower --ray 2 --top-k 1",
         ],
         keep={0: "predict"},
-        note="A bee is no flower: `unfamiliar` flags an image unlike the training images.",
+        note="A bee is no flower: `unfamiliar` flags an image unlike the training images. With `--ray 2` a folder "
+        "is spread over 2 Ray actors (a local cluster here; a running one through `RAY_ADDRESS`): the same rows "
+        "as one process.",
     ),
     Page(
         "evaluate",
@@ -82,7 +85,15 @@ PAGES = [
         note="Open runs/docs/flowers17/report.html in a browser: one self-contained page.",
     ),
     Page("export", ["graft export runs/docs/hymenoptera --format onnx -o runs/docs/hymenoptera.onnx"]),
-    Page("extract", [f"graft extract {VAL} -o runs/docs/hymenoptera-val.npz"]),
+    Page(
+        "extract",
+        [
+            f"graft extract {VAL} -o runs/docs/hymenoptera-val.npz",
+            f"graft extract {VAL} --ray 2 --no-cache -o runs/docs/hymenoptera-val-ray.npz",
+        ],
+        note="`--ray 2`: 2 Ray actors, one ONNX Runtime session each (`--no-cache` here, or the first run's cached "
+        "features would answer).",
+    ),
     Page("backbones", ["graft backbones"]),
     Page("layers", ["graft layers tf_efficientnet_lite0"]),
     Page("advise", [f"graft advise {HYM} --val {VAL}"]),
