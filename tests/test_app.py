@@ -179,6 +179,31 @@ def test_photos_added_from_the_page_are_copied_and_a_non_image_is_refused(client
         assert refused.status_code in (400, 422) and not (root / "escape").exists()
 
 
+
+@pytest.mark.parametrize("path", ["digits\x00", "x" * 300, "digits/" + "y" * 300])
+def test_a_path_the_system_cannot_take_gets_one_message_not_a_crash(client, path):
+    client.get(f"/?token={TOKEN}")
+    for answer in (client.get("/data", params={"p": path}), client.get("/thumb", params={"path": path}),
+                   client.get("/file", params={"path": path}), client.post("/api/train", params={"p": path})):
+        assert answer.status_code == 400 and "cannot be a path here" in answer.text
+
+
+def test_hostile_names_of_classes_and_files_get_one_line_and_write_nothing_odd(client, root, digits_dir):
+    project, photo = root / "digits", sorted((digits_dir / "5").glob("*.png"))[0]
+    client.get(f"/?token={TOKEN}")
+    one = [("file", (photo.name, photo.read_bytes(), "image/png"))]
+    for bad in ("", "c" * 300, "x\x00y", "x\ny", "bees\u202egpj.exe"):
+        answer = client.post("/api/add?p=digits", data={"cls": bad}, files=one)
+        assert answer.status_code == 400 and "cannot be a class name" in answer.json()["error"], bad
+    assert sorted(p.name for p in project.iterdir()) == ["0", "1", "2"]
+    names = ["x" * 300 + ".png", "a\u202egnp.exe", ".."]  # (a newline or tab arrives %-encoded by the browser)
+    answer = client.post("/api/add?p=digits", data={"cls": "0"},
+                         files=[("file", (name, photo.read_bytes(), "image/png")) for name in names])
+    assert answer.status_code == 200 and answer.json()["refused"] == []
+    added = answer.json()["added"]
+    assert added == ["x" * 100 + ".png", "a_gnp.exe", "photo.jpg"]
+    assert all((project / "0" / name).read_bytes() == photo.read_bytes() for name in added)
+
 def test_label_these_next_picks_from_the_pool_and_files_a_copy(client, root, digits_dir):
     """The real graft select in a child process on a pool beside the project; a pick filed into a class."""
     project, pool = root / "digits", root / "digits-unlabelled"

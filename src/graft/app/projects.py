@@ -17,6 +17,7 @@ from graft.errors import GraftError
 
 APP_FOLDER = ".graft-app"  # beside the projects: hidden, so no scan reads it as a project or a class
 THUMBNAILS = 4  # per class on the data page
+MAX_NAME = 100  # bytes of a class name or an added file's stem: the system's limit is 255 with the suffix and -N
 
 
 class AppError(GraftError):
@@ -32,8 +33,12 @@ def under_root(root: Path, given: str | None) -> Path:
     leaves ``root`` or does not exist."""
     if not given:
         return root
-    path = Path(os.path.expanduser(given))
-    path = (path if path.is_absolute() else root / path).resolve()
+    try:  # a NUL byte or a name too long for the system: the page's mistake, not a crash
+        path = Path(os.path.expanduser(given))
+        path = (path if path.is_absolute() else root / path).resolve()
+        path.exists()
+    except (ValueError, OSError) as exc:
+        raise AppError(f"{given!r} cannot be a path here: {exc}") from None
     if path != root and root not in path.parents:
         raise AppError(f"{given} is outside the folder graft app was started in ({root}): choose a folder "
                        "inside it, or start graft app with --root", 403)
@@ -135,8 +140,10 @@ def add_photos(project: Path, class_name: str, uploads: list[tuple[str, bytes]])
     from graft.data.decode import load_image
 
     name = class_name.strip()
-    if not name or name.startswith(".") or "/" in name or "\\" in name or name in ("..", APP_FOLDER):
-        raise AppError(f"{class_name!r} cannot be a class name: use letters, digits, spaces or dashes")
+    if not name or name.startswith(".") or "/" in name or "\\" in name or name in ("..", APP_FOLDER) or \
+            not name.isprintable() or len(name.encode()) > MAX_NAME:
+        raise AppError(f"{class_name[:MAX_NAME]!r} cannot be a class name: use letters, digits, spaces or dashes "
+                       f"(at most {MAX_NAME} characters)")
     folder = project / name
     if folder.exists() and not folder.is_dir():
         raise AppError(f"{folder} is a file, not a class folder")
@@ -148,7 +155,8 @@ def add_photos(project: Path, class_name: str, uploads: list[tuple[str, bytes]])
         except GraftError as exc:
             refused.append(f"{base} was not added: {str(exc).removeprefix(f'{base}: ')}")
             continue
-        stem, suffix = Path(base).stem.lstrip(".") or "photo", Path(base).suffix or ".jpg"
+        stem = _printable(Path(base).stem, MAX_NAME).lstrip(".") or "photo"
+        suffix = _printable(Path(base).suffix, 16) or ".jpg"
         target, n = folder / f"{stem}{suffix}", 0
         while target.exists():
             n += 1
@@ -157,3 +165,9 @@ def add_photos(project: Path, class_name: str, uploads: list[tuple[str, bytes]])
         target.write_bytes(content)
         written.append(target.name)
     return written, refused
+
+
+def _printable(text: str, most: int) -> str:
+    """A part of a browser's file name made safe to write: control and invisible characters (a
+    newline, a right-to-left override that disguises the suffix) replaced, cut to ``most`` bytes."""
+    return "".join(c if c.isprintable() else "_" for c in text).encode()[:most].decode(errors="ignore")

@@ -169,7 +169,7 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
         return {"run": training.resume(project_of(p))}
 
     @app.post("/api/add")
-    def add(p: str = Query(...), cls: str = Form(...), file: list[UploadFile] = File(...)):
+    def add(p: str = Query(...), cls: str = Form(""), file: list[UploadFile] = File(...)):
         project = project_of(p)
         uploads = [(f.filename, f.file.read(MAX_UPLOAD + 1)) for f in file]
         too_big = [name for name, content in uploads if len(content) > MAX_UPLOAD]
