@@ -18,9 +18,43 @@ def pretrain(config, out, *, strict: bool = False, progress: bool = True, overwr
     with ``config.unlabelled_dir``, self-taught: a pretrained network continued self-supervised
     on unlabelled images (:mod:`graft.recipes.selftaught`).
 
-    ``config``: a :class:`~graft.recipes.settings.PretrainConfig`, or the source folder with
-    its fields as keywords. Writes the run folder (model, reports, history, checkpoints);
-    resumable with ``graft resume RUN``."""
+    Parameters
+    ----------
+    config : PretrainConfig, str or None
+        The settings; or the labelled source folder, with the Config's fields as keywords
+        (``settings``); or None with ``unlabelled_dir`` among the keywords (self-taught).
+    out : str or pathlib.Path
+        The run folder: new, empty, or an earlier run of this command (replaced).
+    strict : bool, default False
+        Stop at the first unreadable image (DataError) instead of skipping it with a warning.
+    progress : bool, default True
+        Show progress bars on stderr.
+    overwrite : bool, default False
+        Write into a folder that holds something else than an earlier run of this command
+        (graft's own outputs are removed first; the user's other files stay).
+    **settings
+        Fields of :class:`~graft.recipes.settings.PretrainConfig`, when ``config`` is not one.
+
+    Returns
+    -------
+    FitResult
+        The run folder (model, reports, history, checkpoints) and its metrics. The run is a
+        backbone for every other command (``--backbone RUN``) and resumes with ``graft resume RUN``.
+
+    Raises
+    ------
+    GraftError
+        A setting no run can use, or an output folder that is or lies inside an input folder;
+        raised before the run folder is touched.
+    DataError
+        A folder that is missing, empty, or without readable images.
+
+    References
+    ----------
+    Yosinski et al., "How transferable are features in deep neural networks?", NeurIPS 2014
+    (pretrain-then-transfer). Raina et al., "Self-taught Learning", ICML 2007; Chen and He,
+    "Exploring Simple Siamese Representation Learning", CVPR 2021 (``--unlabelled``).
+    """
     if not isinstance(config, PretrainConfig) and config is None:  # pretrain(None, out, unlabelled_dir=...)
         config = PretrainConfig(**settings)
         settings = {}
