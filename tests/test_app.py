@@ -54,6 +54,18 @@ def test_every_request_needs_the_token_then_the_cookie_carries_it(root):
         assert c.get(f"/?token={TOKEN}").status_code == 400  # DNS rebinding: a foreign Host header
 
 
+def test_a_second_app_on_another_port_does_not_lock_the_first_one_out(root):
+    """A browser keeps one cookie jar per host, not per port: each app's cookie has its own name."""
+    first = TestClient(create_app(root, TOKEN), base_url="http://127.0.0.1:8001")
+    second = TestClient(create_app(root, "other-token"), base_url="http://127.0.0.1:8002")
+    with first, second:
+        assert first.get(f"/?token={TOKEN}").status_code == 200
+        assert second.get("/?token=other-token").status_code == 200
+        first.cookies.update(second.cookies)  # what the browser holds for 127.0.0.1 now
+        second.cookies.update(first.cookies)
+        assert first.get("/data?p=digits").status_code == 200
+        assert second.get("/data?p=digits").status_code == 200
+
 def test_the_data_page_lists_classes_counts_and_thumbnails(client):
     page = client.get(f"/data?p=digits&token={TOKEN}").text
     assert "3 classes, 12 photos" in page and page.count("4 photos") == 3

@@ -43,8 +43,11 @@ class TokenGuard:
             return await self.app(scope, receive, send)
         request = Request(scope)
         given = request.query_params.get("token")
+        # a browser keeps one cookie per host whatever the port: one name per port (as Jupyter
+        # does), else opening a second graft app locks the first one's tabs out
+        name = f"{COOKIE}-{request.url.port or 80}"
         ok = any(value is not None and hmac.compare_digest(value, self.token)
-                 for value in (given, request.cookies.get(COOKIE)))
+                 for value in (given, request.cookies.get(name)))
         if not ok:
             answer = PlainTextResponse("403: this page needs the link graft app printed when it started "
                                        "(it carries a token)", status_code=403)
@@ -52,7 +55,7 @@ class TokenGuard:
 
         async def send_with_cookie(message):
             if message["type"] == "http.response.start" and given is not None:
-                cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
+                cookie = f"{name}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
                 message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie)]
             await send(message)
 
