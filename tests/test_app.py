@@ -86,6 +86,13 @@ def test_a_path_outside_the_root_gets_one_message(client, root, path):
     assert answer.status_code == 403 and "is outside the folder" in answer.json()["error"]
 
 
+def test_an_html_file_under_the_root_is_served_without_its_scripts(client, root):
+    (root / "page.html").write_text("<script>fetch('/api/train?p=digits', {method: 'POST'})</script>")
+    client.get(f"/?token={TOKEN}")
+    answer = client.get("/file", params={"path": "page.html"})
+    assert answer.status_code == 200 and "<script>" in answer.text
+    assert answer.headers["content-security-policy"] == "sandbox"  # the browser runs no script of it
+
 def test_an_empty_class_is_named_and_training_is_refused_before_anything_runs(client, root):
     (root / "digits" / "3").mkdir()
     page = client.get(f"/data?p=digits&token={TOKEN}").text

@@ -243,7 +243,10 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
         if not target.is_file():
             raise AppError(f"{path} is not a file")
         inline = target.suffix in (".html", ".png", ".jpg")
-        return FileResponse(target, filename=None if inline else target.name)
+        # any file under the root can be asked for: an HTML page there (a dataset's, a download's) must
+        # not run scripts as the app (they would carry its cookie to /api/); graft's report.html has none
+        sandbox = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+        return FileResponse(target, filename=None if inline else target.name, headers=sandbox)
 
 
 def _add_audit(app: FastAPI, project_of) -> None:
