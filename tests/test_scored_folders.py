@@ -121,11 +121,13 @@ def test_adapt_target_val_sharing_source_or_target_images_is_warned(three_digits
     from graft.errors import GraftError
     from graft.recipes.adapt import adapt
 
+    blocker = tmp_path / "run"
+    blocker.write_text("not a folder")  # -o is a file: refused when the run opens, after the plan's checks
+
     def said(target, target_val):
-        with warnings.catch_warnings(record=True) as caught, pytest.raises(GraftError):  # the bad plan stops it
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(GraftError, match="cannot create run folder"):
             warnings.simplefilter("always")
-            adapt(train, tmp_path / "run", target_dir=target, target_val_dir=target_val, stages="nonsense:1",
-                  progress=False)
+            adapt(train, blocker, target_dir=target, target_val_dir=target_val, stages="head:1", progress=False)
         return sorted(str(w.message).split(" (same content)")[0] for w in caught if "target-val" in str(w.message))
 
     train, val, test = three_digits
