@@ -244,8 +244,9 @@ def _add_api(app: FastAPI, root: Path, project_of, predictors: dict) -> None:  #
             raise AppError(f"{path} is not a file")
         inline = target.suffix in (".html", ".png", ".jpg")
         # any file under the root can be asked for: an HTML page there (a dataset's, a download's) must
-        # not run scripts as the app (they would carry its cookie to /api/); graft's report.html has none
-        sandbox = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+        # not run scripts as the app (they would carry its cookie to /api/): sandboxed, they run in an origin
+        # of their own (report.html sorts its tables), and a call to /api/ goes without the cookie
+        sandbox = {"Content-Security-Policy": "sandbox allow-scripts", "X-Content-Type-Options": "nosniff"}
         return FileResponse(target, filename=None if inline else target.name, headers=sandbox)
 
 
