@@ -93,6 +93,15 @@ def test_an_html_file_under_the_root_is_served_without_its_scripts(client, root)
     assert answer.status_code == 200 and "<script>" in answer.text
     assert answer.headers["content-security-policy"] == "sandbox allow-scripts"  # in an origin of its own
 
+def test_a_class_folder_linked_out_of_the_root_shows_its_count_and_no_thumbnail(client, root, digits_dir):
+    outside = root.parent / "outside"
+    outside.mkdir()
+    shutil.copy2(sorted((digits_dir / "9").glob("*.png"))[0], outside / "nine.png")
+    (root / "digits" / "9").symlink_to(outside)
+    page = client.get(f"/data?p=digits&token={TOKEN}")
+    assert page.status_code == 200 and "4 classes, 13 photos" in page.text  # was a 500
+    assert "nine.png" not in page.text
+
 def test_an_empty_class_is_named_and_training_is_refused_before_anything_runs(client, root):
     (root / "digits" / "3").mkdir()
     page = client.get(f"/data?p=digits&token={TOKEN}").text

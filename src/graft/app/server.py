@@ -117,7 +117,8 @@ def _add_pages(app: FastAPI, root: Path, render, project_of) -> None:
     def data(request: Request, p: str):
         project = project_of(p)
         summary = project_data(project)
-        thumbs = {c.name: [relative(root, f.resolve()) for f in c.samples] for c in summary.classes}
+        # a class folder may be a symlink leading out of the root: its photos get no /thumb link
+        thumbs = {c.name: [t for t in (_inside(root, str(f)) for f in c.samples) if t] for c in summary.classes}
         found, total, audit_run = decisions.findings(project)
         for row in found:
             row["thumb"] = _inside(root, row["path"]) if row["image"] else None
