@@ -259,6 +259,14 @@ def test_label_these_next_picks_from_the_pool_and_files_a_copy(client, root, dig
     assert sorted(p.name for p in pool.iterdir()) == before  # the pool is never changed
 
 
+def test_a_pool_holding_the_project_is_refused_in_words_before_any_job(client, root):
+    client.get(f"/?token={TOKEN}")
+    for call in ("/api/select", "/api/cluster"):
+        answer = client.post(f"{call}?p=digits", data={"pool": "."})  # the root: it holds the project
+        assert answer.status_code == 400 and answer.json()["error"].endswith(
+            "holds the project itself: the photos without a label go in a folder of their own, beside the project")
+    assert training.runs(root / "digits", None) == []
+
 def test_groups_of_the_pool_are_named_into_a_class(client, root, digits_dir):
     """The real graft cluster on a pool of real digits; one group copied into a new class folder."""
     project, pool = root / "digits", root / "digits-unlabelled"

@@ -28,6 +28,9 @@ def start(project: Path, pool: Path, kind: str = "select") -> str:
         raise AppError(f"{pool.name} is not a folder of photos")
     if project.resolve() in (pool.resolve(), *pool.resolve().parents):
         raise AppError(f"{pool.name} is inside the project: the photos without a label go in a folder of their own")
+    if pool.resolve() in project.resolve().parents:  # graft would refuse it in CLI words (-o inside DIR)
+        raise AppError(f"{pool.name or pool} holds the project itself: the photos without a label go in a folder of "
+                       "their own, beside the project")
     files = len(_files_under(pool))
     if files == 0:
         raise AppError(f"{pool} has no photos")
