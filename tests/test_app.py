@@ -216,6 +216,14 @@ def test_a_path_the_system_cannot_take_gets_one_message_not_a_crash(client, path
         assert answer.status_code == 400 and "cannot be a path here" in answer.text
 
 
+def test_a_photo_path_with_a_nul_byte_gets_one_line_not_a_crash(client, root):
+    client.get(f"/?token={TOKEN}")
+    for path in (str(root / "digits" / "0" / "x\x00.png"), str(root / "digits" / ("y" * 300))):
+        for call, form in (("/api/decide", {"path": path}), ("/api/file", {"path": path, "cls": "0"})):
+            answer = client.post(f"{call}?p=digits", data=form)
+            assert answer.status_code == 400 and "is not a photo" in answer.json()["error"], (call, path[-5:])
+    assert not state_folder(root / "digits").exists()
+
 def test_hostile_names_of_classes_and_files_get_one_line_and_write_nothing_odd(client, root, digits_dir):
     project, photo = root / "digits", sorted((digits_dir / "5").glob("*.png"))[0]
     client.get(f"/?token={TOKEN}")

@@ -80,9 +80,13 @@ def findings(project: Path) -> tuple[list[dict], int, Path | None]:
 def decide(project: Path, path: str, relabel: str = "", issue: str = "") -> dict:
     """Record "leave ``path`` out" (or, with ``relabel``, "``path`` is a ``relabel``"); the row.
     AppError for a path that is not a photo of the project or a class it does not have."""
-    target = Path(path).resolve()
-    if project.resolve() not in target.parents or not target.is_file():
-        raise AppError(f"{path} is not a photo of {project.name}")
+    try:  # a NUL byte or an over-long name: not a photo either
+        target = Path(path).resolve()
+        photo = project.resolve() in target.parents and target.is_file()
+    except (ValueError, OSError):
+        photo = False
+    if not photo:
+        raise AppError(f"{path!r} is not a photo of {project.name}")
     classes = sorted(p.name for p in project.iterdir() if p.is_dir() and not p.name.startswith("."))
     if relabel and relabel not in classes:
         raise AppError(f"{relabel!r} is not a class of {project.name} ({', '.join(classes)})")

@@ -58,9 +58,13 @@ def _filed(project: Path) -> set[str]:
 
 def file_photo(project: Path, root: Path, path: str, class_name: str) -> str:
     """Copy the pool photo ``path`` into ``PROJECT/<class_name>/``; the name written."""
-    source = Path(path).resolve()
-    if root not in source.parents or not source.is_file():
-        raise AppError(f"{path} is not a photo under {root}")
+    try:  # a NUL byte or an over-long name: not a photo either
+        source = Path(path).resolve()
+        photo = root in source.parents and source.is_file()
+    except (ValueError, OSError):
+        photo = False
+    if not photo:
+        raise AppError(f"{path!r} is not a photo under {root}")
     written, refused = add_photos(project, class_name, [(source.name, source.read_bytes())])
     if refused:
         raise AppError(refused[0])
