@@ -66,6 +66,15 @@ def test_a_second_app_on_another_port_does_not_lock_the_first_one_out(root):
         assert first.get("/data?p=digits").status_code == 200
         assert second.get("/data?p=digits").status_code == 200
 
+def test_a_post_from_a_page_of_another_local_port_is_refused(client, root):
+    """Cookies are sent to 127.0.0.1:PORT from any page of 127.0.0.1 (same site whatever the port)."""
+    client.get(f"/?token={TOKEN}")
+    foreign = client.post("/api/train?p=digits", headers={"Origin": "http://127.0.0.1:9999"})
+    assert foreign.status_code == 403 and "a page of http://127.0.0.1:9999 cannot act" in foreign.text
+    assert not state_folder(root / "digits", "app").exists()  # nothing started
+    own = client.post("/api/cancel?p=digits", headers={"Origin": "http://127.0.0.1"})  # the app's own page
+    assert own.status_code == 409 and own.json()["error"] == "Nothing is training in this project"
+
 def test_the_data_page_lists_classes_counts_and_thumbnails(client):
     page = client.get(f"/data?p=digits&token={TOKEN}").text
     assert "3 classes, 12 photos" in page and page.count("4 photos") == 3

@@ -48,6 +48,13 @@ class TokenGuard:
         name = f"{COOKIE}-{request.url.port or 80}"
         ok = any(value is not None and hmac.compare_digest(value, self.token)
                  for value in (given, request.cookies.get(name)))
+        # SameSite=Strict does not stop a page of another port of this host (same site): a POST
+        # from it would carry the cookie. A browser names the page that sends a POST in Origin.
+        origin = request.headers.get("origin")
+        if ok and request.method not in ("GET", "HEAD") and origin is not None and \
+                origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            answer = PlainTextResponse(f"403: a page of {origin} cannot act in graft app", status_code=403)
+            return await answer(scope, receive, send)
         if not ok:
             answer = PlainTextResponse("403: this page needs the link graft app printed when it started "
                                        "(it carries a token)", status_code=403)
