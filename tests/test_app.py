@@ -111,6 +111,16 @@ def test_a_class_folder_linked_out_of_the_root_shows_its_count_and_no_thumbnail(
     assert page.status_code == 200 and "4 classes, 13 photos" in page.text  # was a 500
     assert "nine.png" not in page.text
 
+def test_photos_are_never_added_through_a_class_folder_linked_out_of_the_root(client, root, digits_dir):
+    outside = root.parent / "outside"
+    outside.mkdir()
+    (root / "digits" / "9").symlink_to(outside)
+    photo = sorted((digits_dir / "9").glob("*.png"))[0]
+    answer = client.post(f"/api/add?p=digits&token={TOKEN}", data={"cls": "9"},
+                         files=[("file", (photo.name, photo.read_bytes(), "image/png"))])
+    assert answer.status_code == 400 and "is a link to" in answer.json()["error"]
+    assert list(outside.iterdir()) == []  # nothing written outside the root
+
 def test_an_empty_class_is_named_and_training_is_refused_before_anything_runs(client, root):
     (root / "digits" / "3").mkdir()
     page = client.get(f"/data?p=digits&token={TOKEN}").text

@@ -147,6 +147,8 @@ def add_photos(project: Path, class_name: str, uploads: list[tuple[str, bytes]])
     folder = project / name
     if folder.exists() and not folder.is_dir():
         raise AppError(f"{folder} is a file, not a class folder")
+    if folder.is_symlink() and folder.resolve().parent != project.resolve():  # writes go under the root only
+        raise AppError(f"class '{name}' is a link to {folder.resolve()}, outside the project: add its photos there")
     written, refused = [], []
     for filename, content in uploads:
         base = Path(filename or "photo").name
