@@ -194,6 +194,10 @@ def _measure(backbones, layers, median_side, sample, progress: bool):
     from graft.ranking.scores import logme
 
     built = {backbones[0]: create_backbone(backbones[0])}
+    if not hasattr(built[backbones[0]].model.get_classifier(), "weight"):  # a run folder keeps no ImageNet head
+        raise ModelError(f"--backbones {backbones[0]}: the first backbone's ImageNet classifier measures the "
+                         "similarity to ImageNet (LEEP), and a graft run folder has none: put an ImageNet backbone "
+                         f"first, e.g. --backbones tf_efficientnet_lite0,{backbones[0]}")
     native = built[backbones[0]].preprocessing.size
     small = recommended_input_size(median_side, native)
     pairs = [(backbones[0], layer, size) for size in [None] + ([small] if small else []) for layer in [None, *layers]]
