@@ -92,6 +92,10 @@ def test_the_run_is_a_backbone_for_fit(straight, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "fit" / "model" / "graft.json").read_text())
     assert saved["backbone"]["weights_source"].startswith("run:") and saved["preprocessing"]["size"] == 64
+    # the advisor reads ImageNet similarity from its first backbone's ImageNet head, which a run lacks
+    refused = CliRunner().invoke(main, ["advise", str(labelled), "--backbones", str(straight)])
+    assert refused.exit_code != 0 and "put an ImageNet backbone first" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_one(unlabelled, straight, tmp_path):
