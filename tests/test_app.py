@@ -347,46 +347,68 @@ def test_a_fine_tune_whose_process_dies_resumes_from_its_last_epoch(client, root
     assert client.post("/api/resume?p=digits").status_code == 409  # finished: nothing to resume
 
 
-@pytest.mark.skipif(not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")),
-                    reason="needs Debian's chromium and chromium-driver")
-def test_a_tab_refused_because_another_trains_follows_that_run_and_its_cancel_stops_it(root):
-    """Tab B opened before tab A clicked Train: its Train is refused (409); it then shows A's run
-    with Cancel enabled (it used to keep showing 'Not trained yet' with Cancel greyed)."""
+@pytest.fixture
+def live(root):
+    """The app on a real uvicorn server (a free port) and a headless Debian Chromium: (base URL, driver)."""
     import socket
     import threading
 
-    import httpx
     import uvicorn
 
+    if not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")):
+        pytest.skip("needs Debian's chromium and chromium-driver")
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(create_app(root, TOKEN), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=800,500"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
-        wait = WebDriverWait(driver, 60)
-        driver.get(f"{base}/train?p=digits&token={TOKEN}")  # tab B, while nothing trains
-        wait.until(lambda d: d.find_element(By.ID, "state").get_attribute("data-state") == "idle")
-        assert httpx.post(f"{base}/api/train?p=digits&token={TOKEN}", timeout=30).status_code == 200  # tab A
-        driver.find_element(By.ID, "train").click()
-        wait.until(lambda d: "training already" in d.find_element(By.ID, "message").text)
-        wait.until(lambda d: d.find_element(By.ID, "cancel").is_enabled())
-        assert driver.find_element(By.ID, "state").get_attribute("data-state") == "running"
-        driver.find_element(By.ID, "cancel").click()
-        wait.until(lambda d: d.find_element(By.ID, "state").get_attribute("data-state") == "cancelled")
-        assert training.status(root / "digits").state == "cancelled"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", driver
     finally:
         driver.quit()
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_tab_refused_because_another_trains_follows_that_run_and_its_cancel_stops_it(root, live):
+    """Tab B opened before tab A clicked Train: its Train is refused (409); it then shows A's run
+    with Cancel enabled (it used to keep showing 'Not trained yet' with Cancel greyed)."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, driver = live
+    wait = WebDriverWait(driver, 60)
+    driver.get(f"{base}/train?p=digits&token={TOKEN}")  # tab B, while nothing trains
+    wait.until(lambda d: d.find_element(By.ID, "state").get_attribute("data-state") == "idle")
+    assert httpx.post(f"{base}/api/train?p=digits&token={TOKEN}", timeout=30).status_code == 200  # tab A
+    driver.find_element(By.ID, "train").click()
+    wait.until(lambda d: "training already" in d.find_element(By.ID, "message").text)
+    wait.until(lambda d: d.find_element(By.ID, "cancel").is_enabled())
+    assert driver.find_element(By.ID, "state").get_attribute("data-state") == "running"
+    driver.find_element(By.ID, "cancel").click()
+    wait.until(lambda d: d.find_element(By.ID, "state").get_attribute("data-state") == "cancelled")
+    assert training.status(root / "digits").state == "cancelled"
+
+
+def test_a_message_for_a_button_far_down_the_page_is_scrolled_into_sight(live):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, driver = live
+    driver.get(f"{base}/data?p=digits&token={TOKEN}")
+    pool = driver.find_element(By.ID, "pool")
+    driver.execute_script("arguments[0].scrollIntoView()", pool)
+    pool.send_keys("/etc")
+    driver.find_element(By.ID, "select").click()
+    WebDriverWait(driver, 30).until(lambda d: "is outside the folder" in d.find_element(By.ID, "message").text)
+    top = driver.execute_script("return document.getElementById('message').getBoundingClientRect().top")
+    assert -2 < top < driver.execute_script("return window.innerHeight")  # on screen, not above it
