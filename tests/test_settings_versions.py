@@ -37,7 +37,8 @@ def test_a_version_1_multitask_run_gets_the_optimizer_and_schedule_it_trained_wi
     multitask = {"command": "multitask", "settings": {"tasks": {"a": "/a"}, "lr": 0.01}}
     settings = read_settings(multitask, "RUN/config.yaml")["settings"]
     assert settings == {"tasks": {"a": "/a"}, "lr": 0.01, "optimizer": "adamw", "weight_decay": 1e-4,
-                        "schedule": "cosine"}
+                        "schedule": "cosine",  # and what the multitask code filled in itself before (s.get)
+                        "augment_head_stage": True, "task_sampling": "together", "train_statistics": True}
 
 
 @pytest.mark.parametrize("version", [SETTINGS_VERSION + 1, 0, "2", True])

@@ -94,15 +94,15 @@ def multitask(config, out=None, *, strict: bool = False, progress: bool = True, 
     unknown = sorted(set(config.val_dirs) - set(config.tasks)) + sorted(set(config.task_weights) - set(config.tasks))
     if unknown:
         raise GraftError(f"--val / --task-weight name task(s) that are not given: {', '.join(unknown)}")
-    start, settings = time.perf_counter(), config.to_dict()
-    splits, scanned = _splits(settings)  # each folder scanned once; data problems said before the run folder
+    start = time.perf_counter()
+    splits, scanned = _splits(config)  # each folder scanned once; data problems said before the run folder
     check_not_an_input(out, config)
-    plan = _plan(settings, splits, strict=strict, progress=progress)  # the network built once, its plan checked
+    plan = _plan(config, splits, strict=strict, progress=progress)  # the network built once, its plan checked
     run = open_run(out, COMMAND, overwrite=overwrite)
     with run.lock(COMMAND):
-        run.write_config(settings_record(COMMAND, settings))
+        run.write_config(settings_record(COMMAND, config.to_dict()))
         write_atomic(run.path / "data.json", json.dumps(_manifests(scanned)) + "\n")
-        return _train(run, settings, plan, progress=progress, resume=None, start=start)
+        return _train(run, config, plan, progress=progress, resume=None, start=start)
 
 
 # Entries of a run folder a task's report folder (RUN/<task>/) would write into: the folders among
@@ -129,33 +129,34 @@ def continue_run(run: RunDir, saved: dict, *, given: dict, strict: bool = False,
     start, settings = time.perf_counter(), saved["settings"]
     check_resume_arguments(run.path, settings, given, MultitaskConfig)
     check_resumable(run)
+    config = MultitaskConfig.from_dict(settings)  # at this graft's settings version: every field is there
     with warnings.catch_warnings(record=True) as said:  # said once the data is known to be the run's
         warnings.simplefilter("always")
         try:
-            splits, scanned = _splits(settings)
+            splits, scanned = _splits(config)
         except DataError:  # a folder gone or broken: each is scanned again below to say what changed
             splits, scanned = None, None
-    problems = _data_changes(run, settings, _manifests(scanned) if scanned else None)
+    problems = _data_changes(run, config, _manifests(scanned) if scanned else None)
     if problems:
         raise GraftError("cannot resume: the data changed since the run started: " + "; ".join(problems))
     if splits is None:
-        splits, scanned = _splits(settings)  # not a change: the error itself
+        splits, scanned = _splits(config)  # not a change: the error itself
     for warning in said:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    plan = _plan(settings, splits, strict=strict, progress=progress)
+    plan = _plan(config, splits, strict=strict, progress=progress)
     with run.lock(COMMAND):
         state = load_checkpoint(run.path / "checkpoints" / "last.pt")
-        return _train(run, settings, plan, progress=progress, resume=state, start=start)
+        return _train(run, config, plan, progress=progress, resume=state, start=start)
 
 
-def _data_changes(run: RunDir, s: dict, now: dict | None) -> list[str]:
+def _data_changes(run: RunDir, c: MultitaskConfig, now: dict | None) -> list[str]:
     """What changed in the task and --val folders since data.json (``now``: their manifests as
     scanned for this resume; None: each is scanned here)."""
     before, problems = read_json(run.path / "data.json"), []
-    for name, folder in s["tasks"].items():
+    for name, folder in c.tasks.items():
         problems += _changes(before.get(name), folder, None, now and now[name])
-        if name in s["val_dirs"] and VAL_MANIFESTS in before:  # older runs did not record them
-            problems += _changes(before[VAL_MANIFESTS].get(name), s["val_dirs"][name],
+        if name in c.val_dirs and VAL_MANIFESTS in before:  # older runs did not record them
+            problems += _changes(before[VAL_MANIFESTS].get(name), c.val_dirs[name],
                                  (before.get(name) or {}).get("classes"), now and now[VAL_MANIFESTS].get(name))
     return problems
 
@@ -188,14 +189,14 @@ def _changes(before: dict | None, folder: str, classes, now: dict | None = None)
     return [f"{folder}: {change}" for change in manifest_changes(before, now)]
 
 
-def _splits(s: dict) -> tuple[dict, dict]:
+def _splits(c: MultitaskConfig) -> tuple[dict, dict]:
     """({task: (train, val)}, {task: its folder as scanned, "--val": {task: its --val folder}}):
     each folder scanned once."""
     splits, scanned = {}, {VAL_MANIFESTS: {}}
-    for name, folder in s["tasks"].items():
-        val_dir = s["val_dirs"].get(name)
-        train, val = load_train_val(folder, val_dir=val_dir, val_fraction=None if val_dir else s["val_fraction"],
-                                    seed=s["seed"])
+    for name, folder in c.tasks.items():
+        val_dir = c.val_dirs.get(name)
+        train, val = load_train_val(folder, val_dir=val_dir, val_fraction=None if val_dir else c.val_fraction,
+                                    seed=c.seed)
         splits[name], scanned[name] = (train, val), whole_folder(train, val, split=not val_dir)
         if val_dir:
             scanned[VAL_MANIFESTS][name] = val
@@ -234,19 +235,19 @@ class TaskPlan:
     skipped: tuple
 
 
-def _plan(s: dict, splits: dict, *, strict: bool, progress: bool) -> TaskPlan:
+def _plan(c: MultitaskConfig, splits: dict, *, strict: bool, progress: bool) -> TaskPlan:
     """Seeded, so it repeats: the network built once, its stage plan checked, the images
     decode-checked, one head per task."""
     from graft.backbones import create_backbone
     from graft.data.datasets import readable_images
     from graft.train.stages import check_plan
 
-    torch.manual_seed(s["seed"])
-    np.random.seed(s["seed"])
-    source = create_backbone(s["backbone"], weights=s["weights"])
-    preprocessing = source.preprocessing.with_size(s["image_size"]) if s["image_size"] else source.preprocessing
+    torch.manual_seed(c.seed)
+    np.random.seed(c.seed)
+    source = create_backbone(c.backbone, weights=c.weights)
+    preprocessing = source.preprocessing.with_size(c.image_size) if c.image_size else source.preprocessing
     features = source.feature_net(None)
-    check_plan(parse_stages(s["stages"]), features.trunk)
+    check_plan(parse_stages(c.stages), features.trunk)
     dim = features.output_dim(preprocessing.size)
     data, skipped = {}, []
     for name, (train, val) in splits.items():
@@ -254,21 +255,22 @@ def _plan(s: dict, splits: dict, *, strict: bool, progress: bool) -> TaskPlan:
         val, bad_val = readable_images(val, strict, progress)
         data[name], skipped = (train, val), skipped + bad_train + bad_val
     head = MultiTaskHead([{"name": name, "classes": train.classes,
-                           "head": make_head(s["head"], dim, len(train.classes)).config()}
+                           "head": make_head(c.head, dim, len(train.classes)).config()}
                           for name, (train, _) in data.items()])
     classes = [f"{name}/{c}" for name, (train, _) in data.items() for c in train.classes]
-    training = {"method": COMMAND, **{k: s.get(k) for k in ("stages", "head", "lr", "base_lr_factor", "seed",
+    training = {"method": COMMAND, **{k: getattr(c, k) for k in ("stages", "head", "lr", "base_lr_factor", "seed",
                                                             "weighting", "task_sampling")}}
     model = GraftModel.from_backbone(source, head, classes, preprocessing=preprocessing, training=training,
                                      features=features)
     return TaskPlan(source, features, model, data, tuple(skipped))
 
 
-def _train(run: RunDir, s: dict, plan: TaskPlan, *, progress: bool, resume: dict | None, start: float) -> FitResult:
+def _train(run: RunDir, c: MultitaskConfig, plan: TaskPlan, *, progress: bool, resume: dict | None,
+           start: float) -> FitResult:
     from graft.reporting.plots import training_curves_png
 
     model, data, head, source = plan.model, plan.data, plan.model.head, plan.source
-    result, val_loaders = _fit(run, s, model, source, plan.features, data, progress=progress, resume=resume)
+    result, val_loaders = _fit(run, c, model, source, plan.features, data, progress=progress, resume=resume)
     model.training_info.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history)})
     model.eval().save(run.model_dir)
     per_task = {}
@@ -279,7 +281,7 @@ def _train(run: RunDir, s: dict, plan: TaskPlan, *, progress: bool, resume: dict
         part = probabilities[:, head.slices[name]]
         part = part / part.sum(axis=1, keepdims=True)
         scored = Scored(val.labels, part.argmax(1), train.classes, part, [record.path for record in val.records])
-        metrics = run.write_report(scored, {"n_train": len(train), "n_val": len(val), "data_dir": s["tasks"][name]},
+        metrics = run.write_report(scored, {"n_train": len(train), "n_val": len(val), "data_dir": c.tasks[name]},
                                    subdir=name, title=f"{name} (multi-task)")
         per_task[name] = {k: metrics[k] for k in ("accuracy", "macro_f1", "n_train", "n_val")}
         write_html_safely(run.path, subdir=name)
@@ -289,12 +291,12 @@ def _train(run: RunDir, s: dict, plan: TaskPlan, *, progress: bool, resume: dict
                "seconds": round(time.perf_counter() - start, 3), "skipped": list(plan.skipped)}
     write_atomic(run.path / "metrics.json", json.dumps(summary, indent=1) + "\n")
     training_curves_png(result.history, run.path / "curves.png")
-    run.write_config(settings_record(COMMAND, s, tasks={n: t.classes for n, (t, _) in data.items()},
+    run.write_config(settings_record(COMMAND, c.to_dict(), tasks={n: t.classes for n, (t, _) in data.items()},
                                      backbone_weights=source.weights_source, image_size=model.preprocessing.size))
     return FitResult(run.path, summary)
 
 
-def _fit(run: RunDir, s: dict, model: GraftModel, source, features, data: dict, *, progress: bool,
+def _fit(run: RunDir, c: MultitaskConfig, model: GraftModel, source, features, data: dict, *, progress: bool,
          resume: dict | None):
     """Train every task together; returns (the trainer's result, the validation loaders).
 
@@ -303,27 +305,27 @@ def _fit(run: RunDir, s: dict, model: GraftModel, source, features, data: dict, 
     and the on-disk feature cache, as ``graft finetune``) and the epochs run only the heads;
     stages that train the top of the base cache or run their frozen layers in ONNX Runtime."""
     preprocessing = model.preprocessing
-    generators = {name: torch.Generator().manual_seed(s["seed"] + i) for i, name in enumerate(data)}
-    plan = parse_stages(s["stages"])
-    head_augmented = s.get("augment_head_stage", True)  # runs written before the setting augmented every stage
-    augmented = [s["augment"] != "none" and (stage.top_blocks != 0 or head_augmented) for stage in plan]
+    generators = {name: torch.Generator().manual_seed(c.seed + i) for i, name in enumerate(data)}
+    plan = parse_stages(c.stages)
+    head_augmented = c.augment_head_stage
+    augmented = [c.augment != "none" and (stage.top_blocks != 0 or head_augmented) for stage in plan]
 
     def loaders(augment: str) -> dict:
-        return {name: training_loader(ImageDataset(train, preprocessing, augment), train.labels, s["batch_size"],
+        return {name: training_loader(ImageDataset(train, preprocessing, augment), train.labels, c.batch_size,
                                       generator=generators[name]) for name, (train, _) in data.items()}
 
     plain = loaders("none")
-    train_loaders = loaders(s["augment"]) if any(augmented) else plain
-    val_loaders = {name: DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=s["batch_size"])
+    train_loaders = loaders(c.augment) if any(augmented) else plain
+    val_loaders = {name: DataLoader(ImageDataset(val, preprocessing, "none"), batch_size=c.batch_size)
                    for name, (_, val) in data.items()}
-    method = MultiTask(train_loaders, val_loaders, model.head.slices, weighting=s["weighting"],
-                       weights=s["task_weights"], generators=generators,
-                       sampling=s.get("task_sampling", "together"),  # what runs written before the setting did
-                       frozen_statistics=not s.get("train_statistics", True))  # older runs trained them
-    loop = LoopSettings(stages=plan, lr=s["lr"], base_lr_factor=s["base_lr_factor"], optimizer=s["optimizer"],
-                        weight_decay=s["weight_decay"], schedule=s["schedule"], progress=progress, augmented=augmented)
+    method = MultiTask(train_loaders, val_loaders, model.head.slices, weighting=c.weighting,
+                       weights=c.task_weights, generators=generators,
+                       sampling=c.task_sampling,
+                       frozen_statistics=not c.train_statistics)
+    loop = LoopSettings(stages=plan, lr=c.lr, base_lr_factor=c.base_lr_factor, optimizer=c.optimizer,
+                        weight_decay=c.weight_decay, schedule=c.schedule, progress=progress, augmented=augmented)
     frozen = FrozenPrefix(encode_pooled=pooled_encoder(features, preprocessing, source.architecture,
-                                                       s["batch_size"], progress))
+                                                       c.batch_size, progress))
     callbacks = standard_callbacks(run.path / "checkpoints", run.path / "history.jsonl", frozen_prefix=frozen)
     result = Trainer(loop, callbacks).fit(method, Network(model, features.trunk, model.head),
                                           TrainData(train_loaders, val_loaders, plain), resume=resume)

@@ -24,7 +24,10 @@ _ADDED_IN_VERSION_1 = {"layer_decay": None, "schedule": "cosine", "mixup": 0.0, 
                        "sampler": "shuffle", "test_dir": None, "final": False, "pretrained": True,
                        "transfer_layers": None, "transfer_from": None, "freeze_transferred": False, "exclude": None,
                        "monitor": "val_accuracy", "mode": "max"}  # kept the epoch of highest validation accuracy
-_MULTITASK_IN_VERSION_1 = {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine"}
+# Later in version 1 multitask gained these; runs written before them augmented every stage, drew
+# every task's batch together each step and trained the BatchNorm statistics.
+_MULTITASK_IN_VERSION_1 = {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine",
+                           "augment_head_stage": True, "task_sampling": "together", "train_statistics": True}
 
 
 def settings_record(command: str, settings: dict, **more) -> dict:
@@ -54,7 +57,8 @@ def read_settings(saved: dict, where) -> dict:
 def _from_version_1(record: dict) -> dict:
     """1 -> 2: a fine-tuning run gets the settings it lacks as runs written before them did;
     ``augment_head_stage`` follows ``augment`` (older runs augmented every stage alike). A
-    multitask run gets the optimizer, weight decay and schedule it trained with."""
+    multitask run gets the optimizer, weight decay and schedule it trained with, and the
+    stage augmentation, task sampling and BatchNorm statistics of runs written before those settings."""
     saved = record.get("settings")
     if not isinstance(saved, dict):
         return record
