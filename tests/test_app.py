@@ -227,6 +227,25 @@ def test_photos_added_from_the_page_are_copied_and_a_non_image_is_refused(client
 
 
 
+def test_one_request_is_bounded_and_nothing_is_added_from_it(client, root):
+    """Every upload of a request is read into memory: a request over MAX_REQUEST gets 413, said
+    up front (Content-Length) or while a chunked body grows past it (the page sends batches)."""
+    from graft.app.server import MAX_REQUEST
+
+    def chunks():  # one photo part growing 1 MiB at a time, so the test holds no more than that
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+        for _ in range(MAX_REQUEST // 2**20 + 2):
+            yield b"\0" * 2**20
+
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    grown = client.post(f"/api/add?p=digits&token={TOKEN}", content=chunks(), headers=headers)
+    assert grown.status_code == 413 and "too large" in grown.json()["error"]
+    declared = client.post("/api/add?p=digits", content=b"",
+                           headers={**headers, "content-length": str(MAX_REQUEST + 1)})
+    assert declared.status_code == 413
+    assert sorted(p.name for p in (root / "digits").iterdir()) == ["0", "1", "2"]
+
+
 @pytest.mark.parametrize("path", ["digits\x00", "x" * 300, "digits/" + "y" * 300])
 def test_a_path_the_system_cannot_take_gets_one_message_not_a_crash(client, path):
     client.get(f"/?token={TOKEN}")

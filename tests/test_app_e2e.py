@@ -189,3 +189,19 @@ def _read_the_results(browser, wait, shots: Path, tmp_path: Path) -> Path:
     wait.until(lambda b: find(By.ID, "confusion").get_property("naturalWidth") > 0)
     browser.save_screenshot(str(shots / "6-results.png"))
     return run
+
+
+def test_photos_chosen_in_the_page_are_added_in_batches(app_url, browser, digits_dir, tmp_path):
+    """70 photos chosen at once go in two requests (a request holds at most 64 photos and
+    100 MB: the app bounds what one request may cost), every one copied into the new class."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photos = sorted(digits_dir.rglob("*.png"))[:70]  # names repeat across the digit folders: each kept apart
+    browser.get(app_url)
+    browser.find_element(By.CSS_SELECTOR, "a.project").click()
+    browser.find_element(By.ID, "add-class").send_keys("digits")
+    browser.find_element(By.ID, "add-files").send_keys("\n".join(str(p) for p in photos))
+    added = tmp_path / "root" / "hymenoptera" / "digits"
+    WebDriverWait(browser, 60).until(lambda b: added.is_dir() and len(list(added.iterdir())) == len(photos))
+    assert sorted(p.read_bytes() for p in added.iterdir()) == sorted(p.read_bytes() for p in photos)

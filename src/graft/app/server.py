@@ -22,12 +22,16 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from graft.app import advice, decisions, training, unlabelled
 from graft.app.projects import AppError, add_photos, candidates, project_data, relative, state_folder, under_root
 from graft.errors import GraftError
+from graft.serve.app import BodyLimit
 from graft.serve.hosts import HostCheck
 
 COOKIE = "graft_app_token"
 STEPS = (("data", "1 Data"), ("train", "2 Train"), ("results", "3 Results"), ("try", "4 Try it"),
          ("ship", "5 Ship it"))
 MAX_UPLOAD = 50 * 1024 * 1024  # bytes of one image uploaded to Try it
+# bytes of one request: every upload is read into memory, so a request's cost is bounded; the
+# page sends added photos in batches under it (data.html's BATCH_BYTES), so any number can be added
+MAX_REQUEST = 4 * MAX_UPLOAD
 
 
 class TokenGuard:
@@ -75,6 +79,7 @@ def create_app(root, token: str, hosts: tuple[str, ...] = ("127.0.0.1", "localho
     pages = Environment(loader=PackageLoader("graft.app", "templates"), autoescape=select_autoescape(["html"]))
     predictors: dict[Path, object] = {}
     app = FastAPI(title="graft app", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=MAX_REQUEST, timeout=120)  # inside the token check: 403 reads no body
     app.add_middleware(TokenGuard, token=token)
     app.add_middleware(HostCheck, allowed=hosts)  # a page elsewhere cannot reach the app by DNS rebinding
     app.state.root = root

@@ -59,10 +59,10 @@ class BodyLimit:
             return await _too_large(self.limit)(scope, receive, send)
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
-        seen, started, complete = 0, False, False
+        seen, started, complete, over = 0, False, False, False
 
         async def counted_receive():
-            nonlocal seen, complete
+            nonlocal seen, complete, over
             if complete or deadline is None:  # after the body: waiting for a disconnect is not timed
                 return await receive()
             try:
@@ -72,11 +72,17 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             if seen > self.limit:
+                over = True
                 raise _BodyTooLarge()
             return message
 
         async def watched_send(message):
             nonlocal started
+            if over:  # a form parser that caught the cut body answers 400 of its own: the answer is 413
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _too_large(self.limit)(scope, receive, send)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
