@@ -156,11 +156,11 @@ class PretrainConfig(FinetuneConfig):
                                                  str(SELF_TAUGHT["base_lr_factor"]) + " with --unlabelled).", low=0,
                                            high=MAX_FACTOR, open="low")
     batch_size: int | None = setting(None, "Images per batch (default 64; " + str(SELF_TAUGHT["batch_size"]) +
-                                           " with --unlabelled, two views each).", low=1)
+                                           " with --unlabelled).", low=1)
     augment: str = setting("none", "none suits digits and text (a mirrored 2 is no 2).", choices=AUGMENTATIONS)
     pretrained: bool = setting(False, "Start from pretrained weights.", hidden=True)
     unlabelled_dir: str | None = setting(None, "Self-taught: continue the pretrained network self-supervised "
-                                               "(SimSiam) on these unlabelled images (any layout, folder names "
+                                               "(--objective) on these unlabelled images (any layout, folder names "
                                                "ignored) instead of training on DATA's labels.", flag="--unlabelled",
                                          path=True)
     objective: str | None = setting(None, "With --unlabelled, the self-supervised task: rotation (predict a turn of "
