@@ -24,13 +24,14 @@ pytestmark = needs_shared
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """40 MNIST test digits (4 per class, class folders) and a file with a PNG signature and nothing else."""
+    """40 MNIST test digits (4 per class, class folders) and, listed last, a file with a PNG
+    signature and nothing else."""
     root = tmp_path_factory.mktemp("mnist40")
     for class_dir in sorted((SHARED_DATASETS / "digits" / "mnist-test").iterdir()):
         (root / class_dir.name).mkdir()
         for image in sorted(class_dir.iterdir())[:4]:
             shutil.copy2(image, root / class_dir.name / image.name)
-    (root / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (root / "9" / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # listed last
     return root
 
 
@@ -65,7 +66,7 @@ def test_predict_on_two_ray_workers_writes_one_process_rows(run, folder, local_c
     assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2  # the local cluster --ray 2 started
     assert _actors("_PredictWorker") == 2
     assert here.exit_code == spread.exit_code == 1, spread.stderr  # 1: a file was skipped, the rest printed
-    assert here.stderr.startswith(f"warning: skipping {folder / '3' / 'broken.png'}: ") and len(
+    assert here.stderr.startswith(f"warning: skipping {folder / '9' / 'zz-broken.png'}: ") and len(
         here.stderr.splitlines()) == 1 and spread.stderr == here.stderr
     rows, got = list(csv.DictReader(io.StringIO(here.stdout))), list(csv.DictReader(io.StringIO(spread.stdout)))
     assert len(rows) == 40 * 3 and [(r["path"], r["rank"], r["class"]) for r in got] == \
@@ -73,6 +74,8 @@ def test_predict_on_two_ray_workers_writes_one_process_rows(run, folder, local_c
     for key in ("probability", "novelty"):
         assert np.abs(np.array([float(r[key]) for r in got]) - [float(r[key]) for r in rows]).max() <= 1e-5
     assert [r["unfamiliar"] for r in got] == [r["unfamiliar"] for r in rows]
+    # the unreadable file comes last, so the actors ran the batches one process ran: every line equal
+    assert spread.stdout == here.stdout
 
 
 def test_extract_on_two_ray_workers_equals_one_process(folder, local_cluster, tmp_path):
@@ -81,7 +84,7 @@ def test_extract_on_two_ray_workers_equals_one_process(folder, local_cluster, tm
     spread = _invoke("extract", folder, "-o", tmp_path / "ray.npz", *options, "--ray", 2)
     assert here.exit_code == spread.exit_code == 0, spread.output
     assert _actors("_Worker") >= 2  # the feature network's actors (graft.features.ray_workers)
-    assert "broken.png" in here.stderr and spread.stderr == here.stderr
+    assert "zz-broken.png" in here.stderr and spread.stderr == here.stderr
     a, b = np.load(tmp_path / "here.npz"), np.load(tmp_path / "ray.npz")
     assert len(a["paths"]) == 40 and list(b["paths"]) == list(a["paths"]) and list(b["labels"]) == list(a["labels"])
     assert np.abs(b["features"] - a["features"]).max() <= 1e-5
