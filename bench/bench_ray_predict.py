@@ -13,6 +13,7 @@ byte-identical, and the max |difference| of the probabilities and novelty printe
 
     python bench/bench_ray_predict.py               # ~10 minutes on a loaded 2-core machine
     python bench/bench_ray_predict.py --limit 500
+    python bench/bench_ray_predict.py --run RUN     # a run fitted before: `graft fit mnist-2000 -o RUN`
 """
 from __future__ import annotations
 
@@ -58,14 +59,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="Only the first N test digits (sorted paths).")
     parser.add_argument("--workers", type=int, default=2, help="Ray actors (default 2).")
+    parser.add_argument("--run", type=Path, help="A run already fitted by `graft fit mnist-2000` (skips the fit).")
     parser.add_argument("--json", help="Also write the rows here.")
     args = parser.parse_args()
     with scratch_folder("bench-ray-predict-") as scratch:
         os.environ["GRAFT_CACHE_DIR"] = str(scratch / "cache")
         os.environ["GRAFT_NO_PROGRESS"] = "1"
-        run = scratch / "run"
-        subprocess.run([*GRAFT, "fit", str(DIGITS / "mnist-2000"), "-o", str(run), "-q"], check=True,
-                       capture_output=True)
+        run = args.run or scratch / "run"
+        if not args.run:
+            subprocess.run([*GRAFT, "fit", str(DIGITS / "mnist-2000"), "-o", str(run), "-q"], check=True,
+                           capture_output=True)
         paths = sorted((DIGITS / "mnist-test").glob("*/*.png"))[:args.limit]
         folder = scratch / "images"  # the digits as links: a folder of exactly the N images asked for
         for path in paths:
