@@ -125,7 +125,8 @@ def test_adapt_target_val_sharing_source_or_target_images_is_warned(three_digits
     blocker.write_text("not a folder")  # -o is a file: refused when the run opens, after the plan's checks
 
     def said(target, target_val):
-        with warnings.catch_warnings(record=True) as caught, pytest.raises(GraftError, match="cannot create run folder"):
+        refused = pytest.raises(GraftError, match="cannot create run folder")
+        with warnings.catch_warnings(record=True) as caught, refused:
             warnings.simplefilter("always")
             adapt(train, blocker, target_dir=target, target_val_dir=target_val, stages="head:1", progress=False)
         return sorted(str(w.message).split(" (same content)")[0] for w in caught if "target-val" in str(w.message))

@@ -20,7 +20,8 @@ step "build"
 wheel=$(ls "$WORK"/dist/*.whl)
 echo "built $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB) and $(basename "$WORK"/dist/*.tar.gz)"
 for needed in graft/py.typed graft/reporting/templates/ graft/curation/wordnet_imagenet.json.gz; do
-  "$PY" -m zipfile -l "$wheel" | grep -q "$needed" || { echo "the wheel lacks $needed"; exit 1; }
+  # grep reads the whole listing (-q would stop at the first match: zipfile's SIGPIPE fails the pipe)
+  "$PY" -m zipfile -l "$wheel" | grep "$needed" >/dev/null || { echo "the wheel lacks $needed"; exit 1; }
 done
 
 step "fresh venv, torch"
