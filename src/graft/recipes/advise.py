@@ -15,10 +15,12 @@ Three things are measured apart, because each calls for something different:
   network's size (upscaled) against a small, cheap input twice their size.
 
 The seeds' four quadrants (small/large x similar/different) order the candidate plans;
-``graft fit``'s defaults are always among those ``graft auto`` checks. Everything is computed
-from frozen features of a stratified sample through graft's feature cache, which the full
-extractions of ``graft auto`` then reuse. LogME: You et al., ICML 2021; LEEP: Nguyen et al.,
-ICML 2020.
+``graft fit``'s defaults are always among those ``graft auto`` checks. With unlabelled images
+(``--unlabelled``) and data unlike ImageNet, self-taught pretraining on them comes first, within
+the budget (:mod:`graft.recipes.selftaught_plan`); on data like ImageNet it is not proposed. The
+measurements are computed from frozen features of a stratified sample through graft's feature
+cache, which the full extractions of ``graft auto`` then reuse. LogME: You et al., ICML 2021;
+LEEP: Nguyen et al., ICML 2020.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import numpy as np
 from graft.data.folders import ImageFolder, load_train_val
 from graft.errors import DataError
 from graft.recipes.plans import ORDER, Measurement, Plan, candidate_plans, choose_checks
+from graft.recipes.selftaught_plan import count_unlabelled, self_taught_reasons
 from graft.recipes.settings import AdviseConfig, comma_list
 
 ADVICE_SCHEMA = 2
@@ -82,6 +85,10 @@ class Advice:
     reasons: list[str] = field(default_factory=list)
     budget_minutes: float = 0.0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # plans not proposed or left out, and why
+    unlabelled_dir: str | None = None  # --unlabelled: the self-taught plan's images
+    unlabelled_images: int | None = None
+    pretrain_command: list[str] | None = None  # the recommended plan's first command (self-taught)
     schema: int = ADVICE_SCHEMA
 
     def to_dict(self) -> dict:
@@ -116,6 +123,8 @@ class Advice:
         lines += [f"  {m.logme:8.4f}  {m.backbone}  {m.layer or 'last layer'}  {m.image_size} px  ({m.dim} features)"
                   for m in self.measurements]
         lines += [f"recommended: {self.plan(self.strategy).describe()}", *[f"  because {r}" for r in self.reasons],
+                  *[f"note: {n}" for n in self.notes],
+                  *([f"run first: {shlex.join(self.pretrain_command)}"] if self.pretrain_command else []),
                   f"run: {shlex.join(self.command)}",
                   f"expected time: about {_duration(self.estimated_seconds)} on this machine "
                   f"(advice took {self.seconds:.1f} s)",
@@ -254,7 +263,7 @@ def _why(size: str, similarity: str, resolution: str, pick: Plan, native: int) -
         drivers.append("domain")
         reasons.append("a small target close to ImageNet: its last-layer features already separate it; a short "
                        "fine-tune of the top blocks may add a little")
-    if resolution == "low":
+    if resolution == "low" and pick.unlabelled is None:  # the self-taught plan's reason names its px
         px = pick.image_size or native
         if px != native:
             drivers.append("resolution")
@@ -268,12 +277,14 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     """Measure the data and choose what to try; ``config`` is an
     :class:`~graft.recipes.settings.AdviseConfig`, or the folder with its fields as keywords
     (``backbones``/``layers`` as lists or comma-separated). Raises DataError for a class with
-    fewer than two images, or no readable image."""
+    fewer than two images, no readable image, or an ``unlabelled_dir`` that is missing or holds
+    too few images (checked before any measurement)."""
     from graft.ranking.scores import leep
 
     config = advise_config(config, settings)
     start = time.perf_counter()
     train, val = split(config)
+    n_unlabelled = count_unlabelled(config.unlabelled_dir) if config.unlabelled_dir else 0
     counts = np.array(list(train.class_counts().values()))
     if counts.min() < 2:
         small = [c for c, n in train.class_counts().items() if n < 2]
@@ -300,11 +311,14 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     size = size_call(float(np.median(counts)))
     natives = {m.backbone: m.image_size for m in measured if m.layer is None and m.image_size != small}
     natives[first] = native
-    plans = candidate_plans(measured, natives, small, len(train), len(val), len(sample))
+    unlabelled = (config.unlabelled_dir, n_unlabelled) if n_unlabelled and similarity == "different" else None
+    plans = candidate_plans(measured, natives, small, len(train), len(val), len(sample), unlabelled)
     checks = choose_checks(plans, ORDER[(size, similarity)], 60 * config.budget)
     strategy = next((n for n in ORDER[(size, similarity)] if n in checks), "defaults")
     pick = next(p for p in plans if p.name == strategy)
     driver, reasons = _why(size, similarity, "low" if small else "fine", pick, native)
+    taught, notes = self_taught_reasons(config.unlabelled_dir, similarity, plans, checks, config.budget)
+    reasons += taught
     if pick.logme is not None:
         px = pick.image_size or natives[pick.backbone]
         reasons.append(f"{pick.backbone} at {pick.layer or 'its last layer'}, {px} px has the "
@@ -324,7 +338,8 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
         estimated_seconds=pick.estimated_seconds, checks=checks,
         check_seconds=round(sum(p.estimated_seconds for p in plans if p.name in checks), 1), plans=plans,
         measurements=measured, reasons=reasons, budget_minutes=config.budget,
-        seconds=round(time.perf_counter() - start, 2))
+        seconds=round(time.perf_counter() - start, 2), notes=notes, unlabelled_dir=config.unlabelled_dir,
+        unlabelled_images=n_unlabelled or None, pretrain_command=pick.pretrain_command(out))
 
 
 def advise_config(config, settings: dict) -> AdviseConfig:

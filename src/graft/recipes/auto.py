@@ -19,6 +19,7 @@ from pathlib import Path
 
 from graft._io.files import write_atomic
 from graft.recipes.advise import Advice, advise, advise_config
+from graft.recipes.selftaught_plan import kept_note, pretrain_backbone
 
 FINAL_SECONDS = 5.0  # refitting a frozen winner from cached features, with its reports
 
@@ -32,6 +33,8 @@ class Check:
     seconds: float
     estimated_seconds: float
     command: list[str]
+    pretrain_command: list[str] | None = None  # self-taught: run before command
+    pretrain_seconds: float | None = None  # of seconds
 
 
 @dataclass
@@ -87,38 +90,49 @@ def auto(config, out, *, progress: bool = True, overwrite: bool = False, say=pri
     say(f"{advice.text()}\nauto: about {estimate:.0f} s in all (advice {advice.seconds:.0f} s, done; "
         f"{len(advice.checks)} checks on validation and the final run about {estimate - advice.seconds:.0f} s)")
     split = {"val_dir": config.val_dir, "val_fraction": config.val_fraction, "seed": config.seed}
-    checks, results, trained_into_out = [], {}, False
+    checks, results, trained_into_out, backbones = [], {}, False, {}
+    # the scratch folder lasts until the final run: a self-taught winner is refitted on its pretrained run
     with tempfile.TemporaryDirectory(prefix="graft-auto-") as scratch:
         for name in sorted(advice.checks, key=lambda n: not advice.plan(n).frozen):  # fine-tuning last
             plan, began = advice.plan(name), time.perf_counter()
+            pretrained = pretrain_backbone(plan, Path(scratch), config.seed, progress) if plan.unlabelled else None
+            if pretrained is not None:
+                backbones[name] = str(pretrained.run_dir)
             results[name] = _run_plan(config.data, plan, Path(scratch) / name if plan.frozen else Path(out), split,
-                                      progress, overwrite)
+                                      progress, overwrite, backbone=backbones.get(name))
             trained_into_out |= not plan.frozen
             checks.append(Check(name, float(results[name].metrics["accuracy"]),
                                 round(time.perf_counter() - began, 1), plan.estimated_seconds,
-                                plan.command(config.data, config.val_dir, config.val_fraction, out)))
+                                plan.command(config.data, config.val_dir, config.val_fraction, out),
+                                plan.pretrain_command(out), pretrained.metrics["seconds"] if pretrained else None))
+            pretraining = f", pretraining {checks[-1].pretrain_seconds:.0f} s" if pretrained else ""
             say(f"  checked {plan.describe()}: validation accuracy {checks[-1].accuracy:.4f} "
-                f"({checks[-1].seconds:.0f} s, estimated {plan.estimated_seconds:.0f} s)")
-    chosen = winner(checks)
-    plan = advice.plan(chosen)
-    result = results[chosen] if not plan.frozen else \
-        _run_plan(config.data, plan, Path(out), split, progress, overwrite or trained_into_out, quiet=False)
-    outcome = AutoResult(Path(result.run_dir), result.metrics, advice, checks, chosen, verdict(checks, chosen),
+                f"({checks[-1].seconds:.0f} s{pretraining}, estimated {plan.estimated_seconds:.0f} s)")
+        chosen = winner(checks)
+        plan = advice.plan(chosen)
+        result = results[chosen] if not plan.frozen else _run_plan(
+            config.data, plan, Path(out), split, progress, overwrite or trained_into_out, quiet=False,
+            backbone=backbones.get(chosen))
+    said = verdict(checks, chosen) + (kept_note(plan, out) if plan.unlabelled else "")
+    outcome = AutoResult(Path(result.run_dir), result.metrics, advice, checks, chosen, said,
                          round(estimate, 1), round(time.perf_counter() - start, 1))
     say(f"{outcome.verdict}\nauto took {outcome.seconds:.0f} s (estimated {estimate:.0f} s after the advice)")
     _record(outcome)
     return outcome
 
 
-def _run_plan(data, plan, out: Path, split: dict, progress: bool, overwrite: bool, quiet: bool = True):
+def _run_plan(data, plan, out: Path, split: dict, progress: bool, overwrite: bool, quiet: bool = True,
+              backbone: str | None = None):
+    """``plan`` on ``data`` into ``out``; ``backbone`` replaces the plan's (the self-taught plan's run)."""
     from graft.recipes.finetune import finetune
     from graft.recipes.frozen import fit_frozen
 
     run = fit_frozen if plan.frozen else finetune
+    settings = {**plan.settings(), **({"backbone": backbone} if backbone else {})}
     with warnings.catch_warnings():
         if quiet:  # the data's warnings are said once, by the run that is kept
             warnings.simplefilter("ignore")
-        return run(data, out, progress=progress, overwrite=overwrite, **split, **plan.settings())
+        return run(data, out, progress=progress, overwrite=overwrite, **split, **settings)
 
 
 def _record(outcome: AutoResult) -> None:

@@ -101,7 +101,7 @@ class AdviseConfig(Config):
     """``graft advise`` / ``graft auto``: measure the data (size, resolution, similarity to
     ImageNet, LogME of candidate backbones and layers) and choose a strategy."""
 
-    PATHS: ClassVar[tuple[str, ...]] = ("data", "val_dir")
+    PATHS: ClassVar[tuple[str, ...]] = ("data", "val_dir", "unlabelled_dir")
     COMMAND: ClassVar[str] = "advise"
 
     data: str = setting(None, "Training class-folder tree.", argument="data", path=True)
@@ -116,6 +116,10 @@ class AdviseConfig(Config):
     budget: float = setting(10.0, "graft auto: estimated minutes its checks on validation may take; fine-tuning "
                                   "is tried only when it fits (0: frozen candidates only).", low=0,
                           high=7 * 24 * 60)  # a week
+    unlabelled_dir: str | None = setting(None, "Unlabelled images (any layout, folder names ignored; DATA itself "
+                                               "may be given): where DATA is unlike ImageNet, the self-taught plan "
+                                               "pretrains on them first (graft pretrain --unlabelled), within "
+                                               "--budget.", flag="--unlabelled", path=True)
     seed: int = setting(0, "Random seed of the sample and split.")
 
     def __post_init__(self):
