@@ -1,6 +1,6 @@
 """Issue 28 in the advisor: with `--unlabelled DIR`, `graft advise` and `graft auto` consider
 self-taught pretraining (`graft pretrain --unlabelled`, then `graft fit --backbone RUN`) where the
-data is unlike ImageNet and the budget allows, and say why not elsewhere. Real images: MNIST-M
+data is unlike ImageNet and the budget allows, and say why not elsewhere. Real images: USPS
 digits and hymenoptera photos from ../shared, scikit-learn's handwritten digits (bad input)."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from conftest import SHARED_DATASETS, copy_subset, needs_shared
 from graft.cli import main
 
-MNISTM = SHARED_DATASETS / "digits" / "mnistm-2000"
-needs_mnistm = pytest.mark.skipif(not MNISTM.is_dir(), reason=f"{MNISTM} not found (CI has it beside the clone)")
+USPS = SHARED_DATASETS / "digits" / "usps-1800"
+needs_usps = pytest.mark.skipif(not USPS.is_dir(), reason=f"{USPS} not found (CI has it beside the clone)")
 
 
 def _cli(*args):
@@ -30,9 +30,11 @@ def _advice(*args) -> dict:
 
 
 @pytest.fixture(scope="module")
-def mnistm_small(tmp_path_factory) -> Path:
-    """8 real MNIST-M digits per class: colour photo patches behind digits, unlike ImageNet."""
-    return copy_subset(MNISTM, tmp_path_factory.mktemp("mnistm") / "labelled", 8)
+def usps_small(tmp_path_factory) -> Path:
+    """8 real 16x16 USPS digits per class: unlike ImageNet (LEEP 14 % of the way from chance to
+    certain with 10 a class, the bar 20 %; every resampling agreed). MNIST-M's colour photo
+    patches put it near the bar (8 a class: different, 10: similar), so it is not used here."""
+    return copy_subset(USPS, tmp_path_factory.mktemp("usps") / "labelled", 8)
 
 
 def _unlabelled(source: Path, target: Path, count: int) -> Path:
@@ -72,14 +74,14 @@ def test_the_self_taught_plan_costs_its_pretraining_and_fits_the_budget_or_is_le
     assert not reasons and "not proposed: the data is like ImageNet" in notes[0]
 
 
-@needs_mnistm
-def test_auto_on_digits_unlike_imagenet_pretrains_first_and_scores_it(mnistm_small, tmp_path):
+@needs_usps
+def test_auto_on_digits_unlike_imagenet_pretrains_first_and_scores_it(usps_small, tmp_path):
     from graft.recipes.selftaught_plan import count_unlabelled
 
-    assert count_unlabelled(str(MNISTM)) == 2000  # a listing: nothing decoded
-    few = _unlabelled(mnistm_small, tmp_path / "unlabelled", 16)  # a short real pretraining
+    assert count_unlabelled(str(USPS)) == 1800  # a listing: nothing decoded
+    few = _unlabelled(usps_small, tmp_path / "unlabelled", 16)  # a short real pretraining
     run = tmp_path / "run"
-    code, output = _cli("auto", mnistm_small, "--layers", "blocks.5", "--unlabelled", few, "-o", run, "-q")
+    code, output = _cli("auto", usps_small, "--layers", "blocks.5", "--unlabelled", few, "-o", run, "-q")
     assert code == 0, output
     advice = json.loads((run / "advice.json").read_text())
     assert advice["similarity"] == "different", advice["reasons"]
