@@ -96,7 +96,21 @@ PAGES = [
     ),
     Page("backbones", ["graft backbones"]),
     Page("layers", ["graft layers tf_efficientnet_lite0"]),
-    Page("advise", [f"graft advise {HYM} --val {VAL}"]),
+    Page(
+        "advise",
+        [
+            f"graft advise {HYM} --val {VAL}",
+            f"graft advise runs/docs/usps-10 --unlabelled {DATA}/digits/usps-1800",
+        ],
+        setup=[
+            "rm -rf runs/docs/usps-10 && for d in 0 1 2 3 4 5 6 7 8 9; do mkdir -p runs/docs/usps-10/$d && "
+            f"cp $(ls -d {DATA}/digits/usps-1800/$d/* | head -10) runs/docs/usps-10/$d/; done"
+        ],
+        note="Ants and bees are photos like ImageNet's. The second example is 10 labelled USPS digits a class "
+        "(copied from usps-1800) with the 1800 as unlabelled images: unlike ImageNet, so the advice weighs "
+        "pretraining on them first (`graft pretrain --unlabelled`, then `graft fit --backbone` on that run); "
+        "on data like ImageNet it is not proposed.",
+    ),
     Page("auto", [f"graft auto {HYM} --val {VAL} --budget 2 -o runs/docs/auto"]),
     Page(
         "finetune",
