@@ -114,7 +114,8 @@ class AdviseConfig(Config):
                                        "blocks.5,blocks.4).")
     sample_per_class: int = setting(25, "Images per class measured (LogME and LEEP settle with a few dozen).", low=2)
     budget: float = setting(10.0, "graft auto: estimated minutes its checks on validation may take; fine-tuning "
-                                  "is tried only when it fits (0: frozen candidates only).", low=0,
+                                  "and self-taught pretraining are tried only when they fit (0: frozen candidates "
+                                  "only).", low=0,
                           high=7 * 24 * 60)  # a week
     unlabelled_dir: str | None = setting(None, "Unlabelled images (any layout, folder names ignored; DATA itself "
                                                "may be given): where DATA is unlike ImageNet, the self-taught plan "
