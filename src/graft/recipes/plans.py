@@ -170,6 +170,7 @@ def candidate_plans(measured: list[Measurement], natives: dict, small: int | Non
     if unlabelled is not None:  # pretraining, then graft fit on the run at its own px (no sample cached)
         pixels = (cast(int, SELF_TAUGHT["image_size"]) / natives[first]) ** 2
         per_image = rate(first, None, natives[first]) * pixels
+        # + the head's fit as a frozen plan's, + 10 s: the new trunk's ONNX export (nothing cached for it)
         seconds = self_taught_seconds(per_image, unlabelled[1]) + n_all * per_image + 3 + 0.002 * n_all + 10
         plans.append(Plan(SELF_TAUGHT_PLAN, first, estimated_seconds=round(seconds, 1), unlabelled=unlabelled[0],
                           unlabelled_images=unlabelled[1]))
