@@ -47,7 +47,7 @@ def _unlabelled(source: Path, target: Path, count: int) -> Path:
 
 def test_the_self_taught_plan_costs_its_pretraining_and_fits_the_budget_or_is_left_out():
     from graft.recipes.plans import ORDER, Measurement, candidate_plans, choose_checks
-    from graft.recipes.selftaught_plan import self_taught_reasons
+    from graft.recipes.selftaught_plan import self_taught_order, self_taught_reasons
 
     measured = [Measurement("tf_efficientnet_lite0", None, 224, -0.19, 1280, 0.02),
                 Measurement("tf_efficientnet_lite0", "blocks.5", 224, -0.18, 320, 0.012)]
@@ -67,11 +67,19 @@ def test_the_self_taught_plan_costs_its_pretraining_and_fits_the_budget_or_is_le
     assert choose_checks(listed, order, 3600) == ["defaults", "self-taught", "frozen-inner"]
     assert choose_checks(listed, order, 60) == ["defaults", "frozen-inner", "finetune-top"]  # it is over 60 s
     assert "self-taught" not in ORDER[("small", "similar")] + ORDER[("large", "similar")]
-    reasons, notes = self_taught_reasons("u", "different", listed, ["defaults", "frozen-inner"], 1)
+    reasons, notes = self_taught_reasons("u", "different", 1.0, listed, ["defaults", "frozen-inner"], 1)
     needed = -(-(many.estimated_seconds + plans(None)["defaults"].estimated_seconds) // 60)
     assert not reasons and "left out" in notes[0] and f"--budget {needed:.0f} lets graft auto check it" in notes[0]
-    reasons, notes = self_taught_reasons("u", "similar", listed, ["defaults"], 1)
+    reasons, notes = self_taught_reasons("u", "similar", 1.0, listed, ["defaults"], 1)
     assert not reasons and "not proposed: the data is like ImageNet" in notes[0]
+    # an unsure "similar" (MNIST-M's 10 a class: 75 %) checks it after the quadrant's first plan
+    similar = ORDER[("small", "similar")]
+    assert self_taught_order(similar, "similar", 1.0) == similar
+    unsure = self_taught_order(similar, "similar", 0.75)
+    assert unsure == (similar[0], "self-taught", *similar[1:])
+    assert choose_checks(listed, unsure, 3600) == ["defaults", similar[0], "self-taught"]
+    reasons, notes = self_taught_reasons("u", "similar", 0.75, listed, ["defaults", similar[0], "self-taught"], 60)
+    assert not notes and "unsure (it held in 75 % of resampled measurements)" in reasons[0]
 
 
 @needs_usps

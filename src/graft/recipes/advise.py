@@ -34,8 +34,8 @@ import numpy as np
 
 from graft.data.folders import ImageFolder, load_train_val
 from graft.errors import DataError
-from graft.recipes.plans import ORDER, Measurement, Plan, candidate_plans, choose_checks
-from graft.recipes.selftaught_plan import count_unlabelled, self_taught_reasons
+from graft.recipes.plans import ORDER, SELF_TAUGHT_PLAN, Measurement, Plan, candidate_plans, choose_checks
+from graft.recipes.selftaught_plan import count_unlabelled, self_taught_order, self_taught_reasons
 from graft.recipes.settings import AdviseConfig, comma_list
 
 ADVICE_SCHEMA = 2
@@ -311,13 +311,16 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     size = size_call(float(np.median(counts)))
     natives = {m.backbone: m.image_size for m in measured if m.layer is None and m.image_size != small}
     natives[first] = native
-    unlabelled = (config.unlabelled_dir, n_unlabelled) if n_unlabelled and similarity == "different" else None
+    sure = _sureness(last.vectors, inner, probabilities, last.labels, similarity, config.seed)
+    order = ORDER[(size, similarity)]
+    order = self_taught_order(order, similarity, sure) if n_unlabelled else order
+    unlabelled = (config.unlabelled_dir, n_unlabelled) if SELF_TAUGHT_PLAN in order else None
     plans = candidate_plans(measured, natives, small, len(train), len(val), len(sample), unlabelled)
-    checks = choose_checks(plans, ORDER[(size, similarity)], 60 * config.budget)
-    strategy = next((n for n in ORDER[(size, similarity)] if n in checks), "defaults")
+    checks = choose_checks(plans, order, 60 * config.budget)
+    strategy = next((n for n in order if n in checks), "defaults")
     pick = next(p for p in plans if p.name == strategy)
     driver, reasons = _why(size, similarity, "low" if small else "fine", pick, native)
-    taught, notes = self_taught_reasons(config.unlabelled_dir, similarity, plans, checks, config.budget)
+    taught, notes = self_taught_reasons(config.unlabelled_dir, similarity, sure, plans, checks, config.budget)
     reasons += taught
     if pick.logme is not None:
         px = pick.image_size or natives[pick.backbone]
@@ -332,7 +335,7 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
         source_confidence=float(probabilities.max(1).mean()),
         upscale_gain=logme_of[(first, None, native)] - logme_of[(first, None, small)] if small else None,
         size=size, similarity=similarity, resolution="low" if small else "fine", quadrant=f"{size} + {similarity}",
-        driver=driver, sure=_sureness(last.vectors, inner, probabilities, last.labels, similarity, config.seed),
+        driver=driver, sure=sure,
         strategy=strategy, backbone=pick.backbone, layer=pick.layer, head=pick.head, image_size=pick.image_size,
         command=pick.command(config.data, config.val_dir, config.val_fraction, out),
         estimated_seconds=pick.estimated_seconds, checks=checks,

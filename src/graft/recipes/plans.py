@@ -25,10 +25,10 @@ _DEFAULT_SECONDS_PER_IMAGE = 0.02  # lite0, 224 px, cold, 2 cores (BENCHMARKS.md
 _EPOCH_COST = {"top": 2.0, "all": 3.0}
 _TORCH = 1.5
 # Self-taught pretraining decodes, crops and colour-jitters each view on the fly; that part does not
-# shrink with px^2 as the network's does. An estimate, set so that the quiet 5-epoch 96 px rotation run on
-# 1800 MNIST-M digits (about 45 s an epoch, the BatchNorm pass included) is matched with the default
-# extraction rate: to be calibrated against bench/bench_selftaught.py's timings (BENCHMARKS.md, issue 28).
-_VIEW_SECONDS = 0.01
+# shrink with px^2 as the network's does. Calibrated on the quiet default runs of
+# bench/bench_selftaught.py (1800 MNIST-M digits train, 200 validate, 96 px, 10 epochs): 29-31 s an
+# epoch, 316-334 s a run (BENCHMARKS.md, issue 28), with the default extraction rate.
+_VIEW_SECONDS = 0.004
 _RUN_SECONDS = 20  # building the network and writing a run folder, as a fine-tuning plan's
 
 
