@@ -5,7 +5,7 @@ scored on a held-out test folder. Each labelled draw is `graft fit --shots K --s
 
     python bench/bench_selftaught.py                               # MNIST-M: pretrain once, then 3 draws
     python bench/bench_selftaught.py --pretrain-seeds 0,1,2        # 3 pretraining runs x 3 draws
-    python bench/bench_selftaught.py --run RUN                     # reuse a finished pretrain run
+    python bench/bench_selftaught.py --run RUN[,RUN2,...]          # reuse finished pretrain runs
     python bench/bench_selftaught.py --keep runs/st                # keep the pretraining runs there
     python bench/bench_selftaught.py --finetune                    # also graft finetune from each
     python bench/bench_selftaught.py --pretrain-args "--image-size 96 --stages top4:4"
@@ -91,12 +91,15 @@ def pretrain(data: Path, seed: int, extra: str, out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=sorted(DATA), default="mnistm")
-    parser.add_argument("--run", help="a finished `graft pretrain --unlabelled` run (default: pretrain)")
+    parser.add_argument("--run", help="finished `graft pretrain --unlabelled` runs, comma-separated (default: "
+                        "pretrain them)")
     parser.add_argument("--pretrain-seeds", default="0", help="one pretraining run per seed (pretrain --seed)")
     parser.add_argument("--pretrain-args", default="", help="extra options for graft pretrain")
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument("--seeds", default="0,1,2", help="labelled draws (fit --seed)")
     parser.add_argument("--finetune", action="store_true", help="also graft finetune from ImageNet and each run")
+    parser.add_argument("--no-imagenet", action="store_true",
+                        help="skip the ImageNet baselines (the same draws' rows come from another invocation)")
     parser.add_argument("--keep", help="pretrain into this folder and keep the runs (default: a scratch folder)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
@@ -107,12 +110,14 @@ def main() -> None:
 def run_bench(args, scratch: Path) -> None:
     data, test = DATA[args.data]
     into = Path(args.keep) if args.keep else scratch
-    runs = [Path(args.run)] if args.run else [pretrain(data, int(s), args.pretrain_args, into / f"pretrain-{s}")
-                                              for s in args.pretrain_seeds.split(",")]
+    seeds = [int(s) for s in args.pretrain_seeds.split(",")]
+    runs = ([Path(r) for r in args.run.split(",")] if args.run else
+            [pretrain(data, s, args.pretrain_args, into / f"pretrain-{s}") for s in seeds])
     pretrained = [json.loads((run / "metrics.json").read_text()) for run in runs]
     size = pretrained[0]["image_size"]
-    backbones = {"imagenet@224": ("tf_efficientnet_lite0", None), f"imagenet@{size}": ("tf_efficientnet_lite0", size)}
-    backbones |= {f"self-taught@{size}#{i}": (str(run), None) for i, run in enumerate(runs)}
+    backbones = {} if args.no_imagenet else {"imagenet@224": ("tf_efficientnet_lite0", None),
+                                             f"imagenet@{size}": ("tf_efficientnet_lite0", size)}
+    backbones |= {f"self-taught@{size}#{run.name}": (str(run), None) for run in runs}
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name, (backbone, fit_size) in backbones.items():
@@ -140,8 +145,9 @@ def report(rows: list[dict], size: int, pretrained: list[dict]) -> None:
             means.setdefault(r["backbone"].split("#")[0], []).append(r["accuracy"])
         for name, values in means.items():
             print(f"{method:>8} {name:>16}: mean accuracy {100 * np.mean(values):.1f} % over {len(values)} runs")
-        gap = np.mean(means[f"self-taught@{size}"]) - np.mean(means["imagenet@224"])
-        print(f"{method}: self-taught - imagenet@224: {100 * gap:+.1f} points")
+        if "imagenet@224" in means:
+            gap = np.mean(means[f"self-taught@{size}"]) - np.mean(means["imagenet@224"])
+            print(f"{method}: self-taught - imagenet@224: {100 * gap:+.1f} points")
     seconds = [p["seconds"] for p in pretrained]
     print(f"pretraining: {np.mean(seconds):.0f} s mean ({min(seconds):.0f}-{max(seconds):.0f}), peak RSS "
           f"{max(p['peak_rss_mib'] for p in pretrained):.0f} MiB, {pretrained[0]['epochs_run']} epochs, "
