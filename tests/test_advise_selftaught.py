@@ -108,6 +108,16 @@ def test_auto_on_digits_unlike_imagenet_pretrains_first_and_scores_it(usps_small
     assert metrics["accuracy"] == pytest.approx(checked[advice["chosen"]]["accuracy"])
 
 
+@needs_usps
+def test_without_unlabelled_images_digits_unlike_imagenet_get_no_self_taught_plan(usps_small):
+    # the "different" quadrants' order names the self-taught plan first; without --unlabelled it was
+    # still recommended, as a plain `graft fit DATA` under its name, and auto "checked" it
+    advice = _advice(usps_small, "--layers", "blocks.5")
+    assert advice["similarity"] == "different", advice["reasons"]
+    assert "self-taught" not in {p["name"] for p in advice["plans"]} and "self-taught" not in advice["checks"]
+    assert advice["strategy"] != "self-taught" and advice["pretrain_command"] is None and not advice["notes"]
+
+
 @needs_shared
 def test_photos_like_imagenet_do_not_get_it_and_the_advice_says_why(hymenoptera_small):
     train, val = hymenoptera_small

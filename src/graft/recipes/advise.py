@@ -314,7 +314,8 @@ def advise(config, *, progress: bool = True, out: str = "RUN", **settings) -> Ad
     sure = _sureness(last.vectors, inner, probabilities, last.labels, similarity, config.seed)
     order = ORDER[(size, similarity)]
     order = self_taught_order(order, similarity, sure) if n_unlabelled else order
-    unlabelled = (config.unlabelled_dir, n_unlabelled) if SELF_TAUGHT_PLAN in order else None
+    # no --unlabelled: no self-taught plan (the quadrant's order names it, but there is nothing to pretrain on)
+    unlabelled = (config.unlabelled_dir, n_unlabelled) if n_unlabelled and SELF_TAUGHT_PLAN in order else None
     plans = candidate_plans(measured, natives, small, len(train), len(val), len(sample), unlabelled)
     checks = choose_checks(plans, order, 60 * config.budget)
     strategy = next((n for n in order if n in checks), "defaults")
