@@ -131,3 +131,12 @@ def test_an_empty_or_missing_folder_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["pretrain", "--unlabelled", str(tmp_path), "--mixup", "0.2", "-o",
                                        str(tmp_path / "out")])
     assert result.exit_code != 0 and "--mixup" in result.output and "need labels" in result.output
+
+
+def test_a_batch_of_one_image_is_refused_in_one_line(unlabelled, tmp_path):
+    # SimSiam's predictor (BatchNorm1d) raised a ValueError traceback mid-run on batches of one
+    for objective in ("simsiam", "rotation"):
+        result = CliRunner().invoke(main, ["pretrain", "--unlabelled", str(unlabelled), "--objective", objective,
+                                           "--batch-size", "1", "-o", str(tmp_path / "out")])
+        assert result.exit_code != 0 and "--batch-size 1" in result.output and "at least 2" in result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -22,7 +22,7 @@ NEEDS_LABELS = ("train_dir", "val_dir", "test_dir", "final", "exclude", "class_w
 def self_taught_settings(config) -> None:
     """Fill a self-taught PretrainConfig's defaults (:data:`SELF_TAUGHT`; pretrained weights of
     ``tf_efficientnet_lite0``; the kept epoch is the last, validation watches the SimSiam loss)
-    and refuse, in one GraftError, options that need labels."""
+    and refuse, in one GraftError, options that need labels, and batches of one image."""
     defaults = {f.name: f.default for f in fields(config)}
     given = [config.flag(name) for name in NEEDS_LABELS if getattr(config, name) != defaults[name]]
     if config.sampler != "shuffle":
@@ -35,6 +35,9 @@ def self_taught_settings(config) -> None:
     for name, value in SELF_TAUGHT.items():
         if getattr(config, name) is None:
             setattr(config, name, value)
+    if config.batch_size < 2:  # SimSiam's predictor and the trunk's BatchNorm layers train on batch statistics
+        raise GraftError(f"--batch-size {config.batch_size}: self-taught pretraining trains BatchNorm layers, "
+                         "which need at least 2 images a batch")
     config.backbone = config.backbone or DEFAULT_BACKBONE
     config.pretrained = True
     config.monitor, config.mode = "val_loss", "min"
