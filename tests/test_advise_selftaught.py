@@ -138,3 +138,11 @@ def test_a_missing_or_empty_unlabelled_folder_is_one_line_before_anything_is_wri
             assert code == 2 and said in output and str(folder) in output, output
             assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
             assert not (tmp_path / "run").exists()
+
+
+def test_auto_refuses_an_output_inside_the_unlabelled_folder_before_measuring(digits_dir, tmp_path):
+    # auto wrote its run into --unlabelled (a later pretraining would read its PNGs as images)
+    many = _unlabelled(digits_dir, tmp_path / "many", 12)
+    code, output = _cli("auto", digits_dir, "--unlabelled", many, "--budget", "0", "-o", many / "run")
+    assert code != 0 and "inside the --unlabelled folder" in output and str(many) in output, output
+    assert len(output.strip().splitlines()) == 1 and not (many / "run").exists()

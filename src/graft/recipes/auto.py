@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from graft._io.files import write_atomic
+from graft.recipes._run import check_not_an_input
 from graft.recipes.advise import Advice, advise, advise_config
 from graft.recipes.selftaught_plan import kept_note, pretrain_backbone
 
@@ -81,9 +82,12 @@ def auto(config, out, *, progress: bool = True, overwrite: bool = False, say=pri
     as keywords. ``say`` receives the lines to show (the advice, the estimate, each score).
     Frozen plans are scored in a scratch folder and the winner refitted into ``out`` from the
     cache; a fine-tuning plan trains into ``out`` directly (replaced if a frozen plan wins).
-    Raises what the advice and the recipes raise (DataError, GraftError).
+    Raises what the advice and the recipes raise (DataError, GraftError), and GraftError before
+    anything is measured when ``out`` is, holds or lies inside DATA, ``--val`` or ``--unlabelled``.
     """
     config = advise_config(config, settings)
+    # before the advice: -o inside DATA was refused only by the final fit, -o inside --unlabelled never
+    check_not_an_input(out, config)
     start = time.perf_counter()
     advice = advise(config, progress=progress, out=str(out))
     estimate = advice.seconds + advice.check_seconds + FINAL_SECONDS
