@@ -70,8 +70,13 @@ def test_the_simsiam_loss_falls_on_real_digits(unlabelled, tmp_path):
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.05 and len(history) == 2
     assert all(row["method"] == "simsiam" and row["output_spread"] > 0.2 for row in history)  # no collapse
     # its head is the projector, not a classifier: predict refuses the run in one line
-    refused = CliRunner().invoke(main, ["predict", str(tmp_path / "simsiam"), str(next(unlabelled.rglob("*.png")))])
-    assert refused.exit_code != 0 and "simsiam-projector" in refused.output
+    # (evaluate named its 256 projection outputs z0..z255 as the classes DATA's folders were not)
+    for command in (["predict", str(tmp_path / "simsiam"), str(next(unlabelled.rglob("*.png")))],
+                    ["evaluate", str(tmp_path / "simsiam"), str(unlabelled)],
+                    ["export", str(tmp_path / "simsiam"), "-o", str(tmp_path / "simsiam.onnx")]):
+        refused = CliRunner().invoke(main, command)
+        assert refused.exit_code != 0 and "simsiam-projector" in refused.output, command
+        assert "use its run as a backbone" in refused.output and len(refused.output.strip().splitlines()) == 1
 
 
 def test_the_run_is_a_backbone_for_fit(straight, tmp_path):

@@ -107,3 +107,14 @@ def _config_problem(config) -> str | None:
         return (f"the head has {head.get('num_classes')!r} outputs but 'classes' names {len(classes)}: "
                 "labels would not match scores")
     return None
+
+
+def refuse_projector(config: dict, config_path) -> None:
+    """ModelError when ``config`` (a graft.json) is a SimSiam run's model: its head is a projector
+    with no classes, so predicting, evaluating or exporting it means nothing; it is a backbone."""
+    from graft.errors import ModelError
+
+    if isinstance(config.get("head"), dict) and config["head"].get("kind") == "simsiam-projector":
+        raise ModelError(f"{config_path}: a graft pretrain --unlabelled --objective simsiam model (head "
+                         "'simsiam-projector': no classes to predict); use its run as a backbone: graft fit "
+                         "DATA --backbone RUN")

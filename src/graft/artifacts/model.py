@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from graft._io.artifact import CONFIG_FILE, WEIGHTS_FILE, read_artifact_config, write_artifact
+from graft._io.artifact import CONFIG_FILE, WEIGHTS_FILE, read_artifact_config, refuse_projector, write_artifact
 from graft.artifacts.config import artifact_config
 from graft.artifacts.novelty import Novelty
 from graft.backbones import Backbone, PooledFeatures, create_backbone, state_mismatch
@@ -98,6 +98,7 @@ class GraftModel(nn.Module):
             raise ModelError(f"{directory} is not a graft model: expected {CONFIG_FILE} and {WEIGHTS_FILE} "
                              "(or a run folder holding model/)")
         config = read_artifact_config(directory)
+        refuse_projector(config, config_path)
         info = config["backbone"]
         try:
             backbone = create_backbone(info["name"], pretrained=False) if _registered(info["name"]) \

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graft._io.artifact import model_folder, read_artifact_config
+from graft._io.artifact import model_folder, read_artifact_config, refuse_projector
 from graft.artifacts.novelty import Novelty
 from graft.artifacts.version import model_source
 from graft.data.preprocess import Preprocessing
@@ -267,7 +267,9 @@ def saved_config(run_dir) -> dict:
     if model_dir is None:
         raise ModelError(f"{run_dir} is not a graft model: expected graft.json and weights.safetensors "
                          "(or a run folder holding model/)")
-    return read_artifact_config(model_dir)
+    config = read_artifact_config(model_dir)
+    refuse_projector(config, model_dir / "graft.json")
+    return config
 
 
 def open_predictor(run_dir, engine: str = "auto", threads: int | None = None) -> Predictor:
