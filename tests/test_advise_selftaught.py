@@ -146,3 +146,19 @@ def test_auto_refuses_an_output_inside_the_unlabelled_folder_before_measuring(di
     code, output = _cli("auto", digits_dir, "--unlabelled", many, "--budget", "0", "-o", many / "run")
     assert code != 0 and "inside the --unlabelled folder" in output and str(many) in output, output
     assert len(output.strip().splitlines()) == 1 and not (many / "run").exists()
+
+
+def test_auto_goes_on_without_the_self_taught_plan_when_no_unlabelled_file_decodes(usps_small, tmp_path):
+    # the listing counts 10 files, so the plan is proposed; its pretraining found none readable and
+    # the DataError ended auto after the advice, with no run written
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(10):
+        (notes / f"page{i}.txt").write_text("not an image\n")
+    run = tmp_path / "run"
+    code, output = _cli("auto", usps_small, "--layers", "blocks.5", "--unlabelled", notes, "-o", run, "-q")
+    assert code == 0, output
+    assert "not checked self-taught" in output and "too few readable images" in output
+    advice = json.loads((run / "advice.json").read_text())
+    assert "self-taught" in advice["checks"] and advice["chosen"] != "self-taught"
+    assert "self-taught" not in {c["name"] for c in advice["checked"]} and (run / "model").is_dir()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from graft._io.files import write_atomic
+from graft.errors import DataError
 from graft.recipes._run import check_not_an_input
 from graft.recipes.advise import Advice, advise, advise_config
 from graft.recipes.selftaught_plan import kept_note, pretrain_backbone
@@ -81,7 +82,9 @@ def auto(config, out, *, progress: bool = True, overwrite: bool = False, say=pri
     ``config``: an :class:`~graft.recipes.settings.AdviseConfig`, or the folder with its fields
     as keywords. ``say`` receives the lines to show (the advice, the estimate, each score).
     Frozen plans are scored in a scratch folder and the winner refitted into ``out`` from the
-    cache; a fine-tuning plan trains into ``out`` directly (replaced if a frozen plan wins).
+    cache; a fine-tuning plan trains into ``out`` directly (replaced if a frozen plan wins). A
+    self-taught plan whose pretraining finds too few readable --unlabelled images is left out
+    with a line saying why; the other checks go on.
     Raises what the advice and the recipes raise (DataError, GraftError), and GraftError before
     anything is measured when ``out`` is, holds or lies inside DATA, ``--val`` or ``--unlabelled``.
     """
@@ -99,7 +102,11 @@ def auto(config, out, *, progress: bool = True, overwrite: bool = False, say=pri
     with tempfile.TemporaryDirectory(prefix="graft-auto-") as scratch:
         for name in sorted(advice.checks, key=lambda n: not advice.plan(n).frozen):  # fine-tuning last
             plan, began = advice.plan(name), time.perf_counter()
-            pretrained = pretrain_backbone(plan, Path(scratch), config.seed, progress) if plan.unlabelled else None
+            try:
+                pretrained = pretrain_backbone(plan, Path(scratch), config.seed, progress) if plan.unlabelled else None
+            except DataError as exc:  # --unlabelled files that list but do not decode: the other plans still run
+                say(f"  not checked {plan.describe()}: {exc}")
+                continue
             if pretrained is not None:
                 backbones[name] = str(pretrained.run_dir)
             results[name] = _run_plan(config.data, plan, Path(scratch) / name if plan.frozen else Path(out), split,
