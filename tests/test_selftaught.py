@@ -145,3 +145,21 @@ def test_a_batch_of_one_image_is_refused_in_one_line(unlabelled, tmp_path):
                                            "--batch-size", "1", "-o", str(tmp_path / "out")])
         assert result.exit_code != 0 and "--batch-size 1" in result.output and "at least 2" in result.output
         assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_held_out_file_that_does_not_decode_does_not_stop_the_run(tmp_path):
+    # 8 files, one held out (seed 0's permutation puts position 2 first): when that one was broken,
+    # the run refused 7 readable images with 'too few readable images to train and validate on'
+    import numpy as np
+
+    folder = tmp_path / "eight"
+    folder.mkdir()
+    for i, path in enumerate(sorted((MNISTM / "3").iterdir())[:8]):
+        shutil.copy(path, folder / f"a{i}.png")
+    (folder / f"a{np.random.default_rng(0).permutation(8)[0]}.png").write_text("not an image\n")
+    result = CliRunner().invoke(main, ["pretrain", "--unlabelled", str(folder), "--stages", "top4:1",
+                                       "--image-size", "32", "-q", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "skipping" in result.output and "not an image" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["n_train"], metrics["n_val"]) == (6, 1) and len(metrics["skipped"]) == 1

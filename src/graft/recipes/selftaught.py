@@ -129,7 +129,8 @@ def split(folder: ImageFolder, fraction: float, seed: int) -> tuple[ImageFolder,
 
 def build(config: PretrainConfig, folder: ImageFolder, *, strict: bool, progress: bool) -> Plan:
     """Seeded first, so a resume builds the same plan: the split, the readable images (a file
-    that does not decode is skipped with a warning, or an error with ``strict``), the source
+    that does not decode is skipped with a warning, or an error with ``strict``; when no held-out
+    file decodes, the last readable training image is held out instead), the source
     network with the objective's head (rotation classifier or SimSiam projector), the loaders,
     the method and the loop."""
     torch.manual_seed(config.seed)
@@ -141,6 +142,8 @@ def build(config: PretrainConfig, folder: ImageFolder, *, strict: bool, progress
     train, val = split(folder, config.val_fraction, config.seed)
     train, skipped = readable_images(train, strict, progress)
     val, skipped_val = readable_images(val, strict, progress)
+    if not len(val) and len(train) >= 3:  # no held-out file decoded: hold out the last readable training image
+        train, val = train.subset(range(len(train) - 1)), train.subset([len(train) - 1])
     if len(train) < 2 or not len(val):
         raise DataError(f"--unlabelled {folder.root}: too few readable images to train and validate on")
     width = features.output_dim(preprocessing.size)
