@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -169,6 +170,25 @@ def test_a_second_train_is_refused_and_cancel_stops_the_first_keeping_every_phot
     assert status["state"] == "cancelled" and status["message"].startswith("Cancelled")
     assert sorted(p.relative_to(project) for p in project.rglob("*.png")) == photos
     assert client.post("/api/cancel?p=digits").status_code == 409  # nothing is training now
+
+
+def test_cancel_works_when_the_app_was_started_with_sigint_ignored(client, root):
+    # as under `nohup graft app &`: the app, and so each job it starts, inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        first = client.post(f"/api/train?p=digits&how=finetune&token={TOKEN}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert first.status_code == 200
+    # the cancel must land once the job runs graft's code (its run folder is there), not while Python starts
+    folder = training.run_dir(root / "digits", first.json()["run"])
+    deadline = time.monotonic() + 60
+    while not (folder / "config.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.post("/api/cancel?p=digits").json()["run"] == first.json()["run"]
+    while client.get("/api/status?p=digits").json()["state"] == "running" and time.monotonic() < deadline + 60:
+        time.sleep(0.2)
+    assert client.get("/api/status?p=digits").json()["state"] == "cancelled"
 
 
 def test_a_decision_is_a_row_of_exclude_csv_and_never_touches_a_photo(client, root):

@@ -10,11 +10,16 @@ cancel as ``cancelled`` (130).
 """
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 
 
 def main(argv: list[str]) -> int:
+    # The page's Cancel is a SIGINT. An app started where SIGINT is ignored (nohup, `graft app &` in a
+    # script) hands that to its children, and Python then raises no KeyboardInterrupt: the job would
+    # run on to "done". Each job takes Python's own handler back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
