@@ -13,13 +13,20 @@ from __future__ import annotations
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    # The page's Cancel is a SIGINT. An app started where SIGINT is ignored (nohup, `graft app &` in a
-    # script) hands that to its children, and Python then raises no KeyboardInterrupt: the job would
-    # run on to "done". Each job takes Python's own handler back.
+    # The page's Cancel writes RUN.cancelled, then sends a SIGINT. An app started where SIGINT is ignored
+    # (nohup, `graft app &` in a script) hands that to its children, and Python then raises no
+    # KeyboardInterrupt: the job would run on to "done". Each job takes Python's own handler back, then
+    # looks for a cancel that came while the interpreter was still starting (its SIGINT was lost).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    from graft.app.projects import state_folder
+
+    if state_folder(Path(argv[1]), "app", f"{Path(argv[2]).name}.cancelled").exists():
+        print("cancelled", file=sys.stderr)
+        return 130
     warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
