@@ -30,7 +30,7 @@ from graft.artifacts.model import GraftModel
 from graft.artifacts.run_folder import RunDir, open_run
 from graft.backbones import create_backbone
 from graft.data.datasets import readable_images
-from graft.data.folders import ImageFolder, load_image, scan_unlabelled
+from graft.data.folders import ImageFolder, load_image
 from graft.data.manifest import folder_manifest
 from graft.errors import DataError, GraftError
 from graft.heads.modules import LinearHead
@@ -51,6 +51,7 @@ from graft.recipes._run import (
     write_manifest,
 )
 from graft.recipes.settings import PretrainConfig
+from graft.recipes.settings.selftaught import unlabelled_folder
 from graft.recipes.settings.versions import settings_record
 from graft.reporting.plots import training_curves_png
 from graft.train.callbacks import FrozenPrefix, load_checkpoint, standard_callbacks
@@ -59,7 +60,6 @@ from graft.train.trainer import LoopSettings, Network, TrainData, Trainer
 
 PROJECTION_DIM = 256
 ROTATION_CROP = 0.6  # the smallest crop (area fraction) rotation prediction trains on
-MIN_IMAGES = 8  # two training batches of 2 and a validation image at the least
 
 
 class Views(Dataset):
@@ -109,14 +109,8 @@ class Plan:
 
 
 def scan(config: PretrainConfig) -> ImageFolder:
-    """The unlabelled folder, any layout; DataError in one line when it is missing, a file, holds
-    no files, or fewer than :data:`MIN_IMAGES`."""
-    folder = scan_unlabelled(config.unlabelled_dir, "self-taught pretraining needs unlabelled images",
-                             flag="--unlabelled")
-    if len(folder) < MIN_IMAGES:
-        raise DataError(f"--unlabelled {folder.root} holds {len(folder)} image file(s): self-taught pretraining "
-                        f"needs at least {MIN_IMAGES}")
-    return folder
+    """The unlabelled folder, any layout (:func:`~graft.recipes.settings.selftaught.unlabelled_folder`)."""
+    return unlabelled_folder(config.unlabelled_dir)
 
 
 def split(folder: ImageFolder, fraction: float, seed: int) -> tuple[ImageFolder, ImageFolder]:

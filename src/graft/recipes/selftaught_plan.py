@@ -16,10 +16,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from graft.data.folders import scan_unlabelled
-from graft.errors import DataError
 from graft.recipes.plans import SELF_TAUGHT_PLAN, Plan
-from graft.recipes.settings.selftaught import SELF_TAUGHT
+from graft.recipes.settings.selftaught import SELF_TAUGHT, unlabelled_folder
 
 SURE = 0.9  # the advice's "sure": the share of resampled measurements that gave the same similarity call
 
@@ -37,12 +35,7 @@ def count_unlabelled(folder: str) -> int:
     """Image files below ``folder`` (any layout; a listing, nothing decoded). DataError in one
     line naming ``--unlabelled`` and the folder when it is missing, a file, or holds fewer
     images than self-taught pretraining needs."""
-    found = scan_unlabelled(folder, "the self-taught plan pretrains on --unlabelled images", flag="--unlabelled")
-    from graft.recipes.selftaught import MIN_IMAGES  # torch: read once the folder is known to be there
-    if len(found) < MIN_IMAGES:
-        raise DataError(f"--unlabelled {found.root} holds {len(found)} image file(s): self-taught pretraining "
-                        f"needs at least {MIN_IMAGES}")
-    return len(found)
+    return len(unlabelled_folder(folder, "the self-taught plan pretrains on --unlabelled images"))
 
 
 def self_taught_reasons(unlabelled_dir: str | None, similarity: str, sure: float, plans: list[Plan],

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from graft.data.folders import ImageFolder, scan_unlabelled
 from graft.defaults import DEFAULT_BACKBONE
-from graft.errors import GraftError
+from graft.errors import DataError, GraftError
 
 # MNIST-M 2000 unlabelled digits on this project's 2-core machine (BENCHMARKS.md, issue 28), 10-shot `graft fit`
 # on mnistm-test: ImageNet features 45.5 % at 224 px (41.3 % at 96). Rotation at 96 px, top8: 5 epochs 47.0 %;
@@ -13,6 +14,8 @@ from graft.errors import GraftError
 # 1.5x the time). 10 keeps most of the gain well inside the 15-minute budget. At 64 px 29.2 %; SimSiam 17.5 %.
 SELF_TAUGHT = {"objective": "rotation", "stages": "top8:10", "lr": 1e-3, "base_lr_factor": 0.5, "batch_size": 64,
                "image_size": 96, "val_fraction": 0.1}
+
+MIN_IMAGES = 8  # two training batches of 2 and a validation image at the least
 
 # Options that need labels or a labelled method: refused with --unlabelled unless left at their default.
 NEEDS_LABELS = ("train_dir", "val_dir", "test_dir", "final", "exclude", "class_weight", "mixup", "cutmix",
@@ -41,3 +44,14 @@ def self_taught_settings(config) -> None:
     config.backbone = config.backbone or DEFAULT_BACKBONE
     config.pretrained = True
     config.monitor, config.mode = "val_loss", "min"
+
+
+def unlabelled_folder(path, why: str = "self-taught pretraining needs unlabelled images") -> ImageFolder:
+    """The unlabelled folder ``path``, any layout, listed (nothing decoded); DataError in one line
+    naming ``--unlabelled`` when it is missing, a file, holds no files, or fewer than
+    :data:`MIN_IMAGES` (``why``: what needs them, for the first three)."""
+    folder = scan_unlabelled(path, why, flag="--unlabelled")
+    if len(folder) < MIN_IMAGES:
+        raise DataError(f"--unlabelled {folder.root} holds {len(folder)} image file(s): self-taught pretraining "
+                        f"needs at least {MIN_IMAGES}")
+    return folder
